@@ -1,0 +1,11 @@
+"""Test settings: the real settings with tasks run inline and a fast password hasher."""
+
+import os
+
+os.environ.setdefault("DJANGO_DEBUG", "1")
+os.environ.setdefault("WXNOTIFY_TASKS_SYNC", "1")
+os.environ.setdefault("WECHAT_API_BASE", "http://127.0.0.1:9")
+
+from wxnotify.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,20 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+from django.utils.translation import gettext_lazy as _
+
+
+def ensure_cache_table(using: str = "default", **kwargs) -> None:
+    """Create the database cache table after migrate, so the embedded default needs no extra step."""
+    from django.core.management import call_command
+
+    call_command("createcachetable", database=using, verbosity=0)
+
+
+class WxnotifyConfig(AppConfig):
+    """Project-level hooks: nothing here owns models (``wxnotify.wechat`` must stay model-free)."""
+
+    name = "wxnotify"
+    verbose_name = _("wxnotify")
+
+    def ready(self) -> None:
+        post_migrate.connect(ensure_cache_table, sender=self, dispatch_uid="wxnotify.ensure_cache_table")
