@@ -1,7 +1,12 @@
-from django.core.validators import RegexValidator
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from accounts.fields import EncryptedTextField
 from wxnotify.wechat.client import Credentials
 
 appid_validator = RegexValidator(
@@ -28,7 +33,7 @@ class OfficialAccount(models.Model):
 
     name = models.CharField(_("name"), max_length=100)
     appid = models.CharField(_("AppID"), max_length=32, unique=True, validators=[appid_validator])
-    app_secret = models.CharField(_("AppSecret"), max_length=64)
+    app_secret = EncryptedTextField(_("AppSecret"), help_text=_("Stored encrypted; never shown again once saved."))
     token = models.CharField(
         _("callback token"),
         max_length=32,
@@ -44,6 +49,23 @@ class OfficialAccount(models.Model):
         _("token endpoint"), max_length=16, choices=TokenEndpoint.choices, default=TokenEndpoint.STABLE
     )
     is_active = models.BooleanField(_("active"), default=True)
+    send_rate_limit = models.PositiveIntegerField(
+        _("send rate limit"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=_("Most template messages per second for this account; empty means no limit of our own."),
+    )
+    operators = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("operators"),
+        related_name="operated_accounts",
+        blank=True,
+        help_text=_("Business staff allowed to use this account."),
+    )
+    last_error_code = models.IntegerField(_("last WeChat error code"), null=True, blank=True, editable=False)
+    last_error_message = models.CharField(_("last WeChat error"), max_length=500, blank=True, editable=False)
+    last_error_at = models.DateTimeField(_("last WeChat error at"), null=True, blank=True, editable=False)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -55,6 +77,127 @@ class OfficialAccount(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.appid})"
 
+    def clean(self) -> None:
+        """Encrypted callbacks cannot be read or answered without the EncodingAESKey."""
+        super().clean()
+        if self.message_mode != self.MessageMode.PLAINTEXT and not self.encoding_aes_key:
+            raise ValidationError(
+                {"encoding_aes_key": _("An EncodingAESKey is required in compatible and safe message modes.")}
+            )
+
+    def callback_path(self) -> str:
+        """The path of this account's callback endpoint (the URL configured in WeChat's console)."""
+        return f"/wechat/callback/{self.appid}/"
+
+    def callback_url(self) -> str:
+        """The absolute callback URL to paste into WeChat's console, on ``WXNOTIFY_PUBLIC_BASE_URL``."""
+        return f"{settings.WXNOTIFY_PUBLIC_BASE_URL}{self.callback_path()}"
+
     def credentials(self) -> Credentials:
         """What the WeChat client needs to fetch this account's access_token."""
         return Credentials(appid=self.appid, secret=self.app_secret, token_endpoint=self.token_endpoint)
+
+
+class Follower(models.Model):
+    """A WeChat user who follows (or once followed) an account, known by the account-specific openid.
+
+    ``user`` binds the follower to one of our users so messages can be addressed to people; syncing
+    from WeChat never touches it.
+    """
+
+    class Source(models.TextChoices):
+        CALLBACK = "callback", _("subscribe callback")
+        SYNC = "sync", _("follower sync")
+        QR = "qr", _("QR code scan")
+
+    account = models.ForeignKey(
+        OfficialAccount, verbose_name=_("official account"), on_delete=models.CASCADE, related_name="followers"
+    )
+    openid = models.CharField(_("openid"), max_length=64)
+    unionid = models.CharField(_("unionid"), max_length=64, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("bound user"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="wechat_followers",
+    )
+    subscribed = models.BooleanField(_("subscribed"), default=True)
+    subscribed_at = models.DateTimeField(_("subscribed at"), null=True, blank=True)
+    unsubscribed_at = models.DateTimeField(_("unsubscribed at"), null=True, blank=True)
+    source = models.CharField(_("source"), max_length=16, choices=Source.choices, default=Source.SYNC)
+    remark = models.CharField(_("remark"), max_length=100, blank=True)
+    subscribe_scene = models.CharField(_("subscribe scene"), max_length=64, blank=True)
+    qr_scene_str = models.CharField(_("QR scene"), max_length=64, blank=True)
+    last_interaction_at = models.DateTimeField(_("last interaction at"), null=True, blank=True)
+    synced_at = models.DateTimeField(_("synced at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("follower")
+        verbose_name_plural = _("followers")
+        ordering = ["account", "-subscribed_at", "openid"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "openid"], name="accounts_follower_unique_openid"),
+        ]
+        indexes = [
+            models.Index(fields=["account", "subscribed"], name="accounts_fol_subscribed_idx"),
+            models.Index(fields=["account", "user"], name="accounts_fol_user_idx"),
+            models.Index(fields=["unionid"], name="accounts_fol_unionid_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.openid
+
+
+class FollowerSync(models.Model):
+    """One run of "sync followers from WeChat", kept so the admin can show its progress and outcome."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("queued")
+        RUNNING = "running", _("running")
+        DONE = "done", _("done")
+        FAILED = "failed", _("failed")
+
+    account = models.ForeignKey(
+        OfficialAccount, verbose_name=_("official account"), on_delete=models.CASCADE, related_name="follower_syncs"
+    )
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField(_("followers at WeChat"), null=True, blank=True)
+    processed = models.PositiveIntegerField(_("processed"), default=0)
+    created = models.PositiveIntegerField(_("new followers"), default=0)
+    updated = models.PositiveIntegerField(_("updated followers"), default=0)
+    unsubscribed = models.PositiveIntegerField(_("marked unsubscribed"), default=0)
+    error = models.TextField(_("error"), blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("requested by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    queued_at = models.DateTimeField(_("queued at"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("follower sync")
+        verbose_name_plural = _("follower syncs")
+        ordering = ["-queued_at", "-id"]
+        indexes = [models.Index(fields=["account", "-queued_at"], name="accounts_fsync_latest_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.account.appid} {self.get_status_display()} {self.progress_text()}"
+
+    def progress_text(self) -> str:
+        """Progress as "processed/total" once WeChat told the total, else just the processed count."""
+        if self.total is None:
+            return str(self.processed)
+        return f"{self.processed}/{self.total}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {self.Status.DONE, self.Status.FAILED}

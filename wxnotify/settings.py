@@ -183,6 +183,21 @@ WECHAT_TOKEN_REFRESH_MARGIN = env_int("WECHAT_TOKEN_REFRESH_MARGIN", 300)
 # The scheduled refresher renews tokens that expire within this window, so sends never wait.
 WECHAT_TOKEN_PREFETCH_WINDOW = env_int("WECHAT_TOKEN_PREFETCH_WINDOW", 900)
 
+# AppSecrets are stored encrypted (Fernet). The first key encrypts, every key decrypts, so a key is
+# rotated by putting the new one first and re-saving (``manage.py rotate_app_secrets`` re-encrypts).
+# Without the variable a key is derived from SECRET_KEY, which then must not change.
+WXNOTIFY_ENCRYPTION_KEYS = env_list("WXNOTIFY_ENCRYPTION_KEYS", [])
+if not WXNOTIFY_ENCRYPTION_KEYS:
+    from base64 import urlsafe_b64encode
+
+    from cryptography.hazmat.primitives.hashes import SHA256
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    _hkdf = HKDF(algorithm=SHA256(), length=32, salt=None, info=b"wxnotify.accounts.app_secret")
+    WXNOTIFY_ENCRYPTION_KEYS = [urlsafe_b64encode(_hkdf.derive(SECRET_KEY.encode())).decode()]
+# Where WeChat reaches this service: the callback URL shown to paste into WeChat's console.
+WXNOTIFY_PUBLIC_BASE_URL = os.environ.get("WXNOTIFY_PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+
 # --- Auth, i18n, static ---------------------------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [
