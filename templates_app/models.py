@@ -1,0 +1,76 @@
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from templates_app.keywords import Keyword, is_legacy_template
+
+
+class MessageTemplate(models.Model):
+    """A template message template as WeChat holds it for one account (``get_all_private_template``).
+
+    Rows are never deleted: messages refer to them. A template that disappears at WeChat is marked inactive with
+    ``removed_at``; the send pipeline marks configuration errors (40037, 43116) with the problem fields so operators
+    see why sends stopped.
+    """
+
+    account = models.ForeignKey(
+        "accounts.OfficialAccount",
+        on_delete=models.PROTECT,
+        related_name="templates",
+        verbose_name=_("official account"),
+    )
+    template_id = models.CharField(_("template ID"), max_length=128)
+    title = models.CharField(_("title"), max_length=255)
+    content = models.TextField(_("content"))
+    example = models.TextField(_("example"), blank=True)
+    primary_industry = models.CharField(_("primary industry"), max_length=255, blank=True)
+    deputy_industry = models.CharField(_("deputy industry"), max_length=255, blank=True)
+    keywords = models.JSONField(
+        _("keywords"),
+        default=list,
+        blank=True,
+        help_text=_('Parsed from the content, in order: [{"name": "thing1", "type": "thing"}, ...].'),
+    )
+    is_active = models.BooleanField(
+        _("active"),
+        default=True,
+        help_text=_("Inactive templates cannot be used for new messages."),
+    )
+    synced_at = models.DateTimeField(_("last synced at"), default=timezone.now)
+    removed_at = models.DateTimeField(
+        _("removed at WeChat at"),
+        null=True,
+        blank=True,
+        help_text=_("When the template was no longer listed by WeChat."),
+    )
+    problem_code = models.IntegerField(_("problem errcode"), null=True, blank=True)
+    problem_message = models.CharField(_("problem"), max_length=500, blank=True)
+    problem_at = models.DateTimeField(_("problem seen at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("message template")
+        verbose_name_plural = _("message templates")
+        ordering = ["title", "template_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "template_id"], name="templates_app_unique_account_template"),
+        ]
+        indexes = [
+            models.Index(fields=["account", "is_active", "title"], name="templates_account_active_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.template_id})"
+
+    @property
+    def has_problem(self) -> bool:
+        return self.problem_code is not None
+
+    def keyword_list(self) -> list[Keyword]:
+        return [Keyword(name=item["name"], type=item["type"]) for item in self.keywords]
+
+    @property
+    def is_legacy(self) -> bool:
+        """Legacy industry template (first/keywordN/remark) rather than a category template with typed keywords."""
+        return is_legacy_template(self.keyword_list())
