@@ -17,4 +17,5 @@ class WxnotifyConfig(AppConfig):
     verbose_name = _("wxnotify")
 
     def ready(self) -> None:
-        post_migrate.connect(ensure_cache_table, sender=self, dispatch_uid="wxnotify.ensure_cache_table")
+        # No sender: Django sends post_migrate only for apps with a models module, and this one has none.
+        post_migrate.connect(ensure_cache_table, dispatch_uid="wxnotify.ensure_cache_table")
