@@ -165,10 +165,11 @@ def _as_keywords(template_or_keywords: Any) -> list[Keyword]:
     source = template_or_keywords
     if isinstance(source, str):
         return parse_keywords(source)
-    if hasattr(source, "keywords") and not isinstance(source, list | tuple):
-        source = source.keywords
-        if not source and getattr(template_or_keywords, "content", ""):
-            return parse_keywords(template_or_keywords.content)
+    if hasattr(source, "keywords") or hasattr(source, "content"):
+        stored = getattr(source, "keywords", None)
+        if not stored:
+            return parse_keywords(getattr(source, "content", "") or "")
+        source = stored
     keywords = []
     for item in source:
         if isinstance(item, Keyword):

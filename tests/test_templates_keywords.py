@@ -1,0 +1,329 @@
+"""Keyword parsing, per-type validation, rule descriptions and previews (pure functions, no database)."""
+
+import json
+from dataclasses import dataclass
+
+import pytest
+from django.utils import translation
+
+from templates_app.keywords import (
+    NON_FIELD_ERRORS,
+    CardLine,
+    Keyword,
+    keyword_rules,
+    parse_keywords,
+    render_card,
+    render_content,
+    validate_template_data,
+)
+
+CATEGORY_CONTENT = (
+    "工单类型:{{const3.DATA}}\n工单名称:{{thing1.DATA}}\n单号:{{character_string9.DATA}}\n时间:{{time2.DATA}}"
+)
+LEGACY_CONTENT = "{{first.DATA}}\n商品:{{keyword1.DATA}}\n金额:{{keyword2.DATA}}\n{{remark.DATA}}"
+
+
+@dataclass
+class FakeTemplate:
+    title: str
+    content: str
+
+
+@pytest.fixture(autouse=True)
+def english():
+    with translation.override("en"):
+        yield
+
+
+def one(type_name: str, value):
+    """Validate a single value against a category template holding one keyword of ``type_name``."""
+    name = f"{type_name}1"
+    return validate_template_data([Keyword(name=name, type=type_name)], {name: value})
+
+
+# --- parsing ------------------------------------------------------------------------------------------------------
+
+
+def test_parse_category_keywords_in_order_with_types():
+    assert parse_keywords(CATEGORY_CONTENT) == [
+        Keyword("const3", "const"),
+        Keyword("thing1", "thing"),
+        Keyword("character_string9", "character_string"),
+        Keyword("time2", "time"),
+    ]
+
+
+def test_parse_legacy_keywords_are_recognised_as_legacy():
+    keywords = parse_keywords(LEGACY_CONTENT)
+    assert [k.name for k in keywords] == ["first", "keyword1", "keyword2", "remark"]
+    assert [k.type for k in keywords] == ["first", "keyword", "keyword", "remark"]
+    assert all(k.is_legacy for k in keywords)
+    assert not Keyword.from_name("thing1").is_legacy
+
+
+def test_parse_tolerates_spaces_and_drops_duplicates():
+    content = "A:{{ thing1.DATA }} B:{{thing1 .DATA}} C:{{  amount2.DATA}}{{thing1.DATA}}"
+    assert parse_keywords(content) == [Keyword("thing1", "thing"), Keyword("amount2", "amount")]
+
+
+def test_parse_ignores_reserved_words_without_data_suffix():
+    assert parse_keywords("{{thing1}} {{thing2.VALUE}} {{thing3.DATA}}") == [Keyword("thing3", "thing")]
+    assert parse_keywords("") == []
+
+
+# --- input shapes -------------------------------------------------------------------------------------------------
+
+
+def test_both_input_shapes_are_normalised_to_wechat_shape():
+    result = validate_template_data("{{thing1.DATA}}{{number2.DATA}}", {"thing1": {"value": "会议室"}, "number2": "3"})
+    assert result.is_valid
+    assert result.data == {"thing1": {"value": "会议室"}, "number2": {"value": "3"}}
+
+
+def test_numbers_are_coerced_to_strings():
+    result = validate_template_data("{{number1.DATA}}{{amount2.DATA}}", {"number1": 42, "amount2": {"value": 9.5}})
+    assert result.is_valid, result.errors
+    assert result.data == {"number1": {"value": "42"}, "amount2": {"value": "9.5"}}
+
+
+@pytest.mark.parametrize("bad", [None, True, ["a"], {"val": "x"}, {"value": None}, {"value": {"value": "x"}}])
+def test_non_string_values_are_errors(bad):
+    result = validate_template_data("{{thing1.DATA}}", {"thing1": bad})
+    assert not result.is_valid
+    assert "thing1" in result.errors
+    assert "thing1" not in result.data
+
+
+def test_data_must_be_a_mapping():
+    result = validate_template_data("{{thing1.DATA}}", ["thing1", "x"])
+    assert result.errors == {NON_FIELD_ERRORS: ["The data must be an object mapping each keyword to its value."]}
+
+
+def test_missing_unknown_and_empty_are_readable_errors():
+    result = validate_template_data(CATEGORY_CONTENT, {"thing1": "  ", "time2": "15:01", "colour": "red"})
+    assert result.errors == {
+        "colour": ["“colour” is not a keyword of this template."],
+        "const3": ["This keyword is missing."],
+        "thing1": ["This value is empty."],
+        "character_string9": ["This keyword is missing."],
+    }
+
+
+def test_color_is_accepted_with_a_warning_and_dropped():
+    result = validate_template_data("{{thing1.DATA}}", {"thing1": {"value": "会议室", "color": "#173177"}})
+    assert result.is_valid
+    assert result.data == {"thing1": {"value": "会议室"}}
+    assert result.warnings == {"thing1": ["WeChat no longer shows custom colours (since 2023-05-04)."]}
+
+
+def test_accepts_stored_keyword_dicts_and_template_objects():
+    stored = [{"name": "thing1", "type": "thing"}]
+    assert validate_template_data(stored, {"thing1": "x" * 21}).errors == {
+        "thing1": ["At most 20 characters (this has 21)."]
+    }
+    template = FakeTemplate(title="t", content="{{phrase1.DATA}}")
+    assert validate_template_data(template, {"phrase1": "配送中"}).is_valid
+
+
+def test_errors_are_translated():
+    with translation.override("zh-hans"):
+        result = validate_template_data("{{thing1.DATA}}", {})
+    assert result.errors["thing1"] == [str(result.errors["thing1"][0])]
+    assert isinstance(result.errors["thing1"][0], str)
+
+
+# --- category-wide rules ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("type_name", ["thing", "const", "name", "character_string", "short_thing"])
+def test_newlines_are_errors_in_category_templates(type_name):
+    result = one(type_name, "ab\ncd")
+    assert result.errors == {
+        f"{type_name}1": ["Line breaks are not allowed: WeChat drops them from template messages."]
+    }
+
+
+@pytest.mark.parametrize("value", ["好的😀", "✅完成", "❤️", "会议👨‍👩‍👧"])
+def test_emoji_are_errors_in_category_templates(value):
+    result = one("thing", value)
+    assert result.errors == {"thing1": ["Emoji are not allowed: WeChat drops them from template messages."]}
+
+
+# --- per type -----------------------------------------------------------------------------------------------------
+
+VALID = {
+    "thing": ["会议室A", "x" * 20, "北京市海淀区中关村大街1号", "Room 3-B"],
+    "number": ["0", "12.50", "9" * 32, "1234567890"],
+    "letter": ["abc", "A" * 32],
+    "symbol": ["-", "#/+", "※…。", "!!!!!"],
+    "character_string": ["ORDER-2024-0001", "https://ex.com/a?b=1", "a" * 32],
+    "time": ["15:01", "9:05", "2019年10月1日 15:01", "2019-10-01 15:01:59", "15:00~16:00", "2019年10月1日 15:01~16:00"],
+    "date": ["2019年10月1日", "2019-10-01", "2019/10/01 15:01", "2019年10月1日~2019年10月3日", "2019.10.1"],
+    "amount": ["¥12.50", "￥100", "12.50元", "$9", "8元", "¥1234567890", "¥12.5元", "12"],
+    "phone_number": ["+86-0766-66888866", "13800138000", "(010)12345678"],
+    "car_number": ["粤A8Z888挂", "京A12345", "AB1234"],
+    "name": ["张三", "欧阳娜娜娜娜娜娜娜娜", "John Smith", "O'Brien-Lee", "张三Tom"],
+    "phrase": ["配送中", "已完成", "审核未通过"],
+    "const": ["已通过", "c" * 20],
+    "short_thing": ["任意内容", "x" * 20],
+}
+
+INVALID = {
+    "thing": ["x" * 21, "北" * 21],
+    "number": ["12a", "1.2.3", "-5", "1,000", "9" * 33, "十二"],
+    "letter": ["abc1", "中文", "a b", "a" * 33],
+    "symbol": ["abc", "-1", "!!!!!!", "- -", "中"],
+    "character_string": ["订单123", "a b", "a" * 33],
+    "time": ["3pm", "25:00", "15:60", "2019年10月1日", "明天 15:00", "15:00~later", "2019年13月1日 15:00"],
+    "date": ["15:01", "2019年10月32日", "yesterday", "2019-1", "2019年10月1日~下周"],
+    "amount": ["¥", "¥¥12", "12.50美元", "-¥5", "¥12345678901", "元12", "1,000元"],
+    "phone_number": ["138 0013 8000", "tel:138", "1" * 18, "电话13800138000"],
+    "car_number": ["粤A8Z8888挂", "粤A-12345", "粤中12345", "ab cd"],
+    "name": ["张三1", "张" * 11, "a" * 21, "张三三三三三三三三三Tom"],
+    "phrase": ["配送中。", "abc", "配送中配送中"],
+    "const": ["c" * 21],
+    "short_thing": ["x" * 21],
+}
+
+
+@pytest.mark.parametrize(("type_name", "value"), [(t, v) for t, values in VALID.items() for v in values])
+def test_valid_values_per_type(type_name, value):
+    result = one(type_name, value)
+    assert result.is_valid, (type_name, value, result.errors)
+    assert result.data == {f"{type_name}1": {"value": value}}
+
+
+@pytest.mark.parametrize(("type_name", "value"), [(t, v) for t, values in INVALID.items() for v in values])
+def test_invalid_values_per_type(type_name, value):
+    result = one(type_name, value)
+    assert not result.is_valid, (type_name, value)
+    messages = result.errors[f"{type_name}1"]
+    assert messages
+    assert all(isinstance(m, str) and m.endswith(".") for m in messages)
+
+
+def test_length_messages_give_limit_and_count():
+    assert one("phrase", "配送中配送中").errors == {"phrase1": ["At most 5 characters (this has 6)."]}
+    assert one("number", "9" * 33).errors == {"number1": ["At most 32 digits (this has 33)."]}
+    assert one("amount", "¥12345678901").errors == {"amount1": ["At most 10 digits (this has 11)."]}
+    assert one("name", "张" * 11).errors == {
+        "name1": ["A name containing Chinese takes at most 10 characters (this has 11)."]
+    }
+
+
+def test_chinese_counts_one_character_each():
+    assert one("thing", "北" * 20).is_valid
+    assert one("thing", "北" * 21).errors == {"thing1": ["At most 20 characters (this has 21)."]}
+
+
+def test_empty_const_is_allowed_with_a_warning():
+    result = one("const", "")
+    assert result.is_valid
+    assert result.warnings == {"const1": ["An empty value is shown as blank."]}
+
+
+# --- legacy templates ---------------------------------------------------------------------------------------------
+
+
+def test_legacy_templates_warn_instead_of_erroring():
+    data = {
+        "first": "您好",
+        "keyword1": "巧克力\n大礼包",
+        "keyword2": "这是一个特别特别特别特别特别特别特别长的金额说明",
+        "remark": "谢谢😀",
+    }
+    result = validate_template_data(LEGACY_CONTENT, data)
+    assert result.is_valid
+    assert result.warnings == {
+        "first": ["WeChat no longer shows “first” (since 2023-05-04)."],
+        "keyword1": ["WeChat removes line breaks from this field."],
+        "keyword2": ["WeChat shows only the first 20 characters of this field (this has 24)."],
+        "remark": ["WeChat no longer shows “remark” (since 2023-05-04)."],
+    }
+    assert result.data["keyword1"] == {"value": "巧克力\n大礼包"}
+
+
+def test_legacy_first_and_remark_are_optional_but_body_is_required():
+    result = validate_template_data(LEGACY_CONTENT, {"keyword1": "巧克力"})
+    assert result.errors == {"keyword2": ["This keyword is missing."]}
+    result = validate_template_data(LEGACY_CONTENT, {"keyword1": "巧克力", "keyword2": "", "remark": ""})
+    assert result.errors == {"keyword2": ["This value is empty."]}
+
+
+def test_legacy_emoji_is_a_warning():
+    result = validate_template_data("{{keyword1.DATA}}", {"keyword1": "好😀"})
+    assert result.is_valid
+    assert result.warnings == {"keyword1": ["WeChat removes emoji from this field."]}
+
+
+def test_free_named_keywords_of_a_legacy_template_follow_legacy_rules():
+    content = "{{result.DATA}}\n领奖金额:{{withdrawMoney.DATA}}\n{{remark.DATA}}"
+    result = validate_template_data(content, {"result": "您已提交领奖申请", "withdrawMoney": "x" * 25})
+    assert result.is_valid
+    assert "withdrawMoney" in result.warnings
+
+
+# --- keyword_rules ------------------------------------------------------------------------------------------------
+
+
+def test_keyword_rules_describe_each_keyword_and_are_json_serialisable():
+    rules = keyword_rules(FakeTemplate(title="工单", content=CATEGORY_CONTENT))
+    json.dumps(rules, ensure_ascii=False)
+    assert [(r["name"], r["type"], r["label"], r["max_length"]) for r in rules] == [
+        ("const3", "const", "工单类型", 20),
+        ("thing1", "thing", "工单名称", 20),
+        ("character_string9", "character_string", "单号", 32),
+        ("time2", "time", "时间", None),
+    ]
+    assert all(r["help"] and r["required"] and not r["legacy"] for r in rules)
+    assert rules[2]["pattern"] == r"[\x21-\x7e]+"
+
+
+def test_keyword_rules_for_legacy_templates():
+    rules = {r["name"]: r for r in keyword_rules(LEGACY_CONTENT)}
+    assert rules["first"]["required"] is False
+    assert rules["remark"]["required"] is False
+    assert rules["keyword1"]["required"] is True
+    assert rules["keyword1"]["label"] == "商品"
+    assert rules["first"]["label"] == "first"
+    assert all(r["legacy"] for r in rules.values())
+
+
+def test_keyword_rules_label_with_fullwidth_colon_and_several_placeholders_per_line():
+    rules = keyword_rules("金额：{{amount1.DATA}} 时间:{{time2.DATA}}")
+    assert [(r["name"], r["label"]) for r in rules] == [("amount1", "金额"), ("time2", "时间")]
+
+
+# --- rendering ----------------------------------------------------------------------------------------------------
+
+
+def test_render_content_fills_placeholders_and_marks_missing():
+    rendered = render_content(CATEGORY_CONTENT, {"thing1": {"value": "打印机故障"}, "const3": "维修"})
+    assert rendered == "工单类型:维修\n工单名称:打印机故障\n单号:[character_string9]\n时间:[time2]"
+
+
+def test_render_content_tolerates_spaces_in_braces():
+    assert render_content("A:{{ thing1.DATA }}", {"thing1": "x"}) == "A:x"
+
+
+def test_render_card_gives_title_and_labelled_lines():
+    template = FakeTemplate(title="工单提醒", content=CATEGORY_CONTENT)
+    card = render_card(template, {"thing1": "打印机故障", "const3": "维修", "time2": "15:01"})
+    assert card.title == "工单提醒"
+    assert card.lines == [
+        CardLine("工单类型", "维修"),
+        CardLine("工单名称", "打印机故障"),
+        CardLine("单号", "[character_string9]"),
+        CardLine("时间", "15:01"),
+    ]
+
+
+def test_render_card_for_legacy_template_shows_what_wechat_shows():
+    template = FakeTemplate(title="购买成功", content=LEGACY_CONTENT)
+    card = render_card(template, {"first": "您好", "keyword1": "巧克力\n大礼包", "keyword2": "1" * 25 + "元"})
+    assert card.lines == [CardLine("商品", "巧克力大礼包"), CardLine("金额", "1" * 20)]
+
+
+def test_render_card_keeps_static_lines():
+    card = render_card(FakeTemplate(title="t", content="请及时处理\n名称:{{thing1.DATA}}"), {})
+    assert card.lines == [CardLine("", "请及时处理"), CardLine("名称", "[thing1]")]
