@@ -1,0 +1,159 @@
+"""No secret reaches a log line, whichever way it got into the record.
+
+Every test logs through the handlers built from ``settings.LOGGING`` by ``dictConfig`` (the same
+configuration every process uses), with the console handler's stream swapped for a buffer.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import logging.config
+import secrets
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+from django.conf import settings
+
+from wxnotify.log import MASK, register_secret
+
+
+@pytest.fixture
+def log_output():
+    """Configure logging from settings.LOGGING with the console writing to a buffer; restore after."""
+    buffer = io.StringIO()
+    real_stderr = sys.stderr
+    sys.stderr = buffer  # the console StreamHandler binds sys.stderr when dictConfig builds it
+    try:
+        logging.config.dictConfig(settings.LOGGING)
+    finally:
+        sys.stderr = real_stderr
+    try:
+        yield buffer
+    finally:
+        logging.config.dictConfig(settings.LOGGING)
+
+
+@pytest.fixture
+def token():
+    """A fresh access_token-like value, registered the way the token manager registers real ones."""
+    value = secrets.token_urlsafe(48)
+    register_secret(value)
+    return value
+
+
+def lines_with(output: io.StringIO, marker: str) -> list[str]:
+    found = [line for line in output.getvalue().splitlines() if marker in line]
+    assert found, f"nothing logged with {marker!r}:\n{output.getvalue()}"
+    return found
+
+
+def test_access_token_in_a_url_is_masked_by_shape(log_output):
+    unregistered = secrets.token_hex(32)
+    url = f"https://api.weixin.qq.com/cgi-bin/message/template/send?access_token={unregistered}&lang=zh_CN"
+
+    logging.getLogger("wxnotify.wechat.client").info(f"POST {url} took 12 ms")
+
+    assert unregistered not in log_output.getvalue()
+    (line,) = lines_with(log_output, "took 12 ms")
+    assert "INFO wxnotify.wechat.client" in line
+    assert f"POST https://api.weixin.qq.com/cgi-bin/message/template/send?access_token={MASK}&lang=zh_CN" in line
+
+
+def test_secret_in_a_json_body_is_masked_by_shape(log_output):
+    app_secret = secrets.token_hex(16)
+    body = json.dumps({"grant_type": "client_credential", "appid": "wx0123456789abcdef", "secret": app_secret})
+
+    logging.getLogger("wxnotify.wechat.tokens").warning("stable_token request body: %s", body)
+
+    assert app_secret not in log_output.getvalue()
+    (line,) = lines_with(log_output, "stable_token request body")
+    assert "WARNING wxnotify.wechat.tokens" in line
+    assert f'"appid": "wx0123456789abcdef", "secret": "{MASK}"' in line
+    assert '"grant_type": "client_credential"' in line
+
+
+def test_registered_secret_in_an_f_string_is_masked(log_output, token):
+    logging.getLogger("wxnotify").info(f"cached token {token} for wx0123456789abcdef until 10:00")
+
+    assert token not in log_output.getvalue()
+    (line,) = lines_with(log_output, "for wx0123456789abcdef until 10:00")
+    assert f"cached token {MASK} for wx0123456789abcdef until 10:00" in line
+
+
+def test_registered_secret_in_percent_args_is_masked(log_output, token):
+    logging.getLogger("messaging.tasks").error("send %s failed with token %s (errcode %d)", "msg-42", token, 40001)
+
+    assert token not in log_output.getvalue()
+    (line,) = lines_with(log_output, "send msg-42 failed")
+    assert "ERROR messaging.tasks" in line
+    assert f"send msg-42 failed with token {MASK} (errcode 40001)" in line
+
+
+def test_registered_secret_in_a_traceback_is_masked(log_output, token):
+    def refresh():
+        raise RuntimeError(f"WeChat rejected {token}")
+
+    try:
+        refresh()
+    except RuntimeError:
+        logging.getLogger("wxnotify.wechat.tokens").exception("token refresh for %s failed", "wx0123456789abcdef")
+
+    output = log_output.getvalue()
+    assert token not in output
+    assert "token refresh for wx0123456789abcdef failed" in output
+    assert "Traceback (most recent call last):" in output
+    assert 'raise RuntimeError(f"WeChat rejected {token}")' in output  # source lines stay readable
+    assert f"RuntimeError: WeChat rejected {MASK}" in output
+
+
+def test_django_q_logger_is_masked(log_output, token):
+    logging.getLogger("django_q").error("Failed [deliver_batch] - args: (%r,)", {"access_token": token, "batch": 7})
+
+    assert token not in log_output.getvalue()
+    (line,) = lines_with(log_output, "Failed [deliver_batch]")
+    assert "ERROR django_q" in line
+    assert f"'access_token': '{MASK}'" in line
+    assert "'batch': 7" in line
+
+
+class _OkHandler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"errcode":0}')
+
+    def log_message(self, format, *args):
+        return
+
+
+@pytest.fixture
+def local_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OkHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_urllib3_request_line_is_masked(log_output, local_server, token):
+    """urllib3 logs every request line at DEBUG, query string included: a real request, really logged."""
+    logging.getLogger("urllib3").setLevel(logging.DEBUG)
+
+    response = requests.get(
+        f"{local_server}/cgi-bin/user/get", params={"access_token": token, "next_openid": "o1"}, timeout=5
+    )
+
+    assert response.json() == {"errcode": 0}
+    assert token not in log_output.getvalue()
+    (line,) = lines_with(log_output, "/cgi-bin/user/get")
+    assert "DEBUG urllib3.connectionpool" in line
+    assert f'"GET /cgi-bin/user/get?access_token={MASK}&next_openid=o1 HTTP/1.1" 200' in line
