@@ -76,6 +76,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "wxnotify.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -198,6 +199,26 @@ if not WXNOTIFY_ENCRYPTION_KEYS:
 # Where WeChat reaches this service: the callback URL shown to paste into WeChat's console.
 WXNOTIFY_PUBLIC_BASE_URL = os.environ.get("WXNOTIFY_PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 
+# --- Send pipeline (messaging) --------------------------------------------------------------------
+
+# Sends in flight per worker process (one shared thread pool over the pooled HTTP session).
+WXNOTIFY_SEND_CONCURRENCY = env_int("WXNOTIFY_SEND_CONCURRENCY", 32)
+# Messages per delivery task: campaigns are cut into batches of this size.
+WXNOTIFY_SEND_BATCH_SIZE = env_int("WXNOTIFY_SEND_BATCH_SIZE", 200)
+# Attempts before a message that keeps failing transiently is failed with the last reason.
+WXNOTIFY_MAX_ATTEMPTS = env_int("WXNOTIFY_MAX_ATTEMPTS", 5)
+# Exponential backoff with full jitter: base * 2**(attempt-1), at most the cap (seconds).
+WXNOTIFY_RETRY_BASE_DELAY = float(os.environ.get("WXNOTIFY_RETRY_BASE_DELAY", "5"))
+WXNOTIFY_RETRY_MAX_DELAY = float(os.environ.get("WXNOTIFY_RETRY_MAX_DELAY", "600"))
+# A message stays "sending" this long at most; after that the sweeper assumes its worker died.
+WXNOTIFY_SEND_LEASE_SECONDS = env_int("WXNOTIFY_SEND_LEASE_SECONDS", 180)
+# The sweeper re-enqueues a due queued message only if it was not enqueued within this many seconds.
+WXNOTIFY_REENQUEUE_AFTER_SECONDS = env_int("WXNOTIFY_REENQUEUE_AFTER_SECONDS", 120)
+# A delivery receipt still waiting for its message after this long is marked unmatched.
+WXNOTIFY_RECEIPT_MATCH_WINDOW_SECONDS = env_int("WXNOTIFY_RECEIPT_MATCH_WINDOW_SECONDS", 300)
+# Messages per second for accounts without a limit of their own (0 = no limit).
+WXNOTIFY_DEFAULT_SEND_RATE_LIMIT = env_int("WXNOTIFY_DEFAULT_SEND_RATE_LIMIT", 0)
+
 # --- Auth, i18n, static ---------------------------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -252,15 +273,18 @@ LOG_LEVEL = os.environ.get("WXNOTIFY_LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_secrets": {"()": "wxnotify.log.RedactSecretsFilter"}},
+    "filters": {
+        "redact_secrets": {"()": "wxnotify.log.RedactSecretsFilter"},
+        "trace_id": {"()": "wxnotify.tracing.TraceIdFilter"},
+    },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d [%(trace_id)s] %(message)s"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["redact_secrets"],
+            "filters": ["redact_secrets", "trace_id"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

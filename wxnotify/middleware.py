@@ -1,0 +1,35 @@
+"""Request middleware of wxnotify."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+from wxnotify.tracing import clean_trace_id, new_trace_id, trace_id_var
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+class RequestIdMiddleware:
+    """Adopt the caller's ``X-Request-ID`` (or make one), expose it as ``request.trace_id`` and echo it.
+
+    A header that is too long or holds unsafe characters is replaced by a generated id rather than
+    refused: tracing must never be the reason a request fails, and the echoed header tells the caller
+    which id to quote.  The id is the current trace id for everything the request does, so log lines
+    and the messages it creates carry it.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        trace_id = clean_trace_id(request.headers.get(REQUEST_ID_HEADER)) or new_trace_id()
+        request.trace_id = trace_id
+        token = trace_id_var.set(trace_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            trace_id_var.reset(token)
+        response[REQUEST_ID_HEADER] = trace_id
+        return response
