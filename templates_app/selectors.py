@@ -1,0 +1,26 @@
+"""Read-only queries for message templates."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from accounts.models import OfficialAccount
+from templates_app.models import MessageTemplate
+
+
+def active_templates(account: OfficialAccount) -> QuerySet[MessageTemplate]:
+    """Templates of ``account`` that can be used for new messages, by title."""
+    return MessageTemplate.objects.filter(account=account, is_active=True).order_by("title", "template_id")
+
+
+def get_active_template(account: OfficialAccount, template_id: str) -> MessageTemplate | None:
+    """The active template with WeChat's ``template_id`` for ``account``, or None (unknown, removed, deactivated)."""
+    return active_templates(account).filter(template_id=template_id).first()
+
+
+def templates_with_problems(account: OfficialAccount | None = None) -> QuerySet[MessageTemplate]:
+    """Templates the send pipeline flagged (40037, 43116, ...), newest problem first, for operators to look at."""
+    queryset = MessageTemplate.objects.filter(problem_code__isnull=False)
+    if account is not None:
+        queryset = queryset.filter(account=account)
+    return queryset.order_by("-problem_at")

@@ -1,0 +1,144 @@
+"""Actions on message templates: sync them from WeChat, flag and clear configuration problems."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.clients import wechat_client_for
+from accounts.models import OfficialAccount
+from templates_app.keywords import parse_keywords
+from templates_app.models import MessageTemplate
+from wxnotify.log import redact
+from wxnotify.wechat.errors import describe_errcode
+
+logger = logging.getLogger("wxnotify.templates")
+
+_TEXT_LIMITS = {"title": 255, "primary_industry": 255, "deputy_industry": 255}
+_PROBLEM_MESSAGE_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class TemplateSyncResult:
+    """How many of an account's templates one sync created, changed, marked removed and brought back."""
+
+    created: int = 0
+    updated: int = 0
+    deactivated: int = 0
+    reactivated: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return any((self.created, self.updated, self.deactivated, self.reactivated))
+
+    def __str__(self) -> str:
+        return (
+            f"{self.created} created, {self.updated} updated, "
+            f"{self.deactivated} deactivated, {self.reactivated} reactivated"
+        )
+
+
+def _fields_from_item(item: dict[str, Any]) -> dict[str, Any]:
+    """Our columns for one ``template_list`` item; WeChat omits fields freely, so absent means empty."""
+    content = str(item.get("content") or "")
+    fields: dict[str, Any] = {
+        "title": str(item.get("title") or ""),
+        "content": content,
+        "example": str(item.get("example") or ""),
+        "primary_industry": str(item.get("primary_industry") or ""),
+        "deputy_industry": str(item.get("deputy_industry") or ""),
+        "keywords": [keyword.as_dict() for keyword in parse_keywords(content)],
+    }
+    for name, limit in _TEXT_LIMITS.items():
+        fields[name] = fields[name][:limit]
+    return fields
+
+
+def sync_templates(account: OfficialAccount) -> TemplateSyncResult:
+    """Make our copy of ``account``'s templates match ``get_all_private_template``.
+
+    Templates are matched by WeChat's template_id. One WeChat no longer lists is marked inactive with
+    ``removed_at`` rather than deleted, because messages refer to it; when it is listed again it is reactivated.
+    A template staff deactivated while WeChat still lists it stays inactive. ``synced_at`` records the last time
+    WeChat confirmed each template; apart from that a second run changes nothing.
+
+    The WeChat call happens before the transaction (no database lock held over the network); the writes are one
+    transaction holding the account row, so two concurrent syncs of one account apply one after the other.
+    A :class:`~wxnotify.wechat.errors.WeChatError` propagates with nothing changed.
+    """
+    items = wechat_client_for(account).get_all_private_templates()
+    remote: dict[str, dict[str, Any]] = {}
+    for item in items:
+        template_id = str(item.get("template_id") or "").strip()
+        if template_id:
+            remote[template_id] = _fields_from_item(item)
+
+    now = timezone.now()
+    created = updated = deactivated = reactivated = 0
+    with transaction.atomic():
+        OfficialAccount.objects.select_for_update().filter(pk=account.pk).exists()
+        existing = {
+            template.template_id: template
+            for template in MessageTemplate.objects.select_for_update().filter(account=account)
+        }
+        confirmed: list[int] = []
+        for template_id, fields in remote.items():
+            template = existing.get(template_id)
+            if template is None:
+                MessageTemplate.objects.create(account=account, template_id=template_id, synced_at=now, **fields)
+                created += 1
+                continue
+            changed = [name for name, value in fields.items() if getattr(template, name) != value]
+            for name in changed:
+                setattr(template, name, fields[name])
+            if template.removed_at is not None:
+                template.removed_at = None
+                template.is_active = True
+                changed += ["removed_at", "is_active"]
+                reactivated += 1
+            elif changed:
+                updated += 1
+            if changed:
+                template.synced_at = now
+                template.save(update_fields=[*changed, "synced_at", "updated_at"])
+            else:
+                confirmed.append(template.pk)
+        MessageTemplate.objects.filter(pk__in=confirmed).update(synced_at=now)
+
+        for template_id, template in existing.items():
+            if template_id not in remote and template.removed_at is None:
+                template.is_active = False
+                template.removed_at = now
+                template.save(update_fields=["is_active", "removed_at", "updated_at"])
+                deactivated += 1
+
+    result = TemplateSyncResult(created=created, updated=updated, deactivated=deactivated, reactivated=reactivated)
+    logger.info("Synced templates of %s: %s", account.appid, result)
+    return result
+
+
+def flag_template_problem(template: MessageTemplate, errcode: int, message: str = "") -> None:
+    """Record that WeChat refused ``template`` for a configuration reason (40037 invalid id, 43116 banned, ...).
+
+    Called by the send pipeline so operators see in the admin why sends with this template fail. The message
+    defaults to the errcode's description; it is redacted, since it may quote a WeChat reply.
+    """
+    text = redact(message or describe_errcode(errcode))[:_PROBLEM_MESSAGE_LIMIT]
+    now = timezone.now()
+    MessageTemplate.objects.filter(pk=template.pk).update(
+        problem_code=errcode, problem_message=text, problem_at=now, updated_at=now
+    )
+    template.problem_code, template.problem_message, template.problem_at = errcode, text, now
+
+
+def clear_template_problem(template: MessageTemplate) -> None:
+    """Forget a flagged problem once an operator has fixed it (e.g. re-added the template at WeChat)."""
+    now = timezone.now()
+    MessageTemplate.objects.filter(pk=template.pk).update(
+        problem_code=None, problem_message="", problem_at=None, updated_at=now
+    )
+    template.problem_code, template.problem_message, template.problem_at = None, "", None
