@@ -1,0 +1,224 @@
+"""The message log and bulk campaigns.
+
+A ``Message`` row is the source of truth for one template message: the queue only carries hints
+("look at these ids"), so a lost task, a dead worker or a broker restart loses nothing — the sweeper
+finds due rows again, and the ``client_msg_id`` sent with every attempt lets WeChat drop a resend.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+
+class Campaign(models.Model):
+    """One bulk send of a template with the same data to many recipients."""
+
+    class State(models.TextChoices):
+        EXPANDING = "expanding", _("Adding recipients")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        CANCELLED = "cancelled", _("Cancelled")
+
+    class RecipientKind(models.TextChoices):
+        OPENIDS = "openids", _("List of openids")
+        USERNAMES = "usernames", _("List of usernames")
+        ALL_SUBSCRIBED = "all_subscribed", _("All subscribed followers")
+
+    account = models.ForeignKey(
+        "accounts.OfficialAccount", on_delete=models.PROTECT, related_name="campaigns", verbose_name=_("account")
+    )
+    template = models.ForeignKey(
+        "templates_app.MessageTemplate",
+        on_delete=models.PROTECT,
+        related_name="campaigns",
+        verbose_name=_("template"),
+    )
+    name = models.CharField(_("name"), max_length=200, blank=True)
+    data = models.JSONField(_("data"), help_text=_("Keyword values as sent: {keyword: {value: ...}}."))
+    url = models.URLField(_("link URL"), max_length=1024, blank=True)
+    miniprogram = models.JSONField(_("mini-program page"), null=True, blank=True)
+    recipient_kind = models.CharField(_("recipients"), max_length=20, choices=RecipientKind.choices)
+    recipient_count = models.PositiveIntegerField(_("recipient count"), default=0)
+    state = models.CharField(_("state"), max_length=16, choices=State.choices, default=State.EXPANDING)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="campaigns",
+        verbose_name=_("created by"),
+    )
+    trace_id = models.CharField(_("trace id"), max_length=64, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    cancelled_at = models.DateTimeField(_("cancelled at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("campaign")
+        verbose_name_plural = _("campaigns")
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["account", "-created_at"], name="campaign_account_created")]
+
+    def __str__(self) -> str:
+        return self.name or f"{_('Campaign')} #{self.pk}"
+
+
+class Message(models.Model):
+    """One template message to one recipient, from acceptance to its final fate."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        SENDING = "sending", _("Sending")
+        SENT = "sent", _("Sent")
+        DELIVERED = "delivered", _("Delivered")
+        FAILED = "failed", _("Failed")
+
+    account = models.ForeignKey(
+        "accounts.OfficialAccount", on_delete=models.PROTECT, related_name="messages", verbose_name=_("account")
+    )
+    template = models.ForeignKey(
+        "templates_app.MessageTemplate",
+        on_delete=models.PROTECT,
+        related_name="messages",
+        verbose_name=_("template"),
+    )
+    template_id_sent = models.CharField(_("template_id as sent"), max_length=128)
+    touser = models.CharField(_("recipient openid"), max_length=64)
+    follower = models.ForeignKey(
+        "accounts.Follower",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="messages",
+        verbose_name=_("follower"),
+    )
+    data = models.JSONField(
+        _("data"),
+        null=True,
+        blank=True,
+        help_text=_("Keyword values as sent; empty for campaign messages, which send the campaign's data."),
+    )
+    url = models.URLField(_("link URL"), max_length=1024, blank=True)
+    miniprogram = models.JSONField(_("mini-program page"), null=True, blank=True)
+    client_msg_id = models.CharField(
+        _("client_msg_id"),
+        max_length=64,
+        help_text=_("Sent with every attempt so WeChat delivers a resend only once."),
+    )
+    request_fingerprint = models.CharField(
+        _("request fingerprint"),
+        max_length=64,
+        blank=True,
+        help_text=_("Hash of the accepted request; a repeated idempotency key with another body is refused."),
+    )
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.QUEUED)
+    errcode = models.IntegerField(_("errcode"), null=True, blank=True)
+    errmsg = models.CharField(_("error"), max_length=512, blank=True)
+    msgid = models.BigIntegerField(_("WeChat msgid"), null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+    enqueued_at = models.DateTimeField(_("enqueued at"), null=True, blank=True)
+    lease_expires_at = models.DateTimeField(_("sending lease expires at"), null=True, blank=True)
+    claim_token = models.CharField(
+        _("claim token"),
+        max_length=32,
+        blank=True,
+        editable=False,
+        help_text=_("Set by the delivery task that claimed the message, so it writes back only its own rows."),
+    )
+    campaign = models.ForeignKey(
+        Campaign,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="messages",
+        verbose_name=_("campaign"),
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("created by"),
+    )
+    trace_id = models.CharField(_("trace id"), max_length=64, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "client_msg_id"], name="message_unique_client_msg_id"),
+        ]
+        indexes = [
+            # The sweeper: due queued messages, and sending messages whose lease ran out.
+            models.Index(fields=["status", "next_attempt_at"], name="message_status_due"),
+            models.Index(
+                fields=["lease_expires_at"],
+                name="message_sending_lease",
+                condition=Q(status="sending"),
+            ),
+            # Delivery receipts look messages up by account + WeChat msgid.
+            models.Index(fields=["account", "msgid"], name="message_account_msgid"),
+            # Campaign progress: counts by status.
+            models.Index(fields=["campaign", "status"], name="message_campaign_status"),
+            # Lists in the admin, API and console.
+            models.Index(fields=["account", "-created_at"], name="message_account_created"),
+            models.Index(fields=["touser", "-created_at"], name="message_touser_created"),
+            models.Index(fields=["-created_at"], name="message_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} → {self.touser} ({self.get_status_display()})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in {self.Status.DELIVERED, self.Status.FAILED}
+
+
+class DeliveryReceipt(models.Model):
+    """A ``TEMPLATESENDJOBFINISH`` report from WeChat that could not be applied the moment it arrived.
+
+    A receipt can beat the sending worker to the database (the worker stores ``msgid`` after WeChat
+    answers); such a receipt waits here as *pending* and is applied when the msgid lands.  One that
+    still matches nothing after a while, or carries MsgID 0, becomes *unmatched* and is shown to admins.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("Waiting for its message")
+        APPLIED = "applied", _("Applied")
+        UNMATCHED = "unmatched", _("Matches no message")
+
+    account = models.ForeignKey(
+        "accounts.OfficialAccount", on_delete=models.CASCADE, related_name="receipts", verbose_name=_("account")
+    )
+    msgid = models.BigIntegerField(_("WeChat msgid"))
+    openid = models.CharField(_("recipient openid"), max_length=64, blank=True)
+    wechat_status = models.CharField(_("WeChat status"), max_length=64)
+    event_time = models.DateTimeField(_("event time"), null=True, blank=True)
+    state = models.CharField(_("state"), max_length=16, choices=State.choices, default=State.PENDING)
+    message = models.ForeignKey(
+        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("message")
+    )
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True)
+    resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("delivery receipt")
+        verbose_name_plural = _("delivery receipts")
+        ordering = ["-received_at"]
+        indexes = [
+            models.Index(fields=["account", "msgid"], name="receipt_account_msgid"),
+            models.Index(fields=["state", "received_at"], name="receipt_state_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"MsgID {self.msgid}: {self.wechat_status}"
