@@ -1,0 +1,242 @@
+"""The access_token of each account, shared by every process and host through the configured cache.
+
+WeChat wants one central owner of the token: with ``/cgi-bin/token`` every fetch invalidates the previous token
+(after a 5-minute overlap), so uncoordinated fetchers knock each other's tokens out. Here every process reads the
+token from ``caches["default"]``; when it must be fetched, a distributed lock makes exactly one process fetch it
+and the others reuse the result. A small in-process memo keeps the cache off the send hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.cache import caches
+from django.dispatch import Signal
+
+from wxnotify.locks import LockUnavailableError, distributed_lock
+from wxnotify.wechat.client import AccessToken
+from wxnotify.wechat.errors import TransientError
+
+if TYPE_CHECKING:
+    from wxnotify.wechat.client import WeChatClient
+
+logger = logging.getLogger("wxnotify.wechat")
+
+LOCK_TIMEOUT = 30.0
+# Longer than one fetch can take (connect + read timeouts), so a waiter normally sees the winner's token.
+LOCK_BLOCKING_TIMEOUT = 15.0
+# How long a process trusts its memo before re-reading the shared cache, so processes converge on the same
+# token soon after another one refreshed it.
+MEMO_TTL = 30.0
+# WeChat allows a force refresh at most every 30 s (and 20 times a day).
+FORCE_REFRESH_SPACING = 30
+
+# Sent after every successful fetch from WeChat, with appid, force_refresh and token_endpoint; for metrics.
+token_fetched = Signal()
+
+
+class _FetchCounter:
+    """Fetches from WeChat made by this process, per AppID (observable for dashboards and tests)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def increment(self, appid: str) -> None:
+        with self._lock:
+            self._counts[appid] = self._counts.get(appid, 0) + 1
+
+    def get(self, appid: str) -> int:
+        with self._lock:
+            return self._counts.get(appid, 0)
+
+
+fetch_counter = _FetchCounter()
+
+
+def cache_key(appid: str) -> str:
+    return f"wechat:access_token:{appid}"
+
+
+def lock_name(appid: str) -> str:
+    return f"wechat:access_token-lock:{appid}"
+
+
+def _force_refresh_key(appid: str) -> str:
+    return f"wechat:access_token-forced:{appid}"
+
+
+class AccessTokenManager:
+    """Hands out valid access_tokens, fetching each at most once across all threads and processes."""
+
+    def __init__(self, cache_alias: str = "default") -> None:
+        self.cache_alias = cache_alias
+        # appid -> (token, trusted until); plain dict operations are atomic under the GIL.
+        self._memo: dict[str, tuple[AccessToken, float]] = {}
+
+    @property
+    def cache(self):
+        return caches[self.cache_alias]
+
+    # --- public API ------------------------------------------------------------------------------
+
+    def get_token(self, client: WeChatClient) -> str:
+        """A token with more than WECHAT_TOKEN_REFRESH_MARGIN seconds left, fetched only if none is cached."""
+        appid = client.credentials.appid
+        now = time.time()
+        memo = self._memo.get(appid)
+        if memo is not None and now < memo[1]:
+            return memo[0].value
+        margin = settings.WECHAT_TOKEN_REFRESH_MARGIN
+        token = self.peek(appid)
+        if token is None or token.expires_at - now <= margin:
+            token, _fetched = self._obtain(client, reuse_within=margin)
+        self._remember(appid, token)
+        return token.value
+
+    def refresh(self, client: WeChatClient, *, failed_token: str | None = None) -> str:
+        """Replace a token WeChat rejected; compare-and-delete so a refresh done by someone else is reused.
+
+        If the shared token is no longer ``failed_token``, another thread or host already refreshed it and we
+        return that one without asking WeChat. Otherwise the stable endpoint is asked in normal mode first, which
+        is free of side effects. Only when normal mode hands back the very token that failed do we use force mode,
+        which invalidates the token for everyone and which WeChat limits to 20 calls a day, at least 30 s apart
+        (a second force refresh inside 30 s is silently ignored by WeChat, so we refuse it with retry_after).
+        Without ``failed_token`` the token is always fetched again.
+        """
+        appid = client.credentials.appid
+        self._memo.pop(appid, None)
+        token, _fetched = self._obtain(
+            client, reuse_within=0.0, failed_token=failed_token, always_fetch=failed_token is None
+        )
+        self._remember(appid, token)
+        return token.value
+
+    def refresh_if_expiring(self, client: WeChatClient, within: int) -> bool:
+        """Fetch a new token if the shared one expires within ``within`` seconds; True if WeChat was asked.
+
+        Idempotent: run twice at once, the second run finds the first one's token under the lock.
+        """
+        appid = client.credentials.appid
+        token = self.peek(appid)
+        if token is not None and token.expires_at - time.time() > within:
+            return False
+        _token, fetched = self._obtain(client, reuse_within=float(within))
+        return fetched
+
+    def peek(self, appid: str) -> AccessToken | None:
+        """The shared token of ``appid`` if one is cached and unexpired (for dashboards: age and expiry)."""
+        stored = self.cache.get(cache_key(appid))
+        if not stored:
+            return None
+        token = AccessToken(value=stored["value"], expires_at=stored["expires_at"], fetched_at=stored["fetched_at"])
+        if token.expires_at <= time.time():
+            return None
+        return token
+
+    def forget(self, appid: str) -> None:
+        """Drop the token everywhere we keep it (e.g. after the AppSecret changed)."""
+        self._memo.pop(appid, None)
+        self.cache.delete(cache_key(appid))
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _remember(self, appid: str, token: AccessToken) -> None:
+        trusted_until = min(token.expires_at - settings.WECHAT_TOKEN_REFRESH_MARGIN, time.time() + MEMO_TTL)
+        self._memo[appid] = (token, trusted_until)
+
+    def _obtain(
+        self,
+        client: WeChatClient,
+        *,
+        reuse_within: float,
+        failed_token: str | None = None,
+        always_fetch: bool = False,
+    ) -> tuple[AccessToken, bool]:
+        """Single-flight: under the lock, reuse the shared token if it is good enough, else fetch one.
+
+        Returns the token and whether WeChat was asked for it.
+        """
+        appid = client.credentials.appid
+        try:
+            with distributed_lock(
+                lock_name(appid), timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_BLOCKING_TIMEOUT
+            ) as acquired:
+                if acquired:
+                    return self._reuse_or_fetch(client, reuse_within, failed_token, always_fetch)
+        except LockUnavailableError:
+            # Redis is down. Fetching without the lock is safe with stable_token in normal mode: WeChat returns
+            # the same token to every caller within its validity, so concurrent fetches cannot invalidate each
+            # other (they only cost quota, 10,000/min). With the classic endpoint it risks superseding a token
+            # another host holds, which then self-heals through the token-invalid refresh path.
+            return self._reuse_or_fetch(client, reuse_within, failed_token, always_fetch)
+        # The holder has not finished within blocking_timeout; use its token if it stored one meanwhile.
+        token = self.peek(appid)
+        if token is not None and token.value != failed_token:
+            return token, False
+        raise TransientError("timed out waiting for another process to fetch the access_token")
+
+    def _reuse_or_fetch(
+        self, client: WeChatClient, reuse_within: float, failed_token: str | None, always_fetch: bool
+    ) -> tuple[AccessToken, bool]:
+        appid = client.credentials.appid
+        cached = self.peek(appid)
+        if (
+            not always_fetch
+            and cached is not None
+            and cached.value != failed_token
+            and cached.expires_at - time.time() > reuse_within
+        ):
+            return cached, False
+        if failed_token is not None and cached is not None and cached.value == failed_token:
+            self.cache.delete(cache_key(appid))
+        token = self._fetch(client, force_refresh=False)
+        if failed_token is not None and token.value == failed_token and client.credentials.token_endpoint == "stable":
+            if not self.cache.add(_force_refresh_key(appid), True, timeout=FORCE_REFRESH_SPACING):
+                raise TransientError(
+                    "access_token rejected but a force refresh was done less than 30 s ago",
+                    retry_after=float(FORCE_REFRESH_SPACING),
+                )
+            token = self._fetch(client, force_refresh=True)
+        self._store(appid, token)
+        return token, True
+
+    def _fetch(self, client: WeChatClient, *, force_refresh: bool) -> AccessToken:
+        appid = client.credentials.appid
+        token = client.fetch_access_token(force_refresh=force_refresh)
+        fetch_counter.increment(appid)
+        logger.info("Fetched a new access_token for %s (force_refresh=%s)", appid, force_refresh)
+        token_fetched.send(
+            sender=type(self),
+            appid=appid,
+            force_refresh=force_refresh,
+            token_endpoint=client.credentials.token_endpoint,
+        )
+        return token
+
+    def _store(self, appid: str, token: AccessToken) -> None:
+        remaining = int(token.expires_at - time.time())
+        if remaining > 0:
+            self.cache.set(
+                cache_key(appid),
+                {"value": token.value, "expires_at": token.expires_at, "fetched_at": token.fetched_at},
+                timeout=remaining,
+            )
+
+
+_default_manager: AccessTokenManager | None = None
+_default_manager_lock = threading.Lock()
+
+
+def default_token_manager() -> AccessTokenManager:
+    """The process-wide manager, so every client in the process shares one memo."""
+    global _default_manager
+    if _default_manager is None:
+        with _default_manager_lock:
+            if _default_manager is None:
+                _default_manager = AccessTokenManager()
+    return _default_manager
