@@ -45,15 +45,6 @@ def decrypt_text(token: str) -> str:
         ) from exc
 
 
-def is_encrypted_with_current_key(token: str) -> bool:
-    """True when the first (encrypting) key opens ``token``: rotation re-encrypts only the others."""
-    try:
-        Fernet(settings.WXNOTIFY_ENCRYPTION_KEYS[0]).decrypt(token.encode("ascii"))
-    except (InvalidToken, UnicodeEncodeError):
-        return False
-    return True
-
-
 class EncryptedTextField(models.TextField):
     """Text stored as a Fernet token; validators and forms see the plain value.
 

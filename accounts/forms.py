@@ -1,0 +1,60 @@
+"""Admin forms that accept secrets but never send them back to the browser."""
+
+from __future__ import annotations
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import OfficialAccount
+
+# Fields whose stored value must never be rendered: a password input, blank on change keeps the stored one.
+SECRET_FIELDS = {"app_secret": _("Replace AppSecret"), "encoding_aes_key": _("Replace EncodingAESKey")}
+
+
+class OfficialAccountAdminForm(forms.ModelForm):
+    class Meta:
+        model = OfficialAccount
+        fields = [
+            "name",
+            "appid",
+            "is_active",
+            "operators",
+            "send_rate_limit",
+            "app_secret",
+            "token_endpoint",
+            "token",
+            "message_mode",
+            "encoding_aes_key",
+        ]
+        widgets = {
+            "app_secret": forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+            "encoding_aes_key": forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        editing = self.instance.pk is not None
+        for name, change_label in SECRET_FIELDS.items():
+            field = self.fields.get(name)
+            if field is None:
+                continue
+            # The initial value would only be used to detect changes; keep it out of the form entirely.
+            self.initial.pop(name, None)
+            if editing:
+                field.label = change_label
+                field.required = False
+                field.help_text = _("Leave blank to keep the current value.")
+        if "app_secret" in self.fields and not editing:
+            self.fields["app_secret"].required = True
+
+    def _keep_stored(self, name: str) -> str:
+        value = self.cleaned_data.get(name, "")
+        if not value and self.instance.pk is not None:
+            return getattr(self.instance, name)
+        return value
+
+    def clean_app_secret(self) -> str:
+        return self._keep_stored("app_secret")
+
+    def clean_encoding_aes_key(self) -> str:
+        return self._keep_stored("encoding_aes_key")
