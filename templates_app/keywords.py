@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -366,10 +366,12 @@ def _check_unknown(value: str) -> list[str]:
 
 @dataclass(frozen=True)
 class TypeRule:
-    check: Any
+    """How one keyword type is checked and described; ``help`` is called per use so it follows the active language."""
+
+    check: Callable[[str], list[str]] | None
     max_length: int | None
     pattern: str | None
-    help: Any  # a callable returning translated text, so the language is chosen per request
+    help: Callable[[], str]
 
 
 TYPE_RULES: dict[str, TypeRule] = {

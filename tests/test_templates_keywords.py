@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import pytest
 from django.utils import translation
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from templates_app.keywords import (
     NON_FIELD_ERRORS,
@@ -20,6 +22,21 @@ from templates_app.keywords import (
 CATEGORY_CONTENT = (
     "工单类型:{{const3.DATA}}\n工单名称:{{thing1.DATA}}\n单号:{{character_string9.DATA}}\n时间:{{time2.DATA}}"
 )
+VALID_TYPES = [
+    "thing",
+    "number",
+    "letter",
+    "symbol",
+    "character_string",
+    "time",
+    "date",
+    "amount",
+    "phone_number",
+    "car_number",
+    "name",
+    "phrase",
+    "const",
+]
 LEGACY_CONTENT = "{{first.DATA}}\n商品:{{keyword1.DATA}}\n金额:{{keyword2.DATA}}\n{{remark.DATA}}"
 
 
@@ -125,11 +142,22 @@ def test_accepts_stored_keyword_dicts_and_template_objects():
     assert validate_template_data(template, {"phrase1": "配送中"}).is_valid
 
 
-def test_errors_are_translated():
-    with translation.override("zh-hans"):
-        result = validate_template_data("{{thing1.DATA}}", {})
-    assert result.errors["thing1"] == [str(result.errors["thing1"][0])]
-    assert isinstance(result.errors["thing1"][0], str)
+def test_messages_are_plain_strings_ready_for_json():
+    result = validate_template_data("{{thing1.DATA}}{{phrase2.DATA}}", {"phrase2": "abc", "x": 1})
+    assert json.loads(json.dumps(result.errors)) == result.errors
+    assert set(result.errors) == {"thing1", "phrase2", "x"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(type_name=st.sampled_from([*VALID_TYPES, "short_thing", "keyword"]), value=st.text(max_size=40))
+def test_any_text_gets_a_verdict_and_valid_values_respect_max_length(type_name, value):
+    name = f"{type_name}1"
+    result = validate_template_data([Keyword(name=name, type=type_name)], {name: value})
+    rule = keyword_rules(f"{{{{{name}.DATA}}}}")[0]
+    if result.is_valid and rule["max_length"] is not None:
+        assert len(value) <= rule["max_length"]
+    if not result.is_valid:
+        assert all(isinstance(message, str) and message for message in result.errors[name])
 
 
 # --- category-wide rules ------------------------------------------------------------------------------------------
