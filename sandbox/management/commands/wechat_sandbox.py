@@ -1,0 +1,74 @@
+"""``manage.py wechat_sandbox``: run the fake WeChat API until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from sandbox.demo import demo_config
+from sandbox.server import SandboxServer
+from sandbox.state import SandboxState
+
+FAULT_OPTIONS = ("latency_ms", "error_rate", "error_code", "token_ttl", "receipt_delay_ms")
+
+
+class Command(BaseCommand):
+    help = "Run a fake WeChat API (tokens, template send, users, QR codes, signed callbacks) for demos and tests."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=9100)
+        parser.add_argument("--config", type=Path, help="JSON file with accounts and faults (see sandbox.state)")
+        parser.add_argument("--followers", type=int, help="seed this many followers for every account")
+        parser.add_argument("--latency-ms", dest="latency_ms", type=int, help="delay before answering a send")
+        parser.add_argument("--error-rate", dest="error_rate", type=float, help="share of sends that fail (0..1)")
+        parser.add_argument("--error-code", dest="error_code", type=int, help="errcode of injected failures")
+        parser.add_argument("--token-ttl", dest="token_ttl", type=int, help="access_token lifetime in seconds")
+        parser.add_argument("--receipt-delay-ms", dest="receipt_delay_ms", type=int)
+        parser.add_argument("--no-receipts", action="store_true", help="never push TEMPLATESENDJOBFINISH")
+        parser.add_argument(
+            "--callback-url", help="callback URL for every account; '{appid}' is replaced by the account's AppID"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        config = self._config(options)
+        try:
+            state = SandboxState(config)
+            server = SandboxServer(state, host=options["host"], port=options["port"])
+        except (ValueError, KeyError, OSError) as exc:
+            raise CommandError(f"cannot start the sandbox: {exc}") from exc
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        server.start()
+        accounts = ", ".join(f"{appid} ({len(account.followers)} openids)" for appid, account in state.accounts.items())
+        self.stdout.write(f"WeChat sandbox listening on {server.base_url}  accounts: {accounts}", ending="\n")
+        self.stdout.flush()
+        stop.wait()
+        server.stop()
+        self.stdout.write("WeChat sandbox stopped")
+
+    @staticmethod
+    def _config(options: dict[str, Any]) -> dict[str, Any]:
+        if options["config"]:
+            try:
+                config = json.loads(options["config"].read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise CommandError(f"cannot read {options['config']}: {exc}") from exc
+        else:
+            config = demo_config()
+        faults = config.setdefault("faults", {})
+        faults.update({name: options[name] for name in FAULT_OPTIONS if options[name] is not None})
+        if options["no_receipts"]:
+            faults["receipts"] = False
+        for account in config.get("accounts", []):
+            if options["followers"] is not None:
+                account["followers"] = options["followers"]
+            if options["callback_url"]:
+                account["callback_url"] = options["callback_url"].replace("{appid}", str(account.get("appid", "")))
+        return config
