@@ -183,6 +183,11 @@ WECHAT_READ_TIMEOUT = float(os.environ.get("WECHAT_READ_TIMEOUT", "10"))
 WECHAT_TOKEN_REFRESH_MARGIN = env_int("WECHAT_TOKEN_REFRESH_MARGIN", 300)
 # The scheduled refresher renews tokens that expire within this window, so sends never wait.
 WECHAT_TOKEN_PREFETCH_WINDOW = env_int("WECHAT_TOKEN_PREFETCH_WINDOW", 900)
+# Callback endpoint: bodies above this size are refused (413); WeChat's messages are a few KiB at most.
+WECHAT_CALLBACK_MAX_BODY_BYTES = env_int("WECHAT_CALLBACK_MAX_BODY_BYTES", 64 * 1024)
+# Our replay policy (WeChat documents none): a callback whose signed timestamp is further than this many
+# seconds from our clock is refused (403).
+WECHAT_CALLBACK_MAX_CLOCK_SKEW = env_int("WECHAT_CALLBACK_MAX_CLOCK_SKEW", 300)
 
 # AppSecrets are stored encrypted (Fernet). The first key encrypts, every key decrypts, so a key is
 # rotated by putting the new one first and re-saving (``manage.py rotate_app_secrets`` re-encrypts).
