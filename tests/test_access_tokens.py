@@ -1,0 +1,414 @@
+"""AccessTokenManager: shared cache, memo, margin, compare-and-delete, force fallback and single-flight."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.cache import cache
+from django.db import connection, connections
+
+from wxnotify.locks import LockUnavailableError, distributed_lock
+from wxnotify.wechat import tokens as tokens_module
+from wxnotify.wechat.client import AccessToken, Credentials, WeChatClient
+from wxnotify.wechat.errors import TransientError
+from wxnotify.wechat.tokens import (
+    AccessTokenManager,
+    cache_key,
+    default_token_manager,
+    fetch_counter,
+    lock_name,
+    token_fetched,
+)
+
+SECRET = "app-secret-0123456789abcdef"
+
+
+class FakeWeChat(ThreadingHTTPServer):
+    """A local stand-in for /cgi-bin/stable_token and /cgi-bin/token that counts fetches.
+
+    Like WeChat, stable_token in normal mode hands out the current token again; force mode (and every classic
+    fetch) issues a new one. ``delay`` keeps concurrent callers waiting so races really happen.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, delay: float = 0.0, expires_in: int = 7200):
+        super().__init__(("127.0.0.1", 0), FakeWeChatHandler)
+        self.delay = delay
+        self.expires_in = expires_in
+        self.lock = threading.Lock()
+        self.fetches: list[dict] = []
+        self.current: dict[str, str] = {}
+        self.repeat_current = False
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def issue(self, appid: str, *, new: bool) -> str:
+        with self.lock:
+            if new or appid not in self.current:
+                self.current[appid] = f"TOKEN-{appid}-{len(self.fetches)}-{uuid.uuid4().hex}"
+            return self.current[appid]
+
+    def count(self, appid: str) -> int:
+        return sum(1 for fetch in self.fetches if fetch["appid"] == appid)
+
+
+class FakeWeChatHandler(BaseHTTPRequestHandler):
+    server: FakeWeChat
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self._answer(body["appid"], force=bool(body.get("force_refresh")), new=bool(body.get("force_refresh")))
+
+    def do_GET(self):
+        appid = self.path.split("appid=")[1].split("&")[0]
+        self._answer(appid, force=False, new=True)
+
+    def _answer(self, appid: str, *, force: bool, new: bool):
+        with self.server.lock:
+            self.server.fetches.append({"appid": appid, "force_refresh": force, "path": self.path.split("?")[0]})
+        time.sleep(self.server.delay)
+        token = self.server.issue(appid, new=new and not self.server.repeat_current)
+        payload = json.dumps({"access_token": token, "expires_in": self.server.expires_in}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format, *args):
+        pass
+
+
+@contextmanager
+def running(server: FakeWeChat):
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def fake_wechat():
+    with running(FakeWeChat()) as server:
+        yield server
+
+
+@pytest.fixture
+def appid():
+    value = "wx" + uuid.uuid4().hex[:16]
+    yield value
+    AccessTokenManager().forget(value)
+
+
+def make_client(appid, base, manager, endpoint="stable"):
+    return WeChatClient(Credentials(appid, SECRET, endpoint), token_manager=manager, api_base=base)
+
+
+def store(appid: str, value: str, expires_in: float) -> None:
+    now = time.time()
+    cache.set(cache_key(appid), {"value": value, "expires_at": now + expires_in, "fetched_at": now}, timeout=3600)
+
+
+def test_token_is_fetched_once_and_shared_through_the_cache(db, fake_wechat, appid):
+    client = make_client(appid, fake_wechat.base, AccessTokenManager())
+
+    first = client.token_manager.get_token(client)
+    other_process = AccessTokenManager()
+
+    assert other_process.get_token(make_client(appid, fake_wechat.base, other_process)) == first
+    assert fake_wechat.count(appid) == 1
+    stored = cache.get(cache_key(appid))
+    assert stored["value"] == first
+    assert stored["expires_at"] == pytest.approx(time.time() + 7200, abs=5)
+
+
+def test_token_within_the_margin_is_replaced(db, fake_wechat, appid, settings):
+    settings.WECHAT_TOKEN_REFRESH_MARGIN = 300
+    manager = AccessTokenManager()
+    store(appid, "OLD-TOKEN-close-to-expiry", expires_in=200)
+
+    token = manager.get_token(make_client(appid, fake_wechat.base, manager))
+
+    assert token != "OLD-TOKEN-close-to-expiry"
+    assert fake_wechat.count(appid) == 1
+
+
+def test_token_outside_the_margin_is_reused(db, fake_wechat, appid, settings):
+    settings.WECHAT_TOKEN_REFRESH_MARGIN = 300
+    manager = AccessTokenManager()
+    store(appid, "STILL-GOOD-TOKEN-value", expires_in=1000)
+
+    assert manager.get_token(make_client(appid, fake_wechat.base, manager)) == "STILL-GOOD-TOKEN-value"
+    assert fake_wechat.count(appid) == 0
+
+
+def test_memo_spares_the_cache_on_the_hot_path(db, fake_wechat, appid, monkeypatch):
+    manager = AccessTokenManager()
+    client = make_client(appid, fake_wechat.base, manager)
+    token = manager.get_token(client)
+    reads = []
+    monkeypatch.setattr(manager, "peek", lambda appid: reads.append(appid))
+
+    assert all(manager.get_token(client) == token for _ in range(100))
+    assert reads == []
+
+
+def test_memo_is_reread_from_the_cache_after_its_ttl(db, fake_wechat, appid, monkeypatch):
+    monkeypatch.setattr(tokens_module, "MEMO_TTL", 0.0)
+    manager = AccessTokenManager()
+    client = make_client(appid, fake_wechat.base, manager)
+    manager.get_token(client)
+    store(appid, "REFRESHED-ELSEWHERE-token", expires_in=7000)
+
+    assert manager.get_token(client) == "REFRESHED-ELSEWHERE-token"
+    assert fake_wechat.count(appid) == 1
+
+
+def test_refresh_reuses_a_token_someone_else_already_refreshed(db, fake_wechat, appid):
+    manager = AccessTokenManager()
+    client = make_client(appid, fake_wechat.base, manager)
+    store(appid, "NEWER-TOKEN-from-another-host", expires_in=7000)
+
+    assert manager.refresh(client, failed_token="FAILED-TOKEN-value") == "NEWER-TOKEN-from-another-host"
+    assert fake_wechat.count(appid) == 0
+
+
+def test_refresh_of_the_cached_token_fetches_in_normal_mode(db, fake_wechat, appid):
+    manager = AccessTokenManager()
+    client = make_client(appid, fake_wechat.base, manager, endpoint="classic")
+    failed = manager.get_token(client)
+
+    new = manager.refresh(client, failed_token=failed)
+
+    assert new != failed
+    assert manager.get_token(client) == new
+    assert cache.get(cache_key(appid))["value"] == new
+    assert [fetch["path"] for fetch in fake_wechat.fetches] == ["/cgi-bin/token", "/cgi-bin/token"]
+
+
+def test_stable_normal_mode_falls_back_to_force_refresh(db, fake_wechat, appid):
+    manager = AccessTokenManager()
+    client = make_client(appid, fake_wechat.base, manager)
+    failed = manager.get_token(client)  # normal mode would hand this very token out again
+
+    new = manager.refresh(client, failed_token=failed)
+
+    assert new != failed
+    assert [fetch["force_refresh"] for fetch in fake_wechat.fetches] == [False, False, True]
+
+
+def test_force_refresh_is_not_repeated_within_30_seconds(db, fake_wechat, appid):
+    manager = AccessTokenManager()
+    client = make_client(appid, fake_wechat.base, manager)
+    fake_wechat.repeat_current = True  # WeChat ignores a force refresh and keeps handing out the same token
+    failed = manager.get_token(client)
+    manager.refresh(client, failed_token=failed)
+
+    with pytest.raises(TransientError) as excinfo:
+        manager.refresh(client, failed_token=failed)
+
+    assert excinfo.value.retry_after == 30
+    assert [fetch["force_refresh"] for fetch in fake_wechat.fetches] == [False, False, True, False]
+
+
+def test_refresh_without_a_failed_token_always_fetches(db, fake_wechat, appid):
+    manager = AccessTokenManager()
+    client = make_client(appid, fake_wechat.base, manager, endpoint="classic")
+    first = manager.get_token(client)
+
+    assert manager.refresh(client) != first
+    assert fake_wechat.count(appid) == 2
+
+
+def test_refresh_if_expiring(db, fake_wechat, appid):
+    manager = AccessTokenManager()
+    client = make_client(appid, fake_wechat.base, manager, endpoint="classic")
+    store(appid, "GOOD-FOR-A-WHILE-token", expires_in=2000)
+
+    assert manager.refresh_if_expiring(client, 900) is False
+    assert fake_wechat.count(appid) == 0
+
+    store(appid, "EXPIRING-SOON-token-value", expires_in=600)
+    assert manager.refresh_if_expiring(client, 900) is True
+    assert fake_wechat.count(appid) == 1
+    assert manager.refresh_if_expiring(client, 900) is False
+    assert fake_wechat.count(appid) == 1
+
+
+def test_peek_and_forget(db, fake_wechat, appid):
+    manager = AccessTokenManager()
+    client = make_client(appid, fake_wechat.base, manager)
+    assert manager.peek(appid) is None
+    value = manager.get_token(client)
+
+    peeked = manager.peek(appid)
+    assert isinstance(peeked, AccessToken)
+    assert peeked.value == value
+    assert peeked.fetched_at <= time.time() < peeked.expires_at
+    assert value not in repr(peeked)
+
+    manager.forget(appid)
+    assert manager.peek(appid) is None
+    manager.get_token(client)
+    assert fake_wechat.count(appid) == 2
+
+
+def test_fetches_are_counted_and_signalled(db, fake_wechat, appid):
+    manager = AccessTokenManager()
+    received = []
+
+    def receiver(sender, **kwargs):
+        received.append(kwargs)
+
+    token_fetched.connect(receiver)
+    try:
+        manager.get_token(make_client(appid, fake_wechat.base, manager))
+    finally:
+        token_fetched.disconnect(receiver)
+
+    assert fetch_counter.get(appid) == 1
+    assert [(item["appid"], item["force_refresh"], item["token_endpoint"]) for item in received] == [
+        (appid, False, "stable")
+    ]
+
+
+def test_default_manager_is_process_wide():
+    assert default_token_manager() is default_token_manager()
+
+
+def test_lock_wait_timeout_without_a_token_is_transient(transactional_db, fake_wechat, appid, monkeypatch):
+    monkeypatch.setattr(tokens_module, "LOCK_BLOCKING_TIMEOUT", 0.2)
+    manager = AccessTokenManager()
+    with distributed_lock(lock_name(appid), timeout=30, blocking_timeout=1) as held:
+        assert held
+        with pytest.raises(TransientError, match="timed out"):
+            manager.get_token(make_client(appid, fake_wechat.base, manager))
+    assert fake_wechat.count(appid) == 0
+
+
+def test_unreachable_lock_backend_fetches_unlocked(db, fake_wechat, appid, monkeypatch):
+    @contextmanager
+    def redis_down(name, *, timeout, blocking_timeout):
+        raise LockUnavailableError(name)
+        yield
+
+    monkeypatch.setattr(tokens_module, "distributed_lock", redis_down)
+    manager = AccessTokenManager()
+
+    assert manager.get_token(make_client(appid, fake_wechat.base, manager))
+    assert fake_wechat.count(appid) == 1
+
+
+def test_single_flight_across_32_threads(transactional_db, appid):
+    with running(FakeWeChat(delay=0.5)) as server:
+        manager = AccessTokenManager()
+        client = make_client(appid, server.base, manager)
+        barrier = threading.Barrier(32)
+        results, errors = [], []
+
+        def worker():
+            try:
+                barrier.wait()
+                results.append(manager.get_token(client))
+            except Exception as exc:
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=worker) for _ in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert errors == []
+    assert len(results) == 32
+    assert len(set(results)) == 1
+    assert server.count(appid) == 1
+
+
+PROCESS_SCRIPT = """
+import json, os, sys, threading
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+from django.conf import settings
+settings.DATABASES["default"]["NAME"] = os.environ["WXNOTIFY_TEST_DB_NAME"]
+import django
+django.setup()
+from django.db import connections
+from wxnotify.wechat.client import Credentials, WeChatClient
+from wxnotify.wechat.tokens import default_token_manager
+
+appid, base, thread_count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+client = WeChatClient(Credentials(appid, "secret-of-the-multiprocess-test"), api_base=base)
+manager = default_token_manager()
+go = threading.Event()
+results, errors = [], []
+
+def worker():
+    go.wait()
+    try:
+        results.append(manager.get_token(client))
+    except Exception as exc:
+        errors.append(repr(exc))
+    finally:
+        connections.close_all()
+
+threads = [threading.Thread(target=worker) for _ in range(thread_count)]
+for thread in threads:
+    thread.start()
+print("ready", flush=True)
+sys.stdin.readline()
+go.set()
+for thread in threads:
+    thread.join()
+print(json.dumps({"tokens": sorted(set(results)), "count": len(results), "errors": errors}), flush=True)
+"""
+
+
+def test_single_flight_across_processes(transactional_db, appid):
+    process_count, thread_count = 3, 16
+    env = {**os.environ, "WXNOTIFY_TEST_DB_NAME": str(connection.settings_dict["NAME"])}
+    with running(FakeWeChat(delay=0.5)) as server:
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", PROCESS_SCRIPT, appid, server.base, str(thread_count)],
+                cwd=django_settings.BASE_DIR,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(process_count)
+        ]
+        try:
+            for process in processes:
+                assert process.stdout.readline().strip() == "ready"
+            for process in processes:
+                process.stdin.write("go\n")
+                process.stdin.flush()
+            reports = [
+                json.loads(process.communicate(timeout=120)[0].strip().splitlines()[-1]) for process in processes
+            ]
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+
+    assert [report["errors"] for report in reports] == [[]] * process_count
+    assert [report["count"] for report in reports] == [thread_count] * process_count
+    assert len({token for report in reports for token in report["tokens"]}) == 1
+    assert server.count(appid) == 1
