@@ -337,7 +337,7 @@ class Account:
         return follower is not None and bool(follower.subscribe)
 
     def subscribe(self, openid: str, scene: str | None = None) -> Follower:
-        follower = self.followers.get(openid) or Follower(openid)
+        follower = self.followers.get(openid) or Follower(openid, subscribe=0)
         self.followers[openid] = follower
         follower.subscribe_time = int(time.time())
         follower.subscribe_scene = "ADD_SCENE_QR_CODE" if scene is not None else "ADD_SCENE_SEARCH"
