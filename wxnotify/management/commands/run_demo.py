@@ -202,6 +202,8 @@ class Command(BaseCommand):
                 self.stderr.write(f"The {child.name} process did not stop within {STOP_TIMEOUT:.0f} s; killing it.")
             kill_process_group(child.process.pid)
             child.process.wait()
+            if not wait_for_process_group_exit(child.process.pid, STOP_TIMEOUT):
+                self.stderr.write(f"Some processes started by {child.name} (group {child.process.pid}) did not exit.")
 
     def print_banner(self, children: list[Child], port: int, password: str, api_base: str) -> None:
         web = f"http://127.0.0.1:{port}"
@@ -237,3 +239,15 @@ def kill_process_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         return
+
+
+def wait_for_process_group_exit(pgid: int, timeout: float) -> bool:
+    """Wait until no process is left in the group; orphans are reaped by init, so poll rather than wait()."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
