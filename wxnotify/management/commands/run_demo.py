@@ -70,6 +70,8 @@ class Command(BaseCommand):
 
         env = os.environ.copy()
         env["PYTHONUNBUFFERED"] = "1"
+        # The callback URL the admin shows must point at this demo's web port.
+        env.setdefault("WXNOTIFY_PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
         demo_appid = None
         if use_sandbox:
             from sandbox.demo import DEMO_ACCOUNT
