@@ -1,7 +1,26 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
+
+TOKEN_REFRESH_SCHEDULE_NAME = "Refresh WeChat access tokens"
+TOKEN_REFRESH_TASK = "accounts.tasks.refresh_access_tokens"
+
+
+def ensure_token_refresh_schedule(using: str = "default", **kwargs) -> None:
+    """Keep one every-minute schedule that renews access_tokens early; re-running migrate leaves one row."""
+    from django_q.models import Schedule
+
+    Schedule.objects.using(using).update_or_create(
+        name=TOKEN_REFRESH_SCHEDULE_NAME,
+        defaults={"func": TOKEN_REFRESH_TASK, "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+    )
 
 
 class AccountsConfig(AppConfig):
     name = "accounts"
     verbose_name = _("Official accounts")
+
+    def ready(self) -> None:
+        post_migrate.connect(
+            ensure_token_refresh_schedule, sender=self, dispatch_uid="accounts.ensure_token_refresh_schedule"
+        )

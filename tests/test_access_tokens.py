@@ -1,6 +1,7 @@
 """AccessTokenManager: shared cache, memo, margin, compare-and-delete, force fallback and single-flight."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -14,7 +15,12 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.db import connection, connections
+from django_q.models import Schedule
 
+from accounts.apps import TOKEN_REFRESH_SCHEDULE_NAME, ensure_token_refresh_schedule
+from accounts.clients import wechat_client_for
+from accounts.models import OfficialAccount
+from accounts.tasks import refresh_access_tokens
 from wxnotify.locks import LockUnavailableError, distributed_lock
 from wxnotify.wechat import tokens as tokens_module
 from wxnotify.wechat.client import AccessToken, Credentials, WeChatClient
@@ -48,6 +54,7 @@ class FakeWeChat(ThreadingHTTPServer):
         self.fetches: list[dict] = []
         self.current: dict[str, str] = {}
         self.repeat_current = False
+        self.wrong_secret: set[str] = set()
 
     @property
     def base(self) -> str:
@@ -78,8 +85,12 @@ class FakeWeChatHandler(BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.fetches.append({"appid": appid, "force_refresh": force, "path": self.path.split("?")[0]})
         time.sleep(self.server.delay)
-        token = self.server.issue(appid, new=new and not self.server.repeat_current)
-        payload = json.dumps({"access_token": token, "expires_in": self.server.expires_in}).encode()
+        if appid in self.server.wrong_secret:
+            reply = {"errcode": 40125, "errmsg": "invalid appsecret rid: 66b5fb8f-5e3c0071-3d7f539a"}
+        else:
+            token = self.server.issue(appid, new=new and not self.server.repeat_current)
+            reply = {"access_token": token, "expires_in": self.server.expires_in}
+        payload = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -412,3 +423,61 @@ def test_single_flight_across_processes(transactional_db, appid):
     assert [report["count"] for report in reports] == [thread_count] * process_count
     assert len({token for report in reports for token in report["tokens"]}) == 1
     assert server.count(appid) == 1
+
+
+def test_refresh_schedule_exists_after_migrate_and_stays_single(db):
+    schedule = Schedule.objects.get(name=TOKEN_REFRESH_SCHEDULE_NAME)
+    assert schedule.func == "accounts.tasks.refresh_access_tokens"
+    assert schedule.schedule_type == Schedule.MINUTES
+    assert schedule.minutes == 1
+
+    ensure_token_refresh_schedule()
+    ensure_token_refresh_schedule()
+
+    assert Schedule.objects.filter(name=TOKEN_REFRESH_SCHEDULE_NAME).count() == 1
+
+
+def make_account(appid: str, *, is_active: bool = True) -> OfficialAccount:
+    return OfficialAccount.objects.create(
+        name=appid, appid=appid, app_secret=f"secret-{appid}", token="callbacktoken", is_active=is_active
+    )
+
+
+def test_client_for_an_account(db, settings):
+    settings.WECHAT_API_BASE = "http://127.0.0.1:9"
+    account = make_account("wx" + uuid.uuid4().hex[:16])
+
+    client = wechat_client_for(account)
+
+    assert client.credentials == account.credentials()
+    assert client.token_manager is default_token_manager()
+    assert client.api_base == "http://127.0.0.1:9"
+
+
+def test_scheduled_refresh_renews_only_expiring_tokens_and_survives_a_failing_account(
+    db, fake_wechat, settings, caplog
+):
+    settings.WECHAT_API_BASE = fake_wechat.base
+    settings.WECHAT_TOKEN_PREFETCH_WINDOW = 900
+    appids = {key: "wx" + uuid.uuid4().hex[:16] for key in ("broken", "expiring", "fresh", "missing", "inactive")}
+    accounts = {key: make_account(appid, is_active=key != "inactive") for key, appid in appids.items()}
+    fake_wechat.wrong_secret.add(appids["broken"])
+    store(appids["expiring"], "EXPIRING-IN-TEN-MINUTES", expires_in=600)
+    store(appids["fresh"], "FRESH-FOR-AN-HOUR-token", expires_in=3600)
+    store(appids["inactive"], "INACTIVE-ACCOUNT-token", expires_in=60)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="wxnotify.accounts"):
+            assert refresh_access_tokens() == 2
+        assert refresh_access_tokens() == 0
+    finally:
+        for appid in appids.values():
+            AccessTokenManager().forget(appid)
+
+    fetched = {fetch["appid"] for fetch in fake_wechat.fetches}
+    assert fetched == {appids["broken"], appids["expiring"], appids["missing"]}
+    assert fake_wechat.count(appids["expiring"]) == 1
+    assert fake_wechat.count(appids["missing"]) == 1
+    assert appids["broken"] in caplog.text
+    assert "40125" in caplog.text
+    assert accounts["broken"].app_secret not in caplog.text
