@@ -1,0 +1,439 @@
+"""WeChat server callbacks: checking, decrypting, parsing and dispatching what WeChat POSTs to us.
+
+The endpoint faces the internet, so every check runs before anything is trusted, in this order: known active
+account (404), body size (413), URL ``signature`` (403), timestamp freshness (403), XML parsed by ``defusedxml``
+with DTDs, entities and external references refused (400), then in AES mode ``msg_signature``, decryption and the
+AppID inside the ciphertext (403). Only then is the message dispatched, and only once: WeChat re-sends a message it
+got no answer for within 5 seconds, so each message is claimed in the shared cache (``cache.add`` is atomic) and a
+retry is answered with the first answer without being processed again.
+
+Timestamp freshness is our own replay policy (WeChat documents none): a request whose signed ``timestamp`` is
+more than ``WECHAT_CALLBACK_MAX_CLOCK_SKEW`` seconds (default 300) away from our clock is refused. The
+de-duplication window outlasts it, so a captured request replayed while still fresh is recognised as a duplicate.
+
+Anything slow (the ``user/info`` profile fetch for the unionid) goes to django-q2 after the transaction commits,
+so the answer stays far inside WeChat's 5-second budget.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import re
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+
+import defusedxml
+import defusedxml.ElementTree as DefusedET
+from django.conf import settings
+from django.core.cache import cache
+from django.db import DatabaseError, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from accounts import binding
+from accounts.clients import wechat_client_for
+from accounts.models import Follower, OfficialAccount
+from messaging.services import record_delivery_receipt
+from wxnotify.wechat.crypto import CallbackCrypto, CallbackCryptoError, verify_signature
+from wxnotify.wechat.errors import WeChatError
+
+logger = logging.getLogger("wxnotify.accounts.callbacks")
+
+SUCCESS = "success"
+OPENID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TIMESTAMP_RE = re.compile(r"^[0-9]{1,12}$")
+MSGID_RE = re.compile(r"^[0-9]{1,20}$")
+MAX_MSGID = 2**63 - 1  # stored in a BIGINT column
+QRSCENE_PREFIX = "qrscene_"
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
+XML_CONTENT_TYPE = "application/xml; charset=utf-8"
+RECEIPT_EVENT = "templatesendjobfinish"
+# Canonical TEMPLATESENDJOBFINISH statuses, keyed by their form without spaces around the colon.
+RECEIPT_STATUSES = {
+    "success": "success",
+    "failed:user block": "failed:user block",
+    "failed:system failed": "failed: system failed",
+}
+
+
+class CallbackRejected(Exception):
+    """A request we refuse; ``status`` is the HTTP answer, the message is for our logs only."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class CallbackResponse:
+    body: str
+    content_type: str = TEXT_CONTENT_TYPE
+
+
+@dataclass(frozen=True)
+class CallbackMessage:
+    """The flat child elements of a callback XML (nested wrappers such as subscription lists are not needed)."""
+
+    fields: Mapping[str, str]
+
+    def get(self, name: str) -> str:
+        return self.fields.get(name, "")
+
+    @property
+    def openid(self) -> str:
+        return self.get("FromUserName").strip()
+
+    @property
+    def msg_type(self) -> str:
+        return self.get("MsgType").strip().lower()
+
+    @property
+    def event(self) -> str:
+        """The event name lower-cased: WeChat spells them ``subscribe`` and ``SCAN`` alike."""
+        return self.get("Event").strip().lower()
+
+    @property
+    def event_key(self) -> str:
+        return self.get("EventKey").strip()
+
+    @property
+    def create_time(self) -> dt.datetime | None:
+        value = self.get("CreateTime").strip()
+        if not TIMESTAMP_RE.match(value):
+            return None
+        return dt.datetime.fromtimestamp(int(value), tz=dt.UTC)
+
+    def is_event(self, name: str) -> bool:
+        return self.msg_type == "event" and self.event == name
+
+    def dedup_identity(self) -> str:
+        """What makes a delivery unique: MsgId for messages, MsgID for receipts, sender + time + event otherwise.
+
+        A receipt with MsgID 0 (reported when ``client_msg_id`` was used) falls back to the event identity, so
+        different zero-id receipts are not mistaken for one another.
+        """
+        msg_id = self.get("MsgId").strip()
+        if self.msg_type != "event" and msg_id:
+            return f"msg:{msg_id}"
+        receipt_id = self.get("MsgID").strip()
+        if self.is_event(RECEIPT_EVENT) and receipt_id.strip("0"):
+            return f"receipt:{receipt_id}"
+        return f"event:{self.openid}:{self.get('CreateTime').strip()}:{self.msg_type}:{self.event}"
+
+
+# --- Request checks -------------------------------------------------------------------------------
+
+
+def active_account(appid: str) -> OfficialAccount | None:
+    """The account a callback URL names, without decrypting its AppSecret (callbacks never need it)."""
+    return OfficialAccount.objects.filter(appid=appid, is_active=True).defer("app_secret").first()
+
+
+def verify_url(account: OfficialAccount, query: Mapping[str, str]) -> str:
+    """URL verification (GET): the ``echostr`` to echo when the signature is valid."""
+    echostr = query.get("echostr", "")
+    if not echostr or not verify_signature(
+        account.token, query.get("signature"), query.get("timestamp", ""), query.get("nonce", "")
+    ):
+        raise CallbackRejected(403, "URL verification with a bad signature")
+    return echostr
+
+
+def read_body(request: HttpRequest) -> bytes:
+    """The request body, refusing more than ``WECHAT_CALLBACK_MAX_BODY_BYTES`` without reading it all."""
+    limit = settings.WECHAT_CALLBACK_MAX_BODY_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        raise CallbackRejected(413, f"body of {declared} bytes declared")
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        raise CallbackRejected(413, "body larger than the limit")
+    return body
+
+
+def check_request(account: OfficialAccount, query: Mapping[str, str]) -> bool:
+    """Signature, freshness and message mode of a POST; returns True when the body is AES-encrypted."""
+    timestamp = query.get("timestamp", "")
+    if not verify_signature(account.token, query.get("signature"), timestamp, query.get("nonce", "")):
+        raise CallbackRejected(403, "bad signature")
+    if not TIMESTAMP_RE.match(timestamp):
+        raise CallbackRejected(403, "timestamp is not a number")
+    skew = abs(current_timestamp() - int(timestamp))
+    if skew > settings.WECHAT_CALLBACK_MAX_CLOCK_SKEW:
+        raise CallbackRejected(403, f"timestamp {skew}s away from our clock")
+    encrypt_type = query.get("encrypt_type", "raw").strip().lower() or "raw"
+    if encrypt_type not in {"raw", "aes"}:
+        raise CallbackRejected(400, "unknown encrypt_type")
+    encrypted = encrypt_type == "aes"
+    if account.message_mode == OfficialAccount.MessageMode.SAFE and not encrypted:
+        raise CallbackRejected(403, "plaintext callback for an account in safe mode")
+    if encrypted and not account.encoding_aes_key:
+        raise CallbackRejected(403, "encrypted callback for an account without an EncodingAESKey")
+    return encrypted
+
+
+def current_timestamp() -> int:
+    return int(time.time())
+
+
+def parse_xml(data: bytes | str) -> CallbackMessage:
+    """Parse a callback XML with DTDs, entity declarations and external references refused (400)."""
+    try:
+        root = DefusedET.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except defusedxml.DefusedXmlException as exc:
+        raise CallbackRejected(400, f"refused XML construct: {type(exc).__name__}") from exc
+    except (ET.ParseError, ValueError, LookupError) as exc:
+        raise CallbackRejected(400, "body is not well-formed XML") from exc
+    if root.tag != "xml":
+        raise CallbackRejected(400, "root element is not <xml>")
+    fields: dict[str, str] = {}
+    for child in root:
+        if isinstance(child.tag, str):
+            fields.setdefault(child.tag, child.text or "")
+    return CallbackMessage(fields)
+
+
+def crypto_for(account: OfficialAccount) -> CallbackCrypto:
+    return CallbackCrypto(account.token, account.encoding_aes_key, account.appid)
+
+
+def decrypt(account: OfficialAccount, query: Mapping[str, str], envelope: CallbackMessage) -> CallbackMessage:
+    """Verify ``msg_signature`` over the ciphertext, decrypt it, check its AppID and parse the inner XML.
+
+    In compatible mode the envelope also carries plaintext copies of the fields; they are ignored, only what
+    the ciphertext says is trusted.
+    """
+    encrypt = envelope.get("Encrypt").strip()
+    if not encrypt:
+        raise CallbackRejected(403, "encrypted callback without <Encrypt>")
+    try:
+        plaintext = crypto_for(account).decrypt_message(
+            query.get("msg_signature"), query.get("timestamp", ""), query.get("nonce", ""), encrypt
+        )
+    except CallbackCryptoError as exc:
+        raise CallbackRejected(403, f"ciphertext refused: {type(exc).__name__}") from exc
+    return parse_xml(plaintext)
+
+
+def validate(message: CallbackMessage) -> None:
+    """Refuse messages we could not store: the fields end up in columns with limits (PostgreSQL enforces them)."""
+    if not OPENID_RE.match(message.openid):
+        raise CallbackRejected(400, "FromUserName is not an openid")
+    if not message.msg_type:
+        raise CallbackRejected(400, "no MsgType")
+    if message.is_event(RECEIPT_EVENT):
+        msgid = message.get("MsgID").strip()
+        if not MSGID_RE.match(msgid) or int(msgid) > MAX_MSGID:
+            raise CallbackRejected(400, "TEMPLATESENDJOBFINISH without a numeric MsgID")
+
+
+def handle_post(account: OfficialAccount, query: Mapping[str, str], body: bytes) -> CallbackResponse:
+    """Check, decrypt, parse and dispatch one POSTed callback; the answer WeChat gets."""
+    encrypted = check_request(account, query)
+    message = parse_xml(body)
+    if encrypted:
+        message = decrypt(account, query, message)
+    validate(message)
+    reply = dispatch_once(account, message)
+    if not reply:
+        return CallbackResponse(SUCCESS)
+    reply_xml = text_reply_xml(message, reply)
+    if encrypted:
+        reply_xml = crypto_for(account).encrypt_reply(reply_xml, nonce=str(secrets.randbelow(10**10)))
+    return CallbackResponse(reply_xml, XML_CONTENT_TYPE)
+
+
+def cdata(value: str) -> str:
+    """Text in CDATA; a literal ``]]>`` is split so it cannot close the section early."""
+    return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
+def text_reply_xml(message: CallbackMessage, content: str) -> str:
+    """A passive text reply to the sender of ``message`` (WeChat shows it in the chat)."""
+    return (
+        "<xml>"
+        f"<ToUserName>{cdata(message.openid)}</ToUserName>"
+        f"<FromUserName>{cdata(message.get('ToUserName').strip())}</FromUserName>"
+        f"<CreateTime>{current_timestamp()}</CreateTime>"
+        "<MsgType><![CDATA[text]]></MsgType>"
+        f"<Content>{cdata(content)}</Content>"
+        "</xml>"
+    )
+
+
+# --- Dispatch -------------------------------------------------------------------------------------
+
+
+def dedup_seconds() -> int:
+    """How long a processed message is remembered: past WeChat's retries and past the freshness window."""
+    return 2 * settings.WECHAT_CALLBACK_MAX_CLOCK_SKEW + 60
+
+
+def dispatch_once(account: OfficialAccount, message: CallbackMessage) -> str:
+    """Process ``message`` unless it was already claimed; a duplicate gets the first answer (or none yet).
+
+    A database failure releases the claim and answers 503, so WeChat's retry can succeed later.
+    """
+    digest = hashlib.sha256(message.dedup_identity().encode("utf-8")).hexdigest()[:40]
+    key = f"accounts:callback-seen:{account.pk}:{digest}"
+    ttl = dedup_seconds()
+    if not cache.add(key, "", ttl):
+        logger.info("Duplicate callback for %s answered without processing", account.appid)
+        return cache.get(key) or ""
+    try:
+        with transaction.atomic():
+            reply = dispatch(account, message)
+    except DatabaseError as exc:
+        cache.delete(key)
+        logger.exception("Callback for %s not processed", account.appid)
+        raise CallbackRejected(503, "database error") from exc
+    if reply:
+        cache.set(key, reply, ttl)
+    return reply
+
+
+def dispatch(account: OfficialAccount, message: CallbackMessage) -> str:
+    """Apply one authenticated message; returns the passive reply text ("" for none)."""
+    if message.is_event(RECEIPT_EVENT):
+        record_receipt(account, message)
+        return ""
+    follower, created = touch_follower(account, message)
+    reply = ""
+    if message.is_event("subscribe"):
+        reply = on_subscribe(follower, created, message)
+    elif message.is_event("unsubscribe"):
+        on_unsubscribe(follower, message)
+    elif message.is_event("scan"):
+        reply = bind_by_scene(follower, message.event_key)
+    elif message.msg_type == "text" and binding.is_code_candidate(message.get("Content")):
+        reply = bind_by_code(follower, message.get("Content"))
+    if created and not message.is_event("unsubscribe") and not message.is_event("subscribe"):
+        fetch_profile_later(follower)
+    return reply
+
+
+def record_receipt(account: OfficialAccount, message: CallbackMessage) -> None:
+    """Hand a TEMPLATESENDJOBFINISH to messaging; a receipt is WeChat's report, not an interaction of the user."""
+    record_delivery_receipt(
+        account=account,
+        msgid=int(message.get("MsgID").strip()),
+        wechat_status=normalise_receipt_status(message.get("Status")),
+        openid=message.openid,
+        event_time=message.create_time,
+    )
+
+
+def normalise_receipt_status(status: str) -> str:
+    """WeChat's exact status strings, whatever the whitespace (``failed: user block`` exists in the wild)."""
+    collapsed = " ".join(status.split())
+    return RECEIPT_STATUSES.get(re.sub(r"\s*:\s*", ":", collapsed).lower(), collapsed)
+
+
+def touch_follower(account: OfficialAccount, message: CallbackMessage) -> tuple[Follower, bool]:
+    """The sender's follower, created on first contact; every message or event counts as an interaction."""
+    now = timezone.now()
+    follower, created = Follower.objects.get_or_create(
+        account=account,
+        openid=message.openid,
+        defaults={
+            "source": Follower.Source.CALLBACK,
+            "subscribed": not message.is_event("unsubscribe"),
+            "last_interaction_at": now,
+        },
+    )
+    follower.account = account  # the loaded row would otherwise fetch it again (with its AppSecret)
+    if not created:
+        follower.last_interaction_at = now
+        follower.save(update_fields=["last_interaction_at", "updated_at"])
+    return follower, created
+
+
+def on_subscribe(follower: Follower, created: bool, message: CallbackMessage) -> str:
+    """Mark the follower subscribed; a ``qrscene_`` key is the QR code they followed through (maybe ours)."""
+    scene = message.event_key.removeprefix(QRSCENE_PREFIX) if message.event_key.startswith(QRSCENE_PREFIX) else ""
+    follower.subscribed = True
+    follower.subscribed_at = message.create_time or timezone.now()
+    update_fields = ["subscribed", "subscribed_at", "updated_at"]
+    if scene:
+        # A binding scene holds a live token: keep only the fact that it was a binding code.
+        follower.qr_scene_str = binding.SCENE_PREFIX if binding.is_binding_scene(scene) else scene[:64]
+        update_fields.append("qr_scene_str")
+        if created:
+            follower.source = Follower.Source.QR
+            update_fields.append("source")
+    follower.save(update_fields=update_fields)
+    fetch_profile_later(follower)
+    if scene and binding.is_binding_scene(scene):
+        return bind_by_scene(follower, scene)
+    return ""
+
+
+def on_unsubscribe(follower: Follower, message: CallbackMessage) -> None:
+    """Later sends to this follower fail fast without calling WeChat (the send pipeline checks ``subscribed``)."""
+    follower.subscribed = False
+    follower.unsubscribed_at = message.create_time or timezone.now()
+    follower.save(update_fields=["subscribed", "unsubscribed_at", "updated_at"])
+
+
+def bind_by_scene(follower: Follower, scene: str) -> str:
+    """Bind through a scanned QR scene; scenes that are not ours (posters, campaigns) get no reply."""
+    if not binding.is_binding_scene(scene):
+        return ""
+    try:
+        user = binding.user_for_scene(follower.account, scene)
+    except binding.BindingError as exc:
+        return exc.reply
+    outcome = binding.bind_follower(follower, user, proof=binding.Proof.TOKEN)
+    return binding.outcome_reply(outcome, user)
+
+
+def bind_by_code(follower: Follower, text: str) -> str:
+    try:
+        user = binding.user_for_code(follower.account, follower.openid, text)
+    except binding.BindingError as exc:
+        return exc.reply
+    outcome = binding.bind_follower(follower, user, proof=binding.Proof.CODE)
+    return binding.outcome_reply(outcome, user)
+
+
+def fetch_profile_later(follower: Follower) -> None:
+    """Queue the ``user/info`` call once the follower row is committed (robust: a broker hiccup is only logged)."""
+    transaction.on_commit(partial(async_task, "accounts.callbacks.fetch_follower_profile", follower.pk), robust=True)
+
+
+def fetch_follower_profile(follower_id: int) -> None:
+    """django-q2 task: fill unionid, subscribe scene (and a missing remark) from ``user/info``.
+
+    Only those columns are written (``update``), so a subscribe or unsubscribe processed meanwhile is not
+    overwritten; a user who no longer follows gets nothing back from WeChat and is left alone.
+    """
+    follower = Follower.objects.select_related("account").filter(pk=follower_id).first()
+    if follower is None or not follower.account.is_active:
+        return
+    try:
+        info = wechat_client_for(follower.account).get_user_info(follower.openid)
+    except WeChatError as exc:
+        logger.warning("Profile of follower %s not fetched: %s", follower_id, exc)
+        return
+    if not info.get("subscribe"):
+        return
+    now = timezone.now()
+    changes = {
+        "unionid": str(info.get("unionid") or "")[:64],
+        "subscribe_scene": str(info.get("subscribe_scene") or "")[:64],
+        "synced_at": now,
+        "updated_at": now,
+    }
+    if not follower.remark:  # once set, the remark is our operators' note (as in the follower sync)
+        changes["remark"] = str(info.get("remark") or "")[:100]
+    Follower.objects.filter(pk=follower_id).update(**changes)

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from accounts import views
+
+app_name = "accounts"
+
+urlpatterns = [
+    path("wechat/callback/<str:appid>/", views.wechat_callback, name="wechat-callback"),
+    path("bind/", views.bind, name="bind"),
+]
