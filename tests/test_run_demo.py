@@ -125,7 +125,9 @@ def test_demo_serves_admin_with_printed_login_and_stops_cleanly_on_sigint(start_
     password = re.search(r"Password:\s+(\S+)", output).group(1)
     pids = demo.child_pids()
     assert set(pids) == {"sandbox", "web", "qcluster"}
-    assert port_is_open(sandbox_port)
+    sandbox_state = requests.get(f"http://127.0.0.1:{sandbox_port}/sandbox/state", timeout=10).json()
+    demo_account = sandbox_state["accounts"]["wxdeadbeef00000001"]
+    assert demo_account["callback_url"] == f"http://127.0.0.1:{web_port}/wechat/callback/wxdeadbeef00000001/"
 
     session = requests.Session()
     login_url = f"http://127.0.0.1:{web_port}/admin/login/"

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.test.utils import override_settings
 
 MANAGE_PY = Path(settings.BASE_DIR) / "manage.py"
 DEMO_USERNAME = "admin"
@@ -70,7 +71,7 @@ class Command(BaseCommand):
 
         env = os.environ.copy()
         env["PYTHONUNBUFFERED"] = "1"
-        # The callback URL the admin shows must point at this demo's web port.
+        # The callback URL shown to admins (and printed below) must point at this demo's web port.
         env.setdefault("WXNOTIFY_PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
         demo_appid = None
         if use_sandbox:
@@ -78,7 +79,8 @@ class Command(BaseCommand):
 
             demo_appid = DEMO_ACCOUNT["appid"]
             env["WECHAT_API_BASE"] = f"http://127.0.0.1:{sandbox_port}"
-            self.register_demo_account(DEMO_ACCOUNT, verbosity)
+            with override_settings(WXNOTIFY_PUBLIC_BASE_URL=env["WXNOTIFY_PUBLIC_BASE_URL"].rstrip("/")):
+                self.register_demo_account(DEMO_ACCOUNT, verbosity)
 
         commands: list[tuple[str, list[str], int | None]] = []
         if use_sandbox:
