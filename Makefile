@@ -29,7 +29,8 @@ help:
 
 $(PY):
 	@if [ -z "$(BOOTSTRAP_PYTHON)" ]; then echo "error: need python3.11 (or a python3 >= 3.11) to create $(VENV)" >&2; exit 1; fi
-	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
+	$(BOOTSTRAP_PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+		echo "error: '$(BOOTSTRAP_PYTHON) -m venv' failed (on Debian's own Python: apt-get install python3-venv)" >&2; exit 1; }
 
 $(STAMP): requirements.txt requirements-dev.txt | $(PY)
 	$(PY) -m pip install --disable-pip-version-check --quiet -r requirements-dev.txt
