@@ -22,7 +22,7 @@ import requests
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 READY_LINE = "Press Ctrl-C to stop everything."
-START_TIMEOUT = 25.0
+START_TIMEOUT = 45.0
 
 pytestmark = pytest.mark.slow
 

@@ -63,45 +63,30 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         port: int = options["port"]
         sandbox_port: int = options["sandbox_port"]
-        use_sandbox = not options["no_sandbox"]
         verbosity: int = options["verbosity"]
+        demo_account = None
+        if not options["no_sandbox"]:
+            from sandbox.demo import DEMO_ACCOUNT
 
-        call_command("migrate", interactive=False, verbosity=verbosity)
-        password = self.reset_demo_superuser()
+            demo_account = DEMO_ACCOUNT
+        commands = self.plan_children(port, sandbox_port, options["followers"], demo_account)
+        for busy in (
+            child_port for _, _, child_port in commands if child_port is not None and port_is_open(child_port)
+        ):
+            raise CommandError(f"Port {busy} is already in use; choose another with --port / --sandbox-port.")
 
         env = os.environ.copy()
         env["PYTHONUNBUFFERED"] = "1"
-        # The callback URL shown to admins (and printed below) must point at this demo's web port.
+        # The callback URL shown to admins (and printed by add_official_account) must point at this web port.
         env.setdefault("WXNOTIFY_PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
-        demo_appid = None
-        if use_sandbox:
-            from sandbox.demo import DEMO_ACCOUNT
-
-            demo_appid = DEMO_ACCOUNT["appid"]
+        if demo_account is not None:
             env["WECHAT_API_BASE"] = f"http://127.0.0.1:{sandbox_port}"
+
+        call_command("migrate", interactive=False, verbosity=verbosity)
+        password = self.reset_demo_superuser()
+        if demo_account is not None:
             with override_settings(WXNOTIFY_PUBLIC_BASE_URL=env["WXNOTIFY_PUBLIC_BASE_URL"].rstrip("/")):
-                self.register_demo_account(DEMO_ACCOUNT, verbosity)
-
-        commands: list[tuple[str, list[str], int | None]] = []
-        if use_sandbox:
-            callback_url = f"http://127.0.0.1:{port}/wechat/callback/{demo_appid}/"
-            commands.append(
-                (
-                    "sandbox",
-                    [
-                        "wechat_sandbox",
-                        f"--port={sandbox_port}",
-                        f"--followers={options['followers']}",
-                        f"--callback-url={callback_url}",
-                    ],
-                    sandbox_port,
-                )
-            )
-        commands.append(("web", ["runserver", f"127.0.0.1:{port}", "--noreload"], port))
-        commands.append(("qcluster", ["qcluster"], None))
-
-        for busy in (p for _, _, p in commands if p is not None and port_is_open(p)):
-            raise CommandError(f"Port {busy} is already in use; choose another with --port / --sandbox-port.")
+                self.register_demo_account(demo_account, verbosity)
 
         stop_requested: list[int] = []
 
@@ -124,6 +109,24 @@ class Command(BaseCommand):
         if failure is not None:
             raise CommandError(failure)
         self.stdout.write("Demo stopped; all processes have exited.")
+
+    def plan_children(
+        self, port: int, sandbox_port: int, followers: int, demo_account: dict | None
+    ) -> list[tuple[str, list[str], int | None]]:
+        """Name, manage.py arguments and readiness port of each child, in start order."""
+        commands: list[tuple[str, list[str], int | None]] = []
+        if demo_account is not None:
+            callback_url = f"http://127.0.0.1:{port}/wechat/callback/{demo_account['appid']}/"
+            sandbox_argv = [
+                "wechat_sandbox",
+                f"--port={sandbox_port}",
+                f"--followers={followers}",
+                f"--callback-url={callback_url}",
+            ]
+            commands.append(("sandbox", sandbox_argv, sandbox_port))
+        commands.append(("web", ["runserver", f"127.0.0.1:{port}", "--noreload"], port))
+        commands.append(("qcluster", ["qcluster"], None))
+        return commands
 
     def reset_demo_superuser(self) -> str:
         """Create the demo admin, or give the existing one a fresh password, and return that password.
