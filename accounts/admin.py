@@ -1,0 +1,293 @@
+"""Admin for official accounts, their followers and follower syncs, scoped by ``accounts.selectors``.
+
+Every queryset goes through the selectors, so a business staff member sees and opens only the accounts they
+operate (and their followers); anything else answers 404, as if it did not exist.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.http import Http404, HttpRequest
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from accounts.forms import SECRET_FIELDS, OfficialAccountAdminForm
+from accounts.models import Follower, FollowerSync, OfficialAccount
+from accounts.selectors import accounts_for_user, follower_syncs_for_user, followers_for_user
+from accounts.services import check_connection, describe_wechat_error, queue_follower_sync, record_wechat_error
+from templates_app.services import sync_templates
+from wxnotify.wechat.errors import WeChatError
+
+
+class ScopedAdminMixin:
+    """Answer 404 for objects outside the user's scope instead of Django's redirect to the index."""
+
+    def _require_in_scope(self, request: HttpRequest, object_id: str | None) -> None:
+        if object_id and not self.get_queryset(request).filter(pk=unquote(object_id)).exists():
+            raise Http404
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        self._require_in_scope(request, object_id)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def history_view(self, request, object_id, extra_context=None):
+        self._require_in_scope(request, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        self._require_in_scope(request, object_id)
+        return super().delete_view(request, object_id, extra_context)
+
+
+def _sync_progress(status: str | None, processed: int | None, total: int | None) -> str:
+    if status is None:
+        return "—"
+    label = FollowerSync.Status(status).label
+    if total is None:
+        return f"{label} ({processed})"
+    return f"{label} ({processed}/{total})"
+
+
+@admin.register(OfficialAccount)
+class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    form = OfficialAccountAdminForm
+    list_display = [
+        "name",
+        "appid",
+        "message_mode",
+        "token_endpoint",
+        "is_active",
+        "operators_count",
+        "last_error",
+        "latest_follower_sync",
+    ]
+    list_filter = ["is_active", "message_mode", "token_endpoint"]
+    search_fields = ["name", "appid"]
+    filter_horizontal = ["operators"]
+    actions = ["test_connection", "sync_templates", "sync_followers"]
+    fieldsets = [
+        (None, {"fields": ["name", "appid", "is_active", "operators", "send_rate_limit"]}),
+        (
+            _("WeChat credentials"),
+            {"fields": ["app_secret_status", "app_secret", "token_endpoint"]},
+        ),
+        (
+            _("Callbacks"),
+            {
+                "fields": ["callback_settings", "token", "message_mode", "encoding_aes_key_status", "encoding_aes_key"],
+                "description": _("Paste the URL and the Token into WeChat's server settings (消息与事件推送)."),
+            },
+        ),
+        (
+            _("Status"),
+            {"fields": ["last_error_code", "last_error_message", "last_error_at", "latest_follower_sync_detail"]},
+        ),
+    ]
+    readonly_fields = [
+        "app_secret_status",
+        "encoding_aes_key_status",
+        "callback_settings",
+        "last_error_code",
+        "last_error_message",
+        "last_error_at",
+        "latest_follower_sync_detail",
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[OfficialAccount]:
+        latest = FollowerSync.objects.filter(account=OuterRef("pk")).order_by("-queued_at", "-id")
+        return accounts_for_user(request.user).annotate(
+            operators_total=Count("operators", distinct=True),
+            latest_sync_status=Subquery(latest.values("status")[:1]),
+            latest_sync_processed=Subquery(latest.values("processed")[:1]),
+            latest_sync_total=Subquery(latest.values("total")[:1]),
+        )
+
+    def get_fieldsets(self, request: HttpRequest, obj: OfficialAccount | None = None):
+        """No status fields before the account exists; no secret fields for read-only viewers.
+
+        A read-only field is rendered with its stored value, which for a secret must never happen.
+        """
+        if obj is None:
+            hidden = {*self.readonly_fields}
+        elif not self.has_change_permission(request, obj):
+            hidden = set(SECRET_FIELDS)
+        else:
+            hidden = set()
+        return [
+            (title, {**options, "fields": [name for name in options["fields"] if name not in hidden]})
+            for title, options in super().get_fieldsets(request, obj)
+        ]
+
+    @admin.display(description=_("operators"), ordering="operators_total")
+    def operators_count(self, account: OfficialAccount) -> int:
+        return account.operators_total
+
+    @admin.display(description=_("last WeChat error"), ordering="last_error_at")
+    def last_error(self, account: OfficialAccount) -> str:
+        if account.last_error_at is None:
+            return "—"
+        return f"{account.last_error_code}: {account.last_error_message}"
+
+    @admin.display(description=_("latest follower sync"))
+    def latest_follower_sync(self, account: OfficialAccount) -> str:
+        return _sync_progress(account.latest_sync_status, account.latest_sync_processed, account.latest_sync_total)
+
+    @admin.display(description=_("latest follower sync"))
+    def latest_follower_sync_detail(self, account: OfficialAccount) -> str:
+        sync = account.follower_syncs.order_by("-queued_at", "-id").first()
+        if sync is None:
+            return "—"
+        text = _sync_progress(sync.status, sync.processed, sync.total)
+        if sync.error:
+            text = f"{text}: {sync.error}"
+        return text
+
+    @admin.display(description=_("AppSecret"))
+    def app_secret_status(self, account: OfficialAccount) -> str:
+        return _("set") if account.app_secret else _("not set")
+
+    @admin.display(description=_("EncodingAESKey"))
+    def encoding_aes_key_status(self, account: OfficialAccount) -> str:
+        return _("set") if account.encoding_aes_key else _("not set")
+
+    @admin.display(description=_("callback URL"))
+    def callback_settings(self, account: OfficialAccount) -> str:
+        return format_html("<code>{}</code><br>{}: <code>{}</code>", account.callback_url(), _("Token"), account.token)
+
+    @admin.action(description=_("Test connection"), permissions=["view"])
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[OfficialAccount]) -> None:
+        for account in queryset:
+            try:
+                check_connection(account)
+            except WeChatError as error:
+                record_wechat_error(account, error)
+                self.message_user(request, f"{account}: {describe_wechat_error(error)}", messages.ERROR)
+            else:
+                self.message_user(request, _("%(account)s: OK") % {"account": account}, messages.SUCCESS)
+
+    @admin.action(description=_("Sync templates"), permissions=["change"])
+    def sync_templates(self, request: HttpRequest, queryset: QuerySet[OfficialAccount]) -> None:
+        for account in queryset:
+            try:
+                result = sync_templates(account)
+            except WeChatError as error:
+                record_wechat_error(account, error)
+                self.message_user(request, f"{account}: {describe_wechat_error(error)}", messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                _(
+                    "%(account)s: templates synced (%(created)d new, %(updated)d updated, %(deactivated)d removed, "
+                    "%(reactivated)d back)."
+                )
+                % {
+                    "account": account,
+                    "created": result.created,
+                    "updated": result.updated,
+                    "deactivated": result.deactivated,
+                    "reactivated": result.reactivated,
+                },
+                messages.SUCCESS,
+            )
+
+    @admin.action(description=_("Sync followers"), permissions=["change"])
+    def sync_followers(self, request: HttpRequest, queryset: QuerySet[OfficialAccount]) -> None:
+        queued = 0
+        for account in queryset:
+            if queue_follower_sync(account, requested_by=request.user) is None:
+                self.message_user(
+                    request,
+                    _("%(account)s: a follower sync is already running.") % {"account": account},
+                    messages.WARNING,
+                )
+            else:
+                queued += 1
+        if queued:
+            self.message_user(
+                request,
+                ngettext(
+                    "Follower sync queued for %(count)d account; its progress shows in the list.",
+                    "Follower sync queued for %(count)d accounts; their progress shows in the list.",
+                    queued,
+                )
+                % {"count": queued},
+                messages.SUCCESS,
+            )
+
+
+class BoundFilter(admin.SimpleListFilter):
+    title = _("bound to a user")
+    parameter_name = "bound"
+
+    def lookups(self, request, model_admin):
+        return [("yes", _("Yes")), ("no", _("No"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(user__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(user__isnull=True)
+        return queryset
+
+
+@admin.register(Follower)
+class FollowerAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    list_display = ["openid", "account", "user", "subscribed", "source", "subscribed_at", "last_interaction_at"]
+    # RelatedOnlyFieldListFilter lists only accounts present in the scoped queryset, never other accounts' names.
+    list_filter = [("account", admin.RelatedOnlyFieldListFilter), "subscribed", "source", BoundFilter]
+    search_fields = ["openid", "unionid", "user__username"]
+    list_select_related = ["account", "user"]
+    raw_id_fields = ["user"]
+    # Only the binding and our note are editable: the rest mirrors WeChat and history refers to it.
+    fields = [
+        "account",
+        "openid",
+        "unionid",
+        "user",
+        "remark",
+        "subscribed",
+        "subscribed_at",
+        "unsubscribed_at",
+        "source",
+        "subscribe_scene",
+        "qr_scene_str",
+        "last_interaction_at",
+        "synced_at",
+        "created_at",
+        "updated_at",
+    ]
+    readonly_fields = [name for name in fields if name not in {"user", "remark"}]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Follower]:
+        return followers_for_user(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Followers come from WeChat (callbacks, sync), never typed in."""
+        return False
+
+
+@admin.register(FollowerSync)
+class FollowerSyncAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    list_display = ["account", "status", "progress", "created", "updated", "unsubscribed", "queued_at", "finished_at"]
+    list_filter = ["status", ("account", admin.RelatedOnlyFieldListFilter)]
+    list_select_related = ["account"]
+    search_fields = ["account__name", "account__appid"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[FollowerSync]:
+        return follower_syncs_for_user(request.user)
+
+    @admin.display(description=_("progress"))
+    def progress(self, sync: FollowerSync) -> str:
+        return sync.progress_text()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: FollowerSync | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: FollowerSync | None = None) -> bool:
+        return False

@@ -1,0 +1,180 @@
+"""Follower sync against the sandbox: paging, batchget chunks, unsubscribes, reruns, bindings, errors."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from accounts import services
+from accounts.models import Follower, FollowerSync, OfficialAccount
+from accounts.services import run_follower_sync, start_follower_sync, sync_followers
+from sandbox.demo import DEMO_APPID
+
+DEMO_SECRET = "5ec7e75ec7e75ec7e75ec7e75ec7e700"
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def account(sandbox_api, settings) -> OfficialAccount:
+    return OfficialAccount.objects.create(name="Demo", appid=DEMO_APPID, app_secret=DEMO_SECRET, token="wxnotifydemo")
+
+
+def test_sync_pages_across_10000_and_batches_by_100(sandbox_api, account, monkeypatch):
+    sandbox_api.update_account(DEMO_APPID, followers=25_000)
+    following = sandbox_api.followers()
+    calls = {"user/get": 0, "batchget": []}
+    real_client_for = services.wechat_client_for
+
+    def counting_client_for(acc):
+        client = real_client_for(acc)
+        get_followers, batch_get = client.get_followers, client.batch_get_user_info
+
+        def counted_get(next_openid=None):
+            calls["user/get"] += 1
+            return get_followers(next_openid)
+
+        def counted_batch(openids, lang="zh_CN"):
+            calls["batchget"].append(len(openids))
+            return batch_get(openids, lang)
+
+        client.get_followers, client.batch_get_user_info = counted_get, counted_batch
+        return client
+
+    monkeypatch.setattr(services, "wechat_client_for", counting_client_for)
+    progress = []
+    result = sync_followers(account, progress=lambda processed, total: progress.append((processed, total)))
+
+    assert result.total == len(following)
+    assert (result.created, result.updated, result.unsubscribed) == (len(following), 0, 0)
+    assert calls["user/get"] == 3
+    assert max(calls["batchget"]) == 100 and sum(calls["batchget"]) == len(following)
+    assert progress == [(10_000, len(following)), (20_000, len(following)), (len(following), len(following))]
+    assert Follower.objects.filter(account=account, subscribed=True).count() == len(following)
+    assert set(Follower.objects.filter(account=account).values_list("openid", flat=True)) == set(following)
+
+    sample = following[3]  # index 3: seeded with a unionid (every third follower has one)
+    follower = Follower.objects.get(account=account, openid=sample)
+    info = sandbox_api.account().followers[sample]
+    assert follower.unionid == info.unionid != ""
+    assert follower.subscribe_scene == info.subscribe_scene
+    assert int(follower.subscribed_at.timestamp()) == info.subscribe_time
+    assert follower.source == Follower.Source.SYNC and follower.synced_at is not None
+
+
+def test_rerun_is_idempotent_marks_unsubscribed_and_keeps_bindings(sandbox_api, account):
+    sandbox_api.update_account(DEMO_APPID, followers=120)
+    first = sync_followers(account)
+    following = sandbox_api.followers()
+    assert first.created == len(following)
+
+    user = get_user_model().objects.create_user("alice")
+    bound = Follower.objects.get(account=account, openid=following[0])
+    bound.user, bound.remark = user, "VIP, call before delivery"
+    bound.save()
+
+    again = sync_followers(account)
+    assert (again.total, again.created, again.updated, again.unsubscribed) == (len(following), 0, len(following), 0)
+    assert Follower.objects.filter(account=account).count() == len(following)
+
+    gone = following[:5]
+    for openid in gone:
+        sandbox_api.state.simulate_unsubscribe(DEMO_APPID, openid)
+    later = sync_followers(account)
+    assert later.unsubscribed == len(gone)
+    assert later.total == len(following) - len(gone)
+    unsubscribed = Follower.objects.filter(account=account, subscribed=False)
+    assert set(unsubscribed.values_list("openid", flat=True)) == set(gone)
+    assert all(follower.unsubscribed_at is not None for follower in unsubscribed)
+
+    bound.refresh_from_db()
+    assert (bound.user, bound.remark, bound.subscribed) == (user, "VIP, call before delivery", False)
+
+    sandbox_api.state.account(DEMO_APPID).subscribe(gone[0])
+    back = sync_followers(account)
+    bound.refresh_from_db()
+    assert back.unsubscribed == 0
+    assert bound.subscribed and bound.user == user
+
+
+def test_follower_subscribed_by_callback_during_a_sync_is_not_marked_unsubscribed(sandbox_api, account, monkeypatch):
+    """Rows written after the sync started (a subscribe callback) are newer than the run: left alone."""
+    sandbox_api.update_account(DEMO_APPID, followers=10)
+    real_client_for = services.wechat_client_for
+
+    def client_for(acc):
+        client = real_client_for(acc)
+        get_followers = client.get_followers
+
+        def get_and_subscribe(next_openid=None):
+            Follower.objects.get_or_create(account=acc, openid="oCallbackDuringSync", source=Follower.Source.CALLBACK)
+            return get_followers(next_openid)
+
+        client.get_followers = get_and_subscribe
+        return client
+
+    monkeypatch.setattr(services, "wechat_client_for", client_for)
+    result = sync_followers(account)
+    assert result.unsubscribed == 0
+    assert Follower.objects.get(openid="oCallbackDuringSync").subscribed
+
+
+def test_wechat_error_fails_the_sync_in_words_and_is_recorded(sandbox_api, account):
+    account.app_secret = "0" * 32
+    account.save()
+    sync = start_follower_sync(account)
+    assert run_follower_sync(sync) is None
+    sync.refresh_from_db()
+    assert sync.status == FollowerSync.Status.FAILED and sync.finished_at is not None
+    assert sync.error.startswith("WeChat error 40125: invalid appsecret")
+    account.refresh_from_db()
+    assert account.last_error_code == 40125 and "40125" in account.last_error_message
+    assert "0" * 32 not in sync.error + account.last_error_message
+
+
+def test_a_claimed_sync_is_not_run_twice_and_only_one_runs_per_account(sandbox_api, account):
+    sync = start_follower_sync(account)
+    assert start_follower_sync(account) is None
+    assert run_follower_sync(sync) is not None
+    assert run_follower_sync(sync) is None
+    sync.refresh_from_db()
+    assert sync.status == FollowerSync.Status.DONE
+    assert sync.processed == sync.total == len(sandbox_api.followers())
+    assert start_follower_sync(account) is not None
+
+
+def test_sync_followers_command(sandbox_api, account):
+    sandbox_api.update_account(DEMO_APPID, followers=250)
+    out, err = StringIO(), StringIO()
+    call_command("sync_followers", "--appid", DEMO_APPID, stdout=out, stderr=err)
+    total = len(sandbox_api.followers())
+    assert f"{total} followers at WeChat; {total} new, 0 updated, 0 marked unsubscribed." in out.getvalue()
+    assert f"{total}/{total}" in err.getvalue()  # the tqdm bar
+    assert FollowerSync.objects.get().status == FollowerSync.Status.DONE
+
+
+def test_sync_followers_command_fails_in_words(sandbox_api, account):
+    account.app_secret = "0" * 32
+    account.save()
+    with pytest.raises(CommandError) as caught:
+        call_command("sync_followers", stdout=StringIO(), stderr=StringIO())
+    assert "WeChat error 40125: invalid appsecret" in str(caught.value)
+    assert caught.value.returncode == 1
+    with pytest.raises(CommandError, match="No official account with AppID wx0000000000000000"):
+        call_command("sync_followers", "--appid", "wx0000000000000000", stdout=StringIO())
+
+
+def test_a_sync_whose_worker_died_does_not_block_the_next(account):
+    stale = FollowerSync.objects.create(account=account, status=FollowerSync.Status.RUNNING)
+    FollowerSync.objects.filter(pk=stale.pk).update(
+        queued_at=timezone.now() - timedelta(seconds=services.FOLLOWER_SYNC_TIMEOUT + 1)
+    )
+    fresh = start_follower_sync(account)
+    assert fresh is not None and fresh.status == FollowerSync.Status.QUEUED
+    stale.refresh_from_db()
+    assert stale.status == FollowerSync.Status.FAILED and stale.error.startswith("Abandoned")
