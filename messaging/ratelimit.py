@@ -1,0 +1,89 @@
+"""Per-account send rate limit shared by every worker process, through the configured cache.
+
+A fixed one-second window: each account has a counter per wall-clock second (``ratelimit:<id>:<second>``)
+that every process increments by the number of sends it wants to make.  With django-redis ``incr`` is
+Redis' atomic INCRBY, so the limit holds exactly across processes and hosts.  The database cache has
+no atomic increment (Django implements ``incr`` as read + write), so two processes incrementing in
+the same instant can both read the same value and overshoot; the key is created with the atomic
+``add`` first so the window itself is never lost.  That approximation is acceptable for the embedded
+single-host setup the database cache is meant for; deployments that need an exact limit use Redis.
+
+Permits are taken in blocks (a whole batch's worth at once when it fits) so a limited account costs
+one cache round-trip per block, not per message.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+
+# A window key lives a little longer than its second so late increments still find it.
+_WINDOW_TTL_SECONDS = 3
+
+
+def limit_for(send_rate_limit: int | None) -> int:
+    """Messages per second allowed for an account: its own limit, else the global default (0 = none)."""
+    if send_rate_limit:
+        return send_rate_limit
+    return settings.WXNOTIFY_DEFAULT_SEND_RATE_LIMIT
+
+
+def _window_key(account_id: int, second: int) -> str:
+    return f"ratelimit:{account_id}:{second}"
+
+
+def try_acquire(account_id: int, limit: int, wanted: int, *, now: float | None = None) -> int:
+    """Take up to ``wanted`` permits in the current second; returns how many were granted (maybe 0)."""
+    if limit <= 0:
+        return wanted
+    second = int(time.time() if now is None else now)
+    key = _window_key(account_id, second)
+    cache.add(key, 0, timeout=_WINDOW_TTL_SECONDS)
+    try:
+        total = cache.incr(key, wanted)
+    except ValueError:
+        # The key expired between add and incr (a stalled process): start the window again.
+        cache.set(key, wanted, timeout=_WINDOW_TTL_SECONDS)
+        total = wanted
+    already_taken = total - wanted
+    return max(0, min(wanted, limit - already_taken))
+
+
+def acquire(account_id: int, limit: int, wanted: int) -> int:
+    """Block until at least one permit is granted, then return how many (1..wanted) may be sent now."""
+    while True:
+        granted = try_acquire(account_id, limit, wanted)
+        if granted:
+            return granted
+        time.sleep(max(0.001, 1.0 - (time.time() % 1.0)))
+
+
+# --- Quota holds ----------------------------------------------------------------------------------------------------
+#
+# WeChat's daily quota (45009) resets at midnight Beijing time.  Until then every send of the account
+# would fail again, so delivery checks this flag before claiming the account's messages and leaves them
+# queued without spending attempts.  It lives in the shared cache so every process sees it at once.
+
+
+def _hold_key(account_id: int) -> str:
+    return f"quota-hold:{account_id}"
+
+
+def hold_account(account_id: int, until: float) -> None:
+    """Pause sending for an account until the epoch time ``until``."""
+    cache.set(_hold_key(account_id), until, timeout=max(1, int(until - time.time()) + 1))
+
+
+def held_until(account_id: int) -> float | None:
+    """The epoch time an account's sends are paused until, or None if it may send."""
+    until = cache.get(_hold_key(account_id))
+    if until is None or until <= time.time():
+        return None
+    return until
+
+
+def release_hold(account_id: int) -> None:
+    """Let an account send again before its hold ends (e.g. after an operator cleared the quota at WeChat)."""
+    cache.delete(_hold_key(account_id))

@@ -1,0 +1,73 @@
+"""Read-only queries of the message log, limited to what a user may see."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Count, QuerySet
+
+from accounts.selectors import accounts_for_user
+from messaging.models import Campaign, DeliveryReceipt, Message
+
+FINAL_STATUSES = (Message.Status.DELIVERED, Message.Status.FAILED)
+# "Sent" is final for progress too: WeChat accepted it and a receipt may never come.
+DONE_STATUSES = (Message.Status.SENT, *FINAL_STATUSES)
+
+
+def messages_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Message]:
+    return Message.objects.filter(account__in=accounts_for_user(user))
+
+
+def campaigns_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Campaign]:
+    return Campaign.objects.filter(account__in=accounts_for_user(user))
+
+
+def receipts_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[DeliveryReceipt]:
+    return DeliveryReceipt.objects.filter(account__in=accounts_for_user(user))
+
+
+def _empty_counts() -> dict[str, int]:
+    return dict.fromkeys(Message.Status.values, 0)
+
+
+def status_counts_by_campaign(campaign_ids: Iterable[int]) -> dict[int, dict[str, int]]:
+    """Live message counts by status for several campaigns in one GROUP BY on the (campaign, status) index."""
+    ids = list(campaign_ids)
+    counts = {campaign_id: _empty_counts() for campaign_id in ids}
+    rows = (
+        Message.objects.filter(campaign_id__in=ids)
+        .order_by()
+        .values_list("campaign_id", "status")
+        .annotate(count=Count("pk"))
+    )
+    for campaign_id, status, count in rows:
+        counts[campaign_id][status] = count
+    return counts
+
+
+def campaign_status_counts(campaign: Campaign) -> dict[str, int]:
+    """Live message counts of one campaign by status (every status present, zeros included)."""
+    return status_counts_by_campaign([campaign.pk])[campaign.pk]
+
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    total: int
+    counts: dict[str, int]
+
+    @property
+    def done(self) -> int:
+        """Messages with nothing left to do on our side (sent, delivered or failed)."""
+        return sum(self.counts[status] for status in DONE_STATUSES)
+
+    @property
+    def percent(self) -> float:
+        return round(100.0 * self.done / self.total, 1) if self.total else 100.0
+
+
+def campaign_progress(campaign: Campaign, counts: dict[str, int] | None = None) -> CampaignProgress:
+    """Counts and percentage done; pass ``counts`` from :func:`status_counts_by_campaign` to avoid a query."""
+    counts = counts if counts is not None else campaign_status_counts(campaign)
+    return CampaignProgress(total=sum(counts.values()), counts=counts)
