@@ -129,9 +129,10 @@ def make_client(appid, base, manager, endpoint="stable"):
     return WeChatClient(Credentials(appid, SECRET, endpoint), token_manager=manager, api_base=base)
 
 
-def store(appid: str, value: str, expires_in: float) -> None:
+def store(appid: str, value: str, expires_in: float, fetched_ago: float = 3600) -> None:
     now = time.time()
-    cache.set(cache_key(appid), {"value": value, "expires_at": now + expires_in, "fetched_at": now}, timeout=3600)
+    entry = {"value": value, "expires_at": now + expires_in, "fetched_at": now - fetched_ago}
+    cache.set(cache_key(appid), entry, timeout=3600)
 
 
 def test_token_is_fetched_once_and_shared_through_the_cache(db, fake_wechat, appid):
@@ -165,6 +166,19 @@ def test_token_outside_the_margin_is_reused(db, fake_wechat, appid, settings):
 
     assert manager.get_token(make_client(appid, fake_wechat.base, manager)) == "STILL-GOOD-TOKEN-value"
     assert fake_wechat.count(appid) == 0
+
+
+def test_a_token_just_fetched_is_not_fetched_again_even_inside_the_margin(db, appid, settings):
+    settings.WECHAT_TOKEN_REFRESH_MARGIN = 600
+    with running(FakeWeChat(expires_in=400)) as server:  # stable normal mode: WeChat has not rotated it yet
+        manager = AccessTokenManager()
+        client = make_client(appid, server.base, manager)
+        tokens = {manager.get_token(client) for _ in range(50)}
+        other_process = AccessTokenManager()
+        tokens.add(other_process.get_token(make_client(appid, server.base, other_process)))
+
+    assert len(tokens) == 1
+    assert server.count(appid) == 1
 
 
 def test_memo_spares_the_cache_on_the_hot_path(db, fake_wechat, appid, monkeypatch):

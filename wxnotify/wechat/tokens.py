@@ -32,6 +32,10 @@ LOCK_BLOCKING_TIMEOUT = 15.0
 # How long a process trusts its memo before re-reading the shared cache, so processes converge on the same
 # token soon after another one refreshed it.
 MEMO_TTL = 30.0
+# stable_token in normal mode keeps handing out the current token until 5 minutes before it expires, so with a
+# refresh margin above that a token fetched a moment ago can already look due. Asking again this soon cannot get
+# a better one and would put a lock and a fetch on every send, so a token this young counts as good.
+MIN_REFETCH_INTERVAL = 10.0
 # WeChat allows a force refresh at most every 30 s (and 20 times a day).
 FORCE_REFRESH_SPACING = 30
 
@@ -56,6 +60,13 @@ class _FetchCounter:
 
 
 fetch_counter = _FetchCounter()
+
+
+def _good_for(token: AccessToken, within: float, now: float) -> bool:
+    """Whether ``token`` is worth using rather than fetching: more than ``within`` seconds left, or just fetched."""
+    if token.expires_at <= now:
+        return False
+    return token.expires_at - now > within or now - token.fetched_at < MIN_REFETCH_INTERVAL
 
 
 def cache_key(appid: str) -> str:
@@ -93,7 +104,7 @@ class AccessTokenManager:
             return memo[0].value
         margin = settings.WECHAT_TOKEN_REFRESH_MARGIN
         token = self.peek(appid)
-        if token is None or token.expires_at - now <= margin:
+        if token is None or not _good_for(token, margin, now):
             token, _fetched = self._obtain(client, reuse_within=margin)
         self._remember(appid, token)
         return token.value
@@ -123,7 +134,7 @@ class AccessTokenManager:
         """
         appid = client.credentials.appid
         token = self.peek(appid)
-        if token is not None and token.expires_at - time.time() > within:
+        if token is not None and _good_for(token, within, time.time()):
             return False
         _token, fetched = self._obtain(client, reuse_within=float(within))
         return fetched
@@ -146,7 +157,8 @@ class AccessTokenManager:
     # --- internals -------------------------------------------------------------------------------
 
     def _remember(self, appid: str, token: AccessToken) -> None:
-        trusted_until = min(token.expires_at - settings.WECHAT_TOKEN_REFRESH_MARGIN, time.time() + MEMO_TTL)
+        due_at = max(token.expires_at - settings.WECHAT_TOKEN_REFRESH_MARGIN, token.fetched_at + MIN_REFETCH_INTERVAL)
+        trusted_until = min(due_at, token.expires_at, time.time() + MEMO_TTL)
         self._memo[appid] = (token, trusted_until)
 
     def _obtain(
@@ -189,7 +201,7 @@ class AccessTokenManager:
             not always_fetch
             and cached is not None
             and cached.value != failed_token
-            and cached.expires_at - time.time() > reuse_within
+            and _good_for(cached, reuse_within, time.time())
         ):
             return cached, False
         if failed_token is not None and cached is not None and cached.value == failed_token:
