@@ -1,0 +1,232 @@
+"""Admin for the message log, campaigns and delivery receipts, scoped by ``accounts.selectors``.
+
+The message log is a record of what happened, so nothing here edits it: messages and receipts are
+view-only, campaigns are changed only through the cancel and retry actions, which call the services.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from accounts.admin import ScopedAdminMixin
+from messaging.models import Campaign, DeliveryReceipt, Message
+from messaging.selectors import campaign_progress, campaigns_for_user, messages_for_user, receipts_for_user
+from messaging.services import cancel_campaign, retry_failed
+from wxnotify.wechat.errors import describe_errcode
+
+
+class ReadOnlyAdminMixin:
+    """A log: viewable by whoever has the view permission, never added to, changed or deleted by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+def _link(obj, label: str | None = None) -> str:
+    if obj is None:
+        return "—"
+    meta = obj._meta
+    url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, label or str(obj))
+
+
+@admin.register(Message)
+class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "account",
+        "template",
+        "touser",
+        "status",
+        "attempts",
+        "error",
+        "msgid",
+        "campaign",
+        "created_at",
+    ]
+    list_filter = [
+        "status",
+        ("account", admin.RelatedOnlyFieldListFilter),
+        ("template", admin.RelatedOnlyFieldListFilter),
+        ("campaign", admin.RelatedOnlyFieldListFilter),
+        ("created_at", admin.DateFieldListFilter),
+    ]
+    list_select_related = ["account", "template", "campaign"]
+    search_fields = ["touser", "client_msg_id", "trace_id"]
+    search_help_text = _("Search by openid, client_msg_id, trace id, or a WeChat msgid (digits).")
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    fieldsets = [
+        (None, {"fields": ["account", "template", "template_id_sent", "touser", "follower_link", "campaign_link"]}),
+        (_("Content"), {"fields": ["data", "url", "miniprogram"]}),
+        (
+            _("Delivery"),
+            {
+                "fields": [
+                    "status",
+                    "error",
+                    "msgid",
+                    "attempts",
+                    "next_attempt_at",
+                    "enqueued_at",
+                    "lease_expires_at",
+                    "sent_at",
+                    "finished_at",
+                ]
+            },
+        ),
+        (
+            _("Tracing"),
+            {"fields": ["client_msg_id", "trace_id", "created_by", "created_at", "updated_at"]},
+        ),
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
+        return messages_for_user(request.user).select_related("account", "template", "campaign")
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        """A number is also looked up as WeChat's msgid (a 64-bit integer, so no text search on it)."""
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if term.isdigit() and len(term) <= 19:
+            results |= queryset.filter(msgid=int(term))
+        return results, may_have_duplicates
+
+    @admin.display(description=_("error"))
+    def error(self, obj: Message) -> str:
+        """The last attempt's errcode with its meaning, and WeChat's (or our) words."""
+        if obj.errcode is None:
+            return obj.errmsg or "—"
+        meaning = describe_errcode(obj.errcode)
+        if obj.errmsg:
+            return f"{obj.errcode}: {meaning} ({obj.errmsg})"
+        return f"{obj.errcode}: {meaning}"
+
+    @admin.display(description=_("follower"))
+    def follower_link(self, obj: Message) -> str:
+        return _link(obj.follower)
+
+    @admin.display(description=_("campaign"))
+    def campaign_link(self, obj: Message) -> str:
+        return _link(obj.campaign)
+
+
+_STATUS_COUNTS = {
+    f"count_{status}": Count("messages", filter=Q(messages__status=status)) for status in Message.Status.values
+}
+
+
+@admin.register(Campaign)
+class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "name",
+        "account",
+        "template",
+        "state",
+        "recipient_count",
+        "status_counts",
+        "progress",
+        "created_at",
+    ]
+    list_filter = ["state", ("account", admin.RelatedOnlyFieldListFilter), "recipient_kind"]
+    list_select_related = ["account", "template"]
+    search_fields = ["name", "trace_id"]
+    actions = ["cancel_selected", "retry_failed_messages"]
+    readonly_fields = ["status_counts", "progress", "messages_link"]
+    fields = [
+        "name",
+        "account",
+        "template",
+        "data",
+        "url",
+        "miniprogram",
+        "recipient_kind",
+        "recipient_count",
+        "state",
+        "status_counts",
+        "progress",
+        "messages_link",
+        "created_by",
+        "trace_id",
+        "created_at",
+        "finished_at",
+        "cancelled_at",
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Campaign]:
+        return campaigns_for_user(request.user).annotate(**_STATUS_COUNTS)
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        """Whoever may start campaigns may also stop them and retry their failures."""
+        return request.user.has_perm("messaging.add_campaign") or request.user.has_perm("messaging.change_campaign")
+
+    def _counts(self, obj: Campaign) -> dict[str, int]:
+        return {status: getattr(obj, f"count_{status}", 0) for status in Message.Status.values}
+
+    @admin.display(description=_("messages by status"))
+    def status_counts(self, obj: Campaign) -> str:
+        counts = self._counts(obj)
+        return ", ".join(f"{Message.Status(status).label}: {count}" for status, count in counts.items() if count) or "—"
+
+    @admin.display(description=_("progress"))
+    def progress(self, obj: Campaign) -> str:
+        return f"{campaign_progress(obj, self._counts(obj)).percent:g}%"
+
+    @admin.display(description=_("messages"))
+    def messages_link(self, obj: Campaign) -> str:
+        url = reverse("admin:messaging_message_changelist") + f"?campaign__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, _("Show the messages of this campaign"))
+
+    @admin.action(description=_("Cancel selected campaigns"), permissions=["operate"])
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        cancelled = 0
+        for campaign in queryset.exclude(state=Campaign.State.CANCELLED):
+            cancelled += cancel_campaign(campaign)
+        self.message_user(
+            request,
+            ngettext(
+                "Cancelled; %(count)d queued message will not be sent.",
+                "Cancelled; %(count)d queued messages will not be sent.",
+                cancelled,
+            )
+            % {"count": cancelled},
+            messages.SUCCESS,
+        )
+
+    @admin.action(description=_("Retry the failed messages of selected campaigns"), permissions=["operate"])
+    def retry_failed_messages(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        retried = sum(retry_failed(campaign) for campaign in queryset)
+        self.message_user(
+            request,
+            ngettext("%(count)d failed message queued again.", "%(count)d failed messages queued again.", retried)
+            % {"count": retried},
+            messages.SUCCESS if retried else messages.INFO,
+        )
+
+
+@admin.register(DeliveryReceipt)
+class DeliveryReceiptAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "account", "msgid", "openid", "wechat_status", "state", "message_link", "received_at"]
+    list_filter = ["state", ("account", admin.RelatedOnlyFieldListFilter), ("received_at", admin.DateFieldListFilter)]
+    list_select_related = ["account", "message"]
+    search_fields = ["openid"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[DeliveryReceipt]:
+        return receipts_for_user(request.user).select_related("account", "message")
+
+    @admin.display(description=_("message"))
+    def message_link(self, obj: DeliveryReceipt) -> str:
+        return _link(obj.message, f"#{obj.message_id}") if obj.message_id else "—"
