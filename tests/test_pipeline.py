@@ -7,11 +7,19 @@ delivery starts on commit and the send pool's threads use their own database con
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
+from collections import Counter
 from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Follower, OfficialAccount
@@ -586,3 +594,84 @@ def test_a_held_account_is_not_enqueued_by_the_sweeper(pipeline, sandbox_api):
     assert sweep_messages()["enqueued"] == 0
     ratelimit.release_hold(pipeline.pk)
     assert sweep_messages()["enqueued"] == 1
+
+
+# --- A worker killed mid-batch ------------------------------------------------------------------------------------
+
+WORKER_SCRIPT = """
+import json, os, sys
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+from django.conf import settings
+settings.DATABASES["default"]["NAME"] = os.environ["WXNOTIFY_TEST_DB_NAME"]
+settings.WECHAT_API_BASE = os.environ["WXNOTIFY_TEST_API_BASE"]
+import django
+django.setup()
+from messaging.tasks import deliver_messages
+print("started", flush=True)
+deliver_messages(json.loads(sys.argv[1]), trace_id="doomed-worker")
+print("finished", flush=True)
+"""
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice(pipeline, sandbox_api, settings):
+    """A real OS process delivers a batch against the file database and is killed with SIGKILL halfway.
+
+    Its claimed rows stay "sending" until their lease ends; the sweeper then sends them again with the same
+    client_msg_id, and the sandbox (like WeChat) delivers each recipient exactly once.
+    """
+    template = MessageTemplate.objects.get(template_id=ORDER_TEMPLATE)
+    openids = sandbox_api.followers()[:20]
+    ids = [
+        Message.objects.create(
+            account=pipeline,
+            template=template,
+            template_id_sent=ORDER_TEMPLATE,
+            touser=openid,
+            data={key: {"value": value} for key, value in ORDER_DATA.items()},
+            client_msg_id=f"crash-{index}",
+        ).pk
+        for index, openid in enumerate(openids)
+    ]
+    sandbox_api.set_faults(latency_ms=150)
+    env = {
+        **os.environ,
+        "WXNOTIFY_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
+        "WXNOTIFY_TEST_API_BASE": sandbox_api.base_url,
+        "WXNOTIFY_SEND_CONCURRENCY": "2",
+        "WXNOTIFY_SEND_LEASE_SECONDS": "1",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER_SCRIPT, json.dumps(ids)],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stdout.readline().strip() == "started"
+        deadline = time.monotonic() + 60
+        while Message.objects.filter(pk__in=ids, status=Message.Status.SENT).count() < 4:
+            assert time.monotonic() < deadline, "the worker never got going"
+            time.sleep(0.02)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == -signal.SIGKILL
+    statuses = Counter(Message.objects.filter(pk__in=ids).values_list("status", flat=True))
+    assert statuses[Message.Status.SENDING] > 0, statuses
+    assert statuses[Message.Status.SENT] < len(ids)
+
+    sandbox_api.set_faults(latency_ms=0)
+    time.sleep(1.1)  # the dead worker's lease runs out
+    result = sweep_messages()
+    assert result["recovered"] == statuses[Message.Status.SENDING]
+    assert Message.objects.filter(pk__in=ids, status=Message.Status.SENT).count() == len(ids)
+    delivered = sandbox_api.messages(DEMO_APPID)
+    assert sorted(item["touser"] for item in delivered) == sorted(openids)
+    assert sandbox_api.counters()["delivered"] == len(ids)
+    # Sends the dead worker had in flight reached WeChat; their resends were de-duplicated, not delivered.
+    assert sandbox_api.counters()["duplicates"] >= 1
+    msgids = dict(Message.objects.filter(pk__in=ids).values_list("touser", "msgid"))
+    assert msgids == {item["touser"]: item["msgid"] for item in delivered}
