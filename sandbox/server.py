@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import socket
 import threading
 import time
@@ -24,6 +25,7 @@ from sandbox.callbacks import ReceiptDispatcher, open_reply, post_callback
 from sandbox.state import SandboxError, SandboxState
 
 JSON_TYPE = "application/json; charset=utf-8"
+logger = logging.getLogger(__name__)
 
 
 class Reply:
@@ -92,6 +94,10 @@ class SandboxApp:
             result = exc.as_reply()
         except (ValueError, TypeError, KeyError) as exc:
             result = Reply(400, json_bytes({"errcode": 40097, "errmsg": f"invalid args: {exc}"}))
+        except Exception:
+            # A sandbox bug must not look like a dropped connection to the client under test.
+            logger.exception("sandbox failed on %s %s", method, path)
+            result = Reply(500, json_bytes({"errcode": -1, "errmsg": "system error"}))
         if isinstance(result, Reply):
             return result
         return Reply(200, json_bytes(result))
@@ -243,9 +249,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve("POST")
 
     def _serve(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
-        reply = self.server.app.handle(method, self.path, body)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            reply = Reply(400, json_bytes({"errcode": 44002, "errmsg": "bad Content-Length"}))
+        else:
+            body = self.rfile.read(length) if length else b""
+            reply = self.server.app.handle(method, self.path, body)
         head = (
             f"HTTP/1.1 {reply.status} {self.responses.get(reply.status, ('',))[0]}\r\n"
             f"Content-Type: {reply.content_type}\r\nContent-Length: {len(reply.body)}\r\n"
@@ -315,7 +328,10 @@ class SandboxServer:
         return self
 
     def stop(self) -> None:
-        """Stop accepting, drop open keep-alive connections and the receipt workers."""
+        """Stop accepting, drop open keep-alive connections and the receipt workers.
+
+        The state's receipt queue is closed with the workers: give a new server a new state.
+        """
         self._httpd.shutdown()
         self._httpd.close_connections()
         self._httpd.server_close()

@@ -57,7 +57,6 @@ ERRMSG = {
     40001: "invalid credential, access_token is invalid or not latest",
     40002: "invalid grant_type",
     40003: "invalid openid",
-    40007: "invalid media_id",
     40013: "invalid appid",
     40032: "invalid openid list size",
     40033: "invalid charset. please check your request, if include \\uxxxx will create fail!",
@@ -257,40 +256,39 @@ class Account:
         if "followers" not in spec:
             self.seed_followers(0)
         if "templates" not in spec:
-            self.set_templates(DEMO_TEMPLATES)
+            self.templates = {item["template_id"]: Template(**item) for item in DEMO_TEMPLATES}
 
     def __repr__(self) -> str:
         return f"<Account {self.appid} mode={self.mode} followers={len(self._order)}>"
 
     def update(self, spec: dict[str, Any]) -> None:
-        """Apply the given fields of an account spec; validates the mode and EncodingAESKey together."""
+        """Apply the given fields of an account spec; all of it is checked before anything changes."""
         mode = spec.get("mode", self.mode)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
-        key = spec.get("encoding_aes_key", self.encoding_aes_key) or ""
+        key = str(spec.get("encoding_aes_key", self.encoding_aes_key) or "")
         if mode != MODE_PLAINTEXT or key:
             try:
                 CallbackCrypto("check", key, self.appid)
             except CallbackCryptoError as exc:
                 raise ValueError("encoding_aes_key must be 43 letters and digits") from exc
+        if not str(spec.get("secret", self.secret) or ""):
+            raise ValueError("an account needs a secret")
+        templates = [Template(**item) for item in spec["templates"]] if "templates" in spec else None
+        followers = spec.get("followers")
+        if followers is not None and not isinstance(followers, list) and int(followers) < 0:
+            raise ValueError("followers must not be negative")
         for name in ("secret", "token", "callback_url", "original_id"):
             if name in spec:
                 setattr(self, name, str(spec[name] or ""))
-        if not self.secret:
-            raise ValueError("an account needs a secret")
         self.mode = mode
         self.encoding_aes_key = key
-        if "templates" in spec:
-            self.set_templates(spec["templates"])
-        if "followers" in spec:
-            followers = spec["followers"]
-            if isinstance(followers, list):
-                self.set_followers([str(openid) for openid in followers])
-            else:
-                self.seed_followers(int(followers))
-
-    def set_templates(self, templates: list[dict[str, str]]) -> None:
-        self.templates = {item["template_id"]: Template(**item) for item in templates}
+        if templates is not None:
+            self.templates = {template.template_id: template for template in templates}
+        if isinstance(followers, list):
+            self.set_followers([str(openid) for openid in followers])
+        elif followers is not None:
+            self.seed_followers(int(followers))
 
     def seed_followers(self, count: int) -> None:
         """N deterministic followers plus the special-prefix ones (see the module docstring)."""

@@ -359,6 +359,20 @@ def test_user_get_pages_25000_followers(wechat_sandbox, http):
     assert api_get(wechat_sandbox, http, "/cgi-bin/user/get", token, next_openid="oUnknown")["errcode"] == 40003
 
 
+def test_user_get_stays_fast_with_100000_followers(wechat_sandbox, http):
+    wechat_sandbox.update_account(DEMO_APPID, followers=100_000)
+    wechat_sandbox.state.simulate_unsubscribe(DEMO_APPID, seeded_openid(DEMO_APPID, 50_000))
+    token = classic_token(wechat_sandbox, http)
+    started, seen, next_openid = time.monotonic(), 0, None
+    while next_openid != "":
+        params = {"next_openid": next_openid} if next_openid else {}
+        page = api_get(wechat_sandbox, http, "/cgi-bin/user/get", token, **params)
+        seen += page["count"]
+        next_openid = page["next_openid"]
+    assert seen == page["total"] == 100_000 + 6 - 1
+    assert time.monotonic() - started < 5
+
+
 def test_user_get_with_an_exact_page_multiple_ends_with_empty_next_openid(wechat_sandbox, http):
     wechat_sandbox.update_account(DEMO_APPID, followers=[f"oExplicit{n:019d}" for n in range(FOLLOWER_PAGE_SIZE)])
     token = classic_token(wechat_sandbox, http)
@@ -463,6 +477,17 @@ def test_accounts_can_be_added_and_updated_at_run_time(wechat_sandbox, http):
     assert set(state["accounts"]) == {DEMO_APPID, "wx00000000000000aa"}
     assert state["accounts"]["wx00000000000000aa"]["delivered"] == 1
     assert "secret" not in json.dumps(state)
+
+
+def test_a_refused_account_update_changes_nothing(wechat_sandbox, http):
+    url = f"{wechat_sandbox.base_url}/sandbox/accounts"
+    refused = http.post(url, json={"appid": DEMO_APPID, "secret": "", "callback_url": "http://127.0.0.1:1/"})
+    assert refused.status_code == 400
+    assert http.post(url, json={"appid": DEMO_APPID, "templates": [{"title": "no id"}]}).status_code == 400
+    account = wechat_sandbox.account()
+    assert account.secret == SECRET
+    assert account.callback_url == ""
+    assert len(account.templates) == len(DEMO_TEMPLATES)
 
 
 def test_unknown_path_is_a_json_404(wechat_sandbox, http):
