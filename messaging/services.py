@@ -34,6 +34,7 @@ from messaging.models import Campaign, DeliveryReceipt, Message
 from templates_app.keywords import validate_template_data
 from templates_app.models import MessageTemplate
 from templates_app.selectors import get_active_template
+from wxnotify.tracing import get_trace_id, traced
 
 logger = logging.getLogger("wxnotify.messaging")
 
@@ -304,7 +305,8 @@ def send_message(
         if existing is None:
             raise
         return _replay(existing, fingerprint)
-    logger.info("Accepted message #%s to %s (%s)", message.pk, openid, message.status)
+    with traced(trace_id or get_trace_id()):
+        logger.info("Accepted message #%s to %s (%s)", message.pk, openid, message.status)
     if message.status == Message.Status.QUEUED:
         transaction.on_commit(partial(enqueue_delivery, [message.pk], trace_id))
     return SendResult(message, created=True)
@@ -527,7 +529,8 @@ def create_campaign(
         campaign.state = Campaign.State.RUNNING
         campaign.save(update_fields=["recipient_count", "state"])
         transaction.on_commit(partial(enqueue_campaign, campaign.pk, trace_id))
-    logger.info("Accepted campaign #%s with %d recipient(s)", campaign.pk, count)
+    with traced(trace_id or get_trace_id()):
+        logger.info("Accepted campaign #%s with %d recipient(s)", campaign.pk, count)
     return campaign
 
 

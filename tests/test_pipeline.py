@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -41,6 +42,7 @@ from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
 from sandbox.state import special_openids
 from templates_app.keywords import parse_keywords
 from templates_app.models import MessageTemplate
+from wxnotify.tracing import TraceIdFilter
 from wxnotify.wechat.tokens import default_token_manager
 
 ORDER_TEMPLATE = DEMO_TEMPLATES[0]["template_id"]
@@ -675,3 +677,32 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice(pipelin
     assert sandbox_api.counters()["duplicates"] >= 1
     msgids = dict(Message.objects.filter(pk__in=ids).values_list("touser", "msgid"))
     assert msgids == {item["touser"]: item["msgid"] for item in delivered}
+
+
+# --- Tracing ------------------------------------------------------------------------------------------------------
+
+
+def test_every_log_line_about_a_message_carries_its_trace_id(pipeline, sandbox_api):
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect()
+    handler.addFilter(TraceIdFilter())
+    handler.setFormatter(logging.Formatter("%(name)s [%(trace_id)s] %(message)s"))
+    loggers = [logging.getLogger("wxnotify.messaging"), logging.getLogger("wxnotify.wechat")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        blocked = special_openids(DEMO_APPID, "block_")[0]
+        message = send(pipeline, touser=blocked, trace_id="req-trace-42").message
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    about_message = [line for line in lines if f"#{message.pk}" in line or "template/send" in line]
+    # Acceptance, WeChat's refusal (logged by the client in a pool thread) and the outcome.
+    assert len(about_message) >= 3, lines
+    assert all("[req-trace-42]" in line for line in about_message), about_message
+    assert any(line.startswith("wxnotify.wechat [req-trace-42]") for line in about_message)
