@@ -16,7 +16,12 @@ from django.utils.translation import ngettext
 
 from accounts.forms import SECRET_FIELDS, OfficialAccountAdminForm
 from accounts.models import Follower, FollowerSync, OfficialAccount
-from accounts.selectors import accounts_for_user, follower_syncs_for_user, followers_for_user
+from accounts.selectors import (
+    accounts_for_user,
+    follower_syncs_for_user,
+    followers_for_user,
+    latest_follower_sync,
+)
 from accounts.services import check_connection, describe_wechat_error, queue_follower_sync, record_wechat_error
 from templates_app.services import sync_templates
 from wxnotify.wechat.errors import WeChatError
@@ -137,7 +142,7 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=_("latest follower sync"))
     def latest_follower_sync_detail(self, account: OfficialAccount) -> str:
-        sync = account.follower_syncs.order_by("-queued_at", "-id").first()
+        sync = latest_follower_sync(account)
         if sync is None:
             return "—"
         text = _sync_progress(sync.status, sync.processed, sync.total)
@@ -240,6 +245,8 @@ class FollowerAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_filter = [("account", admin.RelatedOnlyFieldListFilter), "subscribed", "source", BoundFilter]
     search_fields = ["openid", "unionid", "user__username"]
     list_select_related = ["account", "user"]
+    # Newest first by primary key: the model's default ordering joins the account, too slow for big lists.
+    ordering = ["-id"]
     raw_id_fields = ["user"]
     # Only the binding and our note are editable: the rest mirrors WeChat and history refers to it.
     fields = [

@@ -197,7 +197,3 @@ class FollowerSync(models.Model):
         if self.total is None:
             return str(self.processed)
         return f"{self.processed}/{self.total}"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in {self.Status.DONE, self.Status.FAILED}
