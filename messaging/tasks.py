@@ -39,7 +39,7 @@ from messaging.models import Campaign, Message
 from templates_app.services import flag_template_problem
 from wxnotify.tracing import context_with_trace_id, traced
 from wxnotify.wechat.client import WeChatClient
-from wxnotify.wechat.errors import ErrorKind, WeChatError
+from wxnotify.wechat.errors import ErrorKind, WeChatError, classify_errcode
 
 logger = logging.getLogger("wxnotify.messaging")
 
@@ -221,7 +221,7 @@ class _Delivery:
             client.token_manager.get_token(client)
         except WeChatError as error:
             for message in messages:
-                self._record(message, error)
+                self._record(message, error, during_send=False)
             return
         limit = ratelimit.limit_for(account.send_rate_limit)
         pending = messages
@@ -271,16 +271,25 @@ class _Delivery:
         if self.writes and time.monotonic() - self.last_flush >= FLUSH_EVERY_SECONDS:
             self.flush()
 
-    def _record(self, message: Message, error: BaseException) -> None:
-        """Decide what a failed send means for the message (see the error kinds in wxnotify.wechat.errors)."""
+    def _record(self, message: Message, error: BaseException, *, during_send: bool = True) -> None:
+        """Decide what a failed send means for the message (see the error kinds in wxnotify.wechat.errors).
+
+        ``during_send`` is False for errors of the token fetch before any send, where 40001 means a wrong
+        AppSecret; during a send the client turns a token refused again right after its refresh into a
+        configuration error, but the message itself is fine: it is retried later and the account flagged.
+        """
         if not isinstance(error, WeChatError):
             with traced(message.trace_id):
                 logger.error("Unexpected error sending message #%s", message.pk, exc_info=error)
             self._retry_or_fail(message, None, f"Internal error: {type(error).__name__}")
             return
         reason = _truncate(error.errmsg)
+        kind = error.kind
         with traced(message.trace_id):
-            logger.warning("Message #%s to %s: %s (%s)", message.pk, message.touser, error, error.kind)
+            logger.warning("Message #%s to %s: %s (%s)", message.pk, message.touser, error, kind)
+        if during_send and kind == ErrorKind.CONFIGURATION and _is_token_errcode(error.errcode):
+            self._flag(message, error)
+            kind = ErrorKind.TOKEN_INVALID
         if error.outcome_unknown:
             self._retry_or_fail(
                 message,
@@ -290,16 +299,16 @@ class _Delivery:
                     f"No answer from WeChat after {message.attempts} attempts; it may have been delivered: {reason}"
                 ),
             )
-        elif error.kind in (ErrorKind.TRANSIENT, ErrorKind.TOKEN_INVALID):
+        elif kind in (ErrorKind.TRANSIENT, ErrorKind.TOKEN_INVALID):
             self._retry_or_fail(message, error.errcode, reason, retry_after=error.retry_after)
-        elif error.kind == ErrorKind.QUOTA:
+        elif kind == ErrorKind.QUOTA:
             self._hold(message, error)
         else:
             self.writes.failed[(error.errcode, reason)].append(message.pk)
             self.counts["failed"] += 1
-            if error.kind == ErrorKind.RECIPIENT and error.errcode in UNFOLLOWED_ERRCODES:
+            if kind == ErrorKind.RECIPIENT and error.errcode in UNFOLLOWED_ERRCODES:
                 self.writes.unfollowed.add((message.account_id, message.touser))
-            elif error.kind == ErrorKind.CONFIGURATION:
+            elif kind == ErrorKind.CONFIGURATION:
                 self._flag(message, error)
 
     def _retry_or_fail(
@@ -405,6 +414,10 @@ class _Delivery:
             Follower.objects.filter(account_id=account_id, openid=openid, subscribed=True).update(
                 subscribed=False, unsubscribed_at=now, updated_at=now
             )
+
+
+def _is_token_errcode(errcode: int | None) -> bool:
+    return errcode is not None and classify_errcode(errcode) == ErrorKind.TOKEN_INVALID
 
 
 def _as_datetime(epoch: float) -> datetime:

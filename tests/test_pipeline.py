@@ -706,3 +706,26 @@ def test_every_log_line_about_a_message_carries_its_trace_id(pipeline, sandbox_a
     assert len(about_message) >= 3, lines
     assert all("[req-trace-42]" in line for line in about_message), about_message
     assert any(line.startswith("wxnotify.wechat [req-trace-42]") for line in about_message)
+
+
+def test_a_token_refused_even_after_the_refresh_is_retried_and_flags_the_account(pipeline, sandbox_api):
+    openid = sandbox_api.followers()[0]
+    send(pipeline, touser=sandbox_api.followers()[1])
+    sandbox_api.set_faults(error_rate=1.0, error_code=40001)
+    message = refreshed(send(pipeline, touser=openid).message)
+    assert (message.status, message.errcode, message.attempts) == (Message.Status.QUEUED, 40001, 1)
+    pipeline.refresh_from_db()
+    assert pipeline.last_error_code == 40001
+    sandbox_api.set_faults(error_rate=0.0)
+    run_due_retries()
+    assert refreshed(message).status == Message.Status.SENT
+
+
+def test_a_wrong_app_secret_fails_the_batch_and_flags_the_account_without_sending(pipeline, sandbox_api):
+    default_token_manager().forget(DEMO_APPID)
+    OfficialAccount.objects.filter(pk=pipeline.pk).update(app_secret="0" * 32)
+    message = refreshed(send(pipeline, touser=sandbox_api.followers()[0]).message)
+    assert (message.status, message.errcode) == (Message.Status.FAILED, 40125)
+    pipeline.refresh_from_db()
+    assert pipeline.last_error_code == 40125
+    assert sandbox_api.counters()["sends"] == 0
