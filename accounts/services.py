@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -182,7 +183,9 @@ def sync_followers(
     return FollowerSyncResult(total=total, created=created, updated=updated, unsubscribed=unsubscribed)
 
 
-def start_follower_sync(account: OfficialAccount, *, requested_by=None) -> FollowerSync | None:
+def start_follower_sync(
+    account: OfficialAccount, *, requested_by: AbstractBaseUser | None = None
+) -> FollowerSync | None:
     """Record a new follower sync; None when one is already queued or running for this account."""
     unfinished = FollowerSync.objects.filter(
         account=account, status__in=[FollowerSync.Status.QUEUED, FollowerSync.Status.RUNNING]
@@ -198,7 +201,9 @@ def start_follower_sync(account: OfficialAccount, *, requested_by=None) -> Follo
     return FollowerSync.objects.create(account=account, requested_by=requested_by)
 
 
-def queue_follower_sync(account: OfficialAccount, *, requested_by=None) -> FollowerSync | None:
+def queue_follower_sync(
+    account: OfficialAccount, *, requested_by: AbstractBaseUser | None = None
+) -> FollowerSync | None:
     """Start a follower sync in the task queue (see ``accounts.jobs.run_follower_sync``)."""
     sync = start_follower_sync(account, requested_by=requested_by)
     if sync is not None:
