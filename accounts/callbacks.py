@@ -17,6 +17,7 @@ so the answer stays far inside WeChat's 5-second budget.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -36,6 +37,7 @@ from django.db import DatabaseError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django_q.tasks import async_task
+from redis.exceptions import RedisError
 
 from accounts import binding
 from accounts.clients import wechat_client_for
@@ -55,6 +57,8 @@ QRSCENE_PREFIX = "qrscene_"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 XML_CONTENT_TYPE = "application/xml; charset=utf-8"
 RECEIPT_EVENT = "templatesendjobfinish"
+# Failures of the database or the shared cache: not the caller's fault, so answered 503 (WeChat retries).
+INFRASTRUCTURE_ERRORS = (DatabaseError, RedisError)
 # Canonical TEMPLATESENDJOBFINISH statuses, keyed by their form without spaces around the colon.
 RECEIPT_STATUSES = {
     "success": "success",
@@ -133,7 +137,10 @@ class CallbackMessage:
 
 def active_account(appid: str) -> OfficialAccount | None:
     """The account a callback URL names, without decrypting its AppSecret (callbacks never need it)."""
-    return OfficialAccount.objects.filter(appid=appid, is_active=True).defer("app_secret").first()
+    try:
+        return OfficialAccount.objects.defer("app_secret").get(appid=appid, is_active=True)
+    except OfficialAccount.DoesNotExist:
+        return None
 
 
 def verify_url(account: OfficialAccount, query: Mapping[str, str]) -> str:
@@ -282,23 +289,28 @@ def dedup_seconds() -> int:
 def dispatch_once(account: OfficialAccount, message: CallbackMessage) -> str:
     """Process ``message`` unless it was already claimed; a duplicate gets the first answer (or none yet).
 
-    A database failure releases the claim and answers 503, so WeChat's retry can succeed later.
+    When the database or the cache fails, the claim is released (as far as the cache allows) and the answer
+    is 503, so one of WeChat's retries can succeed once the infrastructure is back.
     """
     digest = hashlib.sha256(message.dedup_identity().encode("utf-8")).hexdigest()[:40]
     key = f"accounts:callback-seen:{account.pk}:{digest}"
     ttl = dedup_seconds()
-    if not cache.add(key, "", ttl):
-        logger.info("Duplicate callback for %s answered without processing", account.appid)
-        return cache.get(key) or ""
+    claimed = False
     try:
+        claimed = cache.add(key, "", ttl)
+        if not claimed:
+            logger.info("Duplicate callback for %s answered without processing", account.appid)
+            return cache.get(key) or ""
         with transaction.atomic():
             reply = dispatch(account, message)
-    except DatabaseError as exc:
-        cache.delete(key)
+        if reply:
+            cache.set(key, reply, ttl)
+    except INFRASTRUCTURE_ERRORS as exc:
         logger.exception("Callback for %s not processed", account.appid)
-        raise CallbackRejected(503, "database error") from exc
-    if reply:
-        cache.set(key, reply, ttl)
+        if claimed:
+            with contextlib.suppress(*INFRASTRUCTURE_ERRORS):
+                cache.delete(key)
+        raise CallbackRejected(503, "database or cache unavailable") from exc
     return reply
 
 

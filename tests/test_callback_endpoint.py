@@ -13,7 +13,9 @@ from urllib.parse import urlencode
 import pytest
 from defusedxml import ElementTree
 from django.core.cache import cache
+from django.db import OperationalError
 from django.test import Client
+from redis.exceptions import RedisError
 
 from accounts import callbacks
 from accounts.models import Follower, OfficialAccount
@@ -572,3 +574,32 @@ def test_openid_that_does_not_fit_is_400(plain):
 
 def test_other_methods_are_405(plain):
     assert plain.client.put(plain.path).status_code == 405
+
+
+# --- Infrastructure failures ------------------------------------------------------------------------------
+
+
+def test_cache_outage_is_503_so_wechat_retries(plain, monkeypatch):
+    def unavailable(*args, **kwargs):
+        raise RedisError("connection refused")
+
+    monkeypatch.setattr(callbacks.cache, "add", unavailable)
+    response = plain.post(text_xml(new_openid(), "hi"))
+    assert response.status_code == 503
+    assert not Follower.objects.exists()
+
+
+def test_database_failure_releases_the_claim_so_the_retry_is_processed(plain, monkeypatch):
+    openid = new_openid()
+    xml = text_xml(openid, "hi")
+    real_touch = callbacks.touch_follower
+
+    def failing_once(*args):
+        monkeypatch.setattr(callbacks, "touch_follower", real_touch)
+        raise OperationalError("server closed the connection")
+
+    monkeypatch.setattr(callbacks, "touch_follower", failing_once)
+    assert plain.post(xml).status_code == 503
+    assert not Follower.objects.filter(openid=openid).exists()
+    assert plain.post(xml).status_code == 200  # WeChat's retry
+    assert Follower.objects.filter(openid=openid).exists()
