@@ -253,6 +253,13 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "messaging.api.exceptions.api_exception_handler",
+    # Per-user limits of the API (messaging.api.throttles); "send" applies on top to sending requests.
+    "DEFAULT_THROTTLE_RATES": {
+        "burst": os.environ.get("WXNOTIFY_API_BURST_RATE", "300/s"),
+        "sustained": os.environ.get("WXNOTIFY_API_SUSTAINED_RATE", "200000/h"),
+        "send": os.environ.get("WXNOTIFY_API_SEND_RATE", "250/s"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "wxnotify API",
@@ -261,6 +268,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Tags and operation ids from the resource ("messages", "campaigns"), not from the version prefix.
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    "SERVE_INCLUDE_SCHEMA": False,
 }
 
 # --- Security when DEBUG is off -------------------------------------------------------------------

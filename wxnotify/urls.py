@@ -1,7 +1,18 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from messaging.api.exceptions import not_found as api_not_found
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include("messaging.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Last under /api/: unknown API URLs answer JSON, never Django's HTML 404 page.
+    re_path(r"^api/", api_not_found),
     path("", include("accounts.urls")),
 ]
+
+# JSON under /api/, Django's page elsewhere.
+handler500 = "messaging.api.exceptions.server_error"

@@ -1,0 +1,118 @@
+"""One JSON error shape for everything under ``/api/``.
+
+Every error answers ``{"status": 403, "code": "permission_denied", "detail": "...", "errors": {...}}``: ``code``
+is stable for programs, ``detail`` is readable and translated, ``errors`` holds field messages (nested for nested
+fields, e.g. ``{"data": {"thing1": ["..."]}}``) and is empty when the error is not about fields.  DRF exceptions,
+the send pipeline's refusals, unknown URLs and server errors all end up in this shape, so a client never has to
+parse an HTML error page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views import defaults
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from messaging.services import IdempotencyConflict, MessageRejected
+
+API_PATH_PREFIX = "/api/"
+# The pipeline reports errors that concern the whole request under Django's key; the API uses DRF's.
+DJANGO_NON_FIELD_ERRORS = "__all__"
+
+
+class IdempotencyKeyReused(exceptions.APIException):
+    """An idempotency key (``client_msg_id`` / ``Idempotency-Key``) came back with a different request body."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = gettext_lazy(
+        "This idempotency key was already used for a different request; use a new key for a new message."
+    )
+    default_code = "idempotency_conflict"
+
+
+def error_body(status_code: int, code: str, detail: str, errors: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {"status": status_code, "code": code, "detail": detail, "errors": dict(errors or {})}
+
+
+def _nest_key(errors: dict[str, Any], key: str, messages: Any) -> None:
+    """Put ``messages`` at a dotted key ("data.thing1") as nested dicts; "__all__" becomes "non_field_errors"."""
+    *parents, leaf = key.split(".")
+    node = errors
+    for part in parents:
+        node = node.setdefault(part, {})
+    leaf = api_settings.NON_FIELD_ERRORS_KEY if leaf == DJANGO_NON_FIELD_ERRORS else leaf
+    if isinstance(messages, Mapping):
+        target = node.setdefault(leaf, {})
+        for sub_key, sub_messages in messages.items():
+            _nest_key(target, str(sub_key), sub_messages)
+    elif isinstance(messages, list | tuple):
+        node.setdefault(leaf, []).extend(str(message) for message in messages)
+    else:
+        node.setdefault(leaf, []).append(str(messages))
+
+
+def nest_field_errors(errors: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn the pipeline's field errors (flat "data.thing1" keys or nested dicts) into DRF's nested shape."""
+    nested: dict[str, Any] = {}
+    for key, messages in errors.items():
+        _nest_key(nested, str(key), messages)
+    return nested
+
+
+def _as_api_exception(exc: Exception) -> Exception:
+    """Map the pipeline's and Django's exceptions onto DRF ones; anything else is left for the 500 handler."""
+    if isinstance(exc, MessageRejected):
+        return exceptions.ValidationError(nest_field_errors(exc.errors))
+    if isinstance(exc, IdempotencyConflict):
+        return IdempotencyKeyReused()
+    if isinstance(exc, Http404):
+        return exceptions.NotFound()
+    if isinstance(exc, DjangoPermissionDenied):
+        return exceptions.PermissionDenied()
+    return exc
+
+
+def _code_of(exc: exceptions.APIException) -> str:
+    codes = exc.get_codes()
+    return codes if isinstance(codes, str) else exc.default_code
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's ``EXCEPTION_HANDLER``: DRF's own handling (headers such as Retry-After, rollback), our body shape."""
+    exc = _as_api_exception(exc)
+    response = drf_exception_handler(exc, context)
+    if response is None or not isinstance(exc, exceptions.APIException):
+        return response
+    if isinstance(exc, exceptions.ValidationError):
+        errors = exc.detail if isinstance(exc.detail, Mapping) else {api_settings.NON_FIELD_ERRORS_KEY: exc.detail}
+        response.data = error_body(response.status_code, "invalid", _("The request has invalid fields."), errors)
+    else:
+        response.data = error_body(response.status_code, _code_of(exc), str(exc.detail))
+    return response
+
+
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Unknown URLs under ``/api/`` answer JSON, whatever DEBUG says (Django's own 404 page is HTML)."""
+    return JsonResponse(
+        error_body(status.HTTP_404_NOT_FOUND, "not_found", _("No API endpoint at this URL.")),
+        status=status.HTTP_404_NOT_FOUND,
+    )
+
+
+def server_error(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    """The project's ``handler500``: JSON under ``/api/``, Django's page elsewhere.  Says nothing about the cause."""
+    if request.path.startswith(API_PATH_PREFIX):
+        return JsonResponse(
+            error_body(status.HTTP_500_INTERNAL_SERVER_ERROR, "server_error", _("Internal server error.")),
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    return defaults.server_error(request, *args, **kwargs)

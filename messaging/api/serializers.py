@@ -1,0 +1,352 @@
+"""Request and response shapes of the API.
+
+Serializers check the shape of a request (types, lengths, URLs, "exactly one recipient") and resolve the account
+within the caller's accounts; everything about meaning — the template and its keyword rules, the follower binding,
+idempotency — is decided by ``messaging.services``, whose field errors come back in the same 400 shape.  Responses
+name accounts by AppID only: no serializer here touches AppSecret, callback token or EncodingAESKey.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accounts.models import Follower
+from accounts.selectors import accounts_for_user
+from messaging.models import Campaign, Message
+from messaging.selectors import campaign_progress
+from messaging.services import CLIENT_MSG_ID_MAX_LENGTH, RecipientSpec
+from templates_app.keywords import keyword_rules
+from templates_app.models import MessageTemplate
+from wxnotify.wechat.errors import describe_errcode
+
+# Explicit recipient lists of one campaign; "all_subscribed" has no limit of its own.
+MAX_CAMPAIGN_RECIPIENTS = 100_000
+OPENID_MAX_LENGTH = 64
+USERNAME_MAX_LENGTH = 150
+
+KEYWORD_VALUE_SCHEMA = {
+    "oneOf": [
+        {"type": "string"},
+        {"type": "object", "properties": {"value": {"type": "string"}}, "required": ["value"]},
+    ]
+}
+
+
+@extend_schema_field({"type": "string", "pattern": "^wx[0-9a-f]{16}$", "example": "wxdeadbeef00000001"})
+class AccountField(serializers.SlugRelatedField):
+    """An official account by AppID, among the accounts the requesting user may use.
+
+    Other accounts get the same answer as AppIDs that do not exist, so the API never tells who else is served.
+    """
+
+    default_error_messages = {
+        "does_not_exist": _("Unknown account “{value}”."),
+        "invalid": _("Give the account's AppID."),
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("help_text", _("AppID of the official account."))
+        super().__init__(slug_field="appid", **kwargs)
+
+    def get_queryset(self):
+        return accounts_for_user(self.context["request"].user)
+
+
+@extend_schema_field({"type": "object", "additionalProperties": KEYWORD_VALUE_SCHEMA, "example": {"thing1": "巡检"}})
+class TemplateDataField(serializers.DictField):
+    """Keyword values: ``{"thing1": "…"}`` or WeChat's ``{"thing1": {"value": "…"}}``; the template rules decide."""
+
+    default_error_messages = {"not_a_dict": _("The data must be an object mapping each keyword to its value.")}
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_empty", False)
+        super().__init__(child=serializers.JSONField(), **kwargs)
+
+
+@extend_schema_field({"type": "array", "items": {"type": "string", "maxLength": OPENID_MAX_LENGTH}})
+class StringListField(serializers.Field):
+    """A list of short strings, checked in one pass: DRF's ListField runs a child field per item, which takes
+    seconds for a campaign of 100,000 openids."""
+
+    default_error_messages = {
+        "not_a_list": _("Give a list of strings."),
+        "empty": _("The list is empty."),
+        "too_long": _("At most {max_items} entries."),
+        "bad_item": _("Entry {index} is not a string of 1 to {max_length} characters."),
+    }
+
+    def __init__(self, *, max_length: int, max_items: int = MAX_CAMPAIGN_RECIPIENTS, **kwargs: Any) -> None:
+        self.max_length = max_length
+        self.max_items = max_items
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        if not isinstance(data, list):
+            self.fail("not_a_list")
+        if not data:
+            self.fail("empty")
+        if len(data) > self.max_items:
+            self.fail("too_long", max_items=self.max_items)
+        for index, item in enumerate(data):
+            if not isinstance(item, str) or not 0 < len(item.strip()) <= self.max_length:
+                self.fail("bad_item", index=index, max_length=self.max_length)
+        return [item.strip() for item in data]
+
+    def to_representation(self, value: list[str]) -> list[str]:
+        return list(value)
+
+
+class MiniprogramSerializer(serializers.Serializer):
+    appid = serializers.CharField(max_length=32, help_text=_("AppID of the mini-program bound to the account."))
+    pagepath = serializers.CharField(
+        max_length=1024, required=False, allow_blank=True, help_text=_("Page path, may carry a query string.")
+    )
+
+
+class MessageCreateSerializer(serializers.Serializer):
+    """One template message.  Exactly one recipient: ``touser`` (openid) or ``user`` (username bound to a follower).
+
+    Only types and sizes are checked here; ``send_message`` decides the rest (one recipient, the template's keyword
+    rules, the link, the client_msg_id's characters) and its field errors answer 400 in the same shape.
+    """
+
+    account = AccountField()
+    touser = serializers.CharField(
+        max_length=OPENID_MAX_LENGTH, required=False, help_text=_("Recipient openid (for this account).")
+    )
+    user = serializers.CharField(
+        max_length=USERNAME_MAX_LENGTH,
+        required=False,
+        help_text=_("Username of the recipient, resolved through the user's binding to a follower of the account."),
+    )
+    template_id = serializers.CharField(max_length=128, help_text=_("WeChat template_id of an active template."))
+    data = TemplateDataField()
+    url = serializers.CharField(
+        max_length=1024,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text=_("Link opened when the message is tapped (ignored when a mini-program page is given)."),
+    )
+    miniprogram = MiniprogramSerializer(required=False, allow_null=True, default=None)
+    client_msg_id = serializers.CharField(
+        max_length=CLIENT_MSG_ID_MAX_LENGTH,
+        required=False,
+        help_text=_(
+            "Idempotency key, unique per account: repeating a request with the same key and body returns the "
+            "original message and sends nothing.  Also accepted as the Idempotency-Key header.  Generated when absent."
+        ),
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        header_key = self.context.get("idempotency_key")
+        if header_key is not None:
+            if "client_msg_id" in attrs and attrs["client_msg_id"] != header_key:
+                raise serializers.ValidationError(
+                    {"client_msg_id": [_("The Idempotency-Key header and client_msg_id differ.")]}
+                )
+            attrs["client_msg_id"] = header_key
+        return attrs
+
+
+class RecipientsSerializer(serializers.Serializer):
+    """Exactly one of: a list of openids, a list of usernames, or every subscribed follower."""
+
+    openids = StringListField(max_length=OPENID_MAX_LENGTH, required=False)
+    usernames = StringListField(max_length=USERNAME_MAX_LENGTH, required=False)
+    all_subscribed = serializers.BooleanField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> RecipientSpec:
+        given = [name for name in ("openids", "usernames", "all_subscribed") if name in attrs]
+        if len(given) != 1:
+            raise serializers.ValidationError(
+                _('Give exactly one of "openids", "usernames" or "all_subscribed": true.')
+            )
+        kind = given[0]
+        if kind == "all_subscribed":
+            if not attrs["all_subscribed"]:
+                raise serializers.ValidationError({"all_subscribed": [_("Only true is meaningful here.")]})
+            return RecipientSpec.all_subscribed()
+        if kind == "openids":
+            return RecipientSpec.openids(attrs["openids"])
+        return RecipientSpec.usernames(attrs["usernames"])
+
+
+class CampaignCreateSerializer(serializers.Serializer):
+    account = AccountField()
+    template_id = serializers.CharField(max_length=128, help_text=_("WeChat template_id of an active template."))
+    data = TemplateDataField()
+    recipients = RecipientsSerializer()
+    url = serializers.CharField(max_length=1024, required=False, allow_blank=True, default="")
+    miniprogram = MiniprogramSerializer(required=False, allow_null=True, default=None)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    account = serializers.SlugRelatedField(slug_field="appid", read_only=True, help_text=_("AppID."))
+    template_id = serializers.CharField(source="template_id_sent", read_only=True)
+    msgid = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text=_("WeChat's msgid, as a string: it exceeds the integers JavaScript represents exactly."),
+    )
+    error_description = serializers.SerializerMethodField(help_text=_("The errcode in words."))
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "account",
+            "template_id",
+            "touser",
+            "data",
+            "url",
+            "miniprogram",
+            "client_msg_id",
+            "status",
+            "attempts",
+            "errcode",
+            "errmsg",
+            "error_description",
+            "msgid",
+            "campaign",
+            "created_by",
+            "trace_id",
+            "next_attempt_at",
+            "created_at",
+            "updated_at",
+            "sent_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_error_description(self, message: Message) -> str:
+        return "" if message.errcode is None else describe_errcode(message.errcode)
+
+
+class StatusCountsSerializer(serializers.Serializer):
+    queued = serializers.IntegerField()
+    sending = serializers.IntegerField()
+    sent = serializers.IntegerField()
+    delivered = serializers.IntegerField()
+    failed = serializers.IntegerField()
+
+
+class CampaignSerializer(serializers.ModelSerializer):
+    account = serializers.SlugRelatedField(slug_field="appid", read_only=True, help_text=_("AppID."))
+    template_id = serializers.CharField(source="template.template_id", read_only=True)
+    counts = serializers.SerializerMethodField(help_text=_("Messages of the campaign by status."))
+    progress = serializers.SerializerMethodField(
+        help_text=_("Percentage of messages with nothing left to do (sent, delivered or failed), 0-100.")
+    )
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "id",
+            "name",
+            "account",
+            "template_id",
+            "data",
+            "url",
+            "miniprogram",
+            "recipient_kind",
+            "recipient_count",
+            "state",
+            "counts",
+            "progress",
+            "created_by",
+            "trace_id",
+            "created_at",
+            "finished_at",
+            "cancelled_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(StatusCountsSerializer)
+    def get_counts(self, campaign: Campaign) -> dict[str, int]:
+        return self.context["campaign_counts"][campaign.pk]
+
+    def get_progress(self, campaign: Campaign) -> float:
+        return campaign_progress(campaign, self.context["campaign_counts"][campaign.pk]).percent
+
+
+class FollowerSerializer(serializers.ModelSerializer):
+    account = serializers.SlugRelatedField(slug_field="appid", read_only=True, help_text=_("AppID."))
+    username = serializers.CharField(source="user.username", read_only=True, allow_null=True, default=None)
+
+    class Meta:
+        model = Follower
+        fields = [
+            "id",
+            "account",
+            "openid",
+            "unionid",
+            "username",
+            "subscribed",
+            "subscribed_at",
+            "unsubscribed_at",
+            "source",
+            "remark",
+            "last_interaction_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class KeywordRuleSerializer(serializers.Serializer):
+    """One keyword of a template and the rule its values must follow (``templates_app.keywords.keyword_rules``)."""
+
+    name = serializers.CharField()
+    type = serializers.CharField()
+    label = serializers.CharField()
+    max_length = serializers.IntegerField(allow_null=True)
+    pattern = serializers.CharField(allow_null=True, help_text=_("JavaScript regular expression hint."))
+    help = serializers.CharField()
+    required = serializers.BooleanField()
+    legacy = serializers.BooleanField()
+
+
+class TemplateSerializer(serializers.ModelSerializer):
+    account = serializers.SlugRelatedField(slug_field="appid", read_only=True, help_text=_("AppID."))
+    keywords = serializers.SerializerMethodField()
+
+    class Meta:
+        model = MessageTemplate
+        fields = [
+            "id",
+            "account",
+            "template_id",
+            "title",
+            "content",
+            "example",
+            "keywords",
+            "is_active",
+            "problem_code",
+            "problem_message",
+            "synced_at",
+            "removed_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(KeywordRuleSerializer(many=True))
+    def get_keywords(self, template: MessageTemplate) -> list[dict[str, Any]]:
+        return keyword_rules(template)
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every error answer (see ``messaging.api.exceptions``)."""
+
+    status = serializers.IntegerField()
+    code = serializers.CharField(help_text=_("Stable machine-readable code, e.g. invalid, not_found, throttled."))
+    detail = serializers.CharField(help_text=_("Readable explanation."))
+    errors = serializers.DictField(
+        child=serializers.JSONField(), help_text=_("Field errors: field name → list of messages, nested for data.")
+    )

@@ -1,0 +1,15 @@
+"""Routes of ``/api/v1/`` (included by ``wxnotify.urls`` under the ``api`` namespace)."""
+
+from rest_framework.routers import SimpleRouter
+
+from messaging.api import views
+
+app_name = "api"
+
+router = SimpleRouter()
+router.register("messages", views.MessageViewSet, basename="message")
+router.register("campaigns", views.CampaignViewSet, basename="campaign")
+router.register("followers", views.FollowerViewSet, basename="follower")
+router.register("templates", views.TemplateViewSet, basename="template")
+
+urlpatterns = router.urls

@@ -1,0 +1,276 @@
+"""API views: authenticate, check, call a service or selector, serialize.  Nothing here talks to WeChat.
+
+Every queryset starts from the accounts the user may use (``accounts_for_user``), so objects of other accounts
+answer 404 exactly like objects that do not exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.models import Follower
+from accounts.selectors import accounts_for_user, followers_for_user
+from messaging import selectors, services
+from messaging.api.filters import CampaignFilter, FollowerFilter, MessageFilter, QueryFilterBackend, TemplateFilter
+from messaging.api.pagination import MessageCursorPagination, StandardPageNumberPagination
+from messaging.api.permissions import ModelActionPermission
+from messaging.api.serializers import (
+    CampaignCreateSerializer,
+    CampaignSerializer,
+    ErrorSerializer,
+    FollowerSerializer,
+    MessageCreateSerializer,
+    MessageSerializer,
+    TemplateSerializer,
+)
+from messaging.api.throttles import BurstRateThrottle, SendRateThrottle, SustainedRateThrottle
+from messaging.models import Campaign, Message
+from templates_app.models import MessageTemplate
+from wxnotify.tracing import get_trace_id
+
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+
+ERROR_RESPONSES = {
+    401: OpenApiResponse(ErrorSerializer, description=_("Not authenticated.")),
+    403: OpenApiResponse(ErrorSerializer, description=_("Missing permission.")),
+    429: OpenApiResponse(ErrorSerializer, description=_("Too many requests; see the Retry-After header.")),
+}
+LIST_ERRORS = {400: OpenApiResponse(ErrorSerializer, description=_("Invalid filter.")), **ERROR_RESPONSES}
+DETAIL_ERRORS = {404: OpenApiResponse(ErrorSerializer, description=_("Not found.")), **ERROR_RESPONSES}
+SEND_ERRORS = {400: OpenApiResponse(ErrorSerializer, description=_("Invalid fields.")), **ERROR_RESPONSES}
+
+
+class ApiViewSet(viewsets.GenericViewSet):
+    """Common policy: model permissions, query-string filters, per-user throttles (plus the send scope)."""
+
+    # JSON only: data, miniprogram and recipients are nested objects that forms cannot carry.
+    parser_classes = [JSONParser]
+    permission_classes = [ModelActionPermission]
+    filter_backends = [QueryFilterBackend]
+    pagination_class = StandardPageNumberPagination
+    throttle_classes = [BurstRateThrottle, SustainedRateThrottle]
+    # Actions that send or control sending, throttled by the "send" scope as well.
+    send_actions: frozenset[str] = frozenset()
+
+    def get_throttles(self) -> list[Any]:
+        throttles = super().get_throttles()
+        if self.action in self.send_actions:
+            throttles.append(SendRateThrottle())
+        return throttles
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary=_("List messages"),
+        parameters=[MessageFilter],
+        responses={200: MessageSerializer(many=True), **LIST_ERRORS},
+    ),
+    retrieve=extend_schema(summary=_("Get a message"), responses={200: MessageSerializer, **DETAIL_ERRORS}),
+)
+class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    """Template messages: send one, and follow what became of it."""
+
+    queryset = Message.objects.none()
+    serializer_class = MessageSerializer
+    pagination_class = MessageCursorPagination
+    filter_class = MessageFilter
+    send_actions = frozenset({"create"})
+
+    def get_queryset(self) -> QuerySet[Message]:
+        return selectors.messages_for_user(self.request.user).select_related("account", "created_by")
+
+    @extend_schema(
+        summary=_("Send a template message"),
+        description=_(
+            "Validates the message, stores it and queues it for delivery; answers 202 with the stored message.  "
+            "Repeating a request with the same client_msg_id (or Idempotency-Key header) and the same body answers "
+            "200 with the message stored the first time and sends nothing; the same key with another body is "
+            "refused with 422."
+        ),
+        request=MessageCreateSerializer,
+        parameters=[
+            OpenApiParameter(
+                IDEMPOTENCY_KEY_HEADER,
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description=_("Idempotency key; used as client_msg_id (must match it when both are given)."),
+            )
+        ],
+        responses={
+            202: OpenApiResponse(MessageSerializer, description=_("Accepted and queued.")),
+            200: OpenApiResponse(MessageSerializer, description=_("Repeated request: the original message.")),
+            422: OpenApiResponse(ErrorSerializer, description=_("Idempotency key reused with another body.")),
+            **SEND_ERRORS,
+        },
+    )
+    def create(self, request: Request) -> Response:
+        serializer = MessageCreateSerializer(
+            data=request.data,
+            context={**self.get_serializer_context(), "idempotency_key": request.headers.get(IDEMPOTENCY_KEY_HEADER)},
+        )
+        serializer.is_valid(raise_exception=True)
+        fields = serializer.validated_data
+        result = services.send_message(
+            account=fields["account"],
+            template_id=fields["template_id"],
+            data=fields["data"],
+            touser=fields.get("touser"),
+            user=fields.get("user"),
+            url=fields["url"],
+            miniprogram=dict(fields["miniprogram"]) if fields["miniprogram"] else None,
+            client_msg_id=fields.get("client_msg_id"),
+            created_by=request.user,
+            trace_id=get_trace_id(),
+        )
+        # Delivery may already have moved the row on (at once when tasks run inline): answer what is stored.
+        result.message.refresh_from_db()
+        return Response(
+            MessageSerializer(result.message, context=self.get_serializer_context()).data,
+            status=status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK,
+        )
+
+
+class RetryFailedResultSerializer(serializers.Serializer):
+    retried = serializers.IntegerField(help_text=_("Failed messages queued again."))
+    campaign = CampaignSerializer()
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary=_("List campaigns"),
+        parameters=[CampaignFilter],
+        responses={200: CampaignSerializer(many=True), **LIST_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary=_("Get a campaign with its counts by status"), responses={200: CampaignSerializer, **DETAIL_ERRORS}
+    ),
+)
+class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    """Bulk sends of one template to many recipients."""
+
+    queryset = Campaign.objects.none()
+    serializer_class = CampaignSerializer
+    filter_class = CampaignFilter
+    send_actions = frozenset({"create", "cancel", "retry_failed"})
+
+    def get_queryset(self) -> QuerySet[Campaign]:
+        return selectors.campaigns_for_user(self.request.user).select_related("account", "template", "created_by")
+
+    def get_serializer(self, *args: Any, **kwargs: Any) -> CampaignSerializer:
+        """Counts for every campaign serialized, in one GROUP BY query rather than one per campaign."""
+        instance = args[0] if args else kwargs.get("instance")
+        context = {**self.get_serializer_context(), **kwargs.pop("context", {})}
+        if instance is not None:
+            campaigns = list(instance) if kwargs.get("many") else [instance]
+            context["campaign_counts"] = selectors.status_counts_by_campaign([campaign.pk for campaign in campaigns])
+        return CampaignSerializer(*args, context=context, **kwargs)
+
+    @extend_schema(
+        summary=_("Start a campaign"),
+        description=_(
+            "Validates the data against the template, records the campaign and adds its recipients in the "
+            "background; answers 202 with the campaign (its counts grow while recipients are added)."
+        ),
+        request=CampaignCreateSerializer,
+        responses={202: CampaignSerializer, **SEND_ERRORS},
+    )
+    def create(self, request: Request) -> Response:
+        serializer = CampaignCreateSerializer(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        fields = serializer.validated_data
+        campaign = services.create_campaign(
+            account=fields["account"],
+            template_id=fields["template_id"],
+            data=fields["data"],
+            recipients=fields["recipients"],
+            url=fields["url"],
+            miniprogram=dict(fields["miniprogram"]) if fields["miniprogram"] else None,
+            name=fields["name"],
+            created_by=request.user,
+            trace_id=get_trace_id(),
+        )
+        campaign.refresh_from_db()
+        return Response(self.get_serializer(campaign).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        operation_id="campaigns_cancel",
+        summary=_("Cancel a campaign"),
+        description=_("Queued messages of the campaign fail as cancelled; messages already being sent finish."),
+        request=None,
+        responses={200: CampaignSerializer, **DETAIL_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        campaign = self.get_object()
+        services.cancel_campaign(campaign)
+        campaign.refresh_from_db()
+        return Response(self.get_serializer(campaign).data)
+
+    @extend_schema(
+        operation_id="campaigns_retry_failed",
+        summary=_("Retry the failed messages of a campaign"),
+        request=None,
+        responses={202: RetryFailedResultSerializer, **DETAIL_ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="retry-failed")
+    def retry_failed(self, request: Request, pk: str | None = None) -> Response:
+        campaign = self.get_object()
+        retried = services.retry_failed(campaign)
+        campaign.refresh_from_db()
+        return Response(
+            {"retried": retried, "campaign": self.get_serializer(campaign).data}, status=status.HTTP_202_ACCEPTED
+        )
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary=_("List followers"),
+        parameters=[FollowerFilter],
+        responses={200: FollowerSerializer(many=True), **LIST_ERRORS},
+    ),
+    retrieve=extend_schema(summary=_("Get a follower"), responses={200: FollowerSerializer, **DETAIL_ERRORS}),
+)
+class FollowerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    """Followers of the user's accounts, with the user each is bound to."""
+
+    queryset = Follower.objects.none()
+    serializer_class = FollowerSerializer
+    filter_class = FollowerFilter
+
+    def get_queryset(self) -> QuerySet[Follower]:
+        return followers_for_user(self.request.user).select_related("account", "user").order_by("account_id", "openid")
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary=_("List templates"),
+        parameters=[TemplateFilter],
+        responses={200: TemplateSerializer(many=True), **LIST_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary=_("Get a template with its keyword rules"), responses={200: TemplateSerializer, **DETAIL_ERRORS}
+    ),
+)
+class TemplateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    """Message templates of the user's accounts, each keyword with the rule its values must follow."""
+
+    queryset = MessageTemplate.objects.none()
+    serializer_class = TemplateSerializer
+    filter_class = TemplateFilter
+
+    def get_queryset(self) -> QuerySet[MessageTemplate]:
+        return (
+            MessageTemplate.objects.filter(account__in=accounts_for_user(self.request.user))
+            .select_related("account")
+            .order_by("account_id", "title", "template_id")
+        )
