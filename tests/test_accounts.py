@@ -13,6 +13,7 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import translation
 
 from accounts.models import OfficialAccount
 
@@ -20,6 +21,14 @@ SECRET = "0123456789abcdef0123456789abcdef"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def english(settings):
+    """Assertions read the English source strings, whatever translations the project ships."""
+    settings.LANGUAGE_CODE = "en"
+    with translation.override("en"):
+        yield
 
 
 def make_account(**overrides) -> OfficialAccount:
@@ -174,5 +183,6 @@ def test_add_official_account_exit_code_and_output_in_a_process(tmp_path):
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert completed.returncode == 1
-    assert "AppID: An AppID is 'wx' followed by 16 lowercase hexadecimal characters." in completed.stderr
+    # The process speaks the project's language (LANGUAGE_CODE); the exact words are checked in-process above.
+    assert "CommandError: Account wx0123 not saved:" in completed.stderr
     assert SECRET not in completed.stdout + completed.stderr

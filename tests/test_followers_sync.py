@@ -8,7 +8,7 @@ from io import StringIO
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from accounts import services
 from accounts.models import Follower, FollowerSync, OfficialAccount
@@ -18,6 +18,14 @@ from sandbox.demo import DEMO_APPID
 DEMO_SECRET = "5ec7e75ec7e75ec7e75ec7e75ec7e700"
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def english(settings):
+    """Assertions read the English source strings, whatever translations the project ships."""
+    settings.LANGUAGE_CODE = "en"
+    with translation.override("en"):
+        yield
 
 
 @pytest.fixture
