@@ -172,7 +172,10 @@ class SandboxApp:
     def simulate_subscribe(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
         payload = parse_json(body)
         appid, openid = str(payload.get("appid", "")), str(payload.get("openid", ""))
+        # ``event_key`` may be given as WeChat shows it (``qrscene_<scene>``) or as the bare scene.
         scene = payload.get("scene", payload.get("event_key"))
+        if isinstance(scene, str):
+            scene = scene.removeprefix("qrscene_")
         simulated = self.state.simulate_subscribe(
             appid, openid, ticket=payload.get("ticket"), scene=None if scene is None else str(scene)
         )

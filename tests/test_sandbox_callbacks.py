@@ -300,7 +300,12 @@ def test_subscribe_scan_and_unsubscribe_events(wechat_sandbox, receiver, crypto)
         simulate(wechat_sandbox, "subscribe", appid=DEMO_APPID, openid="oScene00000000000000000000000", scene="42")
         event = open_push(receiver.pushes[-1], "safe", crypto)
         assert event.findtext("EventKey") == "qrscene_42"
-    assert len(receiver.pushes) == 5
+
+        simulate(wechat_sandbox, "subscribe", appid=DEMO_APPID, openid="oKey", event_key="qrscene_invite-9")
+        event = open_push(receiver.pushes[-1], "safe", crypto)
+        assert event.findtext("EventKey") == "qrscene_invite-9"
+        assert wechat_sandbox.account().followers["oKey"].qr_scene_str == "invite-9"
+    assert len(receiver.pushes) == 6
 
 
 def test_simulation_errors(wechat_sandbox, receiver):
