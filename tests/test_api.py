@@ -22,6 +22,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Follower, OfficialAccount
 from accounts.selectors import STAFF_GROUP
+from messaging.api.parsers import BulkJSONParser
 from messaging.models import Campaign, Message
 from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
 from templates_app.keywords import parse_keywords
@@ -570,6 +571,27 @@ def test_campaign_recipient_shapes_are_checked(api_a, account_a, recipients, err
     errors = assert_error(response, 400, "invalid")["errors"]
     assert errors["recipients"][error_key]
     assert not Campaign.objects.exists()
+
+
+def test_campaign_bodies_may_exceed_djangos_upload_cap_up_to_their_own(api_a, account_a, monkeypatch, settings):
+    """100,000 openids (about 3.3 MB) are more than DATA_UPLOAD_MAX_MEMORY_SIZE; campaign creation reads them."""
+    openids = [f"o{index:027d}" for index in range(100_000)]
+    body = json.dumps(_campaign_body({"openids": openids}, template_id="not-a-template"))
+    assert len(body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    response = api_a.post(CAMPAIGNS, body, content_type="application/json")
+    assert set(assert_error(response, 400, "invalid")["errors"]) == {"template_id"}
+
+    too_many = json.dumps(_campaign_body({"openids": [*openids, "o-one-more"]}))
+    assert assert_error(api_a.post(CAMPAIGNS, too_many, content_type="application/json"), 400, "invalid")
+
+    monkeypatch.setattr(BulkJSONParser, "max_bytes", 1000)
+    assert_error(api_a.post(CAMPAIGNS, body, content_type="application/json"), 413, "request_too_large")
+
+
+def test_other_bodies_over_djangos_upload_cap_get_413_json(api_a, account_a, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = _send_body("oX", data={"thing2": "x" * 2000})
+    assert_error(api_a.post(MESSAGES, body, format="json"), 413, "request_too_large")
 
 
 def test_campaign_data_errors_are_per_keyword(api_a, account_a):

@@ -144,6 +144,13 @@ def test_server_errors_under_api_answer_json():
     assert body["detail"]
 
 
+def test_requests_django_refuses_before_any_view_answer_json_under_api(client):
+    response = client.get(MESSAGES, HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert response.json()["code"] == "bad_request"
+    assert client.get("/admin/", HTTP_HOST="evil.example")["Content-Type"].startswith("text/html")
+
+
 def test_server_errors_elsewhere_keep_djangos_page():
     response = server_error(RequestFactory().get("/admin/"))
     assert response.status_code == 500

@@ -14,5 +14,6 @@ urlpatterns = [
     path("", include("accounts.urls")),
 ]
 
-# JSON under /api/, Django's page elsewhere.
+# JSON under /api/, Django's pages elsewhere.
+handler400 = "messaging.api.exceptions.bad_request"
 handler500 = "messaging.api.exceptions.server_error"

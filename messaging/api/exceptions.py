@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -37,6 +38,12 @@ class IdempotencyKeyReused(exceptions.APIException):
         "This idempotency key was already used for a different request; use a new key for a new message."
     )
     default_code = "idempotency_conflict"
+
+
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = gettext_lazy("The request body is too large.")
+    default_code = "request_too_large"
 
 
 def error_body(status_code: int, code: str, detail: str, errors: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -74,6 +81,8 @@ def _as_api_exception(exc: Exception) -> Exception:
         return exceptions.ValidationError(nest_field_errors(exc.errors))
     if isinstance(exc, IdempotencyConflict):
         return IdempotencyKeyReused()
+    if isinstance(exc, RequestDataTooBig):
+        return RequestTooLarge()
     if isinstance(exc, Http404):
         return exceptions.NotFound()
     if isinstance(exc, DjangoPermissionDenied):
@@ -106,6 +115,16 @@ def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
         error_body(status.HTTP_404_NOT_FOUND, "not_found", _("No API endpoint at this URL.")),
         status=status.HTTP_404_NOT_FOUND,
     )
+
+
+def bad_request(request: HttpRequest, exception: Exception, *args: Any, **kwargs: Any) -> HttpResponse:
+    """The project's ``handler400`` (suspicious requests Django refuses before any view): JSON under ``/api/``."""
+    if request.path.startswith(API_PATH_PREFIX):
+        return JsonResponse(
+            error_body(status.HTTP_400_BAD_REQUEST, "bad_request", _("Bad request.")),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    return defaults.bad_request(request, exception, *args, **kwargs)
 
 
 def server_error(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:

@@ -23,6 +23,7 @@ from accounts.selectors import accounts_for_user, followers_for_user
 from messaging import selectors, services
 from messaging.api.filters import CampaignFilter, FollowerFilter, MessageFilter, QueryFilterBackend, TemplateFilter
 from messaging.api.pagination import MessageCursorPagination, StandardPageNumberPagination
+from messaging.api.parsers import BulkJSONParser
 from messaging.api.permissions import ModelActionPermission
 from messaging.api.serializers import (
     CampaignCreateSerializer,
@@ -160,6 +161,8 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
 
     queryset = Campaign.objects.none()
     serializer_class = CampaignSerializer
+    # Explicit recipient lists outgrow Django's request body cap; this parser has its own.
+    parser_classes = [BulkJSONParser]
     filter_class = CampaignFilter
     send_actions = frozenset({"create", "cancel", "retry_failed"})
 
