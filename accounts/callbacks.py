@@ -51,6 +51,8 @@ logger = logging.getLogger("wxnotify.accounts.callbacks")
 SUCCESS = "success"
 OPENID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TIMESTAMP_RE = re.compile(r"^[0-9]{1,12}$")
+# CreateTime becomes a datetime: ten digits reach 2286, more would overflow the year.
+CREATE_TIME_RE = re.compile(r"^[0-9]{1,10}$")
 MSGID_RE = re.compile(r"^[0-9]{1,20}$")
 MAX_MSGID = 2**63 - 1  # stored in a BIGINT column
 QRSCENE_PREFIX = "qrscene_"
@@ -110,7 +112,7 @@ class CallbackMessage:
     @property
     def create_time(self) -> dt.datetime | None:
         value = self.get("CreateTime").strip()
-        if not TIMESTAMP_RE.match(value):
+        if not CREATE_TIME_RE.match(value):
             return None
         return dt.datetime.fromtimestamp(int(value), tz=dt.UTC)
 

@@ -297,6 +297,15 @@ def test_subscribe_and_unsubscribe_in_plaintext_mode(plain):
     assert follower.unsubscribed_at is not None
 
 
+@pytest.mark.parametrize("create_time", ["999999999999", "-5", "soon", ""])
+def test_unusable_create_time_falls_back_to_our_clock(plain, create_time):
+    openid = new_openid()
+    xml = event_xml(openid, "subscribe", create_time=1).replace("<CreateTime>1<", f"<CreateTime>{create_time}<")
+    assert plain.post(xml).status_code == 200
+    subscribed_at = Follower.objects.get(account=plain.account, openid=openid).subscribed_at
+    assert abs(subscribed_at.timestamp() - time.time()) < 60
+
+
 def test_first_contact_by_unsubscribe_creates_an_unsubscribed_follower(plain):
     openid = new_openid()
     assert plain.post(event_xml(openid, "unsubscribe")).status_code == 200
