@@ -19,6 +19,8 @@ from redis.exceptions import RedisError
 
 from accounts import callbacks
 from accounts.models import Follower, OfficialAccount
+from messaging.models import DeliveryReceipt, Message
+from templates_app.models import MessageTemplate
 from wxnotify.wechat.crypto import CallbackCrypto, compute_signature
 
 VECTORS = json.loads((Path(__file__).with_name("data") / "test-vectors.json").read_text(encoding="utf-8"))
@@ -612,3 +614,44 @@ def test_database_failure_releases_the_claim_so_the_retry_is_processed(plain, mo
     assert not Follower.objects.filter(openid=openid).exists()
     assert plain.post(xml).status_code == 200  # WeChat's retry
     assert Follower.objects.filter(openid=openid).exists()
+
+
+# --- Attacks on delivery receipts: no message changes -------------------------------------------------------
+
+
+@pytest.fixture
+def sent_message(safe):
+    template = MessageTemplate.objects.create(
+        account=safe.account, template_id="tpl-receipts", title="Receipts", content="{{thing1.DATA}}"
+    )
+    return Message.objects.create(
+        account=safe.account,
+        template=template,
+        template_id_sent=template.template_id,
+        touser="oReceiptRecipient0000000001",
+        client_msg_id="receipt-attacks",
+        status=Message.Status.SENT,
+        msgid=555000111,
+    )
+
+
+def test_forged_receipts_change_no_message_and_a_genuine_one_does(safe, sent_message):
+    receipt = receipt_xml(sent_message.touser, sent_message.msgid, "failed:user block")
+    stale = int(time.time()) - 3600
+    attempts = [
+        safe.post_raw({**safe.query(), "signature": "0" * 40}, receipt),  # bad signature
+        safe.post(receipt, timestamp=stale),  # replayed long after
+        safe.post(receipt, appid="wx00000000000000ff"),  # ciphertext made for another AppID
+        safe.post(receipt, encrypted=False),  # plaintext body in safe mode
+        safe.post(XXE.replace("<MsgType>text</MsgType>", "<MsgType>event</MsgType>")),  # hostile XML inside
+        safe.post(receipt.replace(str(sent_message.msgid), "x")),  # no usable MsgID
+    ]
+    assert [response.status_code for response in attempts] == [403, 403, 403, 403, 400, 400]
+    sent_message.refresh_from_db()
+    assert sent_message.status == Message.Status.SENT
+    assert not DeliveryReceipt.objects.exists()
+
+    assert safe.post(receipt).content == b"success"
+    sent_message.refresh_from_db()
+    assert sent_message.status == Message.Status.FAILED
+    assert "user block" in sent_message.errmsg
