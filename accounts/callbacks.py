@@ -9,7 +9,9 @@ retry is answered with the first answer without being processed again.
 
 Timestamp freshness is our own replay policy (WeChat documents none): a request whose signed ``timestamp`` is
 more than ``WECHAT_CALLBACK_MAX_CLOCK_SKEW`` seconds (default 300) away from our clock is refused. The
-de-duplication window outlasts it, so a captured request replayed while still fresh is recognised as a duplicate.
+de-duplication window outlasts it, so a captured request replayed while still fresh is recognised as a duplicate,
+and its signed timestamp + nonce cannot carry a different body either (the plaintext-mode signature does not
+cover the body).
 
 Anything slow (the ``user/info`` profile fetch for the unionid) goes to django-q2 after the transaction commits,
 so the answer stays far inside WeChat's 5-second budget.
@@ -49,11 +51,11 @@ from wxnotify.wechat.errors import WeChatError
 logger = logging.getLogger("wxnotify.accounts.callbacks")
 
 SUCCESS = "success"
-OPENID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-TIMESTAMP_RE = re.compile(r"^[0-9]{1,12}$")
+OPENID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
 # CreateTime becomes a datetime: ten digits reach 2286, more would overflow the year.
-CREATE_TIME_RE = re.compile(r"^[0-9]{1,10}$")
-MSGID_RE = re.compile(r"^[0-9]{1,20}$")
+CREATE_TIME_RE = re.compile(r"[0-9]{1,10}")
+MSGID_RE = re.compile(r"[0-9]{1,20}")
 MAX_MSGID = 2**63 - 1  # stored in a BIGINT column
 QRSCENE_PREFIX = "qrscene_"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
@@ -112,7 +114,7 @@ class CallbackMessage:
     @property
     def create_time(self) -> dt.datetime | None:
         value = self.get("CreateTime").strip()
-        if not CREATE_TIME_RE.match(value):
+        if not CREATE_TIME_RE.fullmatch(value):
             return None
         return dt.datetime.fromtimestamp(int(value), tz=dt.UTC)
 
@@ -175,7 +177,7 @@ def check_request(account: OfficialAccount, query: Mapping[str, str]) -> bool:
     timestamp = query.get("timestamp", "")
     if not verify_signature(account.token, query.get("signature"), timestamp, query.get("nonce", "")):
         raise CallbackRejected(403, "bad signature")
-    if not TIMESTAMP_RE.match(timestamp):
+    if not TIMESTAMP_RE.fullmatch(timestamp):
         raise CallbackRejected(403, "timestamp is not a number")
     skew = abs(current_timestamp() - int(timestamp))
     if skew > settings.WECHAT_CALLBACK_MAX_CLOCK_SKEW:
@@ -236,13 +238,13 @@ def decrypt(account: OfficialAccount, query: Mapping[str, str], envelope: Callba
 
 def validate(message: CallbackMessage) -> None:
     """Refuse messages we could not store: the fields end up in columns with limits (PostgreSQL enforces them)."""
-    if not OPENID_RE.match(message.openid):
+    if not OPENID_RE.fullmatch(message.openid):
         raise CallbackRejected(400, "FromUserName is not an openid")
     if not message.msg_type:
         raise CallbackRejected(400, "no MsgType")
     if message.is_event(RECEIPT_EVENT):
         msgid = message.get("MsgID").strip()
-        if not MSGID_RE.match(msgid) or int(msgid) > MAX_MSGID:
+        if not MSGID_RE.fullmatch(msgid) or int(msgid) > MAX_MSGID:
             raise CallbackRejected(400, "TEMPLATESENDJOBFINISH without a numeric MsgID")
 
 
@@ -253,7 +255,7 @@ def handle_post(account: OfficialAccount, query: Mapping[str, str], body: bytes)
     if encrypted:
         message = decrypt(account, query, message)
     validate(message)
-    reply = dispatch_once(account, message)
+    reply = dispatch_once(account, message, signed_query=f"{query.get('timestamp')}:{query.get('nonce', '')}")
     if not reply:
         return CallbackResponse(SUCCESS)
     reply_xml = text_reply_xml(message, reply)
@@ -288,14 +290,22 @@ def dedup_seconds() -> int:
     return 2 * settings.WECHAT_CALLBACK_MAX_CLOCK_SKEW + 60
 
 
-def dispatch_once(account: OfficialAccount, message: CallbackMessage) -> str:
+def _claim_key(kind: str, account: OfficialAccount, identity: str) -> str:
+    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:40]
+    return f"accounts:{kind}:{account.pk}:{digest}"
+
+
+def dispatch_once(account: OfficialAccount, message: CallbackMessage, *, signed_query: str) -> str:
     """Process ``message`` unless it was already claimed; a duplicate gets the first answer (or none yet).
 
-    When the database or the cache fails, the claim is released (as far as the cache allows) and the answer
+    ``signed_query`` (timestamp + nonce) is claimed too: in plaintext mode the signature does not cover the
+    body, so a captured URL replayed with another body inside the freshness window is refused (403).
+
+    When the database or the cache fails, the claims are released (as far as the cache allows) and the answer
     is 503, so one of WeChat's retries can succeed once the infrastructure is back.
     """
-    digest = hashlib.sha256(message.dedup_identity().encode("utf-8")).hexdigest()[:40]
-    key = f"accounts:callback-seen:{account.pk}:{digest}"
+    key = _claim_key("callback-seen", account, message.dedup_identity())
+    query_key = _claim_key("callback-query", account, signed_query)
     ttl = dedup_seconds()
     claimed = False
     try:
@@ -303,6 +313,10 @@ def dispatch_once(account: OfficialAccount, message: CallbackMessage) -> str:
         if not claimed:
             logger.info("Duplicate callback for %s answered without processing", account.appid)
             return cache.get(key) or ""
+        if not cache.add(query_key, "", ttl):
+            claimed = False  # the query belongs to the first message: only our own claim is released
+            cache.delete(key)
+            raise CallbackRejected(403, "signed query already used for another message")
         with transaction.atomic():
             reply = dispatch(account, message)
         if reply:
@@ -311,7 +325,7 @@ def dispatch_once(account: OfficialAccount, message: CallbackMessage) -> str:
         logger.exception("Callback for %s not processed", account.appid)
         if claimed:
             with contextlib.suppress(*INFRASTRUCTURE_ERRORS):
-                cache.delete(key)
+                cache.delete_many([key, query_key])
         raise CallbackRejected(503, "database or cache unavailable") from exc
     return reply
 

@@ -424,6 +424,19 @@ def test_retried_subscribe_is_not_processed_twice(plain):
     assert Follower.objects.get(account=plain.account, openid=openid).subscribed is False
 
 
+def test_captured_signed_query_cannot_carry_another_body(plain):
+    """In plaintext mode the signature covers timestamp and nonce only, not the body."""
+    query = plain.query()
+    first, forged = new_openid(), new_openid()
+    message = text_xml(first, "hi")
+    assert plain.post_raw(query, message).status_code == 200
+    response = plain.post_raw(query, event_xml(forged, "unsubscribe"))
+    assert response.status_code == 403
+    assert not Follower.objects.filter(openid=forged).exists()
+    # The same message with the same query is a retry: answered, not refused.
+    assert plain.post_raw(query, message).status_code == 200
+
+
 def test_retried_text_message_is_not_processed_twice(plain, monkeypatch):
     dispatched = []
     real_dispatch = callbacks.dispatch
