@@ -336,32 +336,125 @@ def _campaign_client_msg_id(campaign: Campaign, key: str) -> str:
     return f"c{campaign.pk}-h{hashlib.sha256(key.encode('utf-8')).hexdigest()[:40]}"
 
 
-def _campaign_message(campaign: Campaign, openid: str, follower_id: int | None, key: str, now: datetime) -> Message:
-    message = Message(
-        account_id=campaign.account_id,
-        template_id=campaign.template_id,
-        template_id_sent=campaign.template.template_id,
-        touser=openid,
-        follower_id=follower_id,
-        data=None,
-        client_msg_id=_campaign_client_msg_id(campaign, key),
-        campaign=campaign,
-        created_by_id=campaign.created_by_id,
-        trace_id=campaign.trace_id,
-        created_at=now,
-        updated_at=now,
-    )
-    return message
+# Rows per INSERT statement (4 parameters each).
+_ROWS_PER_INSERT = 1000
+# Columns that differ between the recipients of a campaign; every other column is the same for all of them.
+_PER_RECIPIENT_FIELDS = ("touser", "follower", "client_msg_id", "status")
+# Columns that follow from the status: a recipient known to have left fails at once, with the reason.
+_STATUS_DERIVED_FIELDS = ("errmsg", "finished_at")
 
 
-def _mark_unsubscribed(message: Message, now: datetime) -> Message:
-    message.status = Message.Status.FAILED
-    message.errmsg = UNSUBSCRIBED_REASON
-    message.finished_at = now
-    return message
+class _CampaignRows:
+    """Raw inserts of a campaign's messages: the ORM's per-object work would dominate at 100,000 rows.
+
+    The values shared by every recipient are bound once per statement and only four values travel per
+    recipient, which keeps both Python and the driver's query building cheap.  Every concrete column but
+    the id is spelled out, so a new Message field without a value here fails loudly instead of silently
+    missing its default.
+    """
+
+    def __init__(self, campaign: Campaign, now: datetime) -> None:
+        self.campaign = campaign
+        self.now = connection.ops.adapt_datetimefield_value(now)
+        self.shared: dict[str, Any] = {
+            "account": campaign.account_id,
+            "template": campaign.template_id,
+            "template_id_sent": campaign.template.template_id,
+            "data": None,
+            "url": "",
+            "miniprogram": None,
+            "request_fingerprint": "",
+            "errcode": None,
+            "msgid": None,
+            "attempts": 0,
+            "next_attempt_at": None,
+            "enqueued_at": None,
+            "lease_expires_at": None,
+            "claim_token": "",
+            "campaign": campaign.pk,
+            "created_by": campaign.created_by_id,
+            "trace_id": campaign.trace_id,
+            "created_at": self.now,
+            "updated_at": self.now,
+            "sent_at": None,
+        }
+        names = (*self.shared, *_PER_RECIPIENT_FIELDS, *_STATUS_DERIVED_FIELDS)
+        fields = {field.name: field for field in Message._meta.concrete_fields if not field.primary_key}
+        missing = set(fields) - set(names)
+        if missing:
+            raise RuntimeError(f"campaign expansion does not fill Message fields {sorted(missing)}")
+        quote = connection.ops.quote_name
+        self.table = quote(Message._meta.db_table)
+        self.columns = ", ".join(quote(fields[name].column) for name in names)
+
+    def _select(self, touser: str, follower: str, client_msg_id: str, status: str) -> tuple[str, list[Any]]:
+        """The SELECT list over a source of recipients (SQL expressions for the per-recipient columns)."""
+        failed = Message.Status.FAILED.value
+        expressions = [
+            *["%s"] * len(self.shared),
+            touser,
+            follower,
+            client_msg_id,
+            status,
+            f"CASE WHEN {status} = %s THEN %s ELSE %s END",
+            f"CASE WHEN {status} = %s THEN %s ELSE NULL END",
+        ]
+        params = [*self.shared.values(), failed, UNSUBSCRIBED_REASON, "", failed, self.now]
+        return ", ".join(expressions), params
+
+    def row(self, openid: str, follower_id: int | None, key: str, subscribed: bool) -> tuple[Any, ...]:
+        """One recipient: queued, or failed at once if the follower is known to have left."""
+        status = Message.Status.QUEUED if subscribed else Message.Status.FAILED
+        return (openid, follower_id, _campaign_client_msg_id(self.campaign, key), status.value)
+
+    def insert(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert recipients, a thousand per statement; one listed twice has the same client_msg_id: inserted once."""
+        select, select_params = self._select("v.column1", "CAST(v.column2 AS BIGINT)", "v.column3", "v.column4")
+        with connection.cursor() as cursor:
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                statement_rows = rows[start : start + _ROWS_PER_INSERT]
+                values = ", ".join(["(%s, %s, %s, %s)"] * len(statement_rows))
+                # "WHERE 1 = 1" lets SQLite tell the upsert clause from a join constraint.
+                cursor.execute(
+                    f"INSERT INTO {self.table} ({self.columns}) SELECT {select} "  # noqa: S608 -- values bound
+                    f"FROM (VALUES {values}) AS v WHERE 1 = 1 ON CONFLICT DO NOTHING",
+                    [*select_params, *(value for row in statement_rows for value in row)],
+                )
+
+    def insert_all_subscribed(self) -> None:
+        """One INSERT … SELECT from the followers table: no row travels through Python."""
+        quote = connection.ops.quote_name
+        follower = Follower._meta
+        pk = quote(follower.pk.column)
+        # Every subscribed follower is queued: the status is a literal of our own, not a value from a request.
+        select, select_params = self._select(
+            f"f.{quote(follower.get_field('openid').column)}",
+            f"f.{pk}",
+            f"%s || CAST(f.{pk} AS TEXT)",
+            f"'{Message.Status.QUEUED.value}'",
+        )
+        # The client_msg_id prefix sits between the shared values and the CASE values: bind in that order.
+        shared_count = len(self.shared)
+        params = [
+            *select_params[:shared_count],
+            f"c{self.campaign.pk}-f",
+            *select_params[shared_count:],
+            self.campaign.account_id,
+            True,
+        ]
+        sql = (
+            f"INSERT INTO {self.table} ({self.columns}) "  # noqa: S608 -- names quoted, values bound
+            f"SELECT {select} FROM {quote(follower.db_table)} f "
+            f"WHERE f.{quote(follower.get_field('account').column)} = %s "
+            f"AND f.{quote(follower.get_field('subscribed').column)} = %s "
+            f"ORDER BY f.{pk}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
 
 
 def _expand_openids(campaign: Campaign, openids: Iterable[str], errors: dict[str, Any], now: datetime) -> None:
+    rows = _CampaignRows(campaign, now)
     invalid: list[str] = []
     invalid_count = 0
     for chunk in _chunked(openids, EXPANSION_CHUNK_SIZE):
@@ -371,7 +464,7 @@ def _expand_openids(campaign: Campaign, openids: Iterable[str], errors: dict[str
                 account_id=campaign.account_id, openid__in=chunk
             ).values_list("pk", "openid", "subscribed")
         }
-        rows = []
+        values = []
         for openid in chunk:
             if not isinstance(openid, str) or not _OPENID_RE.match(openid):
                 invalid_count += 1
@@ -379,15 +472,15 @@ def _expand_openids(campaign: Campaign, openids: Iterable[str], errors: dict[str
                     invalid.append(str(openid)[:70])
                 continue
             follower_id, subscribed = known.get(openid, (None, True))
-            message = _campaign_message(campaign, openid, follower_id, openid, now)
-            rows.append(message if subscribed else _mark_unsubscribed(message, now))
+            values.append(rows.row(openid, follower_id, openid, subscribed))
         if not invalid_count:
-            Message.objects.bulk_create(rows, ignore_conflicts=True)
+            rows.insert(values)
     if invalid_count:
         errors["recipients"] = [_("These are not openids: %(names)s.") % {"names": _quote(invalid, invalid_count)}]
 
 
 def _expand_usernames(campaign: Campaign, usernames: Iterable[str], errors: dict[str, Any], now: datetime) -> None:
+    rows = _CampaignRows(campaign, now)
     unbound: list[str] = []
     unbound_count = 0
     for chunk in _chunked(usernames, EXPANSION_CHUNK_SIZE):
@@ -398,7 +491,7 @@ def _expand_usernames(campaign: Campaign, usernames: Iterable[str], errors: dict
             .values_list("pk", "openid", "subscribed", "user__username")
         ):
             chosen.setdefault(username, (pk, openid, subscribed))
-        rows = []
+        values = []
         for username in chunk:
             if username not in chosen:
                 unbound_count += 1
@@ -406,68 +499,14 @@ def _expand_usernames(campaign: Campaign, usernames: Iterable[str], errors: dict
                     unbound.append(str(username)[:150])
                 continue
             follower_id, openid, subscribed = chosen[username]
-            message = _campaign_message(campaign, openid, follower_id, f"f{follower_id}", now)
-            rows.append(message if subscribed else _mark_unsubscribed(message, now))
+            values.append(rows.row(openid, follower_id, f"f{follower_id}", subscribed))
         if not unbound_count:
-            Message.objects.bulk_create(rows, ignore_conflicts=True)
+            rows.insert(values)
     if unbound_count:
         errors["recipients"] = [
             _("These users have not bound their WeChat to this account: %(names)s.")
             % {"names": _quote(unbound, unbound_count)}
         ]
-
-
-def _expand_all_subscribed(campaign: Campaign, now: datetime) -> None:
-    """One INSERT … SELECT from the followers table: no rows travel through Python, on SQLite and PostgreSQL."""
-    fields = {f.name: f for f in Message._meta.concrete_fields}
-    adapted_now = connection.ops.adapt_datetimefield_value(now)
-    # Field name → (SQL expression, parameters). Every concrete column but the id is spelled out, so a new
-    # field without a value here fails loudly instead of silently missing its default.
-    values: dict[str, tuple[str, list[Any]]] = {
-        "account": ("%s", [campaign.account_id]),
-        "template": ("%s", [campaign.template_id]),
-        "template_id_sent": ("%s", [campaign.template.template_id]),
-        "touser": ("f.openid", []),
-        "follower": ("f.id", []),
-        "data": ("NULL", []),
-        "url": ("%s", [""]),
-        "miniprogram": ("NULL", []),
-        "client_msg_id": ("%s || CAST(f.id AS TEXT)", [f"c{campaign.pk}-f"]),
-        "request_fingerprint": ("%s", [""]),
-        "status": ("%s", [Message.Status.QUEUED.value]),
-        "errcode": ("NULL", []),
-        "errmsg": ("%s", [""]),
-        "msgid": ("NULL", []),
-        "attempts": ("0", []),
-        "next_attempt_at": ("NULL", []),
-        "enqueued_at": ("NULL", []),
-        "lease_expires_at": ("NULL", []),
-        "claim_token": ("%s", [""]),
-        "campaign": ("%s", [campaign.pk]),
-        "created_by": ("%s", [campaign.created_by_id]),
-        "trace_id": ("%s", [campaign.trace_id]),
-        "created_at": ("%s", [adapted_now]),
-        "updated_at": ("%s", [adapted_now]),
-        "sent_at": ("NULL", []),
-        "finished_at": ("NULL", []),
-    }
-    missing = set(fields) - set(values) - {"id"}
-    if missing:
-        raise RuntimeError(f"INSERT … SELECT does not fill Message fields {sorted(missing)}")
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(fields[name].column) for name in values)
-    expressions = ", ".join(sql for sql, _params in values.values())
-    params = [param for _sql, field_params in values.values() for param in field_params]
-    follower_table = quote(Follower._meta.db_table)
-    sql = (
-        f"INSERT INTO {quote(Message._meta.db_table)} ({columns}) "  # noqa: S608 -- names quoted, values bound
-        f"SELECT {expressions} FROM {follower_table} f "
-        f"WHERE f.{quote(Follower._meta.get_field('account').column)} = %s "
-        f"AND f.{quote(Follower._meta.get_field('subscribed').column)} = %s "
-        f"ORDER BY f.{quote(Follower._meta.pk.column)}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, campaign.account_id, True])
 
 
 def create_campaign(
@@ -518,7 +557,7 @@ def create_campaign(
         elif recipients.kind == Campaign.RecipientKind.USERNAMES:
             _expand_usernames(campaign, recipients.values, errors, now)
         else:
-            _expand_all_subscribed(campaign, now)
+            _CampaignRows(campaign, now).insert_all_subscribed()
         count = Message.objects.filter(campaign=campaign).count()
         if not count and not errors:
             errors["recipients"] = [_("The campaign has no recipients.")]

@@ -28,6 +28,7 @@ from messaging import ratelimit
 from messaging.models import Campaign, DeliveryReceipt, Message
 from messaging.selectors import campaign_progress, campaign_status_counts
 from messaging.services import (
+    UNSUBSCRIBED_REASON,
     IdempotencyConflict,
     MessageRejected,
     RecipientSpec,
@@ -729,3 +730,37 @@ def test_a_wrong_app_secret_fails_the_batch_and_flags_the_account_without_sendin
     pipeline.refresh_from_db()
     assert pipeline.last_error_code == 40125
     assert sandbox_api.counters()["sends"] == 0
+
+
+def test_campaign_by_openids_dedupes_and_fails_known_leavers_at_once(pipeline, sandbox_api):
+    followers = sandbox_api.followers()
+    left = followers[0]
+    Follower.objects.filter(account=pipeline, openid=left).update(subscribed=False)
+    stranger = special_openids(DEMO_APPID, "block_")[1]
+    Follower.objects.filter(account=pipeline, openid=stranger).delete()  # unknown to us: WeChat decides
+    with pytest.raises(MessageRejected) as excinfo:
+        create_campaign(
+            account=pipeline,
+            template_id=ORDER_TEMPLATE,
+            data=ORDER_DATA,
+            recipients=RecipientSpec.openids([followers[1], "not an openid!"]),
+        )
+    assert "not an openid!" in excinfo.value.errors["recipients"][0]
+    campaign = create_campaign(
+        account=pipeline,
+        template_id=ORDER_TEMPLATE,
+        data=ORDER_DATA,
+        recipients=RecipientSpec.openids(iter([left, followers[1], followers[1], stranger])),
+    )
+    assert campaign.recipient_count == 3
+    messages = {m.touser: m for m in Message.objects.filter(campaign=campaign)}
+    assert (messages[left].status, messages[left].errmsg) == (Message.Status.FAILED, UNSUBSCRIBED_REASON)
+    assert messages[left].finished_at is not None
+    assert messages[left].follower_id == Follower.objects.get(account=pipeline, openid=left).pk
+    assert messages[followers[1]].status == Message.Status.SENT
+    assert (messages[stranger].status, messages[stranger].errcode, messages[stranger].follower_id) == (
+        Message.Status.FAILED,
+        43101,
+        None,
+    )
+    assert [m["touser"] for m in sandbox_api.messages(DEMO_APPID)] == [followers[1]]
