@@ -27,12 +27,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
-from django.db.models import BigIntegerField, Case, DateTimeField, F, Max, Min, Q, Value, When
+from django.db import connection, connections
+from django.db.models import Case, DateTimeField, F, Max, Min, Q, Value, When
 from django.utils import timezone
 
 from accounts.clients import wechat_client_for
-from accounts.models import Follower
+from accounts.models import Follower, OfficialAccount
 from accounts.services import record_wechat_error
 from messaging import ratelimit, services
 from messaging.models import Campaign, Message
@@ -51,6 +51,18 @@ FLUSH_EVERY_SECONDS = 0.2
 UNFOLLOWED_ERRCODES = frozenset({43004, 50005})
 # Configuration errors that are about the template rather than the account.
 TEMPLATE_ERRCODES = frozenset({40037, 43116})
+# Columns the write-back of sent messages touches.
+_SENT_COLUMNS = (
+    "id",
+    "status",
+    "msgid",
+    "errcode",
+    "errmsg",
+    "sent_at",
+    "lease_expires_at",
+    "updated_at",
+    "claim_token",
+)
 # At most this many due messages are re-enqueued per account and sweep; the next sweep takes the rest.
 SWEEP_LIMIT_PER_ACCOUNT = 50_000
 
@@ -83,8 +95,8 @@ def _send_one(client: WeChatClient, payload: dict[str, Any]) -> int:
     try:
         return client.send_template_message(**payload)
     finally:
-        for connection in connections.all(initialized_only=True):
-            connection.close()
+        for thread_connection in connections.all(initialized_only=True):
+            thread_connection.close()
 
 
 # --- Outcomes -----------------------------------------------------------------------------------------------------
@@ -105,7 +117,8 @@ def _truncate(text: str, limit: int = 512) -> str:
 class _Writes:
     """Outcomes waiting to be written back, grouped so each group is one UPDATE."""
 
-    sent: dict[int, int] = field(default_factory=dict)
+    # message id → (account id, WeChat msgid)
+    sent: dict[int, tuple[int, int]] = field(default_factory=dict)
     # (errcode, errmsg) → message ids
     failed: dict[tuple[int | None, str], list[int]] = field(default_factory=lambda: defaultdict(list))
     # (errcode, errmsg) → {message id: next attempt}
@@ -171,11 +184,16 @@ class _Delivery:
         )
         if not claimed:
             return []
-        return list(
-            Message.objects.filter(pk__in=self.message_ids, claim_token=self.token, status=Message.Status.SENDING)
-            .select_related("account", "template")
-            .order_by("pk")
+        messages = list(
+            Message.objects.filter(
+                pk__in=self.message_ids, claim_token=self.token, status=Message.Status.SENDING
+            ).order_by("pk")
         )
+        # One account instance per account, not per row: each one decrypts its AppSecret when loaded.
+        accounts = OfficialAccount.objects.in_bulk({message.account_id for message in messages})
+        for message in messages:
+            message.account = accounts[message.account_id]
+        return messages
 
     # -- sending --
 
@@ -262,7 +280,7 @@ class _Delivery:
             self.in_flight -= 1
             error = future.exception()
             if error is None:
-                self.writes.sent[message.pk] = future.result()
+                self.writes.sent[message.pk] = (message.account_id, future.result())
                 self.counts["sent"] += 1
             else:
                 self._record(message, error)
@@ -354,6 +372,32 @@ class _Delivery:
 
     # -- writing back --
 
+    def _store_sent(self, sent: dict[int, tuple[int, int]], now: datetime) -> None:
+        """Mark our rows sent with their msgids in one UPDATE.
+
+        Plain SQL: this runs for every message at full speed, and building an ORM ``Case(When(...))`` per
+        row cost more CPU than the HTTP call itself.
+        """
+        quote = connection.ops.quote_name
+        column = {name: quote(Message._meta.get_field(name).column) for name in _SENT_COLUMNS}
+        adapted_now = connection.ops.adapt_datetimefield_value(now)
+        ids = list(sent)
+        cases = " ".join(["WHEN %s THEN %s"] * len(ids))
+        placeholders = ", ".join(["%s"] * len(ids))
+        sql = (
+            f"UPDATE {quote(Message._meta.db_table)} SET {column['status']} = %s, "  # noqa: S608 -- values bound
+            f"{column['msgid']} = CAST(CASE {column['id']} {cases} END AS BIGINT), "
+            f"{column['errcode']} = NULL, {column['errmsg']} = %s, {column['sent_at']} = %s, "
+            f"{column['lease_expires_at']} = NULL, {column['updated_at']} = %s "
+            f"WHERE {column['id']} IN ({placeholders}) AND {column['claim_token']} = %s AND {column['status']} = %s"
+        )
+        params: list[Any] = [Message.Status.SENT.value]
+        for pk in ids:
+            params += (pk, sent[pk][1])
+        params += ["", adapted_now, adapted_now, *ids, self.token, Message.Status.SENDING.value]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+
     def _ours(self, ids: Iterable[int]):
         return Message.objects.filter(pk__in=list(ids), claim_token=self.token, status=Message.Status.SENDING)
 
@@ -362,22 +406,9 @@ class _Delivery:
         self.last_flush = time.monotonic()
         now = timezone.now()
         if writes.sent:
-            self._ours(writes.sent).update(
-                status=Message.Status.SENT,
-                msgid=Case(
-                    *[When(pk=pk, then=Value(msgid)) for pk, msgid in writes.sent.items()],
-                    output_field=BigIntegerField(),
-                ),
-                errcode=None,
-                errmsg="",
-                sent_at=now,
-                lease_expires_at=None,
-                updated_at=now,
-            )
+            self._store_sent(writes.sent, now)
             msgids_by_account: dict[int, list[int]] = defaultdict(list)
-            for account_id, msgid in Message.objects.filter(pk__in=list(writes.sent)).values_list(
-                "account_id", "msgid"
-            ):
+            for account_id, msgid in writes.sent.values():
                 msgids_by_account[account_id].append(msgid)
             for account_id, msgids in msgids_by_account.items():
                 services.apply_pending_receipts(account_id, msgids)
