@@ -368,7 +368,8 @@ class _CampaignRows:
             "msgid": None,
             "attempts": 0,
             "next_attempt_at": None,
-            "enqueued_at": None,
+            # The campaign's dispatch task is enqueued on commit; the sweeper steps in only if it is lost.
+            "enqueued_at": self.now,
             "lease_expires_at": None,
             "claim_token": "",
             "campaign": campaign.pk,

@@ -764,3 +764,20 @@ def test_campaign_by_openids_dedupes_and_fails_known_leavers_at_once(pipeline, s
         None,
     )
     assert [m["touser"] for m in sandbox_api.messages(DEMO_APPID)] == [followers[1]]
+
+
+def test_a_campaign_whose_dispatch_task_was_lost_is_sent_by_the_sweeper(pipeline, sandbox_api, monkeypatch):
+    monkeypatch.setattr("messaging.services.enqueue_campaign", lambda campaign_id, trace_id="": None)
+    campaign = create_campaign(
+        account=pipeline,
+        template_id=ORDER_TEMPLATE,
+        data=ORDER_DATA,
+        recipients=RecipientSpec.openids(sandbox_api.followers()[:6]),
+    )
+    assert campaign_status_counts(campaign)[Message.Status.QUEUED] == 6
+    assert sweep_messages()["enqueued"] == 0, "just accepted: its dispatch may still be in the queue"
+    Message.objects.filter(campaign=campaign).update(enqueued_at=timezone.now() - timedelta(minutes=10))
+    assert sweep_messages()["enqueued"] == 6
+    assert campaign_status_counts(campaign)[Message.Status.SENT] == 6
+    campaign.refresh_from_db()
+    assert campaign.state == Campaign.State.DONE
