@@ -781,3 +781,80 @@ def test_a_campaign_whose_dispatch_task_was_lost_is_sent_by_the_sweeper(pipeline
     assert campaign_status_counts(campaign)[Message.Status.SENT] == 6
     campaign.refresh_from_db()
     assert campaign.state == Campaign.State.DONE
+
+
+CLUSTER_SCRIPT = """
+import os
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+from django.conf import settings
+settings.DATABASES["default"]["NAME"] = os.environ["WXNOTIFY_TEST_DB_NAME"]
+settings.WECHAT_API_BASE = os.environ["WXNOTIFY_TEST_API_BASE"]
+settings.Q_CLUSTER["sync"] = False
+import django
+django.setup()
+from django.core.management import call_command
+call_command("qcluster")
+"""
+
+
+@pytest.mark.slow
+def test_a_real_qcluster_killed_mid_run_loses_nothing_and_sends_nothing_twice(pipeline, sandbox_api, settings):
+    """The same crash with django-q2's own cluster (its broker: the ORM, or Redis with REDIS_URL), killed -9."""
+    from django_q.tasks import async_task
+
+    template = MessageTemplate.objects.get(template_id=ORDER_TEMPLATE)
+    openids = sandbox_api.followers()[:20]
+    ids = [
+        Message.objects.create(
+            account=pipeline,
+            template=template,
+            template_id_sent=ORDER_TEMPLATE,
+            touser=openid,
+            data={key: {"value": value} for key, value in ORDER_DATA.items()},
+            client_msg_id=f"cluster-{index}",
+            enqueued_at=timezone.now(),
+        ).pk
+        for index, openid in enumerate(openids)
+    ]
+    for start in range(0, len(ids), 10):
+        async_task("messaging.tasks.deliver_messages", ids[start : start + 10], sync=False)
+    sandbox_api.set_faults(latency_ms=150)
+    env = {
+        **os.environ,
+        "WXNOTIFY_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
+        "WXNOTIFY_TEST_API_BASE": sandbox_api.base_url,
+        "WXNOTIFY_SEND_CONCURRENCY": "1",
+        "WXNOTIFY_SEND_LEASE_SECONDS": "1",
+        "WXNOTIFY_Q_WORKERS": "2",
+        "WXNOTIFY_TASKS_SYNC": "0",
+    }
+    cluster = subprocess.Popen(
+        [sys.executable, "-c", CLUSTER_SCRIPT],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while Message.objects.filter(pk__in=ids, status=Message.Status.SENT).count() < 4:
+            assert cluster.poll() is None, "the cluster exited on its own"
+            assert time.monotonic() < deadline, "the cluster never delivered anything"
+            time.sleep(0.05)
+    finally:
+        os.killpg(cluster.pid, signal.SIGKILL)
+        cluster.wait(timeout=10)
+    statuses = Counter(Message.objects.filter(pk__in=ids).values_list("status", flat=True))
+    assert statuses[Message.Status.SENT] < len(ids), statuses
+
+    sandbox_api.set_faults(latency_ms=0)
+    time.sleep(1.1)
+    Message.objects.filter(pk__in=ids, status=Message.Status.QUEUED).update(
+        enqueued_at=timezone.now() - timedelta(minutes=10)
+    )
+    sweep_messages()
+    assert Message.objects.filter(pk__in=ids, status=Message.Status.SENT).count() == len(ids)
+    delivered = sandbox_api.messages(DEMO_APPID)
+    assert sorted(item["touser"] for item in delivered) == sorted(openids)
+    assert sandbox_api.counters()["delivered"] == len(ids)
