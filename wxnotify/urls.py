@@ -11,6 +11,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     # Last under /api/: unknown API URLs answer JSON, never Django's HTML 404 page.
     re_path(r"^api/", api_not_found),
+    path("console/", include("messaging.console.urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
     path("", include("accounts.urls")),
 ]
 

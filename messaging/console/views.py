@@ -1,0 +1,398 @@
+"""Views of the staff console.
+
+Access has two layers, like the API: Django's model permissions decide whether someone may use the console at
+all (``messaging.view_campaign`` to look, ``messaging.add_campaign`` to send, cancel or retry; the "business
+staff" and "wxnotify admins" groups hold them, anyone else gets 403), and ``accounts_for_user`` decides which
+accounts, templates, followers and campaigns they see: everything else answers 404, exactly like what does not
+exist.  Views stay thin: checking is the validator's and the services' job, queries are selectors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse, reverse_lazy
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts.models import OfficialAccount
+from accounts.selectors import accounts_for_user
+from messaging import selectors, services
+from messaging.console.forms import CampaignForm, HistoryFilterForm
+from messaging.console.selectors import QUOTED_PROBLEMS, count_recipients, parse_recipient_list, search_followers
+from messaging.models import Campaign, Message
+from templates_app.keywords import render_card, validate_template_data
+from templates_app.models import MessageTemplate
+from templates_app.selectors import active_templates
+from wxnotify.tracing import get_trace_id
+from wxnotify.wechat.errors import describe_errcode
+
+VIEW_PERMISSION = "messaging.view_campaign"
+SEND_PERMISSION = "messaging.add_campaign"
+PAGE_SIZE = 20
+# Failures listed on a campaign's page (the history page has them all).
+FAILURES_SHOWN = 50
+# The validation and count endpoints take small JSON bodies; a pasted list of 100,000 openids is ~3 MB.
+MAX_JSON_BODY = 4 * 1024 * 1024
+
+ViewFunc = Callable[..., HttpResponse]
+
+
+def console_view(permission: str = VIEW_PERMISSION) -> Callable[[ViewFunc], ViewFunc]:
+    """Login (to the console's own login page), then the permission, else 403; never cached."""
+
+    def decorator(view: ViewFunc) -> ViewFunc:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.has_perm(permission):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return never_cache(login_required(wrapped, login_url=reverse_lazy("console:login")))
+
+    return decorator
+
+
+class LoginView(auth_views.LoginView):
+    """The console's own sign-in: the admin's refuses everyone who is not ``is_staff``, business staff included."""
+
+    template_name = "console/login.html"
+    redirect_authenticated_user = True
+
+    def get_default_redirect_url(self) -> str:
+        return reverse("console:compose")
+
+
+class LogoutView(auth_views.LogoutView):
+    next_page = reverse_lazy("console:login")
+
+
+# --- Helpers ----------------------------------------------------------------------------------------------------
+
+
+def _sendable_accounts(request: HttpRequest) -> QuerySet[OfficialAccount]:
+    return accounts_for_user(request.user).filter(is_active=True)
+
+
+def _account_or_404(request: HttpRequest, appid: str | None) -> OfficialAccount:
+    return get_object_or_404(_sendable_accounts(request), appid=appid or "")
+
+
+def _template_or_404(account: OfficialAccount, template_pk: Any) -> MessageTemplate:
+    try:
+        pk = int(template_pk)
+    except (TypeError, ValueError):
+        pk = 0
+    return get_object_or_404(active_templates(account), pk=pk)
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any] | None:
+    """The request's JSON object, or None when the body is not one (the caller answers 400)."""
+    if len(request.body) > MAX_JSON_BODY:
+        return None
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _failure_reason(message: Message) -> str:
+    """The failure in words: WeChat's errcode and what it means, else our own reason."""
+    if message.errcode is not None:
+        return f"{message.errcode}: {describe_errcode(message.errcode)}"
+    return message.errmsg
+
+
+def _campaign_progress(campaign: Campaign) -> dict[str, Any]:
+    """Everything the campaign page shows and updates; shared by the page and its polling endpoint."""
+    progress = selectors.campaign_progress(campaign)
+    counts = progress.counts
+    pending = counts[Message.Status.QUEUED] + counts[Message.Status.SENDING]
+    failed = campaign.messages.filter(status=Message.Status.FAILED)
+    failures = [
+        {"id": message.pk, "touser": message.touser, "errcode": message.errcode, "reason": _failure_reason(message)}
+        for message in failed.order_by("-finished_at", "-id")[:FAILURES_SHOWN]
+    ]
+    return {
+        "id": campaign.pk,
+        "state": campaign.state,
+        "state_label": str(campaign.get_state_display()),
+        "total": progress.total,
+        "done": progress.done,
+        "percent": progress.percent,
+        "counts": counts,
+        "finished": campaign.state != Campaign.State.EXPANDING and pending == 0,
+        "failures": failures,
+        "can_cancel": campaign.state in (Campaign.State.EXPANDING, Campaign.State.RUNNING) and pending > 0,
+        "can_retry": campaign.state != Campaign.State.CANCELLED and counts[Message.Status.FAILED] > 0,
+    }
+
+
+def _compose_strings() -> dict[str, str]:
+    """Texts the compose page's script writes, translated here so the script needs no catalog of its own."""
+    return {
+        "counter": _("%(count)s / %(limit)s characters"),
+        "counter_unlimited": _("%(count)s characters"),
+        "count": _("Recipients: %(count)s."),
+        "unsubscribed": _("%(count)s of them no longer follow the account; those messages fail without being sent."),
+        "unknown": _("Not known followers of this account (WeChat may refuse them): %(names)s."),
+        "unbound": _("Not bound to this account, the send would be refused: %(names)s."),
+        "more": _("(and %(count)s more)"),
+        "add": _("Add"),
+        "no_results": _("No follower matches."),
+        "unsubscribed_label": _("unsubscribed"),
+    }
+
+
+def _quoted(entries: list[str]) -> dict[str, Any]:
+    return {"shown": entries[:QUOTED_PROBLEMS], "total": len(entries)}
+
+
+# --- Compose, preview, send ---------------------------------------------------------------------------------------
+
+
+@console_view(SEND_PERMISSION)
+@require_http_methods(["GET", "POST"])
+def compose(request: HttpRequest) -> HttpResponse:
+    """Pick an account and a template (a GET form), then fill, preview and send a campaign (a POST form).
+
+    "Preview" and a refused "Send" render the page again with the values kept, the validator's errors on their
+    fields and the phone card; an accepted send goes to the campaign's page.
+    """
+    params = request.POST if request.method == "POST" else request.GET
+    accounts = list(_sendable_accounts(request))
+    account = template = form = card = None
+    if params.get("account"):
+        account = _account_or_404(request, params["account"])
+    elif len(accounts) == 1:
+        account = accounts[0]
+    templates = list(active_templates(account)) if account else []
+    if account is not None and params.get("template"):
+        template = _template_or_404(account, params["template"])
+    elif len(templates) == 1:
+        template = templates[0]
+
+    if template is not None and request.method == "POST":
+        form = CampaignForm(request.POST, template=template)
+        if form.is_valid() and request.POST.get("action") == "send":
+            url, miniprogram = form.link()
+            try:
+                campaign = services.create_campaign(
+                    account=account,
+                    template_id=template.template_id,
+                    data=form.template_data,
+                    recipients=form.recipients(),
+                    url=url,
+                    miniprogram=miniprogram,
+                    name=form.cleaned_data["name"],
+                    created_by=request.user,
+                    trace_id=get_trace_id(),
+                )
+            except services.MessageRejected as exc:
+                form.add_service_errors(exc.errors)
+            else:
+                messages.success(
+                    request,
+                    _("Campaign accepted: %(count)d message(s) queued.") % {"count": campaign.recipient_count},
+                )
+                return redirect("console:campaign", pk=campaign.pk)
+        card = render_card(template, form.keyword_values())
+    elif template is not None:
+        form = CampaignForm(template=template)
+    return render(
+        request,
+        "console/compose.html",
+        {
+            "nav": "compose",
+            "accounts": accounts,
+            "account": account,
+            "templates": templates,
+            "template": template,
+            "form": form,
+            "card": card,
+            "card_has_link": form is not None and form.is_bound and form.previews_link(),
+            "js_strings": _compose_strings(),
+        },
+    )
+
+
+@console_view(SEND_PERMISSION)
+@require_POST
+def validate(request: HttpRequest) -> JsonResponse:
+    """The template's rules applied to what is being typed: ``validate_template_data``, as the API applies it."""
+    body = _json_body(request)
+    if body is None:
+        return JsonResponse({"detail": _("Send a JSON object.")}, status=400)
+    account = _account_or_404(request, body.get("account"))
+    template = _template_or_404(account, body.get("template"))
+    result = validate_template_data(template, body.get("data"))
+    return JsonResponse({"valid": result.is_valid, "errors": result.errors, "warnings": result.warnings})
+
+
+@console_view(SEND_PERMISSION)
+@require_POST
+def count(request: HttpRequest) -> JsonResponse:
+    """How many messages the campaign would create, and which pasted entries need a second look."""
+    body = _json_body(request)
+    if body is None:
+        return JsonResponse({"detail": _("Send a JSON object.")}, status=400)
+    account = _account_or_404(request, body.get("account"))
+    kind = body.get("kind")
+    if kind not in Campaign.RecipientKind.values:
+        return JsonResponse({"detail": _("Unknown kind of recipients.")}, status=400)
+    text = body.get("list", "")
+    if not isinstance(text, str):
+        return JsonResponse({"detail": _("Give the list as text.")}, status=400)
+    result = count_recipients(account, kind, parse_recipient_list(text))
+    return JsonResponse(
+        {
+            "count": result.count,
+            "unsubscribed": result.unsubscribed,
+            "unknown": _quoted(result.unknown),
+            "unbound": _quoted(result.unbound),
+        }
+    )
+
+
+@console_view(SEND_PERMISSION)
+@require_GET
+def followers(request: HttpRequest) -> JsonResponse:
+    """Followers of one account matching ``q`` in openid, remark or bound username."""
+    account = _account_or_404(request, request.GET.get("account"))
+    results = [
+        {
+            "openid": follower.openid,
+            "remark": follower.remark,
+            "username": follower.user.get_username() if follower.user else "",
+            "subscribed": follower.subscribed,
+        }
+        for follower in search_followers(account, request.GET.get("q", ""))
+    ]
+    return JsonResponse({"results": results})
+
+
+# --- Campaigns ----------------------------------------------------------------------------------------------------
+
+
+def _campaign_or_404(request: HttpRequest, pk: int) -> Campaign:
+    return get_object_or_404(
+        selectors.campaigns_for_user(request.user).select_related("account", "template", "created_by"), pk=pk
+    )
+
+
+@console_view()
+@require_GET
+def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = _campaign_or_404(request, pk)
+    progress = _campaign_progress(campaign)
+    return render(
+        request,
+        "console/campaign.html",
+        {
+            "nav": "history",
+            "campaign": campaign,
+            "progress": progress,
+            "status_counts": [(value, label, progress["counts"][value]) for value, label in Message.Status.choices],
+            "card": render_card(campaign.template, campaign.data),
+            "card_has_link": bool(campaign.url or campaign.miniprogram),
+            "can_send": request.user.has_perm(SEND_PERMISSION),
+        },
+    )
+
+
+@console_view()
+@require_GET
+def campaign_progress(request: HttpRequest, pk: int) -> JsonResponse:
+    """Polled by the campaign page about every second until ``finished``."""
+    return JsonResponse(_campaign_progress(_campaign_or_404(request, pk)))
+
+
+@console_view(SEND_PERMISSION)
+@require_POST
+def campaign_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = _campaign_or_404(request, pk)
+    cancelled = services.cancel_campaign(campaign)
+    messages.success(
+        request, _("Campaign cancelled: %(count)d queued message(s) will not be sent.") % {"count": cancelled}
+    )
+    return redirect("console:campaign", pk=campaign.pk)
+
+
+@console_view(SEND_PERMISSION)
+@require_POST
+def campaign_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
+    campaign = _campaign_or_404(request, pk)
+    if campaign.state == Campaign.State.CANCELLED:
+        messages.error(request, _("A cancelled campaign is not retried."))
+    else:
+        retried = services.retry_failed(campaign)
+        messages.success(request, _("%(count)d failed message(s) queued again.") % {"count": retried})
+    return redirect("console:campaign", pk=campaign.pk)
+
+
+# --- History ------------------------------------------------------------------------------------------------------
+
+
+def _filtered(queryset: QuerySet, filters: dict[str, Any], status_field: str, status_key: str) -> QuerySet:
+    if filters.get("account"):
+        queryset = queryset.filter(account=filters["account"])
+    if filters.get(status_key):
+        queryset = queryset.filter(**{status_field: filters[status_key]})
+    if filters.get("date_from"):
+        queryset = queryset.filter(created_at__date__gte=filters["date_from"])
+    if filters.get("date_to"):
+        queryset = queryset.filter(created_at__date__lte=filters["date_to"])
+    return queryset
+
+
+@console_view()
+@require_GET
+def history(request: HttpRequest) -> HttpResponse:
+    """The user's campaigns or messages, newest first, filtered by account, state/status and creation date."""
+    show_messages = request.GET.get("view") == "messages"
+    form = HistoryFilterForm(request.GET, user=request.user)
+    form.is_valid()
+    filters = form.cleaned_data
+    if show_messages:
+        queryset = _filtered(
+            selectors.messages_for_user(request.user).select_related("account", "template"),
+            filters,
+            "status",
+            "status",
+        )
+        page = Paginator(queryset.order_by("-created_at", "-id"), PAGE_SIZE).get_page(request.GET.get("page"))
+        rows = [
+            {"message": message, "reason": _failure_reason(message) if message.status == Message.Status.FAILED else ""}
+            for message in page
+        ]
+    else:
+        queryset = _filtered(
+            selectors.campaigns_for_user(request.user).select_related("account", "template", "created_by"),
+            filters,
+            "state",
+            "state",
+        )
+        page = Paginator(queryset.order_by("-created_at", "-id"), PAGE_SIZE).get_page(request.GET.get("page"))
+        counts = selectors.status_counts_by_campaign([campaign.pk for campaign in page])
+        rows = [
+            {"campaign": campaign, "progress": selectors.campaign_progress(campaign, counts[campaign.pk])}
+            for campaign in page
+        ]
+    return render(
+        request,
+        "console/history.html",
+        {"nav": "history", "form": form, "page": page, "rows": rows, "show_messages": show_messages},
+    )
