@@ -258,7 +258,9 @@ def send_message(
     different request it raises :class:`IdempotencyConflict`.  When two identical requests race, the
     unique (account, client_msg_id) constraint decides and the loser returns the winner's message.
     A recipient known to have unfollowed gets a message that fails at once, without a WeChat call.
+    Without ``trace_id`` the current one (e.g. the request's, see :mod:`wxnotify.tracing`) is stored.
     """
+    trace_id = trace_id or get_trace_id()
     errors: dict[str, Any] = {}
     _check_account(account, errors)
     openid, follower = _resolve_recipient(account, touser, user, errors)
@@ -305,7 +307,7 @@ def send_message(
         if existing is None:
             raise
         return _replay(existing, fingerprint)
-    with traced(trace_id or get_trace_id()):
+    with traced(trace_id):
         logger.info("Accepted message #%s to %s (%s)", message.pk, openid, message.status)
     if message.status == Message.Status.QUEUED:
         transaction.on_commit(partial(enqueue_delivery, [message.pk], trace_id))
@@ -529,6 +531,7 @@ def create_campaign(
     a rejected campaign leaves nothing behind, and delivery starts only after the commit.  Campaign
     messages keep ``data`` empty and send the campaign's data.
     """
+    trace_id = trace_id or get_trace_id()
     errors: dict[str, Any] = {}
     _check_account(account, errors)
     template = _check_template(account, template_id, errors)
@@ -569,7 +572,7 @@ def create_campaign(
         campaign.state = Campaign.State.RUNNING
         campaign.save(update_fields=["recipient_count", "state"])
         transaction.on_commit(partial(enqueue_campaign, campaign.pk, trace_id))
-    with traced(trace_id or get_trace_id()):
+    with traced(trace_id):
         logger.info("Accepted campaign #%s with %d recipient(s)", campaign.pk, count)
     return campaign
 

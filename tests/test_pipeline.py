@@ -21,7 +21,7 @@ from datetime import timedelta
 import pytest
 from django.core.cache import cache
 from django.db import connection
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from accounts.models import Follower, OfficialAccount
 from messaging import ratelimit
@@ -43,7 +43,7 @@ from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
 from sandbox.state import special_openids
 from templates_app.keywords import parse_keywords
 from templates_app.models import MessageTemplate
-from wxnotify.tracing import TraceIdFilter
+from wxnotify.tracing import TraceIdFilter, traced
 from wxnotify.wechat.tokens import default_token_manager
 
 ORDER_TEMPLATE = DEMO_TEMPLATES[0]["template_id"]
@@ -194,7 +194,7 @@ def test_user_recipient_resolves_through_the_binding(pipeline, sandbox_api, djan
     Follower.objects.filter(account=pipeline, openid=openid).update(user=alice)
     message = refreshed(send(pipeline, user="alice").message)
     assert (message.touser, message.status) == (openid, Message.Status.SENT)
-    with pytest.raises(MessageRejected) as excinfo:
+    with pytest.raises(MessageRejected) as excinfo, translation.override("en"):
         send(pipeline, user="bob")
     assert "bound" in excinfo.value.errors["user"][0]
 
@@ -858,3 +858,17 @@ def test_a_real_qcluster_killed_mid_run_loses_nothing_and_sends_nothing_twice(pi
     delivered = sandbox_api.messages(DEMO_APPID)
     assert sorted(item["touser"] for item in delivered) == sorted(openids)
     assert sandbox_api.counters()["delivered"] == len(ids)
+
+
+def test_the_current_trace_id_is_stored_when_none_is_given(pipeline, sandbox_api):
+    with traced("from-the-request"):
+        message = send(pipeline, touser=sandbox_api.followers()[0]).message
+        campaign = create_campaign(
+            account=pipeline,
+            template_id=ORDER_TEMPLATE,
+            data=ORDER_DATA,
+            recipients=RecipientSpec.openids(sandbox_api.followers()[1:3]),
+        )
+    assert message.trace_id == "from-the-request"
+    assert campaign.trace_id == "from-the-request"
+    assert set(Message.objects.filter(campaign=campaign).values_list("trace_id", flat=True)) == {"from-the-request"}
