@@ -148,6 +148,7 @@ class _Delivery:
         self.results: queue.SimpleQueue[tuple[Message, Future]] = queue.SimpleQueue()
         self.in_flight = 0
         self.last_flush = time.monotonic()
+        self.lease_renewed = time.monotonic()
         self.held: dict[int, float] = {}
         self.flagged_templates: set[int] = set()
         self.flagged_accounts: set[int] = set()
@@ -215,6 +216,7 @@ class _Delivery:
             self._send_account(account_messages, campaigns)
         while self.in_flight:
             self._collect(timeout=FLUSH_EVERY_SECONDS)
+            self._renew_lease()
         self.flush()
         if self.campaign_ids:
             services.finish_campaigns(self.campaign_ids)
@@ -252,6 +254,20 @@ class _Delivery:
                 self._submit(client, message, campaigns.get(message.campaign_id))
             pending = pending[granted:]
             self._collect(timeout=0)
+            self._renew_lease()
+
+    def _renew_lease(self) -> None:
+        """Keep our claim alive while a slow (e.g. rate-limited) batch is still sending.
+
+        Without it the sweeper would take a live worker's rows for a dead one's after the lease.
+        """
+        lease = settings.WXNOTIFY_SEND_LEASE_SECONDS
+        if time.monotonic() - self.lease_renewed < lease / 3:
+            return
+        self.lease_renewed = time.monotonic()
+        Message.objects.filter(pk__in=self.message_ids, claim_token=self.token, status=Message.Status.SENDING).update(
+            lease_expires_at=timezone.now() + timedelta(seconds=lease)
+        )
 
     def _submit(self, client: WeChatClient, message: Message, campaign: Campaign | None) -> None:
         source = campaign if campaign is not None and message.data is None else message

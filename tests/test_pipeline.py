@@ -38,7 +38,7 @@ from messaging.services import (
     retry_failed,
     send_message,
 )
-from messaging.tasks import deliver_messages, sweep_messages
+from messaging.tasks import deliver_messages, recover_expired_leases, sweep_messages
 from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
 from sandbox.state import special_openids
 from templates_app.keywords import parse_keywords
@@ -872,3 +872,31 @@ def test_the_current_trace_id_is_stored_when_none_is_given(pipeline, sandbox_api
     assert message.trace_id == "from-the-request"
     assert campaign.trace_id == "from-the-request"
     assert set(Message.objects.filter(campaign=campaign).values_list("trace_id", flat=True)) == {"from-the-request"}
+
+
+def test_a_slow_batch_renews_its_lease_so_the_sweeper_leaves_it_alone(pipeline, sandbox_api, settings):
+    settings.WXNOTIFY_SEND_LEASE_SECONDS = 1
+    pipeline.send_rate_limit = 2
+    pipeline.save(update_fields=["send_rate_limit"])
+    template = MessageTemplate.objects.get(template_id=ORDER_TEMPLATE)
+    ids = [
+        Message.objects.create(
+            account=pipeline,
+            template=template,
+            template_id_sent=ORDER_TEMPLATE,
+            touser=openid,
+            data={key: {"value": value} for key, value in ORDER_DATA.items()},
+            client_msg_id=f"slow-{index}",
+        ).pk
+        for index, openid in enumerate(sandbox_api.followers()[:7])
+    ]
+    recovered: list[int] = []
+    delivery = threading.Thread(target=deliver_messages, args=(ids,))
+    delivery.start()
+    while delivery.is_alive():
+        recovered.append(recover_expired_leases(timezone.now()))
+        time.sleep(0.1)
+    delivery.join()
+    assert sum(recovered) == 0
+    assert Message.objects.filter(pk__in=ids, status=Message.Status.SENT, attempts=1).count() == 7
+    assert sandbox_api.counters()["sends"] == 7
