@@ -249,12 +249,12 @@ class _Delivery:
             if account.pk in self.held:
                 self._release(pending, self.held[account.pk])
                 return
+            self._renew_lease()
             granted = ratelimit.acquire(account.pk, limit, len(pending)) if limit else len(pending)
             for message in pending[:granted]:
                 self._submit(client, message, campaigns.get(message.campaign_id))
             pending = pending[granted:]
             self._collect(timeout=0)
-            self._renew_lease()
 
     def _renew_lease(self) -> None:
         """Keep our claim alive while a slow (e.g. rate-limited) batch is still sending.
