@@ -1,12 +1,20 @@
 """Test settings: the real settings with tasks run inline and a fast password hasher."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("DJANGO_DEBUG", "1")
+# Metrics of this test run only: concurrent runs must not add to each other's counters (see below for cleanup).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", f"{tempfile.gettempdir()}/wxnotify-test-metrics-{os.getpid()}")
 os.environ.setdefault("WXNOTIFY_TASKS_SYNC", "1")
 os.environ.setdefault("WECHAT_API_BASE", "http://127.0.0.1:9")
 
 from wxnotify.settings import *  # noqa: F403
+
+if WXNOTIFY_METRICS_DIR.name == f"wxnotify-test-metrics-{os.getpid()}":  # noqa: F405
+    atexit.register(shutil.rmtree, WXNOTIFY_METRICS_DIR, ignore_errors=True)  # noqa: F405
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

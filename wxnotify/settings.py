@@ -57,6 +57,8 @@ ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
+    # Before the admin: its admin/index.html adds the operations dashboard link to the admin's index.
+    "wxnotify.ops.apps.OpsConfig",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -223,6 +225,19 @@ WXNOTIFY_REENQUEUE_AFTER_SECONDS = env_int("WXNOTIFY_REENQUEUE_AFTER_SECONDS", 1
 WXNOTIFY_RECEIPT_MATCH_WINDOW_SECONDS = env_int("WXNOTIFY_RECEIPT_MATCH_WINDOW_SECONDS", 300)
 # Messages per second for accounts without a limit of their own (0 = no limit).
 WXNOTIFY_DEFAULT_SEND_RATE_LIMIT = env_int("WXNOTIFY_DEFAULT_SEND_RATE_LIMIT", 0)
+
+# --- Operations (health and metrics) ---------------------------------------------------------------
+
+# /healthz fails when the oldest due queued message has waited longer than this many seconds.
+WXNOTIFY_HEALTH_MAX_QUEUE_LAG_SECONDS = env_int("WXNOTIFY_HEALTH_MAX_QUEUE_LAG_SECONDS", 300)
+# Bearer token required by /metrics; empty leaves it open (e.g. behind a private network).
+WXNOTIFY_METRICS_TOKEN = os.environ.get("WXNOTIFY_METRICS_TOKEN", "")
+# prometheus_client's multiprocess mode: every web and qcluster process of this host writes its counters here and
+# /metrics sums them. It must be set before prometheus_client is imported, and emptied when the host's services
+# (re)start, never while they run.
+WXNOTIFY_METRICS_DIR = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR", VAR_DIR / "prometheus"))
+WXNOTIFY_METRICS_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(WXNOTIFY_METRICS_DIR)
 
 # --- Auth, i18n, static ---------------------------------------------------------------------------
 

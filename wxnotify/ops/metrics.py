@@ -1,0 +1,146 @@
+"""Prometheus metrics: what the send pipeline, the callbacks and the token manager did, and the message log now.
+
+Sends happen in qcluster worker processes and callbacks in web workers, so counters live in prometheus_client's
+multiprocess mode: each process writes its own values to files under ``PROMETHEUS_MULTIPROC_DIR`` (set by the
+settings, ``WXNOTIFY_METRICS_DIR``) and ``/metrics`` sums the files of every process on the host. Each host
+therefore exposes the counters of its own processes, and Prometheus scrapes every host (the standard per-host
+scrape; sum across ``instance`` in queries). The directory must be emptied whenever the host's services are
+(re)started, before they start, never while they run.
+
+Message counts by status are not counters: they are read from the database at scrape time, so every host reports
+the same shared numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from django.db import DatabaseError
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from messaging.models import Message
+from wxnotify.ops.health import queue_lag_seconds
+from wxnotify.wechat.errors import WeChatError
+
+logger = logging.getLogger("wxnotify.ops")
+
+# Sends take tens of milliseconds when WeChat is well; a batch waits for the send pool, timeouts take 10 s and more.
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# The label of requests we cannot attribute to a known account (their AppID is whatever the caller typed).
+UNKNOWN_ACCOUNT = "unknown"
+# Callback outcomes by HTTP status (accounts.views answers refusals with a bare status).
+CALLBACK_OUTCOMES = {
+    200: "ok",
+    400: "bad_request",
+    403: "forbidden",
+    404: "unknown_account",
+    405: "method_not_allowed",
+    413: "too_large",
+    503: "unavailable",
+}
+
+SEND_LATENCY = Histogram(
+    "wxnotify_send_latency_seconds",
+    "Seconds from a delivery task claiming a message to WeChat's answer (or to giving up on one).",
+    ["account", "result"],
+    buckets=LATENCY_BUCKETS,
+)
+WECHAT_ERRORS = Counter(
+    "wxnotify_wechat_errors",
+    "Error answers from WeChat to template message sends, by errcode.",
+    ["account", "errcode", "kind"],
+)
+TOKEN_FETCHES = Counter(
+    "wxnotify_token_fetches",
+    "access_tokens fetched from WeChat.",
+    ["account", "endpoint", "force_refresh"],
+)
+CALLBACK_REQUESTS = Counter(
+    "wxnotify_callback_requests",
+    "Requests to the WeChat callback endpoint, by outcome.",
+    ["account", "method", "outcome"],
+)
+
+
+def send_result(error: BaseException | None) -> str:
+    """The ``result`` label of a send: ok, wechat_error (an errcode), no_answer (network) or internal_error."""
+    if error is None:
+        return "ok"
+    if isinstance(error, WeChatError):
+        return "wechat_error" if error.errcode is not None else "no_answer"
+    return "internal_error"
+
+
+def record_send(appid: str, claimed_at: datetime, error: BaseException | None) -> None:
+    """Record one finished send attempt (called by the delivery task as it collects each answer)."""
+    SEND_LATENCY.labels(appid, send_result(error)).observe((timezone.now() - claimed_at).total_seconds())
+    if isinstance(error, WeChatError) and error.errcode is not None:
+        WECHAT_ERRORS.labels(appid, str(error.errcode), error.kind.value).inc()
+
+
+def count_token_fetch(sender: Any, *, appid: str, force_refresh: bool, token_endpoint: str, **kwargs: Any) -> None:
+    """Receiver of ``wxnotify.wechat.tokens.token_fetched``."""
+    TOKEN_FETCHES.labels(appid, token_endpoint, "true" if force_refresh else "false").inc()
+
+
+def count_callbacks(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Count the requests of the callback view ``view(request, appid)`` by outcome.
+
+    The AppID label is kept only when the view found the account: a 404 carries whatever AppID a prober typed,
+    which must not create a new time series per request.
+    """
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, appid: str, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            response = view(request, appid, *args, **kwargs)
+        except Exception:
+            CALLBACK_REQUESTS.labels(UNKNOWN_ACCOUNT, request.method, "error").inc()
+            raise
+        outcome = CALLBACK_OUTCOMES.get(response.status_code, "other")
+        account = UNKNOWN_ACCOUNT if response.status_code in (404, 405) else appid
+        CALLBACK_REQUESTS.labels(account, request.method, outcome).inc()
+        return response
+
+    return wrapper
+
+
+class MessageLogCollector(Collector):
+    """Gauges read from the shared database at scrape time: messages by status and the queue lag."""
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts = dict(Message.objects.order_by().values_list("status").annotate(count=Count("pk")))
+            lag = queue_lag_seconds(timezone.now())
+        except DatabaseError:
+            logger.warning("Message gauges left out of /metrics: the database is unavailable", exc_info=True)
+            return
+        messages = GaugeMetricFamily("wxnotify_messages", "Messages in the log by current status.", labels=["status"])
+        for status in Message.Status.values:
+            messages.add_metric([status], counts.get(status, 0))
+        yield messages
+        yield GaugeMetricFamily(
+            "wxnotify_queue_lag_seconds",
+            "Age of the oldest due queued message since it became due (0 when none waits).",
+            value=lag,
+        )
+
+
+def render(accept: str | None) -> tuple[bytes, str]:
+    """The exposition of this host's processes and the database gauges, in the format ``accept`` asks for."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    registry.register(MessageLogCollector())
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type

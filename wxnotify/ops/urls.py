@@ -1,0 +1,13 @@
+from django.contrib import admin
+from django.urls import path
+
+from wxnotify.ops import views
+
+app_name = "ops"
+
+urlpatterns = [
+    path("healthz", views.healthz, name="healthz"),
+    path("metrics", views.metrics_view, name="metrics"),
+    # Under admin/ and in the admin's look; before admin.site.urls in the root URLconf, which claims admin/<app>/.
+    path("admin/ops/dashboard/", admin.site.admin_view(views.dashboard), name="dashboard"),
+]
