@@ -16,12 +16,14 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts import binding, callbacks
+from wxnotify.ops.metrics import count_callbacks
 
 logger = logging.getLogger("wxnotify.accounts.callbacks")
 
 
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
+@count_callbacks
 def wechat_callback(request: HttpRequest, appid: str) -> HttpResponse:
     """WeChat's server calls: GET verifies the URL, POST delivers messages and events.
 

@@ -37,6 +37,7 @@ from accounts.services import record_wechat_error
 from messaging import ratelimit, services
 from messaging.models import Campaign, Message
 from templates_app.services import flag_template_problem
+from wxnotify.ops import metrics
 from wxnotify.tracing import context_with_trace_id, traced
 from wxnotify.wechat.client import WeChatClient
 from wxnotify.wechat.errors import ErrorKind, WeChatError, classify_errcode
@@ -295,6 +296,7 @@ class _Delivery:
                 break
             self.in_flight -= 1
             error = future.exception()
+            metrics.record_send(message.account.appid, self.now, error)
             if error is None:
                 self.writes.sent[message.pk] = (message.account_id, future.result())
                 self.counts["sent"] += 1
