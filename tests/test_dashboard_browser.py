@@ -1,0 +1,171 @@
+"""The operations dashboard in a real browser (Playwright driving Debian's chromium), with screenshots.
+
+A superuser logs in through the admin's login form, follows the link on the admin index and sees the dashboard
+with messages sent through the sandbox WeChat. Screenshots go to ``test-artifacts/dashboard/``; the README's
+``docs/screenshots/dashboard*.png`` are copies of them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+from playwright.sync_api import sync_playwright
+
+from accounts.models import Follower, OfficialAccount
+from messaging.models import Campaign, Message
+from messaging.services import RecipientSpec, create_campaign
+from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
+from templates_app.keywords import parse_keywords
+from templates_app.models import MessageTemplate
+from wxnotify.wechat.tokens import default_token_manager
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+ORDER_DATA = {
+    "character_string1": "SO20261128001",
+    "thing2": "机械键盘",
+    "time3": "2026年11月28日 10:30",
+    "amount4": "¥399.00",
+}
+
+
+@pytest.fixture
+def chromium(monkeypatch):
+    """Debian's chromium through Playwright; Django's ORM may run beside Playwright's event loop in this thread."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    if not CHROMIUM.exists():
+        if os.environ.get("WXNOTIFY_SKIP_BROWSER") == "1":
+            pytest.skip("WXNOTIFY_SKIP_BROWSER=1 and no /usr/bin/chromium")
+        pytest.fail("/usr/bin/chromium is missing: apt-get install -y chromium fonts-wqy-zenhei")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def operations(transactional_db, sandbox_api, django_user_model):
+    """A day of traffic: a campaign sent through the sandbox (some recipients refused) and older messages."""
+    default_token_manager().forget(DEMO_APPID)
+    account = OfficialAccount.objects.create(
+        name="演示商城",
+        appid=DEMO_APPID,
+        app_secret=DEMO_ACCOUNT["secret"],
+        token=DEMO_ACCOUNT["token"],
+        encoding_aes_key=DEMO_ACCOUNT["encoding_aes_key"],
+    )
+    templates = [
+        MessageTemplate.objects.create(
+            account=account,
+            template_id=item["template_id"],
+            title=item["title"],
+            content=item["content"],
+            keywords=[keyword.as_dict() for keyword in parse_keywords(item["content"])],
+        )
+        for item in DEMO_TEMPLATES
+    ]
+    Follower.objects.bulk_create([Follower(account=account, openid=openid) for openid in sandbox_api.followers()])
+    sandbox_api.set_faults(error_rate=0.2, error_code=43101)
+    create_campaign(
+        account=account,
+        template_id=templates[0].template_id,
+        data=ORDER_DATA,
+        recipients=RecipientSpec(Campaign.RecipientKind.ALL_SUBSCRIBED),
+        name="双十一发货通知",
+    )
+    clinic = OfficialAccount.objects.create(
+        name="示例诊所", appid="wx00000000000000b2", app_secret="s" * 32, token="t", last_error_code=48001
+    )
+    OfficialAccount.objects.filter(pk=clinic.pk).update(
+        last_error_message="api unauthorized", last_error_at=timezone.now() - timedelta(minutes=12)
+    )
+    broken = MessageTemplate.objects.create(
+        account=clinic,
+        template_id="tpl-booking",
+        title="预约成功提醒",
+        content="{{thing1.DATA}}",
+        problem_code=40037,
+        problem_message="invalid template_id",
+        problem_at=timezone.now() - timedelta(minutes=30),
+    )
+    rng = random.Random(6)
+    now = timezone.now()
+    history = []
+    for hour in range(1, 24):
+        for index in range(rng.randint(2, 14)):
+            created = now - timedelta(hours=hour, minutes=rng.randint(0, 59))
+            status = rng.choice([Message.Status.DELIVERED] * 6 + [Message.Status.SENT] * 3 + [Message.Status.FAILED])
+            history.append(
+                Message(
+                    account=account if index % 3 else clinic,
+                    template=templates[1] if index % 3 else broken,
+                    template_id_sent="history",
+                    touser=f"o-history-{hour}-{index}",
+                    client_msg_id=f"history-{hour}-{index}",
+                    status=status,
+                    errcode=rng.choice([43101, 40003, 45009]) if status == Message.Status.FAILED else None,
+                    sent_at=None if status == Message.Status.FAILED else created + timedelta(seconds=2),
+                )
+            )
+    Message.objects.bulk_create(history)
+    for message in history:
+        Message.objects.filter(pk=message.pk).update(created_at=message.sent_at or now - timedelta(hours=3))
+    Message.objects.bulk_create(
+        [
+            Message(
+                account=clinic,
+                template=broken,
+                template_id_sent="queued",
+                touser=f"o-queued-{index}",
+                client_msg_id=f"queued-{index}",
+            )
+            for index in range(7)
+        ]
+    )
+    django_user_model.objects.create_superuser("ops", "ops@example.com", "correct horse battery")
+    yield account
+    default_token_manager().forget(DEMO_APPID)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("locale", ["zh-CN", "en-US"])
+def test_a_superuser_opens_the_dashboard_from_the_admin_index(live_server, chromium, operations, locale):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = chromium.new_context(locale=locale, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", "correct horse battery")
+    page.click("input[type=submit]")
+    page.click("a[href='/admin/ops/dashboard/'] >> nth=0")
+    page.wait_for_selector("#ops-accounts")
+
+    first_hour = timezone.localtime().replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
+    sent = Message.objects.filter(sent_at__gte=first_hour).count()
+    failed_24h = Message.objects.filter(
+        status=Message.Status.FAILED, created_at__gte=timezone.now() - timedelta(hours=24)
+    ).count()
+    assert page.locator("td[data-window='1'][data-status='failed']").inner_text() == str(failed_24h)
+    bars = page.locator("svg.ops-chart rect.bar")
+    assert bars.count() == 24
+    assert sum(int(bars.nth(i).get_attribute("data-count")) for i in range(24)) == sent
+    assert page.locator("tr[data-appid='wx00000000000000b2'] td[data-field='queued']").inner_text() == "7"
+    heading = "运营看板" if locale == "zh-CN" else "Operations dashboard"
+    assert page.locator("#content h1").inner_text() == heading
+    assert DEMO_ACCOUNT["secret"] not in page.content()
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-{locale}.png"), full_page=True)
+    context.close()
