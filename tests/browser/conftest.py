@@ -4,7 +4,8 @@ No ``playwright install``: the browser is the system's ``/usr/bin/chromium`` (``
 fonts-wqy-zenhei``; ``.ci/run`` installs it).  Without it these tests fail with a message saying so, unless
 ``WXNOTIFY_SKIP_BROWSER=1`` is set outside CI, which skips them on a machine that cannot have a browser.
 
-Screenshots of every step go to ``test-artifacts/browser/<test>/`` (gitignored).
+Screenshots of every step go to ``test-artifacts/browser/<test>/`` (gitignored).  Browser tests belong in this
+package: its fixtures launch the right browser with the right arguments, and end it when the package is done.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.utils import timezone
+from playwright.sync_api import Browser, BrowserType, Playwright, sync_playwright
 
 from accounts.models import Follower, OfficialAccount
 from accounts.selectors import STAFF_GROUP
@@ -25,11 +27,6 @@ from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
 from templates_app.keywords import parse_keywords
 from templates_app.models import MessageTemplate
 from wxnotify.wechat.tokens import default_token_manager
-
-# Playwright's sync API keeps an event loop in the main thread for the rest of the session, and Django refuses
-# ORM calls from a thread with a running loop unless told this is fine: tests and the live server use the
-# database synchronously, one at a time.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -70,10 +67,47 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
 
 
-@pytest.fixture
-def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
-    """English pages at laptop size unless a test asks otherwise; tests needing more open their own context."""
-    return {**browser_context_args, "locale": "en-US", "viewport": {"width": 1280, "height": 900}}
+# pytest-playwright keeps one Playwright for the whole session, and with it an event loop marked running in the
+# main thread: every later test of the suite would run beside it, where Django refuses ORM calls and another
+# sync_playwright() cannot start.  The fixtures below are pytest-playwright's, scoped to this package instead, so
+# the browser and its loop are gone once the browser tests are done.
+
+
+@pytest.fixture(scope="package")
+def playwright() -> Iterator[Playwright]:
+    # While the loop runs, tests and the live server still use the ORM synchronously, one call at a time: tell
+    # Django that is intended, for exactly as long as the loop exists.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        driver = sync_playwright().start()
+        yield driver
+        driver.stop()
+
+
+@pytest.fixture(scope="package")
+def browser_type(playwright: Playwright, browser_name: str) -> BrowserType:
+    return getattr(playwright, browser_name)
+
+
+@pytest.fixture(scope="package")
+def launch_browser(browser_type_launch_args: dict[str, Any], browser_type: BrowserType) -> Callable[..., Browser]:
+    def launch(**kwargs: Any) -> Browser:
+        return browser_type.launch(**{**browser_type_launch_args, **kwargs})
+
+    return launch
+
+
+@pytest.fixture(scope="package")
+def browser(launch_browser: Callable[..., Browser]) -> Iterator[Browser]:
+    launched = launch_browser()
+    yield launched
+    launched.close()
+
+
+@pytest.fixture(scope="package")
+def browser_context_args() -> dict[str, Any]:
+    """English pages at laptop size; tests that need another language or size open their own context."""
+    return {"locale": "en-US", "viewport": {"width": 1280, "height": 900}}
 
 
 @pytest.fixture

@@ -176,7 +176,7 @@ def test_search_adds_a_follower_and_the_count_follows(page: Page, live_server, s
 
 
 def test_chinese_ui_at_phone_width(browser: Browser, live_server, staff_a, sandbox_followers, shot):
-    context = browser.new_context(locale="zh-CN", viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    context = browser.new_context(locale="zh-CN", viewport={"width": 390, "height": 844})
     page = context.new_page()
     page.goto(f"{live_server.url}/console/login/")
     page.get_by_label("用户名").fill("staff_a")
