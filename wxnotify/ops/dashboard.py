@@ -104,7 +104,6 @@ class AccountHealth:
     queued: int
     due: int
     sending: int
-    oldest_queued_at: datetime | None
     oldest_queued_age_seconds: int | None
 
 
@@ -238,7 +237,6 @@ def account_health(accounts: list[OfficialAccount], now: datetime) -> list[Accou
                 queued=queued,
                 due=due,
                 sending=sending,
-                oldest_queued_at=oldest,
                 oldest_queued_age_seconds=None if oldest is None else max(0, int((now - oldest).total_seconds())),
             )
         )
