@@ -704,21 +704,22 @@ def record_delivery_receipt(
 
 
 def apply_pending_receipts(account_id: int, msgids: Sequence[int]) -> int:
-    """Apply receipts that arrived before their messages' msgids were stored; returns how many."""
+    """Apply receipts that arrived before their messages' msgids were stored; returns how many.
+
+    Receipts already given up as unmatched are included: a msgid that lands very late (a worker stalled
+    beyond the match window) still finds its receipt, so no report from WeChat is ever lost.
+    """
     if not msgids:
         return 0
-    pending = list(
-        DeliveryReceipt.objects.filter(
-            account_id=account_id, msgid__in=list(msgids), state=DeliveryReceipt.State.PENDING
-        )
-    )
+    waiting = (DeliveryReceipt.State.PENDING, DeliveryReceipt.State.UNMATCHED)
+    receipts = list(DeliveryReceipt.objects.filter(account_id=account_id, msgid__in=list(msgids), state__in=waiting))
     applied = 0
-    for receipt in pending:
+    for receipt in receipts:
         message = _find_sent_message(account_id, receipt.msgid, receipt.openid)
         if message is None:
             continue
         _apply_receipt(message.pk, receipt.wechat_status, receipt.event_time)
-        applied += DeliveryReceipt.objects.filter(pk=receipt.pk, state=DeliveryReceipt.State.PENDING).update(
+        applied += DeliveryReceipt.objects.filter(pk=receipt.pk, state__in=waiting).update(
             state=DeliveryReceipt.State.APPLIED, message=message, resolved_at=timezone.now()
         )
     return applied

@@ -167,6 +167,21 @@ def test_receipts_with_msgid_zero_or_never_matched_become_unmatched(pipeline, se
     stray.refresh_from_db()
     assert stray.state == DeliveryReceipt.State.UNMATCHED
     assert result["receipts_unmatched"] == 1
+    assert sweep_messages()["receipts_unmatched"] == 0
+
+
+def test_an_unmatched_receipt_is_still_applied_when_its_msgid_lands_late(pipeline, sandbox_api):
+    send(pipeline, touser=sandbox_api.followers()[1])  # fetches the token, so the next id goes to the send
+    sandbox_api.state._ids = itertools.count(20_000_000_000_000_001)
+    late = record_delivery_receipt(account=pipeline, msgid=20_000_000_000_000_001, wechat_status="success")
+    DeliveryReceipt.objects.filter(pk=late.pk).update(
+        state=DeliveryReceipt.State.UNMATCHED, received_at=timezone.now() - timedelta(hours=1)
+    )
+    message = refreshed(send(pipeline, touser=sandbox_api.followers()[2]).message)
+    assert message.msgid == 20_000_000_000_000_001
+    assert message.status == Message.Status.DELIVERED
+    late.refresh_from_db()
+    assert (late.state, late.message_id) == (DeliveryReceipt.State.APPLIED, message.pk)
 
 
 # --- Validation and idempotency -----------------------------------------------------------------------------------
