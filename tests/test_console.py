@@ -590,6 +590,16 @@ def test_progress_of_a_finished_campaign_says_finished(client_a, account_a):
 
 
 @pytest.mark.django_db
+def test_progress_keeps_polling_until_the_pipeline_marks_the_campaign_done(client_a, account_a):
+    campaign = _campaign_with_messages(account_a, [Message.Status.SENT, Message.Status.DELIVERED])
+    url = f"/console/campaigns/{campaign.pk}/progress/"
+    assert client_a.get(url).json()["finished"] is False
+    services.finish_campaigns([campaign.pk])
+    body = client_a.get(url).json()
+    assert (body["finished"], body["state"], body["state_label"]) == (True, "done", "Done")
+
+
+@pytest.mark.django_db
 def test_another_accounts_campaign_is_404_everywhere(client_b, account_a):
     campaign = _campaign_with_messages(account_a, [Message.Status.QUEUED, Message.Status.FAILED])
     for path in (f"/console/campaigns/{campaign.pk}/", f"/console/campaigns/{campaign.pk}/progress/"):
