@@ -13,8 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,49 +104,83 @@ class Stack:
             self.stop(child)
 
 
-def process_group_pids(pgid: int) -> list[int]:
-    """Pids of every live process in a group (a gunicorn master and its workers, a qcluster and its workers)."""
-    pids = []
+@dataclass(frozen=True)
+class ProcessSample:
+    pgid: int
+    name: str
+    cpu_seconds: float
+
+
+def sample_processes() -> dict[int, ProcessSample]:
+    """Every live process's group, command name and own CPU (user + system) so far, in one pass over /proc.
+
+    Only a process's own CPU is counted, never what its reaped children used: a qcluster recycles its workers
+    (every 500 tasks), and a dead worker's lifetime CPU landing in its parent at once would skew a short phase.
+    """
+    samples = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        stat = _read_stat(int(entry.name))
-        if stat is not None and int(stat[4]) == pgid:
-            pids.append(int(entry.name))
-    return pids
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        head, _, tail = text.rpartition(")")
+        name = head.partition(" (")[2]
+        fields = tail.split()
+        # After the name: state, ppid, pgrp (index 2), …, utime and stime (indices 11 and 12).
+        samples[int(entry.name)] = ProcessSample(
+            int(fields[2]), name, (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        )
+    return samples
 
 
-def pids_by_command(name: str) -> list[int]:
-    """Pids whose command name is ``name`` (e.g. ``postgres``), whoever started them."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _read_stat(int(entry.name))
-            if stat is not None and stat[1] == name:
-                pids.append(int(entry.name))
-    return pids
+class CpuMeter:
+    """CPU seconds each part of the stack spends between start() and stop(), sampled in the background.
 
+    ``parts`` maps a name to a predicate over (pid, sample).  A process that exits between two samples loses
+    at most one interval of its CPU; one that starts counts from zero.
+    """
 
-def _read_stat(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat split into fields, the command name (which may hold spaces) as field 1."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    head, _, tail = text.rpartition(")")
-    pid_text, _, name = head.partition(" (")
-    return [pid_text, name, *tail.split()]
+    INTERVAL = 0.5
 
+    def __init__(self, parts: dict[str, Callable[[int, ProcessSample], bool]]) -> None:
+        self.parts = parts
+        self._first: dict[int, float] = {}
+        self._last: dict[int, ProcessSample] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-def cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
-    """User + system CPU seconds used so far by each live pid (children already reaped count in their parent)."""
-    used = {}
-    for pid in pids:
-        stat = _read_stat(pid)
-        if stat is not None:
-            # Fields 13-16 (0-based, name at 1): utime, stime, cutime, cstime in clock ticks.
-            used[pid] = sum(int(value) for value in stat[13:17]) / _CLOCK_TICKS
-    return used
+    def _sample(self) -> None:
+        for pid, sample in sample_processes().items():
+            if any(belongs(pid, sample) for belongs in self.parts.values()):
+                self._last[pid] = sample
+
+    def start(self) -> None:
+        self._last = {}
+        self._sample()
+        self._first = {pid: sample.cpu_seconds for pid, sample in self._last.items()}
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            self._sample()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+        used = dict.fromkeys(self.parts, 0.0)
+        for pid, sample in self._last.items():
+            spent = sample.cpu_seconds - self._first.get(pid, 0.0)
+            for name, belongs in self.parts.items():
+                if belongs(pid, sample):
+                    used[name] += spent
+                    break
+        return used
 
 
 def worker_pids(master_pid: int) -> list[int]:

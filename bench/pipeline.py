@@ -54,14 +54,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._stack import (
     BASE_DIR,
+    CpuMeter,
     Stack,
-    cpu_seconds,
     free_port,
     load_average,
     memory_kib,
-    pids_by_command,
     port_is_open,
-    process_group_pids,
     worker_pids,
 )
 
@@ -386,6 +384,18 @@ def sandbox_account(sandbox: str, appid: str) -> dict[str, Any]:
     return requests.get(f"{sandbox}/sandbox/state", timeout=10).json()["accounts"][appid]
 
 
+def sandbox_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What the sandbox counted for an account between two snapshots: sends, delivered, duplicates, errors."""
+    return {
+        "sandbox": {name: after[name] - before[name] for name in ("sends", "delivered", "duplicates")},
+        "sandbox_errors": {
+            code: number - before["errors"].get(code, 0)
+            for code, number in after["errors"].items()
+            if number != before["errors"].get(code, 0)
+        },
+    }
+
+
 def unfinished_messages(**filters: Any) -> int:
     from messaging.models import Message
 
@@ -401,25 +411,6 @@ def wait_drained(stack: Stack, timeout: float, **filters: Any) -> float:
             raise RuntimeError(f"{unfinished_messages(**filters)} message(s) still unfinished after {timeout:.0f} s")
         time.sleep(0.1)
     return time.time()
-
-
-class CpuMeter:
-    """CPU seconds spent by each part of the stack between start() and stop()."""
-
-    def __init__(self, groups: dict[str, Any]) -> None:
-        # name → callable returning the pids that make up that part
-        self.groups = groups
-        self.before: dict[str, dict[int, float]] = {}
-
-    def start(self) -> None:
-        self.before = {name: cpu_seconds(pids()) for name, pids in self.groups.items()}
-
-    def stop(self) -> dict[str, float]:
-        used = {}
-        for name, pids in self.groups.items():
-            now = cpu_seconds(pids())
-            used[name] = sum(seconds - self.before[name].get(pid, 0.0) for pid, seconds in now.items())
-        return used
 
 
 def status_counts(**filters: Any) -> dict[str, int]:
@@ -542,14 +533,16 @@ def run(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
                 return False
 
         stack.wait_for("gunicorn", api_up)
+        gunicorn_group = gunicorn.pid
+        qcluster_groups = {child.pid for child in qclusters}
         meter = CpuMeter(
             {
-                "qclusters": lambda: [pid for child in qclusters for pid in process_group_pids(child.pid)],
-                "gunicorn": lambda: process_group_pids(gunicorn.pid),
-                "sandbox": lambda: process_group_pids(sandbox_child.pid),
-                "postgres": lambda: pids_by_command("postgres"),
-                "redis": lambda: pids_by_command("redis-server"),
-                "bench client": lambda: [os.getpid()],
+                "qclusters": lambda pid, sample: sample.pgid in qcluster_groups,
+                "gunicorn": lambda pid, sample: sample.pgid == gunicorn_group,
+                "sandbox": lambda pid, sample: sample.pgid == sandbox_child.pid,
+                "postgres": lambda pid, sample: sample.name == "postgres",
+                "redis": lambda pid, sample: sample.name == "redis-server",
+                "bench client": lambda pid, sample: pid == os.getpid(),
             }
         )
         run_id = secrets.token_hex(3)
@@ -562,6 +555,7 @@ def run(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
             openid = openids[index % len(openids)]
             return json.dumps(message_body(DEMO_APPID, template_id, openid, f"b-{run_id}-{index}")).encode()
 
+        singles_before = sandbox_account(sandbox, DEMO_APPID)
         # Warm-up: connections, lazy imports, the first token fetch in the workers.
         closed_loop(messages_url, sessions, lambda i: single(10_000_000 + i), 8, 1.0)
         wait_drained(stack, 60)
@@ -585,13 +579,14 @@ def run(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
         wait_drained(stack, 300)
         figures["closed_loop_cpu"] = meter.stop()
         figures["singles"] = status_counts(campaign__isnull=True)
+        figures["singles_sandbox"] = sandbox_delta(singles_before, sandbox_account(sandbox, DEMO_APPID))
 
         # 2. Raw client, pipeline campaign, raw client again.
         print(f"[{time.strftime('%X')}] raw client: {sizes.campaign} sends", flush=True)
         meter.start()
         figures["raw_before"] = raw_baseline(sandbox, template_id, sizes.campaign, f"{run_id}a")
         figures["raw_cpu"] = meter.stop()
-        before = sandbox_account(sandbox, DEMO_APPID)
+        campaign_before = sandbox_account(sandbox, DEMO_APPID)
         print(f"[{time.strftime('%X')}] campaign of {sizes.campaign} through the API", flush=True)
         body = {
             "account": DEMO_APPID,
@@ -609,19 +604,11 @@ def run(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
         campaign_id = response.json()["id"]
         wait_drained(stack, 600, campaign_id=campaign_id)
         figures["e2e_cpu"] = meter.stop()
-        after = sandbox_account(sandbox, DEMO_APPID)
         figures["e2e"] = {
             "accept_seconds": accept_seconds,
             "seconds": last_sent_at(campaign_id=campaign_id) - accepted_at,
             "statuses": status_counts(campaign_id=campaign_id),
-            "sandbox": {
-                name: after[name] - before[name] for name in ("sends", "delivered", "duplicates") if name in after
-            },
-            "sandbox_errors": {
-                code: number - before["errors"].get(code, 0)
-                for code, number in after["errors"].items()
-                if number != before["errors"].get(code, 0)
-            },
+            **sandbox_delta(campaign_before, sandbox_account(sandbox, DEMO_APPID)),
         }
         print(f"[{time.strftime('%X')}] raw client again", flush=True)
         figures["raw_after"] = raw_baseline(sandbox, template_id, sizes.campaign, f"{run_id}b")
@@ -829,7 +816,9 @@ def report(figures: dict[str, Any], sizes: Sizes, command: str) -> str:
         latency_line(f"closed loop, {sizes.closed_loop_clients} clients", closed),
         latency_line(f"closed loop, {sizes.closed_loop_clients} clients, qclusters stopped", figures["accept_only"]),
         "",
-        f"Every accepted single message was then delivered (statuses in the database: {figures['singles']}).",
+        f"Single messages accepted above, once delivery drained: statuses in the database {figures['singles']}; "
+        f"the sandbox counted {figures['singles_sandbox']['sandbox']}, errors "
+        f"{figures['singles_sandbox']['sandbox_errors'] or 'none'}.",
         "",
         f"Delivery of {sizes.campaign:,} messages ({LATENCY_MS} ms per send):",
         "",
