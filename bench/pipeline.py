@@ -16,8 +16,8 @@ processes and the API under gunicorn — and measures, in one run so the figures
 The benchmark owns its database: it is dropped, recreated and migrated on every run, so its name must start
 with ``bench``; the Redis database is flushed.  Followers are bulk-inserted into the database (the sandbox's
 deterministic openids), not fetched with ``sync_followers``: a sync of 100,000 would only add minutes.
-All traffic stays on 127.0.0.1.  A full run takes about four minutes and writes its section of
-``bench/RESULTS.md`` (``--quick`` runs print only)::
+All traffic stays on 127.0.0.1.  A full run takes about four minutes and replaces its section of
+``bench/RESULTS.md`` (other sections stay; ``--quick`` runs print only)::
 
     .venv/bin/python bench/pipeline.py            # PostgreSQL db bench_pipeline, Redis db 12
     .venv/bin/python bench/pipeline.py --quick --skip-100k
