@@ -1,9 +1,10 @@
 """Actions of the send pipeline: accept messages and campaigns, cancel, retry, apply delivery receipts.
 
-Accepting only writes rows and, once the transaction has committed, hands their ids to django-q2.  The
-rows are the source of truth: if the broker loses the task (the Redis broker never re-delivers), the
-sweeper in :mod:`messaging.tasks` finds the due rows again, and the ``client_msg_id`` every attempt
-carries lets WeChat drop a resend.
+Accepting only writes rows and, once the transaction has committed, tells django-q2 there is work: a
+campaign's id, or for single messages a shared "singles pending" signal that many requests coalesce into
+one delivery task (see :func:`request_singles_delivery`).  The rows are the source of truth: if the
+broker loses the task (the Redis broker never re-delivers), the sweeper in :mod:`messaging.tasks` finds
+the due rows again, and the ``client_msg_id`` every attempt carries lets WeChat drop a resend.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from itertools import islice
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import IntegrityError, connection, transaction
@@ -48,6 +50,10 @@ _MINIPROGRAM_KEYS = {"appid", "pagepath"}
 EXPANSION_CHUNK_SIZE = 2000
 # How many offending names an error about a recipient list quotes.
 _QUOTED_NAMES = 10
+# Cache key meaning "a deliver_pending_singles task is enqueued and has not started yet".
+SINGLES_PENDING_KEY = "messaging:singles-pending"
+# Seconds the key lives at most: the delay a lost task can cause to the messages after it.
+SINGLES_PENDING_TIMEOUT = 2
 
 UNSUBSCRIBED_REASON = "The recipient no longer follows the account; not sent to WeChat."
 CANCELLED_REASON = "Cancelled with its campaign."
@@ -117,6 +123,25 @@ def enqueue_delivery(message_ids: Sequence[int], trace_id: str = "") -> None:
         async_task("messaging.tasks.deliver_messages", list(message_ids), trace_id=trace_id, save=False)
     except Exception:
         logger.exception("Could not enqueue delivery of %d message(s); the sweeper will pick them up", len(message_ids))
+
+
+def request_singles_delivery() -> None:
+    """Make sure a ``deliver_pending_singles`` task will run after this moment; best effort, like enqueueing.
+
+    One task per single message cost more CPU in django-q2 and per-batch queries than the send itself, so
+    single messages share tasks.  Only the caller that creates the cache key enqueues; the task deletes the
+    key *before* it claims.  So a message committed while the key exists is claimed by the task that owns
+    the key (its claim comes later), and one committed after the delete finds no key and enqueues a task of
+    its own: no committed message is left for the sweeper.  The key expires after
+    ``SINGLES_PENDING_TIMEOUT`` seconds so a lost task costs at most that much delay to later messages.
+    Call it only after the messages' transaction has committed.  The task carries no trace id: it serves
+    many requests, and each message's log lines carry the message's own.
+    """
+    try:
+        if cache.add(SINGLES_PENDING_KEY, 1, timeout=SINGLES_PENDING_TIMEOUT):
+            async_task("messaging.tasks.deliver_pending_singles", save=False)
+    except Exception:
+        logger.exception("Could not enqueue delivery of single messages; the sweeper will pick them up")
 
 
 def enqueue_campaign(campaign_id: int, trace_id: str = "") -> None:
@@ -213,7 +238,8 @@ def _resolve_recipient(
     if not _OPENID_RE.match(touser):
         errors["touser"] = [_("This is not an openid.")]
         return "", None
-    return touser, Follower.objects.filter(account=account, openid=touser).first()
+    # At most one row (unique per account); order_by() spares the join the model's default ordering would add.
+    return touser, Follower.objects.filter(account=account, openid=touser).order_by().first()
 
 
 def request_fingerprint(
@@ -236,6 +262,19 @@ def _replay(existing: Message, fingerprint: str) -> SendResult:
 
 
 # --- Single messages ----------------------------------------------------------------------------------------------
+
+
+def _insert(message: Message) -> None:
+    """Save a new message; a unique-constraint clash must leave the caller's transaction usable.
+
+    Inside a transaction that takes a savepoint.  In autocommit (an API request) the INSERT is a transaction
+    of its own, and BEGIN/COMMIT around it would only add two round trips to every request.
+    """
+    if transaction.get_connection().in_atomic_block:
+        with transaction.atomic():
+            message.save()
+    else:
+        message.save()
 
 
 def send_message(
@@ -300,8 +339,7 @@ def send_message(
     else:
         message.enqueued_at = now
     try:
-        with transaction.atomic():
-            message.save()
+        _insert(message)
     except IntegrityError:
         existing = Message.objects.filter(account=account, client_msg_id=message.client_msg_id).first()
         if existing is None:
@@ -310,7 +348,7 @@ def send_message(
     with traced(trace_id):
         logger.info("Accepted message #%s to %s (%s)", message.pk, openid, message.status)
     if message.status == Message.Status.QUEUED:
-        transaction.on_commit(partial(enqueue_delivery, [message.pk], trace_id))
+        transaction.on_commit(request_singles_delivery)
     return SendResult(message, created=True)
 
 

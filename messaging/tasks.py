@@ -19,7 +19,7 @@ import random
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, connections
 from django.db.models import Case, DateTimeField, F, Max, Min, Q, Value, When
 from django.utils import timezone
@@ -64,6 +65,8 @@ _SENT_COLUMNS = (
     "updated_at",
     "claim_token",
 )
+# A deliver_pending_singles task goes on taking full batches for this long at most, then hands over.
+SINGLES_TIME_BUDGET_SECONDS = 5.0
 # At most this many due messages are re-enqueued per account and sweep; the next sweep takes the rest.
 SWEEP_LIMIT_PER_ACCOUNT = 50_000
 
@@ -138,10 +141,12 @@ class _Writes:
 
 
 class _Delivery:
-    """One run of :func:`deliver_messages` over a batch of message ids."""
+    """One run over a batch: the given message ids, or (``message_ids=None``) the oldest due single messages."""
 
-    def __init__(self, message_ids: Sequence[int]) -> None:
-        self.message_ids = list(message_ids)
+    def __init__(self, message_ids: Sequence[int] | None = None, *, limit: int = 0) -> None:
+        self.pending_singles = message_ids is None
+        self.limit = limit
+        self.message_ids = [] if message_ids is None else list(message_ids)
         self.token = uuid.uuid4().hex
         self.now = timezone.now()
         self.max_attempts = settings.WXNOTIFY_MAX_ATTEMPTS
@@ -163,7 +168,21 @@ class _Delivery:
             Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=self.now)
         )
 
+    def _pick_pending_singles(self) -> None:
+        """Take the ids of up to ``limit`` due single messages, oldest first; the conditional claim below
+        decides which of them are ours when another task picked the same ones."""
+        due = (
+            Message.objects.filter(status=Message.Status.QUEUED, campaign__isnull=True)
+            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=self.now))
+            .order_by("pk")
+        )
+        self.message_ids = list(due.values_list("pk", flat=True)[: self.limit])
+
     def claim(self) -> list[Message]:
+        if self.pending_singles:
+            self._pick_pending_singles()
+            if not self.message_ids:
+                return []
         account_ids = set(self._due().values_list("account_id", flat=True).distinct())
         for account_id in account_ids:
             until = ratelimit.held_until(account_id)
@@ -480,6 +499,28 @@ def deliver_messages(message_ids: Sequence[int], trace_id: str = "") -> dict[str
     """
     with traced(trace_id):
         return _Delivery(message_ids).run()
+
+
+def deliver_pending_singles() -> dict[str, int]:
+    """Deliver every due single message, in batches of WXNOTIFY_SEND_BATCH_SIZE (see ``request_singles_delivery``).
+
+    The pending key is deleted first, before any claim: a message committed from now on enqueues a new
+    task, one committed before is claimed here.  A full batch means more may be waiting, so the task goes
+    on, for at most SINGLES_TIME_BUDGET_SECONDS; then it asks for a successor rather than hold its worker.
+    """
+    cache.delete(services.SINGLES_PENDING_KEY)
+    batch = settings.WXNOTIFY_SEND_BATCH_SIZE
+    deadline = time.monotonic() + SINGLES_TIME_BUDGET_SECONDS
+    totals: Counter[str] = Counter()
+    while True:
+        delivery = _Delivery(limit=batch)
+        totals.update(delivery.run())
+        if len(delivery.message_ids) < batch:
+            break
+        if time.monotonic() >= deadline:
+            services.request_singles_delivery()
+            break
+    return dict(totals)
 
 
 # --- Campaign fan-out ---------------------------------------------------------------------------------------------

@@ -25,3 +25,14 @@ class ModelActionPermission(DjangoModelPermissions):
         "OPTIONS": ["%(app_label)s.view_%(model_name)s"],
         "POST": ["%(app_label)s.add_%(model_name)s"],
     }
+
+    def _queryset(self, view):
+        """Only the model matters here: take the view's class-level ``queryset`` (``Model.objects.none()``) when set.
+
+        DRF would call ``get_queryset()``, which scopes to the user's accounts and costs two queries per request
+        before the view has even started.
+        """
+        queryset = getattr(view, "queryset", None)
+        if queryset is not None:
+            return queryset
+        return super()._queryset(view)

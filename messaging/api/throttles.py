@@ -2,10 +2,11 @@
 
 DRF's ``SimpleRateThrottle`` keeps a list of request timestamps per client and rewrites it on every request, which
 gets slow and racy at the rates an integration sends at (hundreds per second).  These throttles count requests in
-fixed windows instead: one ``add`` and one ``incr`` per request.  With django-redis ``incr`` is atomic, so the limit
-is exact across processes; the database cache implements ``incr`` as read-then-write, so concurrent requests can be
-undercounted a little — an approximation that is fine for a guard against runaway clients.  A fixed window lets a
-client spend up to twice the rate around a window boundary; rates are set with that in mind.
+fixed windows instead: one ``incr`` per request (plus an ``add`` opening each window).  With django-redis ``incr``
+is atomic, so the limit is exact across processes; the database cache implements ``incr`` as read-then-write, so
+concurrent requests can be undercounted a little — an approximation that is fine for a guard against runaway
+clients.  A fixed window lets a client spend up to twice the rate around a window boundary; rates are set with that
+in mind.
 
 Rates use DRF's syntax (``"100/s"``, ``"5000/h"``) under ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]`` and are read
 on every request, so ``override_settings`` and a changed setting take effect at once.  A scope without a rate is
@@ -61,18 +62,31 @@ class FixedWindowRateThrottle(BaseThrottle):
         now = time.time()
         window = int(now // duration)
         key = f"throttle:{self.scope}:{self.get_client_key(request)}:{window}"
-        # The key outlives its window by a second so a request at the very end still finds it.
-        cache.add(key, 0, timeout=duration + 1)
-        try:
-            count = cache.incr(key)
-        except ValueError:
-            # The key expired between add() and incr(): this request opens the count again.
-            cache.set(key, 1, timeout=duration + 1)
-            count = 1
+        count = self._count(key, duration)
         if count > limit:
             self._wait = (window + 1) * duration - now
             return False
         return True
+
+    @staticmethod
+    def _count(key: str, duration: int) -> int:
+        """Count this request in its window: one ``incr`` round trip, except for the window's first request.
+
+        The key outlives its window by a second so a request at the very end still finds it.
+        """
+        try:
+            return cache.incr(key)
+        except ValueError:
+            pass
+        # First request of the window (or the key just expired): open it; a concurrent opener may win the add.
+        if cache.add(key, 1, timeout=duration + 1):
+            return 1
+        try:
+            return cache.incr(key)
+        except ValueError:
+            # Expired between add() and incr(): this request opens the count again.
+            cache.set(key, 1, timeout=duration + 1)
+            return 1
 
     def wait(self) -> float | None:
         return self._wait

@@ -40,6 +40,18 @@ from templates_app.models import MessageTemplate
 from wxnotify.tracing import get_trace_id
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+# The columns of a message that change after acceptance (delivery, receipts, the sweeper).
+DELIVERY_FIELDS = (
+    "status",
+    "attempts",
+    "errcode",
+    "errmsg",
+    "msgid",
+    "next_attempt_at",
+    "updated_at",
+    "sent_at",
+    "finished_at",
+)
 
 ERROR_RESPONSES = {
     401: OpenApiResponse(ErrorSerializer, description=_("Not authenticated.")),
@@ -133,8 +145,10 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
             created_by=request.user,
             trace_id=get_trace_id(),
         )
-        # Delivery may already have moved the row on (at once when tasks run inline): answer what is stored.
-        result.message.refresh_from_db()
+        # Delivery may already have moved the row on (at once when tasks run inline): answer what is stored.  Only
+        # the columns delivery writes are read again; a full refresh would drop the account and user already in
+        # hand and make the response load both (and decrypt the AppSecret) once more.
+        result.message.refresh_from_db(fields=DELIVERY_FIELDS)
         return Response(
             MessageSerializer(result.message, context=self.get_serializer_context()).data,
             status=status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK,

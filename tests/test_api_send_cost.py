@@ -1,0 +1,80 @@
+"""What one ``POST /api/v1/messages/`` costs: the queries it makes, and no AppSecret decrypted on the way.
+
+The single-send path is the API's hot path (hundreds of requests per second); these tests keep the work it
+was cut down to from growing back unnoticed.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from accounts import fields
+from messaging.models import Message
+from tests.test_api import MESSAGES, _send_body
+from tests.test_api import account_a as account_a  # fixtures used below
+from tests.test_api import api_a as api_a
+from tests.test_api import followers_a as followers_a
+from tests.test_api import staff_a as staff_a
+from tests.test_api import staff_group as staff_group
+
+# Token auth, the user's and groups' permissions (2), accounts_for_user (2), the account, the follower, the
+# template, the INSERT, and re-reading the delivery columns for the answer.
+SEND_QUERIES = 10
+
+
+@pytest.fixture
+def no_broker(monkeypatch) -> list[str]:
+    """Keep delivery out of the measurement: enqueued tasks are only recorded (from a clean cache: no signal up)."""
+    cache.clear()
+    enqueued: list[str] = []
+    monkeypatch.setattr("messaging.services.async_task", lambda func, *args, **kwargs: enqueued.append(func))
+    return enqueued
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_makes_a_fixed_number_of_queries_and_never_decrypts_the_app_secret(
+    api_a, followers_a, no_broker, monkeypatch
+):
+    api_a.post(MESSAGES, _send_body(followers_a[1].openid), format="json")  # warm-up: lazy imports, first window
+    decrypted: list[str] = []
+    real_decrypt = fields.decrypt_text
+    monkeypatch.setattr(fields, "decrypt_text", lambda token: decrypted.append(token) or real_decrypt(token))
+
+    with CaptureQueriesContext(connection) as queries:
+        response = api_a.post(MESSAGES, _send_body(followers_a[2].openid), format="json")
+
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == Message.Status.QUEUED
+    assert body["account"] == followers_a[2].account.appid
+    assert body["created_by"] == "staff_a"
+    # Without Redis the cache (throttle windows, the pending-singles signal) is a table: not what is counted here.
+    cache_table = settings.CACHES["default"].get("LOCATION", "")
+    statements = [
+        query["sql"]
+        for query in queries.captured_queries
+        if f'"{cache_table}"' not in query["sql"] and query["sql"].split()[0] in ("SELECT", "INSERT", "UPDATE")
+    ]
+    assert len(statements) == SEND_QUERIES, "\n".join(statements)
+    assert not any("app_secret" in sql for sql in statements)
+    assert not any(query["sql"].startswith("SAVEPOINT") for query in queries.captured_queries)
+    assert decrypted == []
+    assert set(no_broker) == {"messaging.tasks.deliver_pending_singles"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_answer_carries_what_delivery_stored_meanwhile(api_a, followers_a, no_broker, monkeypatch):
+    """The re-read after acceptance still reports a row that delivery moved on before the response."""
+
+    def deliver_at_once(func, *args, **kwargs):
+        Message.objects.filter(status=Message.Status.QUEUED).update(status=Message.Status.SENT, attempts=1, msgid=4242)
+
+    monkeypatch.setattr("messaging.services.async_task", deliver_at_once)
+    response = api_a.post(MESSAGES, _send_body(followers_a[1].openid), format="json")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert (body["status"], body["attempts"], body["msgid"]) == (Message.Status.SENT, 1, "4242")

@@ -1,0 +1,186 @@
+"""Single messages share delivery tasks: one pending signal in the cache, one task per burst of requests.
+
+The broker is replaced by a recorder here so the tests decide when (and whether) a task runs; the tasks
+themselves are the real ones, against the sandbox WeChat.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+
+from messaging import ratelimit, services
+from messaging.models import Message
+from messaging.tasks import deliver_pending_singles
+from tests import test_pipeline
+
+# The demo account with its templates and followers, and the send shortcut, as in the main pipeline tests.
+pipeline = test_pipeline.pipeline
+send = test_pipeline.send
+
+
+class RecordingBroker:
+    """Stands in for django-q2's async_task: keeps what was enqueued; ``lose`` drops the next N tasks."""
+
+    def __init__(self) -> None:
+        self.tasks: queue.Queue[str] = queue.Queue()
+        self.enqueued = 0
+        self.lose = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, func: str, *args, **kwargs) -> None:
+        with self._lock:
+            self.enqueued += 1
+            if self.lose:
+                self.lose -= 1
+                return
+        self.tasks.put(func)
+
+    def run_all(self) -> int:
+        ran = 0
+        while not self.tasks.empty():
+            assert self.tasks.get() == "messaging.tasks.deliver_pending_singles"
+            deliver_pending_singles()
+            ran += 1
+        return ran
+
+
+@pytest.fixture
+def broker(monkeypatch) -> RecordingBroker:
+    recorder = RecordingBroker()
+    monkeypatch.setattr("messaging.services.async_task", recorder)
+    return recorder
+
+
+def statuses(ids) -> list[str]:
+    return list(Message.objects.filter(pk__in=ids).order_by("pk").values_list("status", flat=True))
+
+
+def test_a_burst_of_single_messages_shares_one_task(pipeline, sandbox_api, broker):
+    openids = sandbox_api.followers()
+    ids = [send(pipeline, touser=openids[index]).message.pk for index in range(5)]
+    assert broker.enqueued == 1, "only the first request of the burst enqueues"
+    assert set(statuses(ids)) == {Message.Status.QUEUED}
+
+    assert broker.run_all() == 1
+    assert set(statuses(ids)) == {Message.Status.SENT}
+    assert sandbox_api.counters()["sends"] == 5
+
+    # The task took the signal down before claiming: the next message enqueues a task of its own, at once.
+    later = send(pipeline, touser=openids[5]).message.pk
+    assert broker.enqueued == 2
+    broker.run_all()
+    assert statuses([later]) == [Message.Status.SENT]
+
+
+def test_a_full_batch_makes_the_task_go_on_until_none_is_left(pipeline, sandbox_api, broker, settings):
+    settings.WXNOTIFY_SEND_BATCH_SIZE = 3
+    openids = sandbox_api.followers()
+    ids = [send(pipeline, touser=openids[index % len(openids)]).message.pk for index in range(8)]
+    assert broker.run_all() == 1
+    assert set(statuses(ids)) == {Message.Status.SENT}
+    assert sandbox_api.counters()["sends"] == 8
+
+
+def test_a_task_out_of_time_hands_the_rest_to_a_successor(pipeline, sandbox_api, broker, settings, monkeypatch):
+    settings.WXNOTIFY_SEND_BATCH_SIZE = 2
+    monkeypatch.setattr("messaging.tasks.SINGLES_TIME_BUDGET_SECONDS", 0.0)
+    openids = sandbox_api.followers()
+    ids = [send(pipeline, touser=openids[index]).message.pk for index in range(5)]
+    assert broker.enqueued == 1
+    assert broker.run_all() == 3, "2 + 2 + 1 messages, one batch per task"
+    assert set(statuses(ids)) == {Message.Status.SENT}
+
+
+def test_a_lost_task_delays_later_messages_by_the_signal_timeout_only(pipeline, sandbox_api, broker, monkeypatch):
+    monkeypatch.setattr("messaging.services.SINGLES_PENDING_TIMEOUT", 1)
+    openids = sandbox_api.followers()
+    broker.lose = 1
+    first = send(pipeline, touser=openids[0]).message.pk
+    second = send(pipeline, touser=openids[1]).message.pk
+    assert broker.enqueued == 1 and broker.tasks.empty(), "the one task was lost; the signal still stands"
+    # The database cache rounds expiry times to the second: wait until the signal is really gone.
+    deadline = time.monotonic() + 5
+    while cache.get(services.SINGLES_PENDING_KEY) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    third = send(pipeline, touser=openids[2]).message.pk
+    assert broker.enqueued == 2
+    broker.run_all()
+    assert statuses([first, second, third]) == [Message.Status.SENT] * 3
+
+
+def test_a_held_account_keeps_its_singles_queued_for_later(pipeline, sandbox_api, broker):
+    ratelimit.hold_account(pipeline.pk, time.time() + 60)
+    try:
+        held = send(pipeline, touser=sandbox_api.followers()[0]).message.pk
+        broker.run_all()
+        message = Message.objects.get(pk=held)
+        assert message.status == Message.Status.QUEUED
+        assert message.next_attempt_at is not None and message.attempts == 0
+        assert sandbox_api.counters()["sends"] == 0
+    finally:
+        ratelimit.release_hold(pipeline.pk)
+
+
+def test_concurrent_senders_and_workers_leave_nothing_for_the_sweeper(pipeline, sandbox_api, broker):
+    """Requests commit while tasks delete the signal and claim: every message is still sent, exactly once."""
+    sandbox_api.set_faults(latency_ms=20)
+    openids = sandbox_api.followers()
+    senders_done = threading.Event()
+    sent_ids: list[int] = []
+    errors: list[BaseException] = []
+    ids_lock = threading.Lock()
+
+    def sender(offset: int) -> None:
+        try:
+            rng = random.Random(offset)
+            for index in range(15):
+                pk = send(pipeline, touser=openids[(offset + index) % len(openids)]).message.pk
+                with ids_lock:
+                    sent_ids.append(pk)
+                time.sleep(rng.uniform(0, 0.02))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def worker() -> None:
+        try:
+            while True:
+                try:
+                    broker.tasks.get(timeout=0.05)
+                except queue.Empty:
+                    if senders_done.is_set() and broker.tasks.empty():
+                        return
+                    continue
+                deliver_pending_singles()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    senders = [threading.Thread(target=sender, args=(offset,)) for offset in range(4)]
+    workers = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in senders + workers:
+        thread.start()
+    for thread in senders:
+        thread.join()
+    senders_done.set()
+    for thread in workers:
+        thread.join()
+
+    assert not errors, errors
+    assert len(sent_ids) == 60
+    counts = dict.fromkeys(Message.Status.values, 0)
+    for status in statuses(sent_ids):
+        counts[status] += 1
+    assert counts[Message.Status.SENT] == 60, counts
+    assert Message.objects.filter(pk__in=sent_ids, attempts=1).count() == 60
+    assert sandbox_api.counters()["sends"] == 60
+    assert broker.enqueued < 60, "requests coalesced into fewer tasks than messages"
