@@ -82,7 +82,14 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
         (
             _("Callbacks"),
             {
-                "fields": ["callback_settings", "token", "message_mode", "encoding_aes_key_status", "encoding_aes_key"],
+                "fields": [
+                    "callback_settings",
+                    "token",
+                    "message_mode",
+                    "encoding_aes_key_status",
+                    "encoding_aes_key",
+                    "welcome_reply",
+                ],
                 "description": _("Paste the URL and the Token into WeChat's server settings (消息与事件推送)."),
             },
         ),

@@ -387,7 +387,11 @@ def touch_follower(account: OfficialAccount, message: CallbackMessage) -> tuple[
 
 
 def on_subscribe(follower: Follower, created: bool, message: CallbackMessage) -> str:
-    """Mark the follower subscribed; a ``qrscene_`` key is the QR code they followed through (maybe ours)."""
+    """Mark the follower subscribed and answer with the account's welcome reply (if any).
+
+    A ``qrscene_`` key is the QR code they followed through; when it is one of our binding codes the binding
+    confirmation follows the welcome text.
+    """
     scene = message.event_key.removeprefix(QRSCENE_PREFIX) if message.event_key.startswith(QRSCENE_PREFIX) else ""
     follower.subscribed = True
     follower.subscribed_at = message.create_time or timezone.now()
@@ -401,9 +405,10 @@ def on_subscribe(follower: Follower, created: bool, message: CallbackMessage) ->
             update_fields.append("source")
     follower.save(update_fields=update_fields)
     fetch_profile_later(follower)
+    welcome = follower.account.welcome_reply.strip()
     if scene and binding.is_binding_scene(scene):
-        return bind_by_scene(follower, scene)
-    return ""
+        return "\n\n".join(part for part in (welcome, bind_by_scene(follower, scene)) if part)
+    return welcome
 
 
 def on_unsubscribe(follower: Follower, message: CallbackMessage) -> None:

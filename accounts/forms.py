@@ -25,6 +25,7 @@ class OfficialAccountAdminForm(forms.ModelForm):
             "token",
             "message_mode",
             "encoding_aes_key",
+            "welcome_reply",
         ]
         widgets = {
             "app_secret": forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),

@@ -49,6 +49,12 @@ class OfficialAccount(models.Model):
         _("token endpoint"), max_length=16, choices=TokenEndpoint.choices, default=TokenEndpoint.STABLE
     )
     is_active = models.BooleanField(_("active"), default=True)
+    welcome_reply = models.TextField(
+        _("welcome reply"),
+        max_length=600,
+        blank=True,
+        help_text=_("Sent as a text reply to everyone who follows the account; leave empty to send nothing."),
+    )
     send_rate_limit = models.PositiveIntegerField(
         _("send rate limit"),
         null=True,

@@ -113,6 +113,16 @@ def test_subscribe_through_binding_qr_binds_and_confirms(safe, alice):
     assert follower.qr_scene_str == "bind:"
 
 
+def test_following_through_binding_qr_gets_welcome_and_confirmation(safe, alice):
+    safe.account.welcome_reply = "Welcome!"
+    safe.account.save()
+    scene = binding.make_scene(safe.account, alice)
+    reply = reply_text(safe, safe.post(event_xml(new_openid(), "subscribe", EventKey=f"qrscene_{scene}")))
+    welcome, confirmation = reply.split("\n\n")
+    assert welcome == "Welcome!"
+    assert "alice" in confirmation
+
+
 def test_scan_by_a_follower_binds(safe, alice):
     openid = new_openid()
     safe.post(event_xml(openid, "subscribe"))

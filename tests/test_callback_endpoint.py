@@ -668,3 +668,38 @@ def test_forged_receipts_change_no_message_and_a_genuine_one_does(safe, sent_mes
     sent_message.refresh_from_db()
     assert sent_message.status == Message.Status.FAILED
     assert "user block" in sent_message.errmsg
+
+
+# --- Welcome reply ---------------------------------------------------------------------------------------------
+
+
+def test_welcome_reply_answers_a_subscribe(safe):
+    safe.account.welcome_reply = "欢迎关注！回复 6 位绑定码即可绑定账号。"
+    safe.account.save()
+    openid = new_openid()
+    reply = safe.open_reply(safe.post(event_xml(openid, "subscribe")))
+    assert reply.findtext("Content") == "欢迎关注！回复 6 位绑定码即可绑定账号。"
+    assert reply.findtext("ToUserName") == openid
+    assert reply.findtext("FromUserName") == ORIGINAL_ID
+
+
+def test_welcome_reply_in_plaintext_mode_is_plain_xml(plain):
+    plain.account.welcome_reply = "Welcome ]]> aboard"
+    plain.account.save()
+    response = plain.post(event_xml(new_openid(), "subscribe"))
+    assert b"<Encrypt>" not in response.content
+    assert plain.open_reply(response).findtext("Content") == "Welcome ]]> aboard"
+
+
+def test_no_welcome_reply_when_empty_or_for_other_events(safe):
+    assert safe.post(event_xml(new_openid(), "subscribe")).content == b"success"
+    safe.account.welcome_reply = "Welcome"
+    safe.account.save()
+    assert safe.post(event_xml(new_openid(), "SCAN", EventKey="poster")).content == b"success"
+    assert safe.post(text_xml(new_openid(), "hello")).content == b"success"
+
+
+def test_welcome_reply_is_edited_in_the_admin(admin_client, safe):
+    page = admin_client.get(f"/admin/accounts/officialaccount/{safe.account.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="welcome_reply"' in page.content.decode()

@@ -88,6 +88,15 @@ def test_subscribe_and_unsubscribe_pushed_by_the_sandbox(demo, sandbox_api):
     assert follower.unsubscribed_at is not None
 
 
+@pytest.mark.parametrize("demo", MODES, indirect=True)
+def test_welcome_reply_reaches_the_sandbox(demo, sandbox_api):
+    demo.welcome_reply = "欢迎关注"
+    demo.save()
+    pushed = simulate(sandbox_api, "subscribe", openid="oLiveWelcomed00000000000001")
+    assert pushed["status"] == 200
+    assert "<Content><![CDATA[欢迎关注]]></Content>" in pushed["reply"]
+
+
 def test_profile_is_fetched_in_the_background(demo, sandbox_api):
     """Seeded follower 0 has a unionid in the sandbox; user/info runs as a task after the callback committed."""
     openid = seeded_openid(DEMO_APPID, 0)
