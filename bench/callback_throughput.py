@@ -230,14 +230,19 @@ def describe_stack() -> str:
     return f"{database}, cache {cache}, django-q2 broker {broker}"
 
 
-def report(results: list[Result], args: argparse.Namespace, command: str) -> str:
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def report(results: list[Result], args: argparse.Namespace, command: str, loads: tuple[str, str]) -> str:
     lines = [
         f"## Callback throughput — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"Command: `{command}`",
         "",
         f"Stack: {describe_stack()}; gunicorn {args.workers} workers x {args.threads} thread(s); "
-        f"client: {args.concurrency} threads; {os.cpu_count()} CPUs; Python {platform.python_version()}.",
+        f"client: {args.concurrency} threads on the same machine; {os.cpu_count()} CPUs; "
+        f"Python {platform.python_version()}; load average (1/5/15 min) {loads[0]} at start, {loads[1]} at end.",
         f"Each mode: {args.requests} callbacks, half `subscribe` events and half text messages, every one from a new "
         "openid (each creates a follower and queues its profile fetch).",
         "",
@@ -266,6 +271,7 @@ def main() -> int:
         shown = " ".join(f"{name}={os.environ[name]}" for name in ("DATABASE_URL", "REDIS_URL") if os.environ.get(name))
         command = f"{shown} {command}"
 
+    load_at_start = load_average()
     env = server_environment()
     setup_django(env)
     register_accounts()
@@ -288,7 +294,7 @@ def main() -> int:
         server.terminate()
         server.wait(timeout=30)
         remove_accounts()
-    text = report(results, args, command)
+    text = report(results, args, command, (load_at_start, load_average()))
     print(text)
     if not args.no_results:
         heading = "" if RESULTS_FILE.exists() else "# Benchmark results\n"
