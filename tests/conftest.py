@@ -5,6 +5,11 @@ its start state before every test that uses it, so tests never see each other's 
 faults.  Its start state is the demo account (``sandbox.demo.DEMO_ACCOUNT``) *without* a callback URL,
 so no test gets delivery receipts it did not ask for: point ``callback_url`` at your receiver with
 ``wechat_sandbox.update_account(appid, callback_url=...)``.
+
+The database fixtures are the set-up many test modules share, built by the helpers in ``tests.factories``:
+``account_a`` (the demo account, safe mode, with the demo templates), ``account_b`` (another account with one
+template), ``staff_group`` and the staff members ``staff_a`` / ``staff_b`` operating one account each.  A module
+that needs another shape defines its own fixture of the same name, which takes precedence for that module.
 """
 
 from __future__ import annotations
@@ -14,10 +19,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Group
+from django.core.cache import cache
+from django.test import Client
+from django.utils import translation
 
+from accounts.models import OfficialAccount
 from sandbox.demo import DEMO_APPID, demo_config
 from sandbox.server import SandboxServer
 from sandbox.state import Account, SandboxState
+from tests import factories
+from wxnotify.wechat.tokens import default_token_manager
 
 
 @dataclass
@@ -81,3 +93,63 @@ def sandbox_api(wechat_sandbox: SandboxHandle, settings: Any) -> SandboxHandle:
     """The sandbox with ``settings.WECHAT_API_BASE`` pointing at it for this test."""
     settings.WECHAT_API_BASE = wechat_sandbox.base_url
     return wechat_sandbox
+
+
+@pytest.fixture
+def english(settings: Any) -> Iterator[None]:
+    """Assertions read the English source strings, whatever translations the project ships."""
+    settings.LANGUAGE_CODE = "en"
+    with translation.override("en"):
+        yield
+
+
+@pytest.fixture
+def english_client() -> Client:
+    """An anonymous test client asking for English pages."""
+    return factories.english_client()
+
+
+@pytest.fixture
+def fresh_cache(db: None) -> Iterator[None]:
+    """An empty shared cache before and after the test: it outlives a test's transaction."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def fresh_demo_token() -> Iterator[None]:
+    """No access_token of the demo account cached by another test (the sandbox forgets its tokens per test)."""
+    default_token_manager().forget(DEMO_APPID)
+    yield
+    default_token_manager().forget(DEMO_APPID)
+
+
+@pytest.fixture
+def account_a(db: None) -> OfficialAccount:
+    """The sandbox's demo account in safe mode, with the demo templates."""
+    account = factories.create_demo_account("Demo A", message_mode=OfficialAccount.MessageMode.SAFE)
+    factories.create_templates(account)
+    return account
+
+
+@pytest.fixture
+def account_b(db: None) -> OfficialAccount:
+    return factories.create_account_b()
+
+
+@pytest.fixture
+def staff_group(db: None) -> Group:
+    return factories.ensure_staff_group()
+
+
+@pytest.fixture
+def staff_a(django_user_model: Any, account_a: OfficialAccount, staff_group: Group) -> Any:
+    """A business staff member ("staff_a", password "pw-staff_a") operating account A only."""
+    return factories.create_staff(django_user_model, "staff_a", staff_group, account_a)
+
+
+@pytest.fixture
+def staff_b(django_user_model: Any, account_b: OfficialAccount, staff_group: Group) -> Any:
+    """A business staff member ("staff_b", password "pw-staff_b") operating account B only."""
+    return factories.create_staff(django_user_model, "staff_b", staff_group, account_b)

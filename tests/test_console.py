@@ -9,7 +9,6 @@ the Chinese UI.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -19,112 +18,28 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import Follower, OfficialAccount
-from accounts.selectors import ADMINS_GROUP, STAFF_GROUP
+from accounts.selectors import ADMINS_GROUP
 from messaging import services
 from messaging.models import Campaign, Message
-from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
-from templates_app.keywords import parse_keywords
-from templates_app.models import MessageTemplate
+from sandbox.demo import DEMO_APPID
+from tests.factories import ORDER_DATA, ORDER_TEMPLATE, OTHER_APPID, english_client
 from wxnotify.wechat.errors import describe_errcode
-from wxnotify.wechat.tokens import default_token_manager
 
-OTHER_APPID = "wx00000000000000b2"
-SHIPPED = DEMO_TEMPLATES[0]["template_id"]  # character_string1, thing2, time3, amount4
-SHIPPED_VALUES = {
-    "character_string1": "SO20261128001",
-    "thing2": "机械键盘",
-    "time3": "2026年11月28日 10:30",
-    "amount4": "¥399.00",
-}
 TOO_LONG_THING = "超长的商品名称" * 3  # 21 characters: one over the thing limit of 20
 
 # Sending tests run in autocommit like production: delivery is queued on commit and has run (inline) when the
 # response comes back.
 sends = pytest.mark.django_db(transaction=True)
-STAFF_PERMISSIONS = (
-    "view_officialaccount",
-    "view_follower",
-    "view_messagetemplate",
-    "view_message",
-    "add_message",
-    "view_campaign",
-    "add_campaign",
-)
-
-
-def _template(account: OfficialAccount, spec: dict[str, str]) -> MessageTemplate:
-    return MessageTemplate.objects.create(
-        account=account,
-        template_id=spec["template_id"],
-        title=spec["title"],
-        content=spec["content"],
-        keywords=[keyword.as_dict() for keyword in parse_keywords(spec["content"])],
-    )
-
-
-@pytest.fixture
-def account_a(db) -> OfficialAccount:
-    account = OfficialAccount.objects.create(
-        name="Demo A",
-        appid=DEMO_APPID,
-        app_secret=DEMO_ACCOUNT["secret"],
-        token=DEMO_ACCOUNT["token"],
-        encoding_aes_key=DEMO_ACCOUNT["encoding_aes_key"],
-        message_mode=OfficialAccount.MessageMode.SAFE,
-    )
-    for spec in DEMO_TEMPLATES:
-        _template(account, spec)
-    return account
-
-
-@pytest.fixture
-def account_b(db) -> OfficialAccount:
-    account = OfficialAccount.objects.create(name="Other B", appid=OTHER_APPID, app_secret="b" * 32, token="tokenb")
-    _template(account, DEMO_TEMPLATES[0])
-    return account
-
-
-@pytest.fixture
-def staff_group(db) -> Group:
-    """The migrated group; transactional tests empty the tables, so it is re-created with the same permissions."""
-    group, created = Group.objects.get_or_create(name=STAFF_GROUP)
-    if created:
-        group.permissions.add(*Permission.objects.filter(codename__in=STAFF_PERMISSIONS))
-    return group
-
-
-def _staff(django_user_model, name: str, group: Group, account: OfficialAccount):
-    user = django_user_model.objects.create_user(name, password=f"pw-{name}")
-    user.groups.add(group)
-    account.operators.add(user)
-    return user
-
-
-@pytest.fixture
-def staff_a(django_user_model, account_a, staff_group):
-    return _staff(django_user_model, "staff_a", staff_group, account_a)
-
-
-@pytest.fixture
-def staff_b(django_user_model, account_b, staff_group):
-    return _staff(django_user_model, "staff_b", staff_group, account_b)
-
-
-def _client(user=None) -> Client:
-    client = Client(HTTP_ACCEPT_LANGUAGE="en")
-    if user is not None:
-        client.force_login(user)
-    return client
 
 
 @pytest.fixture
 def client_a(staff_a) -> Client:
-    return _client(staff_a)
+    return english_client(staff_a)
 
 
 @pytest.fixture
 def client_b(staff_b) -> Client:
-    return _client(staff_b)
+    return english_client(staff_b)
 
 
 @pytest.fixture
@@ -146,18 +61,15 @@ def followers_a(account_a, django_user_model) -> list[Follower]:
 
 
 @pytest.fixture
-def sandbox_followers_a(account_a, sandbox_api) -> Iterator[list[Follower]]:
+def sandbox_followers_a(account_a, sandbox_api, fresh_demo_token) -> list[Follower]:
     """The first five sandbox followers of A, as followers in our database (the sandbox starts afresh)."""
-    default_token_manager().forget(DEMO_APPID)
-    followers = [
+    return [
         Follower.objects.create(account=account_a, openid=openid, subscribed_at=timezone.now())
         for openid in sandbox_api.followers()[:5]
     ]
-    yield followers
-    default_token_manager().forget(DEMO_APPID)
 
 
-def _template_pk(account: OfficialAccount, template_id: str = SHIPPED) -> int:
+def _template_pk(account: OfficialAccount, template_id: str = ORDER_TEMPLATE) -> int:
     return account.templates.get(template_id=template_id).pk
 
 
@@ -173,7 +85,7 @@ def _compose_body(account: OfficialAccount, action: str, **overrides: Any) -> di
         "miniprogram_pagepath": "",
         "recipient_kind": Campaign.RecipientKind.ALL_SUBSCRIBED,
         "recipient_list": "",
-        **{f"kw_{name}": value for name, value in SHIPPED_VALUES.items()},
+        **{f"kw_{name}": value for name, value in ORDER_DATA.items()},
     }
     body.update(overrides)
     return body
@@ -185,11 +97,11 @@ def _post_json(client: Client, url: str, body: Any):
 
 def _campaign_with_messages(account: OfficialAccount, statuses: list[str], **fields: Any) -> Campaign:
     """A campaign written straight to the database, its messages in the given statuses (no delivery runs)."""
-    template = account.templates.get(template_id=SHIPPED)
+    template = account.templates.get(template_id=ORDER_TEMPLATE)
     campaign = Campaign.objects.create(
         account=account,
         template=template,
-        data={name: {"value": value} for name, value in SHIPPED_VALUES.items()},
+        data={name: {"value": value} for name, value in ORDER_DATA.items()},
         recipient_kind=Campaign.RecipientKind.OPENIDS,
         recipient_count=len(statuses),
         state=fields.pop("state", Campaign.State.RUNNING),
@@ -215,7 +127,7 @@ def _campaign_with_messages(account: OfficialAccount, statuses: list[str], **fie
 @pytest.mark.django_db
 @pytest.mark.parametrize("path", ["/console/", "/console/history/", "/console/campaigns/1/"])
 def test_anonymous_visitors_are_sent_to_the_console_login(path):
-    response = _client().get(path)
+    response = english_client().get(path)
     assert response.status_code == 302
     assert response["Location"].startswith("/console/login/?next=")
 
@@ -223,7 +135,7 @@ def test_anonymous_visitors_are_sent_to_the_console_login(path):
 @pytest.mark.django_db
 def test_users_outside_the_groups_get_403(django_user_model, account_a):
     campaign = _campaign_with_messages(account_a, [Message.Status.SENT])
-    client = _client(django_user_model.objects.create_user("nobody"))
+    client = english_client(django_user_model.objects.create_user("nobody"))
     for path in ("/console/", "/console/history/", f"/console/campaigns/{campaign.pk}/"):
         assert client.get(path).status_code == 403, path
     assert _post_json(client, "/console/validate/", {}).status_code == 403
@@ -234,14 +146,14 @@ def test_users_outside_the_groups_get_403(django_user_model, account_a):
 def test_wxnotify_admins_see_every_account(django_user_model, account_a, account_b):
     admin = django_user_model.objects.create_user("ops")
     admin.groups.add(Group.objects.get(name=ADMINS_GROUP))
-    page = _client(admin).get("/console/").content.decode()
+    page = english_client(admin).get("/console/").content.decode()
     assert DEMO_APPID in page
     assert OTHER_APPID in page
 
 
 @pytest.mark.django_db
 def test_business_staff_sign_in_on_the_console_login_page(staff_a):
-    client = _client()
+    client = english_client()
     page = client.get("/console/login/")
     assert page.status_code == 200
     assert b'name="csrfmiddlewaretoken"' in page.content
@@ -253,7 +165,7 @@ def test_business_staff_sign_in_on_the_console_login_page(staff_a):
 
 @pytest.mark.django_db
 def test_the_console_login_refuses_a_wrong_password(staff_a):
-    response = _client().post("/console/login/", {"username": "staff_a", "password": "wrong"})
+    response = english_client().post("/console/login/", {"username": "staff_a", "password": "wrong"})
     assert response.status_code == 200
     assert b'role="alert"' in response.content
 
@@ -287,9 +199,9 @@ def test_compose_shows_one_labelled_input_per_keyword_with_type_and_limit(client
     response = client_a.get("/console/", {"account": DEMO_APPID, "template": _template_pk(account_a)})
     assert response.status_code == 200
     page = response.content.decode()
-    template = account_a.templates.get(template_id=SHIPPED)
+    template = account_a.templates.get(template_id=ORDER_TEMPLATE)
     assert template.content in page
-    for name in SHIPPED_VALUES:
+    for name in ORDER_DATA:
         assert f'id="id_kw_{name}"' in page
         assert f'<label for="id_kw_{name}">' in page
     assert "商品名称" in page
@@ -304,7 +216,7 @@ def test_compose_shows_one_labelled_input_per_keyword_with_type_and_limit(client
 def test_compose_needs_the_send_permission(django_user_model, account_a):
     viewer = django_user_model.objects.create_user("viewer")
     viewer.user_permissions.add(Permission.objects.get(codename="view_campaign"))
-    client = _client(viewer)
+    client = english_client(viewer)
     assert client.get("/console/").status_code == 403
     assert client.get("/console/history/").status_code == 200
 
@@ -314,7 +226,7 @@ def test_compose_needs_the_send_permission(django_user_model, account_a):
 
 @pytest.mark.django_db
 def test_validation_endpoint_reports_an_over_long_value(client_a, account_a):
-    data = {**SHIPPED_VALUES, "thing2": TOO_LONG_THING}
+    data = {**ORDER_DATA, "thing2": TOO_LONG_THING}
     response = _post_json(
         client_a, "/console/validate/", {"account": DEMO_APPID, "template": _template_pk(account_a), "data": data}
     )
@@ -327,7 +239,7 @@ def test_validation_endpoint_reports_an_over_long_value(client_a, account_a):
 @pytest.mark.django_db
 def test_validation_endpoint_accepts_valid_values_and_reports_missing_ones(client_a, account_a):
     url, template = "/console/validate/", _template_pk(account_a)
-    valid = _post_json(client_a, url, {"account": DEMO_APPID, "template": template, "data": SHIPPED_VALUES}).json()
+    valid = _post_json(client_a, url, {"account": DEMO_APPID, "template": template, "data": ORDER_DATA}).json()
     assert valid == {"valid": True, "errors": {}, "warnings": {}}
     partial = _post_json(client_a, url, {"account": DEMO_APPID, "template": template, "data": {"thing2": "键盘"}})
     assert set(partial.json()["errors"]) == {"character_string1", "time3", "amount4"}
@@ -352,7 +264,7 @@ def test_validation_endpoint_refuses_what_is_not_json(client_a):
 def test_validation_endpoint_needs_the_csrf_token(staff_a, account_a):
     client = Client(enforce_csrf_checks=True)
     client.force_login(staff_a)
-    body = {"account": DEMO_APPID, "template": _template_pk(account_a), "data": SHIPPED_VALUES}
+    body = {"account": DEMO_APPID, "template": _template_pk(account_a), "data": ORDER_DATA}
     assert _post_json(client, "/console/validate/", body).status_code == 403
 
 
@@ -394,8 +306,8 @@ def test_count_matches_what_create_campaign_creates(client_a, followers_a, accou
     ).json()["count"]
     campaign = services.create_campaign(
         account=account_a,
-        template_id=SHIPPED,
-        data=SHIPPED_VALUES,
+        template_id=ORDER_TEMPLATE,
+        data=ORDER_DATA,
         recipients=services.RecipientSpec.openids(pasted.split()),
     )
     assert campaign.recipient_count == counted
@@ -520,7 +432,7 @@ def test_send_creates_a_campaign_delivered_through_the_sandbox(client_a, account
     assert campaign.name == "Shipping notice"
     assert campaign.created_by.username == "staff_a"
     assert campaign.miniprogram == {"appid": "wxminiprogram0001", "pagepath": "pages/order?id=1"}
-    assert campaign.data == {name: {"value": value} for name, value in SHIPPED_VALUES.items()}
+    assert campaign.data == {name: {"value": value} for name, value in ORDER_DATA.items()}
     assert campaign.recipient_count == 5
     delivered = sandbox_api.messages(DEMO_APPID)
     assert sorted(message["touser"] for message in delivered) == sorted(f.openid for f in sandbox_followers_a)
@@ -660,7 +572,7 @@ def test_retry_failed_resends_through_the_sandbox(client_a, account_a, sandbox_f
     Message.objects.create(
         account=account_a,
         template=campaign.template,
-        template_id_sent=SHIPPED,
+        template_id_sent=ORDER_TEMPLATE,
         touser=follower.openid,
         follower=follower,
         client_msg_id=f"c{campaign.pk}-retry",

@@ -7,7 +7,6 @@ with messages sent through the sandbox WeChat. Screenshots go to ``test-artifact
 
 from __future__ import annotations
 
-import os
 import random
 from datetime import timedelta
 from pathlib import Path
@@ -19,67 +18,30 @@ from playwright.sync_api import sync_playwright
 from accounts.models import Follower, OfficialAccount
 from messaging.models import Campaign, Message
 from messaging.services import RecipientSpec, create_campaign
-from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
-from templates_app.keywords import parse_keywords
+from sandbox.demo import DEMO_ACCOUNT
 from templates_app.models import MessageTemplate
-from wxnotify.wechat.tokens import default_token_manager
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS, require_chromium
+from tests.factories import ORDER_DATA, create_demo_account, create_templates
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-ORDER_DATA = {
-    "character_string1": "SO20261128001",
-    "thing2": "机械键盘",
-    "time3": "2026年11月28日 10:30",
-    "amount4": "¥399.00",
-}
 
 
 @pytest.fixture
 def chromium(monkeypatch):
     """Debian's chromium through Playwright; Django's ORM may run beside Playwright's event loop in this thread."""
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    if not CHROMIUM.exists():
-        # CI installs the browser (.ci/run), so there a missing one is always a failure.
-        in_ci = os.environ.get("CI", "").lower() in {"1", "true"}
-        if os.environ.get("WXNOTIFY_SKIP_BROWSER") == "1" and not in_ci:
-            pytest.skip(f"{CHROMIUM} is missing and WXNOTIFY_SKIP_BROWSER=1: browser test skipped")
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium fonts-wqy-zenhei", pytrace=False)
+    require_chromium()
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 
 
 @pytest.fixture
-def operations(transactional_db, sandbox_api, django_user_model):
+def operations(transactional_db, sandbox_api, django_user_model, fresh_demo_token):
     """A day of traffic: a campaign sent through the sandbox (some recipients refused) and older messages."""
-    default_token_manager().forget(DEMO_APPID)
-    account = OfficialAccount.objects.create(
-        name="演示商城",
-        appid=DEMO_APPID,
-        app_secret=DEMO_ACCOUNT["secret"],
-        token=DEMO_ACCOUNT["token"],
-        encoding_aes_key=DEMO_ACCOUNT["encoding_aes_key"],
-    )
-    templates = [
-        MessageTemplate.objects.create(
-            account=account,
-            template_id=item["template_id"],
-            title=item["title"],
-            content=item["content"],
-            keywords=[keyword.as_dict() for keyword in parse_keywords(item["content"])],
-        )
-        for item in DEMO_TEMPLATES
-    ]
+    account = create_demo_account("演示商城")
+    templates = create_templates(account)
     Follower.objects.bulk_create([Follower(account=account, openid=openid) for openid in sandbox_api.followers()])
     sandbox_api.set_faults(error_rate=0.2, error_code=43101)
     create_campaign(
@@ -139,8 +101,7 @@ def operations(transactional_db, sandbox_api, django_user_model):
         ]
     )
     django_user_model.objects.create_superuser("ops", "ops@example.com", "correct horse battery")
-    yield account
-    default_token_manager().forget(DEMO_APPID)
+    return account
 
 
 @pytest.mark.slow

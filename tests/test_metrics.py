@@ -18,21 +18,13 @@ from accounts.clients import wechat_client_for
 from accounts.models import Follower, OfficialAccount
 from messaging.models import Message
 from messaging.services import send_message
-from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
-from templates_app.keywords import parse_keywords
-from templates_app.models import MessageTemplate
+from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID
+from tests.factories import ORDER_DATA, ORDER_TEMPLATE, create_demo_account, create_templates
 from wxnotify.ops import metrics
 from wxnotify.wechat.crypto import compute_signature
 from wxnotify.wechat.errors import NetworkError, RecipientError
 from wxnotify.wechat.tokens import default_token_manager
 
-ORDER_TEMPLATE = DEMO_TEMPLATES[0]["template_id"]
-ORDER_DATA = {
-    "character_string1": "SO20261128001",
-    "thing2": "机械键盘",
-    "time3": "2026年11月28日 10:30",
-    "amount4": "¥399.00",
-}
 FAMILIES = {
     "wxnotify_messages",
     "wxnotify_queue_lag_seconds",
@@ -61,28 +53,13 @@ def value(families, family: str, sample: str, **labels) -> float:
 
 
 @pytest.fixture
-def demo_account(transactional_db, sandbox_api, settings):
+def demo_account(transactional_db, sandbox_api, settings, fresh_demo_token):
     """The sandbox's demo account on our side, with its templates and followers."""
     cache.clear()
-    default_token_manager().forget(DEMO_APPID)
-    account = OfficialAccount.objects.create(
-        name="Demo",
-        appid=DEMO_APPID,
-        app_secret=DEMO_ACCOUNT["secret"],
-        token=DEMO_ACCOUNT["token"],
-        encoding_aes_key=DEMO_ACCOUNT["encoding_aes_key"],
-    )
-    for item in DEMO_TEMPLATES:
-        MessageTemplate.objects.create(
-            account=account,
-            template_id=item["template_id"],
-            title=item["title"],
-            content=item["content"],
-            keywords=[keyword.as_dict() for keyword in parse_keywords(item["content"])],
-        )
+    account = create_demo_account()
+    create_templates(account)
     Follower.objects.bulk_create([Follower(account=account, openid=openid) for openid in sandbox_api.followers()])
-    yield account
-    default_token_manager().forget(DEMO_APPID)
+    return account
 
 
 def send_to(account, openids):
