@@ -13,22 +13,14 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management import CommandError, call_command
 from django.db import connection
-from django.utils import translation
 
 from accounts.models import OfficialAccount
 
 SECRET = "0123456789abcdef0123456789abcdef"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def english(settings):
-    """Assertions read the English source strings, whatever translations the project ships."""
-    settings.LANGUAGE_CODE = "en"
-    with translation.override("en"):
-        yield
+# Assertions read the English source strings, whatever translations the project ships.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
 
 
 def make_account(**overrides) -> OfficialAccount:

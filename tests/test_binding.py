@@ -11,12 +11,11 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core import signing
 from django.core.cache import cache
-from django.test import Client
 from django.utils import translation
 
 from accounts import binding
 from accounts.models import Follower, OfficialAccount
-from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID
+from tests.factories import create_demo_account
 from tests.test_callback_endpoint import (
     PLAIN_APPID,
     SAFE_APPID,
@@ -27,21 +26,10 @@ from tests.test_callback_endpoint import (
     text_xml,
 )
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache(db):
-    """Codes, failure counters and de-duplication live in the shared cache, which outlives a transaction."""
-    cache.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture
-def english_client() -> Client:
-    """Replies are asserted in English here; WeChat itself sends no Accept-Language (see the Chinese test)."""
-    return Client(headers={"accept-language": "en"})
+# Codes, failure counters and de-duplication live in the shared cache: every test starts and ends with it empty.
+# Replies are asserted in English (``english_client``); WeChat itself sends no Accept-Language (see the Chinese
+# test).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
 
 
 @pytest.fixture
@@ -299,14 +287,7 @@ def test_bind_page_requires_login(client):
 
 @pytest.fixture
 def demo_account(sandbox_api) -> OfficialAccount:
-    return OfficialAccount.objects.create(
-        name="Demo",
-        appid=DEMO_APPID,
-        app_secret=DEMO_ACCOUNT["secret"],
-        token=DEMO_ACCOUNT["token"],
-        encoding_aes_key=DEMO_ACCOUNT["encoding_aes_key"],
-        message_mode=OfficialAccount.MessageMode.SAFE,
-    )
+    return create_demo_account(message_mode=OfficialAccount.MessageMode.SAFE)
 
 
 def test_bind_page_shows_a_sandbox_qr_code_and_a_code_per_active_account(client, alice, demo_account, sandbox_api):

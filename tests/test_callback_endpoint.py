@@ -12,7 +12,6 @@ from urllib.parse import urlencode
 
 import pytest
 from defusedxml import ElementTree
-from django.core.cache import cache
 from django.db import OperationalError
 from django.test import Client
 from redis.exceptions import RedisError
@@ -29,6 +28,9 @@ SAFE_APPID = "wx00000000000000a2"
 TOKEN = "callbacktoken"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 ORIGINAL_ID = "gh_0123456789ab"
+
+# De-duplication and binding state live in the shared cache: every test starts and ends with it empty.
+pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 
 @dataclass
@@ -113,14 +115,6 @@ def make_account(appid: str, mode: str, **fields) -> OfficialAccount:
     defaults = {"name": f"Account {appid}", "app_secret": "s" * 32, "token": TOKEN, "encoding_aes_key": AES_KEY}
     defaults.update(fields)
     return OfficialAccount.objects.create(appid=appid, message_mode=mode, **defaults)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache(db):
-    """De-duplication and binding state live in the shared cache, which outlives a test's transaction."""
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

@@ -14,40 +14,26 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.test import Client
 
 from accounts.clients import wechat_client_for
 from accounts.models import Follower, OfficialAccount
 from messaging.models import DeliveryReceipt, Message
-from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
+from sandbox.demo import DEMO_APPID, DEMO_TEMPLATES
 from sandbox.state import seeded_openid, special_openids
 from templates_app.models import MessageTemplate
+from tests.factories import create_demo_account
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_cache")]
 
 MODES = ["plaintext", "compatible", "safe"]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache(transactional_db):
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture
 def demo(sandbox_api, live_server, request) -> OfficialAccount:
     """The sandbox's demo account, registered here and pushing to the live server in the requested mode."""
     mode = getattr(request, "param", "safe")
-    account = OfficialAccount.objects.create(
-        name="Demo",
-        appid=DEMO_APPID,
-        app_secret=DEMO_ACCOUNT["secret"],
-        token=DEMO_ACCOUNT["token"],
-        encoding_aes_key=DEMO_ACCOUNT["encoding_aes_key"],
-        message_mode=mode,
-    )
+    account = create_demo_account(message_mode=mode)
     sandbox_api.update_account(DEMO_APPID, callback_url=f"{live_server.url}{account.callback_path()}", mode=mode)
     return account
 

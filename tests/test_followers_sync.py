@@ -8,29 +8,21 @@ from io import StringIO
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
-from django.utils import timezone, translation
+from django.utils import timezone
 
 from accounts import services
 from accounts.models import Follower, FollowerSync, OfficialAccount
 from accounts.services import run_follower_sync, start_follower_sync, sync_followers
 from sandbox.demo import DEMO_APPID
+from tests.factories import create_demo_account
 
-DEMO_SECRET = "5ec7e75ec7e75ec7e75ec7e75ec7e700"
-
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def english(settings):
-    """Assertions read the English source strings, whatever translations the project ships."""
-    settings.LANGUAGE_CODE = "en"
-    with translation.override("en"):
-        yield
+# Assertions read the English source strings, whatever translations the project ships.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
 
 
 @pytest.fixture
 def account(sandbox_api, settings) -> OfficialAccount:
-    return OfficialAccount.objects.create(name="Demo", appid=DEMO_APPID, app_secret=DEMO_SECRET, token="wxnotifydemo")
+    return create_demo_account()
 
 
 def test_sync_pages_across_10000_and_batches_by_100(sandbox_api, account, monkeypatch):

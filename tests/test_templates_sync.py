@@ -8,7 +8,7 @@ from django.db.models import ProtectedError
 from django.urls import reverse
 
 from accounts.models import OfficialAccount
-from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
+from sandbox.demo import DEMO_APPID, DEMO_TEMPLATES
 from templates_app.models import MessageTemplate
 from templates_app.selectors import active_templates, get_active_template, templates_with_problems
 from templates_app.services import (
@@ -17,6 +17,7 @@ from templates_app.services import (
     flag_template_problem,
     sync_templates,
 )
+from tests.factories import create_demo_account
 from wxnotify.wechat.errors import WeChatError
 from wxnotify.wechat.tokens import default_token_manager
 
@@ -31,13 +32,7 @@ WRONG_SECRET = "0" * 32
 
 @pytest.fixture
 def account(sandbox_api):
-    return OfficialAccount.objects.create(
-        name="Demo",
-        appid=DEMO_APPID,
-        app_secret=DEMO_ACCOUNT["secret"],
-        token=DEMO_ACCOUNT["token"],
-        encoding_aes_key=DEMO_ACCOUNT["encoding_aes_key"],
-    )
+    return create_demo_account()
 
 
 def set_remote_templates(sandbox, templates, appid=DEMO_APPID):
