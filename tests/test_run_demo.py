@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from wxnotify.management.commands.run_demo import port_is_open
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 READY_LINE = "Press Ctrl-C to stop everything."
 START_TIMEOUT = 45.0
@@ -82,14 +84,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def port_is_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def process_group_alive(pgid: int) -> bool:
