@@ -35,9 +35,10 @@ def no_broker(monkeypatch) -> list[str]:
     return enqueued
 
 
+@pytest.mark.parametrize("client_msg_id", [None, "order-42-shipped"], ids=["generated key", "caller's key"])
 @pytest.mark.django_db(transaction=True)
 def test_a_send_makes_a_fixed_number_of_queries_and_never_decrypts_the_app_secret(
-    api_a, followers_a, no_broker, monkeypatch
+    api_a, followers_a, no_broker, monkeypatch, client_msg_id
 ):
     api_a.post(MESSAGES, _send_body(followers_a[1].openid), format="json")  # warm-up: lazy imports, first window
     decrypted: list[str] = []
@@ -45,7 +46,8 @@ def test_a_send_makes_a_fixed_number_of_queries_and_never_decrypts_the_app_secre
     monkeypatch.setattr(fields, "decrypt_text", lambda token: decrypted.append(token) or real_decrypt(token))
 
     with CaptureQueriesContext(connection) as queries:
-        response = api_a.post(MESSAGES, _send_body(followers_a[2].openid), format="json")
+        extra = {"client_msg_id": client_msg_id} if client_msg_id else {}
+        response = api_a.post(MESSAGES, _send_body(followers_a[2].openid, **extra), format="json")
 
     assert response.status_code == 202, response.content
     body = response.json()
@@ -78,3 +80,32 @@ def test_the_answer_carries_what_delivery_stored_meanwhile(api_a, followers_a, n
     assert response.status_code == 202, response.content
     body = response.json()
     assert (body["status"], body["attempts"], body["msgid"]) == (Message.Status.SENT, 1, "4242")
+
+
+@pytest.mark.django_db
+def test_prebuilt_message_fields_answer_like_drfs_own_and_are_never_shared(account_a, staff_a):
+    from rest_framework import serializers
+
+    from messaging.api.serializers import MessageSerializer
+    from tests.test_api import _make_message
+
+    class Introspected(serializers.ModelSerializer):
+        """MessageSerializer as DRF builds it for every instance."""
+
+        account = MessageSerializer._declared_fields["account"].__deepcopy__({})
+        template_id = serializers.CharField(source="template_id_sent", read_only=True)
+        msgid = serializers.CharField(read_only=True, allow_null=True)
+        error_description = serializers.SerializerMethodField()
+        created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+        class Meta(MessageSerializer.Meta):
+            pass
+
+        get_error_description = MessageSerializer.get_error_description
+
+    message = _make_message(account_a, "oRecipient", errcode=43101, msgid=3487542469355618313, created_by=staff_a)
+    first, second = MessageSerializer(message), MessageSerializer(message)
+    assert first.data == second.data == Introspected(message).data
+    assert first.data["error_description"] and first.data["msgid"] == "3487542469355618313"
+    assert not set(map(id, first.fields.values())) & set(map(id, second.fields.values()))
+    assert all(field.parent is first for field in first.fields.values())

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, transaction
 
 from messaging import ratelimit, services
 from messaging.models import Message
@@ -184,3 +184,14 @@ def test_concurrent_senders_and_workers_leave_nothing_for_the_sweeper(pipeline, 
     assert Message.objects.filter(pk__in=sent_ids, attempts=1).count() == 60
     assert sandbox_api.counters()["sends"] == 60
     assert broker.enqueued < 60, "requests coalesced into fewer tasks than messages"
+
+
+def test_a_repeat_inside_a_transaction_leaves_the_transaction_usable(pipeline, sandbox_api, broker):
+    """The repeat is found by the unique constraint; the savepoint around the INSERT keeps the outer block alive."""
+    openid = sandbox_api.followers()[0]
+    first = send(pipeline, touser=openid, client_msg_id="repeat-in-atomic")
+    with transaction.atomic():
+        again = send(pipeline, touser=openid, client_msg_id="repeat-in-atomic")
+        assert Message.objects.filter(client_msg_id="repeat-in-atomic").count() == 1
+    assert (first.created, again.created) == (True, False)
+    assert again.message.pk == first.message.pk
