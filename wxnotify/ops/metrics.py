@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
@@ -144,3 +145,13 @@ def render(accept: str | None) -> tuple[bytes, str]:
     registry.register(MessageLogCollector())
     encoder, content_type = choose_encoder(accept or "")
     return encoder(registry), content_type
+
+
+def clear_multiprocess_files() -> int:
+    """Delete the per-process metric files of earlier runs; call it before a host's services start, never while
+    they run (a live process would lose its counters). Returns how many files were removed."""
+    removed = 0
+    for path in settings.WXNOTIFY_METRICS_DIR.glob("*.db"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -83,6 +83,8 @@ class Command(BaseCommand):
             env["WECHAT_API_BASE"] = f"http://127.0.0.1:{sandbox_port}"
 
         call_command("migrate", interactive=False, verbosity=verbosity)
+        # Metric files of an earlier run would be summed into this run's counters.
+        call_command("clear_metrics", verbosity=verbosity)
         password = self.reset_demo_superuser()
         if demo_account is not None:
             with override_settings(WXNOTIFY_PUBLIC_BASE_URL=env["WXNOTIFY_PUBLIC_BASE_URL"].rstrip("/")):
