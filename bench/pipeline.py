@@ -77,6 +77,7 @@ TEMPLATE_DATA = {
     "time3": {"value": "2026年11月28日 10:30"},
     "amount4": {"value": "¥399.00"},
 }
+# gunicorn's shape; --gunicorn-workers/--gunicorn-threads compare others (threads=1: the sync worker).
 GUNICORN_WORKERS = 2
 GUNICORN_THREADS = 8
 QCLUSTERS = 2
@@ -470,7 +471,11 @@ def accept_all_subscribed(appid: str, template_id: str) -> None:
 def run(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
     from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID
 
-    figures: dict[str, Any] = {"load_start": load_average(), "started": datetime.now(UTC)}
+    figures: dict[str, Any] = {
+        "load_start": load_average(),
+        "started": datetime.now(UTC),
+        "gunicorn": (args.gunicorn_workers, args.gunicorn_threads),
+    }
     database_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
     if not database_url.startswith("postgres") or not redis_url.startswith("redis"):
@@ -518,8 +523,8 @@ def run(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
                 "-m",
                 "gunicorn",
                 "wxnotify.wsgi:application",
-                f"--workers={GUNICORN_WORKERS}",
-                f"--threads={GUNICORN_THREADS}",
+                f"--workers={args.gunicorn_workers}",
+                f"--threads={args.gunicorn_threads}",
                 f"--bind=127.0.0.1:{web_port}",
                 "--log-level=warning",
             ],
@@ -700,6 +705,13 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**MISSED**"
 
 
+def gunicorn_shape(shape: tuple[int, int]) -> str:
+    workers, threads = shape
+    if threads == 1:
+        return f"{workers} sync workers"
+    return f"{workers} workers x {threads} threads (gthread)"
+
+
 def report(figures: dict[str, Any], sizes: Sizes, command: str) -> str:
     open_loop_result: Latencies = figures["open_loop"]
     closed: Latencies = figures["closed_loop"]
@@ -798,7 +810,7 @@ def report(figures: dict[str, Any], sizes: Sizes, command: str) -> str:
         f"Stack: PostgreSQL (database `{figures['database']}`, dropped and recreated), Redis `{figures['redis']}` "
         f"(cache, token lock, django-q2 broker; flushed); {QCLUSTERS} `qcluster` processes with the default "
         "settings (2 workers each, 32 sends in flight per process, batches of 200); API under gunicorn "
-        f"{GUNICORN_WORKERS} workers x {GUNICORN_THREADS} threads (gthread), DEBUG off, throttles raised; "
+        f"{gunicorn_shape(figures['gunicorn'])}, DEBUG off, throttles raised; "
         f"WeChat sandbox (own process) answering every send after {LATENCY_MS} ms, no receipts. "
         f"{sizes.big_campaign:,} followers bulk-inserted into the database (the sandbox's seeded openids).",
         "",
@@ -877,6 +889,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small numbers for a smoke run (prints, writes nothing)")
     parser.add_argument("--skip-100k", action="store_true", help="leave out the 100,000-recipient acceptance")
     parser.add_argument("--no-results", action="store_true", help="print only, do not write bench/RESULTS.md")
+    parser.add_argument("--gunicorn-workers", type=int, default=GUNICORN_WORKERS, help="gunicorn worker processes")
+    parser.add_argument(
+        "--gunicorn-threads", type=int, default=GUNICORN_THREADS, help="threads per worker (1: the sync worker)"
+    )
     parser.add_argument("--accept-all-subscribed", nargs=2, metavar=("APPID", "TEMPLATE_ID"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.accept_all_subscribed:

@@ -65,7 +65,7 @@ _SENT_COLUMNS = (
     "updated_at",
     "claim_token",
 )
-# A deliver_pending_singles task goes on taking full batches for this long at most, then hands over.
+# A deliver_pending_singles task goes on taking batches for this long at most, then hands over.
 SINGLES_TIME_BUDGET_SECONDS = 5.0
 # At most this many due messages are re-enqueued per account and sweep; the next sweep takes the rest.
 SWEEP_LIMIT_PER_ACCOUNT = 50_000
@@ -169,13 +169,15 @@ class _Delivery:
         )
 
     def _pick_pending_singles(self) -> None:
-        """Take the ids of up to ``limit`` due single messages, oldest first; the conditional claim below
-        decides which of them are ours when another task picked the same ones."""
-        due = (
-            Message.objects.filter(status=Message.Status.QUEUED, campaign__isnull=True)
-            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=self.now))
-            .order_by("pk")
-        )
+        """Take the ids of up to ``limit`` new single messages, oldest first; the conditional claim below
+        decides which of them are ours when another task picked the same ones.
+
+        Only messages never tried: a retry waits for its time and the sweeper, as campaign messages do, so a
+        task taking batch after batch never hammers WeChat with a failing message.
+        """
+        due = Message.objects.filter(
+            status=Message.Status.QUEUED, campaign__isnull=True, next_attempt_at__isnull=True
+        ).order_by("pk")
         self.message_ids = list(due.values_list("pk", flat=True)[: self.limit])
 
     def claim(self) -> list[Message]:
@@ -502,23 +504,29 @@ def deliver_messages(message_ids: Sequence[int], trace_id: str = "") -> dict[str
 
 
 def deliver_pending_singles() -> dict[str, int]:
-    """Deliver every due single message, in batches of WXNOTIFY_SEND_BATCH_SIZE (see ``request_singles_delivery``).
+    """Deliver new single messages in batches, while they keep coming (see ``request_singles_delivery``).
 
-    The pending key is deleted first, before any claim: a message committed from now on enqueues a new
-    task, one committed before is claimed here.  A full batch means more may be waiting, so the task goes
-    on, for at most SINGLES_TIME_BUDGET_SECONDS; then it asks for a successor rather than hold its worker.
+    While the task takes batches it keeps the pending signal up, so requests committing meanwhile enqueue
+    nothing: their messages go into the next batch of this task, whose cost (django-q2's per-task work and a
+    batch's handful of queries) is shared by every message of the burst.  The task stops when a batch finds
+    nothing new, or after SINGLES_TIME_BUDGET_SECONDS; it then takes the signal down and claims once more,
+    for the messages committed before it did: those saw the signal up and enqueued nothing.  A message
+    committed after that finds no signal and enqueues a task of its own.
     """
-    cache.delete(services.SINGLES_PENDING_KEY)
     batch = settings.WXNOTIFY_SEND_BATCH_SIZE
     deadline = time.monotonic() + SINGLES_TIME_BUDGET_SECONDS
     totals: Counter[str] = Counter()
+    while time.monotonic() < deadline:
+        cache.set(services.SINGLES_PENDING_KEY, 1, timeout=services.SINGLES_PENDING_TIMEOUT)
+        delivery = _Delivery(limit=batch)
+        totals.update(delivery.run())
+        if not delivery.message_ids:
+            break
+    cache.delete(services.SINGLES_PENDING_KEY)
     while True:
         delivery = _Delivery(limit=batch)
         totals.update(delivery.run())
         if len(delivery.message_ids) < batch:
-            break
-        if time.monotonic() >= deadline:
-            services.request_singles_delivery()
             break
     return dict(totals)
 

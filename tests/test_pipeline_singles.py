@@ -88,14 +88,45 @@ def test_a_full_batch_makes_the_task_go_on_until_none_is_left(pipeline, sandbox_
     assert sandbox_api.counters()["sends"] == 8
 
 
-def test_a_task_out_of_time_hands_the_rest_to_a_successor(pipeline, sandbox_api, broker, settings, monkeypatch):
+def test_a_task_out_of_time_still_takes_what_was_committed_before_it_stopped(
+    pipeline, sandbox_api, broker, settings, monkeypatch
+):
     settings.WXNOTIFY_SEND_BATCH_SIZE = 2
     monkeypatch.setattr("messaging.tasks.SINGLES_TIME_BUDGET_SECONDS", 0.0)
     openids = sandbox_api.followers()
     ids = [send(pipeline, touser=openids[index]).message.pk for index in range(5)]
     assert broker.enqueued == 1
-    assert broker.run_all() == 3, "2 + 2 + 1 messages, one batch per task"
+    assert broker.run_all() == 1, "2 + 2 + 1 messages in the task's last claims"
     assert set(statuses(ids)) == {Message.Status.SENT}
+
+
+def test_messages_committed_while_a_task_sends_join_its_next_batch(pipeline, sandbox_api, broker):
+    """Under load a burst costs one task: the signal stays up while the task takes batch after batch."""
+    sandbox_api.set_faults(latency_ms=300)
+    openids = sandbox_api.followers()
+    first = send(pipeline, touser=openids[0]).message.pk
+    task = threading.Thread(target=lambda: (broker.run_all(), connection.close()))
+    task.start()
+    time.sleep(0.1)
+    during = [send(pipeline, touser=openids[index]).message.pk for index in range(1, 4)]
+    task.join()
+    assert broker.enqueued == 1
+    assert statuses([first, *during]) == [Message.Status.SENT] * 4
+    # The task took the signal down when nothing new came: the next message enqueues a task again.
+    send(pipeline, touser=openids[4])
+    assert broker.enqueued == 2
+
+
+def test_a_retry_waits_for_its_time_and_the_sweeper_not_the_next_batch(pipeline, sandbox_api, broker, settings):
+    settings.WXNOTIFY_RETRY_BASE_DELAY = 0.0
+    settings.WXNOTIFY_RETRY_MAX_DELAY = 0.0
+    sandbox_api.set_faults(error_rate=1.0, error_code=-1)
+    failing = send(pipeline, touser=sandbox_api.followers()[0]).message.pk
+    broker.run_all()
+    message = Message.objects.get(pk=failing)
+    assert (message.status, message.attempts) == (Message.Status.QUEUED, 1)
+    assert message.next_attempt_at is not None
+    assert sandbox_api.counters()["sends"] == 1
 
 
 def test_a_lost_task_delays_later_messages_by_the_signal_timeout_only(pipeline, sandbox_api, broker, monkeypatch):
