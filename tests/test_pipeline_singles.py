@@ -102,7 +102,8 @@ def test_a_task_out_of_time_still_takes_what_was_committed_before_it_stopped(
 
 def test_messages_committed_while_a_task_sends_join_its_next_batch(pipeline, sandbox_api, broker):
     """Under load a burst costs one task: the signal stays up while the task takes batch after batch."""
-    sandbox_api.set_faults(latency_ms=300)
+    # Slow sends, so the three requests below surely commit while the task is still at work.
+    sandbox_api.set_faults(latency_ms=800)
     openids = sandbox_api.followers()
     first = send(pipeline, touser=openids[0]).message.pk
     task = threading.Thread(target=lambda: (broker.run_all(), connection.close()))
