@@ -14,8 +14,11 @@ def active_templates(account: OfficialAccount) -> QuerySet[MessageTemplate]:
 
 
 def get_active_template(account: OfficialAccount, template_id: str) -> MessageTemplate | None:
-    """The active template with WeChat's ``template_id`` for ``account``, or None (unknown, removed, deactivated)."""
-    return active_templates(account).filter(template_id=template_id).first()
+    """The active template with WeChat's ``template_id`` for ``account``, or None (unknown, removed, deactivated).
+
+    (account, template_id) is unique, so the listing's order by title would only cost compiling on every send.
+    """
+    return MessageTemplate.objects.filter(account=account, is_active=True, template_id=template_id).order_by().first()
 
 
 def templates_with_problems(account: OfficialAccount | None = None) -> QuerySet[MessageTemplate]:
