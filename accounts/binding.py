@@ -32,6 +32,7 @@ from django.utils.translation import gettext as _
 
 from accounts.clients import wechat_client_for
 from accounts.models import Follower, OfficialAccount
+from wxnotify.wechat import PRODUCTION_API_BASE
 from wxnotify.wechat.errors import WeChatError
 
 # Prefix of our binding scenes: other QR codes of the account (posters, campaigns) carry other scenes and
@@ -44,7 +45,6 @@ QR_REUSE_MARGIN_SECONDS = 2 * 60
 CODE_DIGITS = 6
 CODE_TTL_SECONDS = 10 * 60
 MAX_CODE_FAILURES = 5
-REAL_WECHAT_API_BASE = "https://api.weixin.qq.com"
 REAL_SHOWQRCODE_BASE = "https://mp.weixin.qq.com"
 
 _CODE_ATTEMPTS = 10
@@ -217,7 +217,7 @@ def outcome_reply(outcome: BindOutcome, user: AbstractBaseUser) -> str:
 def showqrcode_url(ticket: str) -> str:
     """WeChat's QR image URL for a ticket, or the sandbox's when the API base is not the real WeChat."""
     base = settings.WECHAT_API_BASE.rstrip("/")
-    if base == REAL_WECHAT_API_BASE:
+    if base == PRODUCTION_API_BASE:
         base = REAL_SHOWQRCODE_BASE
     return f"{base}/cgi-bin/showqrcode?{urlencode({'ticket': ticket})}"
 

@@ -25,6 +25,7 @@ from tests.test_callback_endpoint import (
     new_openid,
     text_xml,
 )
+from wxnotify.wechat import PRODUCTION_API_BASE
 
 # Codes, failure counters and de-duplication live in the shared cache: every test starts and ends with it empty.
 # Replies are asserted in English (``english_client``); WeChat itself sends no Accept-Language (see the Chinese
@@ -334,7 +335,7 @@ def test_bind_page_speaks_english_and_chinese(client, alice, demo_account):
 
 
 def test_showqrcode_is_wechats_for_the_real_api(settings):
-    settings.WECHAT_API_BASE = "https://api.weixin.qq.com"
+    settings.WECHAT_API_BASE = PRODUCTION_API_BASE
     assert binding.showqrcode_url("gQH47joAAAAAAAAAASxo+/=") == (
         "https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket=gQH47joAAAAAAAAAASxo%2B%2F%3D"
     )

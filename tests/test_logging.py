@@ -20,6 +20,7 @@ import requests
 from django.conf import settings
 
 from wxnotify.log import MASK, register_secret
+from wxnotify.wechat import PRODUCTION_API_BASE
 
 
 @pytest.fixture
@@ -54,14 +55,14 @@ def lines_with(output: io.StringIO, marker: str) -> list[str]:
 
 def test_access_token_in_a_url_is_masked_by_shape(log_output):
     unregistered = secrets.token_hex(32)
-    url = f"https://api.weixin.qq.com/cgi-bin/message/template/send?access_token={unregistered}&lang=zh_CN"
+    url = f"{PRODUCTION_API_BASE}/cgi-bin/message/template/send?access_token={unregistered}&lang=zh_CN"
 
     logging.getLogger("wxnotify.wechat.client").info(f"POST {url} took 12 ms")
 
     assert unregistered not in log_output.getvalue()
     (line,) = lines_with(log_output, "took 12 ms")
     assert "INFO wxnotify.wechat.client" in line
-    assert f"POST https://api.weixin.qq.com/cgi-bin/message/template/send?access_token={MASK}&lang=zh_CN" in line
+    assert f"POST {PRODUCTION_API_BASE}/cgi-bin/message/template/send?access_token={MASK}&lang=zh_CN" in line
 
 
 def test_secret_in_a_json_body_is_masked_by_shape(log_output):

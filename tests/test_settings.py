@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from wxnotify.wechat import PRODUCTION_API_BASE
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DUMP_SETTINGS = """
@@ -177,7 +179,7 @@ def test_without_redis_url_the_database_is_cache_and_broker(tmp_path):
 
 
 def test_wechat_api_base_defaults_to_wechat_and_can_point_at_the_sandbox(tmp_path):
-    assert load_settings(tmp_path, DJANGO_DEBUG="1")["WECHAT_API_BASE"] == "https://api.weixin.qq.com"
+    assert load_settings(tmp_path, DJANGO_DEBUG="1")["WECHAT_API_BASE"] == PRODUCTION_API_BASE
     pointed = load_settings(tmp_path, DJANGO_DEBUG="1", WECHAT_API_BASE="http://127.0.0.1:9100/")
     assert pointed["WECHAT_API_BASE"] == "http://127.0.0.1:9100"
 

@@ -14,6 +14,7 @@ import requests
 import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
+from wxnotify.wechat import PRODUCTION_API_BASE
 from wxnotify.wechat import client as client_module
 from wxnotify.wechat.client import AccessToken, Credentials, WeChatClient, shared_session
 from wxnotify.wechat.errors import ConfigurationError, NetworkError, PayloadError, RecipientError
@@ -405,7 +406,7 @@ def test_one_session_per_process_rebuilt_after_fork(monkeypatch, settings):
     first = shared_session()
 
     assert shared_session() is first
-    adapter = first.get_adapter("https://api.weixin.qq.com")
+    adapter = first.get_adapter(PRODUCTION_API_BASE)
     assert adapter._pool_maxsize == 17
     assert adapter.max_retries.total == 0
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from wxnotify.wechat import PRODUCTION_API_BASE
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("WXNOTIFY_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -177,7 +179,7 @@ else:
 
 # --- WeChat ---------------------------------------------------------------------------------------
 
-WECHAT_API_BASE = os.environ.get("WECHAT_API_BASE", "https://api.weixin.qq.com").rstrip("/")
+WECHAT_API_BASE = os.environ.get("WECHAT_API_BASE", PRODUCTION_API_BASE).rstrip("/")
 WECHAT_HTTP_POOL_SIZE = env_int("WECHAT_HTTP_POOL_SIZE", 64)
 WECHAT_CONNECT_TIMEOUT = float(os.environ.get("WECHAT_CONNECT_TIMEOUT", "3.05"))
 WECHAT_READ_TIMEOUT = float(os.environ.get("WECHAT_READ_TIMEOUT", "10"))
