@@ -239,7 +239,9 @@ def _resolve_recipient(
         errors["touser"] = [_("This is not an openid.")]
         return "", None
     # At most one row (unique per account); order_by() spares the join the model's default ordering would add.
-    return touser, Follower.objects.filter(account=account, openid=touser).order_by().first()
+    # A send only links the message to the follower and checks the subscription: the other columns stay unread.
+    follower = Follower.objects.filter(account=account, openid=touser).only("id", "subscribed").order_by().first()
+    return touser, follower
 
 
 def request_fingerprint(

@@ -17,8 +17,15 @@ def get_active_template(account: OfficialAccount, template_id: str) -> MessageTe
     """The active template with WeChat's ``template_id`` for ``account``, or None (unknown, removed, deactivated).
 
     (account, template_id) is unique, so the listing's order by title would only cost compiling on every send.
+    Every send looks its template up, and only for the columns sending uses (the keywords to check the data
+    against, the content they come from); the others load on access.
     """
-    return MessageTemplate.objects.filter(account=account, is_active=True, template_id=template_id).order_by().first()
+    return (
+        MessageTemplate.objects.filter(account=account, is_active=True, template_id=template_id)
+        .only("id", "account", "template_id", "content", "keywords", "is_active")
+        .order_by()
+        .first()
+    )
 
 
 def templates_with_problems(account: OfficialAccount | None = None) -> QuerySet[MessageTemplate]:
