@@ -155,3 +155,22 @@ def test_server_errors_elsewhere_keep_djangos_page():
     response = server_error(RequestFactory().get("/admin/"))
     assert response.status_code == 500
     assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.django_db
+def test_windows_of_several_scopes_are_counted_together_and_read_back_through_the_cache(throttle_rates):
+    from messaging.api.throttles import count_requests
+
+    assert count_requests([("throttle:test:a", 60), ("throttle:test:b", 3600)]) == [1, 1]
+    assert count_requests([("throttle:test:a", 60)]) == [2]
+    assert (cache.get("throttle:test:a"), cache.get("throttle:test:b")) == (2, 1)
+    assert cache.incr("throttle:test:a") == 3
+
+
+def test_a_send_counts_the_request_once_in_each_scope(superuser_api, throttle_rates):
+    throttle_rates(burst="2/m", sustained="100/h", send="100/h")
+    body: dict[str, Any] = {"account": "wx0000000000000000"}
+    assert [superuser_api.post(MESSAGES, body, format="json").status_code for _ in range(3)] == [400, 400, 429]
+    cache.clear()
+    throttle_rates(burst="100/m", sustained="100/h", send="2/h")
+    assert [superuser_api.post(MESSAGES, body, format="json").status_code for _ in range(3)] == [400, 400, 429]

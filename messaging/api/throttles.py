@@ -2,8 +2,9 @@
 
 DRF's ``SimpleRateThrottle`` keeps a list of request timestamps per client and rewrites it on every request, which
 gets slow and racy at the rates an integration sends at (hundreds per second).  These throttles count requests in
-fixed windows instead: one ``incr`` per request (plus an ``add`` opening each window).  With django-redis ``incr``
-is atomic, so the limit is exact across processes; the database cache implements ``incr`` as read-then-write, so
+fixed windows instead: one ``incr`` per request (plus an ``add`` opening each window).  With django-redis the
+windows of all of a request's scopes are counted in one round trip (:func:`count_requests`), and the count is
+atomic, so the limit is exact across processes; the database cache implements ``incr`` as read-then-write, so
 concurrent requests can be undercounted a little — an approximation that is fine for a guard against runaway
 clients.  A fixed window lets a client spend up to twice the rate around a window boundary; rates are set with that
 in mind.
@@ -16,6 +17,7 @@ not throttled.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from django.core.cache import cache
@@ -36,13 +38,56 @@ def parse_rate(rate: str) -> tuple[int, int]:
         raise ImproperlyConfigured(f"Invalid throttle rate {rate!r}; use e.g. '100/s', '600/m', '5000/h'.") from exc
 
 
+def _count(key: str, duration: int) -> int:
+    """Count a request in its window: one ``incr`` round trip, except for the window's first request.
+
+    The key outlives its window by a second so a request at the very end still finds it.
+    """
+    try:
+        return cache.incr(key)
+    except ValueError:
+        pass
+    # First request of the window (or the key just expired): open it; a concurrent opener may win the add.
+    if cache.add(key, 1, timeout=duration + 1):
+        return 1
+    try:
+        return cache.incr(key)
+    except ValueError:
+        # Expired between add() and incr(): this request opens the count again.
+        cache.set(key, 1, timeout=duration + 1)
+        return 1
+
+
+def count_requests(windows: Sequence[tuple[str, int]]) -> list[int]:
+    """Count a request in each ``(key, duration)`` window; return the counts including it.
+
+    With django-redis all windows take one round trip: per key a ``SET NX EX`` that opens the window with its
+    expiry and an ``INCR``, in one MULTI/EXEC so the key cannot expire between the two (an INCR on an expired
+    key would leave a counter without expiry).  The integer is stored raw, as django-redis stores integers, so
+    ``cache.get``/``incr`` read the same count.  Other caches count key by key.
+    """
+    client_of = getattr(cache, "client", None)
+    if client_of is None or not hasattr(client_of, "get_client"):
+        return [_count(key, duration) for key, duration in windows]
+    pipe = client_of.get_client(write=True).pipeline(transaction=True)
+    for key, duration in windows:
+        full_key = cache.make_key(key)
+        pipe.set(full_key, 0, ex=duration + 1, nx=True)
+        pipe.incr(full_key)
+    return [int(count) for count in pipe.execute()[1::2]]
+
+
 class FixedWindowRateThrottle(BaseThrottle):
-    """Allow ``count`` requests per client per window of the scope's rate."""
+    """Allow ``count`` requests per client per window of the scope's rate.
+
+    ``allow_request`` counts this scope alone; :func:`check_fixed_windows` counts several scopes in one go.
+    """
 
     scope: str = ""
 
     def __init__(self) -> None:
         self._wait: float | None = None
+        self._window: tuple[str, int, int, float] | None = None
 
     def get_rate(self) -> tuple[int, int] | None:
         rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
@@ -54,42 +99,56 @@ class FixedWindowRateThrottle(BaseThrottle):
             return f"user:{request.user.pk}"
         return f"ip:{self.get_ident(request)}"
 
-    def allow_request(self, request: Request, view: Any) -> bool:
+    def window(self, request: Request) -> tuple[str, int, int, float] | None:
+        """The current window as ``(key, duration, limit, seconds until it ends)``; None when the scope has no rate."""
         rate = self.get_rate()
         if rate is None:
-            return True
+            return None
         limit, duration = rate
         now = time.time()
         window = int(now // duration)
         key = f"throttle:{self.scope}:{self.get_client_key(request)}:{window}"
-        count = self._count(key, duration)
+        return key, duration, limit, (window + 1) * duration - now
+
+    def settle(self, window: tuple[str, int, int, float], count: int) -> bool:
+        """Whether a request counted ``count`` in ``window`` is allowed; if not, remember how long to wait."""
+        _key, _duration, limit, remaining = window
         if count > limit:
-            self._wait = (window + 1) * duration - now
+            self._wait = remaining
             return False
         return True
 
-    @staticmethod
-    def _count(key: str, duration: int) -> int:
-        """Count this request in its window: one ``incr`` round trip, except for the window's first request.
-
-        The key outlives its window by a second so a request at the very end still finds it.
-        """
-        try:
-            return cache.incr(key)
-        except ValueError:
-            pass
-        # First request of the window (or the key just expired): open it; a concurrent opener may win the add.
-        if cache.add(key, 1, timeout=duration + 1):
-            return 1
-        try:
-            return cache.incr(key)
-        except ValueError:
-            # Expired between add() and incr(): this request opens the count again.
-            cache.set(key, 1, timeout=duration + 1)
-            return 1
+    def allow_request(self, request: Request, view: Any) -> bool:
+        window = self.window(request)
+        if window is None:
+            return True
+        key, duration, _limit, _remaining = window
+        return self.settle(window, count_requests([(key, duration)])[0])
 
     def wait(self) -> float | None:
         return self._wait
+
+
+def check_fixed_windows(throttles: Sequence[BaseThrottle], request: Request, view: Any) -> list[float | None]:
+    """Count the request in every throttle's window, the fixed-window ones in one cache round trip.
+
+    Like DRF's ``check_throttles`` every throttle counts the request, refused or not.  Returns the waits of the
+    throttles that refuse it (empty: allowed).
+    """
+    waits: list[float | None] = []
+    pending: list[tuple[FixedWindowRateThrottle, tuple[str, int, int, float]]] = []
+    for throttle in throttles:
+        if isinstance(throttle, FixedWindowRateThrottle):
+            window = throttle.window(request)
+            if window is not None:
+                pending.append((throttle, window))
+        elif not throttle.allow_request(request, view):
+            waits.append(throttle.wait())
+    counts = count_requests([(window[0], window[1]) for _throttle, window in pending]) if pending else []
+    for (throttle, window), count in zip(pending, counts, strict=True):
+        if not throttle.settle(window, count):
+            waits.append(throttle.wait())
+    return waits
 
 
 class BurstRateThrottle(FixedWindowRateThrottle):

@@ -35,7 +35,7 @@ from messaging.api.serializers import (
     MessageSerializer,
     TemplateSerializer,
 )
-from messaging.api.throttles import BurstRateThrottle, SendRateThrottle, SustainedRateThrottle
+from messaging.api.throttles import BurstRateThrottle, SendRateThrottle, SustainedRateThrottle, check_fixed_windows
 from messaging.models import Campaign, Message
 from templates_app.models import MessageTemplate
 from wxnotify.tracing import get_trace_id
@@ -81,6 +81,12 @@ class ApiViewSet(viewsets.GenericViewSet):
         if self.action in self.send_actions:
             throttles.append(SendRateThrottle())
         return throttles
+
+    def check_throttles(self, request: Request) -> None:
+        """DRF's check, with the scopes' windows counted in one cache round trip instead of one per scope."""
+        waits = check_fixed_windows(self.get_throttles(), request, self)
+        if waits:
+            self.throttled(request, max((wait for wait in waits if wait is not None), default=None))
 
 
 @extend_schema_view(
