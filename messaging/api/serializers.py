@@ -54,9 +54,10 @@ class AccountField(serializers.SlugRelatedField):
         super().__init__(slug_field="appid", **kwargs)
 
     def get_queryset(self):
-        # The AppSecret is encrypted at rest and decrypted when loaded: a request that only names the account
-        # has no use for it (delivery loads its accounts itself).
-        return accounts_for_user(self.context["request"].user).defer("app_secret")
+        # A request that names the account uses its id, AppID, name and whether it is active.  The AppSecret is
+        # encrypted at rest and decrypted when loaded, and the other columns only cost reading on every send;
+        # delivery loads its accounts itself.
+        return accounts_for_user(self.context["request"].user).only("id", "name", "appid", "is_active")
 
 
 @extend_schema_field({"type": "object", "additionalProperties": KEYWORD_VALUE_SCHEMA, "example": {"thing1": "巡检"}})
