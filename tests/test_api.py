@@ -13,7 +13,7 @@ from io import StringIO
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
@@ -21,23 +21,16 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts.models import Follower, OfficialAccount
-from accounts.selectors import STAFF_GROUP
 from messaging.api.parsers import BulkJSONParser
 from messaging.models import Campaign, Message
 from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
-from templates_app.keywords import parse_keywords
 from templates_app.models import MessageTemplate
+from tests.factories import ORDER_DATA, OTHER_APPID
 from wxnotify.wechat.tokens import default_token_manager
 
-OTHER_APPID = "wx00000000000000b2"
 SHIPPED = DEMO_TEMPLATES[0]["template_id"]  # character_string1, thing2, time3, amount4
 TICKET = DEMO_TEMPLATES[2]["template_id"]  # thing1, character_string2, time3
-SHIPPED_DATA = {
-    "character_string1": "SO20261128001",
-    "thing2": "机械键盘",
-    "time3": "2026年11月28日 10:30",
-    "amount4": "¥399.00",
-}
+SHIPPED_DATA = ORDER_DATA
 MESSAGES = "/api/v1/messages/"
 CAMPAIGNS = "/api/v1/campaigns/"
 BIG_MSGID = 3487542469355618313  # > 2**53: JavaScript would round it
@@ -45,27 +38,6 @@ BIG_MSGID = 3487542469355618313  # > 2**53: JavaScript would round it
 # Tests whose requests really send: delivery is queued on commit, so they run in autocommit like production and
 # the (inline) task has run when the response comes back.
 sends = pytest.mark.django_db(transaction=True)
-# What the data migrations give the business staff group (accounts 0003, messaging 0002).
-STAFF_PERMISSIONS = (
-    "view_officialaccount",
-    "view_follower",
-    "view_messagetemplate",
-    "view_message",
-    "add_message",
-    "view_campaign",
-    "add_campaign",
-)
-
-
-def _template(account: OfficialAccount, spec: dict[str, str]) -> MessageTemplate:
-    return MessageTemplate.objects.create(
-        account=account,
-        template_id=spec["template_id"],
-        title=spec["title"],
-        content=spec["content"],
-        example=spec.get("example", ""),
-        keywords=[keyword.as_dict() for keyword in parse_keywords(spec["content"])],
-    )
 
 
 def _client_for(user) -> APIClient:
@@ -74,57 +46,6 @@ def _client_for(user) -> APIClient:
     token, _ = Token.objects.get_or_create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
-
-
-@pytest.fixture
-def account_a(db) -> OfficialAccount:
-    account = OfficialAccount.objects.create(
-        name="Demo A",
-        appid=DEMO_APPID,
-        app_secret=DEMO_ACCOUNT["secret"],
-        token=DEMO_ACCOUNT["token"],
-        encoding_aes_key=DEMO_ACCOUNT["encoding_aes_key"],
-        message_mode=OfficialAccount.MessageMode.SAFE,
-    )
-    for spec in DEMO_TEMPLATES:
-        _template(account, spec)
-    return account
-
-
-@pytest.fixture
-def account_b(db) -> OfficialAccount:
-    account = OfficialAccount.objects.create(name="Other B", appid=OTHER_APPID, app_secret="b" * 32, token="tokenb")
-    _template(account, DEMO_TEMPLATES[0])
-    return account
-
-
-@pytest.fixture
-def staff_group(db) -> Group:
-    """The business staff group of the data migrations.
-
-    Transactional tests empty the database when they finish and data migrations do not run again, so a later
-    transactional test re-creates the group with the same permissions; every other test uses the migrated one.
-    """
-    group, created = Group.objects.get_or_create(name=STAFF_GROUP)
-    if created:
-        group.permissions.add(*Permission.objects.filter(codename__in=STAFF_PERMISSIONS))
-    return group
-
-
-@pytest.fixture
-def staff_a(django_user_model, account_a, staff_group):
-    user = django_user_model.objects.create_user("staff_a", password="pw-staff-a")
-    user.groups.add(staff_group)
-    account_a.operators.add(user)
-    return user
-
-
-@pytest.fixture
-def staff_b(django_user_model, account_b, staff_group):
-    user = django_user_model.objects.create_user("staff_b", password="pw-staff-b")
-    user.groups.add(staff_group)
-    account_b.operators.add(user)
-    return user
 
 
 @pytest.fixture
@@ -209,7 +130,7 @@ def test_drf_create_token_command_makes_a_working_token(staff_a):
 
 def test_session_auth_reads_and_enforces_csrf_on_writes(staff_a, account_a):
     client = APIClient(enforce_csrf_checks=True)
-    assert client.login(username="staff_a", password="pw-staff-a")
+    assert client.login(username="staff_a", password="pw-staff_a")
     assert client.get(MESSAGES).status_code == 200
     response = client.post(MESSAGES, _send_body("oX"), format="json")
     body = assert_error(response, 403, "permission_denied")

@@ -15,11 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from accounts import fields
 from messaging.models import Message
 from tests.test_api import MESSAGES, _send_body
-from tests.test_api import account_a as account_a  # fixtures used below
 from tests.test_api import api_a as api_a
 from tests.test_api import followers_a as followers_a
-from tests.test_api import staff_a as staff_a
-from tests.test_api import staff_group as staff_group
 
 # Token auth, the user's and groups' permissions (2), accounts_for_user (2), the account, the follower, the
 # template and the INSERT; with tasks inline (as in tests), re-reading the delivery columns for the answer.
