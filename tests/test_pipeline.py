@@ -39,20 +39,12 @@ from messaging.services import (
     send_message,
 )
 from messaging.tasks import deliver_messages, recover_expired_leases, sweep_messages
-from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
+from sandbox.demo import DEMO_APPID, DEMO_TEMPLATES
 from sandbox.state import special_openids
-from templates_app.keywords import parse_keywords
 from templates_app.models import MessageTemplate
+from tests.factories import ORDER_DATA, ORDER_TEMPLATE, create_demo_account, create_templates
 from wxnotify.tracing import TraceIdFilter, traced
 from wxnotify.wechat.tokens import default_token_manager
-
-ORDER_TEMPLATE = DEMO_TEMPLATES[0]["template_id"]
-ORDER_DATA = {
-    "character_string1": "SO20261128001",
-    "thing2": "机械键盘",
-    "time3": "2026年11月28日 10:30",
-    "amount4": "¥399.00",
-}
 
 
 @pytest.fixture
@@ -62,22 +54,8 @@ def pipeline(transactional_db, sandbox_api, settings):
     settings.WXNOTIFY_RETRY_MAX_DELAY = 0.02
     cache.clear()
     default_token_manager().forget(DEMO_APPID)
-    account = OfficialAccount.objects.create(
-        name="Demo",
-        appid=DEMO_APPID,
-        app_secret=DEMO_ACCOUNT["secret"],
-        token=DEMO_ACCOUNT["token"],
-        encoding_aes_key=DEMO_ACCOUNT["encoding_aes_key"],
-        message_mode=OfficialAccount.MessageMode.SAFE,
-    )
-    for item in DEMO_TEMPLATES:
-        MessageTemplate.objects.create(
-            account=account,
-            template_id=item["template_id"],
-            title=item["title"],
-            content=item["content"],
-            keywords=[keyword.as_dict() for keyword in parse_keywords(item["content"])],
-        )
+    account = create_demo_account(message_mode=OfficialAccount.MessageMode.SAFE)
+    create_templates(account)
     sync_followers_from(sandbox_api, account)
     yield account
     default_token_manager().forget(DEMO_APPID)
@@ -95,6 +73,19 @@ def send(account, **overrides):
     arguments = {"account": account, "template_id": ORDER_TEMPLATE, "data": ORDER_DATA, "touser": None}
     arguments.update(overrides)
     return send_message(**arguments)
+
+
+def stored_message(account: OfficialAccount, openid: str, client_msg_id: str, **fields) -> Message:
+    """A queued message written straight to the table, as if its enqueueing (or its worker) had been lost."""
+    return Message.objects.create(
+        account=account,
+        template=MessageTemplate.objects.get(account=account, template_id=ORDER_TEMPLATE),
+        template_id_sent=ORDER_TEMPLATE,
+        touser=openid,
+        data={key: {"value": value} for key, value in ORDER_DATA.items()},
+        client_msg_id=client_msg_id,
+        **fields,
+    )
 
 
 def refreshed(message: Message) -> Message:
@@ -279,14 +270,7 @@ def test_a_known_unsubscribed_follower_fails_at_once_without_calling_wechat(pipe
 
 def test_unsubscribe_between_acceptance_and_delivery_is_checked_again(pipeline, sandbox_api):
     openid = sandbox_api.followers()[5]
-    message = Message.objects.create(
-        account=pipeline,
-        template=MessageTemplate.objects.get(template_id=ORDER_TEMPLATE),
-        template_id_sent=ORDER_TEMPLATE,
-        touser=openid,
-        data={k: {"value": v} for k, v in ORDER_DATA.items()},
-        client_msg_id="late-unsub",
-    )
+    message = stored_message(pipeline, openid, "late-unsub")
     Follower.objects.filter(account=pipeline, openid=openid).update(subscribed=False)
     deliver_messages([message.pk])
     assert refreshed(message).status == Message.Status.FAILED
@@ -465,17 +449,8 @@ def test_expired_lease_is_recovered_and_resent_with_the_same_client_msg_id(pipel
 
 
 def test_sweeper_enqueues_forgotten_messages_and_is_idempotent(pipeline, sandbox_api):
-    template = MessageTemplate.objects.get(template_id=ORDER_TEMPLATE)
     lost = [
-        Message.objects.create(
-            account=pipeline,
-            template=template,
-            template_id_sent=ORDER_TEMPLATE,
-            touser=openid,
-            data={k: {"value": v} for k, v in ORDER_DATA.items()},
-            client_msg_id=f"lost-{index}",
-        )
-        for index, openid in enumerate(sandbox_api.followers()[:3])
+        stored_message(pipeline, openid, f"lost-{index}") for index, openid in enumerate(sandbox_api.followers()[:3])
     ]
     assert sweep_messages()["enqueued"] == 3
     assert sweep_messages()["enqueued"] == 0
@@ -484,16 +459,8 @@ def test_sweeper_enqueues_forgotten_messages_and_is_idempotent(pipeline, sandbox
 
 
 def test_two_deliveries_of_the_same_batch_send_each_message_once(pipeline, sandbox_api):
-    template = MessageTemplate.objects.get(template_id=ORDER_TEMPLATE)
     ids = [
-        Message.objects.create(
-            account=pipeline,
-            template=template,
-            template_id_sent=ORDER_TEMPLATE,
-            touser=openid,
-            data={k: {"value": v} for k, v in ORDER_DATA.items()},
-            client_msg_id=f"twice-{index}",
-        ).pk
+        stored_message(pipeline, openid, f"twice-{index}").pk
         for index, openid in enumerate(sandbox_api.followers()[:10])
     ]
     sandbox_api.set_faults(latency_ms=50)
@@ -637,19 +604,8 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice(pipelin
     Its claimed rows stay "sending" until their lease ends; the sweeper then sends them again with the same
     client_msg_id, and the sandbox (like WeChat) delivers each recipient exactly once.
     """
-    template = MessageTemplate.objects.get(template_id=ORDER_TEMPLATE)
     openids = sandbox_api.followers()[:20]
-    ids = [
-        Message.objects.create(
-            account=pipeline,
-            template=template,
-            template_id_sent=ORDER_TEMPLATE,
-            touser=openid,
-            data={key: {"value": value} for key, value in ORDER_DATA.items()},
-            client_msg_id=f"crash-{index}",
-        ).pk
-        for index, openid in enumerate(openids)
-    ]
+    ids = [stored_message(pipeline, openid, f"crash-{index}").pk for index, openid in enumerate(openids)]
     sandbox_api.set_faults(latency_ms=150)
     env = {
         **os.environ,
@@ -817,18 +773,9 @@ def test_a_real_qcluster_killed_mid_run_loses_nothing_and_sends_nothing_twice(pi
     """The same crash with django-q2's own cluster (its broker: the ORM, or Redis with REDIS_URL), killed -9."""
     from django_q.tasks import async_task
 
-    template = MessageTemplate.objects.get(template_id=ORDER_TEMPLATE)
     openids = sandbox_api.followers()[:20]
     ids = [
-        Message.objects.create(
-            account=pipeline,
-            template=template,
-            template_id_sent=ORDER_TEMPLATE,
-            touser=openid,
-            data={key: {"value": value} for key, value in ORDER_DATA.items()},
-            client_msg_id=f"cluster-{index}",
-            enqueued_at=timezone.now(),
-        ).pk
+        stored_message(pipeline, openid, f"cluster-{index}", enqueued_at=timezone.now()).pk
         for index, openid in enumerate(openids)
     ]
     for start in range(0, len(ids), 10):
@@ -894,16 +841,8 @@ def test_a_slow_batch_renews_its_lease_so_the_sweeper_leaves_it_alone(pipeline, 
     settings.WXNOTIFY_SEND_LEASE_SECONDS = 3
     pipeline.send_rate_limit = 2
     pipeline.save(update_fields=["send_rate_limit"])
-    template = MessageTemplate.objects.get(template_id=ORDER_TEMPLATE)
     ids = [
-        Message.objects.create(
-            account=pipeline,
-            template=template,
-            template_id_sent=ORDER_TEMPLATE,
-            touser=openid,
-            data={key: {"value": value} for key, value in ORDER_DATA.items()},
-            client_msg_id=f"slow-{index}",
-        ).pk
+        stored_message(pipeline, openid, f"slow-{index}").pk
         for index, openid in enumerate(sandbox_api.followers()[:10])
     ]
     recovered: list[int] = []
