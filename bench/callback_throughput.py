@@ -20,7 +20,6 @@ import os
 import platform
 import secrets
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,10 @@ from urllib.parse import urlencode
 import requests
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+
+from bench._stack import free_port, load_average  # noqa: E402 -- importable once the project is on sys.path
+
 RESULTS_FILE = BASE_DIR / "bench" / "RESULTS.md"
 PLAINTEXT_APPID = "wxbe0c000000000001"
 SAFE_APPID = "wxbe0c000000000002"
@@ -62,7 +65,6 @@ def server_environment() -> dict[str, str]:
 
 def setup_django(env: dict[str, str]) -> None:
     os.environ.update(env)
-    sys.path.insert(0, str(BASE_DIR))
     import django
 
     django.setup()
@@ -96,12 +98,6 @@ def follower_count(appid: str) -> int:
     from accounts.models import Follower
 
     return Follower.objects.filter(account__appid=appid).count()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_gunicorn(port: int, workers: int, threads: int, env: dict[str, str]) -> subprocess.Popen:
@@ -228,10 +224,6 @@ def describe_stack() -> str:
     cache = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
     broker = "Redis" if settings.REDIS_URL else "ORM"
     return f"{database}, cache {cache}, django-q2 broker {broker}"
-
-
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def report(results: list[Result], args: argparse.Namespace, command: str, loads: tuple[str, str]) -> str:
