@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.db import connections
 from django.utils import timezone
 from playwright.sync_api import sync_playwright
 
@@ -35,6 +36,9 @@ def chromium(monkeypatch):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+        # Beside Playwright's loop the ORM works on connections of this context, not pytest-django's: close them, or
+        # the test database cannot be dropped at the end of the run.
+        connections.close_all()
 
 
 @pytest.fixture
