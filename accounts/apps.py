@@ -24,3 +24,20 @@ class AccountsConfig(AppConfig):
         post_migrate.connect(
             ensure_token_refresh_schedule, sender=self, dispatch_uid="accounts.ensure_token_refresh_schedule"
         )
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group
+
+        from accounts.models import OfficialAccount
+        from wxnotify.memo import forget_lookups_on_change
+
+        # Who may use which account, and with which permissions (accounts.selectors.usable_account, API users).
+        user = get_user_model()
+        forget_lookups_on_change(
+            OfficialAccount,
+            OfficialAccount.operators.through,
+            user,
+            user.groups.through,
+            user.user_permissions.through,
+            Group,
+            Group.permissions.through,
+        )

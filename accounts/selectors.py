@@ -6,6 +6,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
 from accounts.models import Follower, FollowerSync, OfficialAccount
+from wxnotify.memo import memo_key, remember, remembered
 
 ADMINS_GROUP = "wxnotify admins"
 STAFF_GROUP = "business staff"
@@ -25,6 +26,22 @@ def accounts_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Offici
     if user.groups.filter(name=STAFF_GROUP).exists():
         return accounts.filter(operators=user)
     return accounts.none()
+
+
+def usable_account(user: AbstractBaseUser | AnonymousUser, appid: str) -> OfficialAccount | None:
+    """The account with ``appid`` if ``user`` may use it, else None; what every send request asks first.
+
+    Loads only the columns a send request reads (id, name, AppID, active); the AppSecret is encrypted at rest and
+    would be decrypted for nothing.  Memoised per process for a few seconds (see :mod:`wxnotify.memo`).
+    """
+    if not user.is_authenticated:
+        return None
+    key = memo_key("usable-account", user.pk, appid)
+    account = remembered(key)
+    if account is None:
+        account = accounts_for_user(user).filter(appid=appid).only("id", "name", "appid", "is_active").first()
+        remember(key, account)
+    return account
 
 
 def user_can_use_account(user: AbstractBaseUser | AnonymousUser, account: OfficialAccount) -> bool:

@@ -25,3 +25,9 @@ class MessagingConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(ensure_sweep_schedule, sender=self, dispatch_uid="messaging.ensure_sweep_schedule")
+        from rest_framework.authtoken.models import Token
+
+        from wxnotify.memo import forget_lookups_on_change
+
+        # API keys are memoised by messaging.api.authentication.
+        forget_lookups_on_change(Token)

@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 
 from accounts.models import OfficialAccount
 from templates_app.models import MessageTemplate
+from wxnotify.memo import memo_key, remember, remembered
 
 
 def active_templates(account: OfficialAccount) -> QuerySet[MessageTemplate]:
@@ -18,14 +19,20 @@ def get_active_template(account: OfficialAccount, template_id: str) -> MessageTe
 
     (account, template_id) is unique, so the listing's order by title would only cost compiling on every send.
     Every send looks its template up, and only for the columns sending uses (the keywords to check the data
-    against, the content they come from); the others load on access.
+    against, the content they come from); the others load on access.  Memoised per process for a few seconds
+    (see :mod:`wxnotify.memo`).
     """
-    return (
-        MessageTemplate.objects.filter(account=account, is_active=True, template_id=template_id)
-        .only("id", "account", "template_id", "content", "keywords", "is_active")
-        .order_by()
-        .first()
-    )
+    key = memo_key("active-template", account.pk, template_id)
+    template = remembered(key)
+    if template is None:
+        template = (
+            MessageTemplate.objects.filter(account=account, is_active=True, template_id=template_id)
+            .only("id", "account", "template_id", "content", "keywords", "is_active")
+            .order_by()
+            .first()
+        )
+        remember(key, template)
+    return template
 
 
 def templates_with_problems(account: OfficialAccount | None = None) -> QuerySet[MessageTemplate]:

@@ -29,6 +29,7 @@ from sandbox.demo import DEMO_APPID, demo_config
 from sandbox.server import SandboxServer
 from sandbox.state import Account, SandboxState
 from tests import factories
+from wxnotify.memo import forget_lookups
 from wxnotify.wechat.tokens import default_token_manager
 
 
@@ -107,6 +108,14 @@ def english(settings: Any) -> Iterator[None]:
 def english_client() -> Client:
     """An anonymous test client asking for English pages."""
     return factories.english_client()
+
+
+@pytest.fixture(autouse=True)
+def fresh_lookup_memo() -> Iterator[None]:
+    """No memoised token, account or template of another test: ids are reused once a test's rows roll back."""
+    forget_lookups()
+    yield
+    forget_lookups()
 
 
 @pytest.fixture

@@ -18,9 +18,12 @@ from tests.test_api import MESSAGES, _send_body
 from tests.test_api import api_a as api_a
 from tests.test_api import followers_a as followers_a
 
-# Token auth, the user's and groups' permissions (2), accounts_for_user (2), the account, the follower, the
-# template and the INSERT; with tasks inline (as in tests), re-reading the delivery columns for the answer.
-SEND_QUERIES = 9
+# The first send of a caller: token auth, the user's and groups' permissions (2), accounts_for_user (2), the
+# account, the follower, the template and the INSERT.  Later sends find token, permissions, account and template
+# in the per-process memo (wxnotify.memo): the follower and the INSERT.  With tasks inline (as in tests), each
+# re-reads the delivery columns for the answer.
+FIRST_SEND_QUERIES = 9
+SEND_QUERIES = 2
 
 
 @pytest.fixture
@@ -64,6 +67,22 @@ def test_a_send_makes_a_fixed_number_of_queries_and_never_decrypts_the_app_secre
     assert not any(query["sql"].startswith("SAVEPOINT") for query in queries.captured_queries)
     assert decrypted == []
     assert set(no_broker) == {"messaging.tasks.deliver_pending_singles"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_first_send_of_a_caller_looks_everything_up(api_a, followers_a, no_broker):
+    with CaptureQueriesContext(connection) as queries:
+        response = api_a.post(MESSAGES, _send_body(followers_a[2].openid), format="json")
+    assert response.status_code == 202, response.content
+    cache_table = settings.CACHES["default"].get("LOCATION", "")
+    statements = [
+        query["sql"]
+        for query in queries.captured_queries
+        if f'"{cache_table}"' not in query["sql"]
+        and query["sql"].split()[0] in ("SELECT", "INSERT", "UPDATE")
+        and '"django_q_' not in query["sql"]
+    ]
+    assert len(statements) == FIRST_SEND_QUERIES + 1, "\n".join(statements)
 
 
 @pytest.mark.django_db(transaction=True)

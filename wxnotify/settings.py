@@ -158,6 +158,14 @@ else:
             "OPTIONS": {"MAX_ENTRIES": 100_000},
         }
     }
+# Per-process memo of hot look-ups (API tokens, account access, templates): see wxnotify.memo for how stale it
+# may get.  0 seconds turns it off.
+CACHES["lookups"] = {
+    "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+    "LOCATION": "wxnotify-lookups",
+    "OPTIONS": {"MAX_ENTRIES": 10_000},
+}
+WXNOTIFY_LOOKUP_MEMO_SECONDS = env_int("WXNOTIFY_LOOKUP_MEMO_SECONDS", 10)
 
 Q_CLUSTER = {
     "name": "wxnotify",
@@ -265,7 +273,7 @@ STATIC_ROOT = VAR_DIR / "static"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "messaging.api.authentication.MemoizedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -15,8 +15,8 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from accounts.models import Follower
-from accounts.selectors import accounts_for_user
+from accounts.models import Follower, OfficialAccount
+from accounts.selectors import accounts_for_user, usable_account
 from messaging.models import Campaign, Message
 from messaging.selectors import campaign_progress
 from messaging.services import CLIENT_MSG_ID_MAX_LENGTH, RecipientSpec
@@ -54,10 +54,15 @@ class AccountField(serializers.SlugRelatedField):
         super().__init__(slug_field="appid", **kwargs)
 
     def get_queryset(self):
-        # A request that names the account uses its id, AppID, name and whether it is active.  The AppSecret is
-        # encrypted at rest and decrypted when loaded, and the other columns only cost reading on every send;
-        # delivery loads its accounts itself.
-        return accounts_for_user(self.context["request"].user).only("id", "name", "appid", "is_active")
+        return accounts_for_user(self.context["request"].user)
+
+    def to_internal_value(self, data: Any) -> OfficialAccount:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        account = usable_account(self.context["request"].user, data)
+        if account is None:
+            self.fail("does_not_exist", value=data)
+        return account
 
 
 @extend_schema_field({"type": "object", "additionalProperties": KEYWORD_VALUE_SCHEMA, "example": {"thing1": "巡检"}})
