@@ -223,11 +223,18 @@ def insert_followers(account: Any, count: int) -> None:
         )
 
 
-def api_token() -> str:
+def api_token(account: Any) -> str:
+    """The API key of a business-staff member operating ``account``: a service's usual identity, whose requests
+    check group permissions and account access (a superuser's skip both)."""
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
     from rest_framework.authtoken.models import Token
 
-    user = get_user_model().objects.create_superuser("bench", email="", password=secrets.token_urlsafe(16))
+    from accounts.selectors import STAFF_GROUP
+
+    user = get_user_model().objects.create_user("bench", password=secrets.token_urlsafe(16))
+    user.groups.add(Group.objects.get(name=STAFF_GROUP))
+    account.operators.add(user)
     return Token.objects.create(user=user).key
 
 
@@ -514,7 +521,7 @@ def run(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
         template_id = next(tid for tid in template_id if tid.startswith("sandbox-order-shipped"))
         print(f"[{time.strftime('%X')}] inserting {followers} followers", flush=True)
         insert_followers(account, followers)
-        token = api_token()
+        token = api_token(account)
 
         qclusters = [stack.manage(f"qcluster {n + 1}", "qcluster") for n in range(QCLUSTERS)]
         gunicorn = stack.spawn(
