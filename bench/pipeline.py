@@ -817,7 +817,8 @@ def report(figures: dict[str, Any], sizes: Sizes, command: str) -> str:
         f"Stack: PostgreSQL (database `{figures['database']}`, dropped and recreated), Redis `{figures['redis']}` "
         f"(cache, token lock, django-q2 broker; flushed); {QCLUSTERS} `qcluster` processes with the default "
         "settings (2 workers each, 32 sends in flight per process, batches of 200); API under gunicorn "
-        f"{gunicorn_shape(figures['gunicorn'])}, DEBUG off, throttles raised; "
+        f"{gunicorn_shape(figures['gunicorn'])}, DEBUG off, throttles raised, called with the token of a "
+        "business-staff operator of the account; "
         f"WeChat sandbox (own process) answering every send after {LATENCY_MS} ms, no receipts. "
         f"{sizes.big_campaign:,} followers bulk-inserted into the database (the sandbox's seeded openids).",
         "",
