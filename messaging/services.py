@@ -21,7 +21,6 @@ from functools import partial
 from itertools import islice
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
@@ -215,10 +214,8 @@ def _resolve_user(account: OfficialAccount, user: Any, errors: dict[str, Any]) -
         Follower.objects.filter(account=account, user__username=username).order_by("-subscribed", "-updated_at").first()
     )
     if follower is None:
-        if get_user_model().objects.filter(username=username).exists():
-            errors["user"] = [_("This user has not bound their WeChat to this account.")]
-        else:
-            errors["user"] = [_("No such user.")]
+        # One answer whether or not the username exists: the API must not tell callers which usernames there are.
+        errors["user"] = [_("No follower of this account is bound to this user.")]
     return follower
 
 

@@ -190,12 +190,16 @@ def test_send_to_a_user_goes_to_the_bound_follower(api_a, followers_a, sandbox_a
     assert [item["touser"] for item in sandbox_api.messages(DEMO_APPID)] == [followers_a[0].openid]
 
 
-def test_send_to_an_unbound_user_is_refused(api_a, followers_a, sandbox_api, django_user_model):
+def test_send_to_an_unbound_user_is_refused_without_telling_whether_the_user_exists(
+    api_a, followers_a, sandbox_api, django_user_model
+):
     django_user_model.objects.create_user("bob")
-    body = _send_body("", user="bob")
-    del body["touser"]
-    errors = assert_error(api_a.post(MESSAGES, body, format="json"), 400, "invalid")["errors"]
-    assert errors["user"]
+    answers = []
+    for username in ("bob", "nobody-by-this-name"):
+        body = _send_body("", user=username)
+        del body["touser"]
+        answers.append(assert_error(api_a.post(MESSAGES, body, format="json"), 400, "invalid")["errors"])
+    assert answers[0] == answers[1] == {"user": ["No follower of this account is bound to this user."]}
     assert sandbox_api.messages() == []
 
 
