@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from datetime import timedelta
 
 import pytest
@@ -77,6 +78,30 @@ def test_a_cache_on_a_closed_port_fails_the_cache_check(client, settings):
     assert body["checks"]["cache"]["error"]
     assert body["checks"]["database"]["ok"] is True
     assert "127.0.0.1" not in response.content.decode()
+
+
+def test_a_redis_that_stops_answering_fails_the_cache_check_within_its_timeout(client, settings):
+    """Accepts connections, never replies: without a socket timeout the probe (and every request) would hang."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
+                "OPTIONS": {
+                    "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                    "SOCKET_CONNECT_TIMEOUT": 1,
+                    "SOCKET_TIMEOUT": 1,
+                },
+            }
+        }
+        started = time.monotonic()
+        response = client.get("/healthz")
+        elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert response.json()["checks"]["cache"]["error"] == "TimeoutError"
+    assert elapsed < 10
 
 
 def test_a_broker_on_a_closed_port_fails_the_broker_check(client, monkeypatch):

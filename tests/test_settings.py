@@ -164,6 +164,7 @@ def test_redis_url_selects_django_redis_cache_and_redis_broker(tmp_path):
     assert cache["BACKEND"] == "django_redis.cache.RedisCache"
     assert cache["LOCATION"] == "redis://cache.internal:6380/3"
     assert cache["KEY_PREFIX"] == "wxnotify"
+    assert (cache["OPTIONS"]["SOCKET_CONNECT_TIMEOUT"], cache["OPTIONS"]["SOCKET_TIMEOUT"]) == (2, 5)
     assert loaded["Q_CLUSTER"]["django_redis"] == "default"
     assert "orm" not in loaded["Q_CLUSTER"]
 

@@ -144,7 +144,13 @@ if REDIS_URL:
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "wxnotify",
-            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+            # A Redis that stops answering must fail requests (and /healthz) within seconds, not hang them.  The
+            # read timeout stays above the 1 s BLPOP of django-q2's broker, which shares this connection pool.
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "SOCKET_CONNECT_TIMEOUT": env_int("REDIS_CONNECT_TIMEOUT", 2),
+                "SOCKET_TIMEOUT": env_int("REDIS_SOCKET_TIMEOUT", 5),
+            },
         }
     }
 else:
