@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from sandbox.demo import DEMO_TEMPLATES
 from wxnotify.management.commands.run_demo import port_is_open
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 READY_LINE = "Press Ctrl-C to stop everything."
 START_TIMEOUT = 45.0
+DEMO_TITLES = [template["title"] for template in DEMO_TEMPLATES]
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +36,9 @@ class Demo:
 
     def __init__(self, tmp_path: Path, *args: str) -> None:
         self.output_path = tmp_path / "demo.log"
-        env = {key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "REDIS_URL"}}
+        # Not this test run's services, nor its inline tasks and unreachable WeChat (tests/settings.py).
+        ignored = {"DATABASE_URL", "REDIS_URL", "WXNOTIFY_TASKS_SYNC", "WECHAT_API_BASE"}
+        env = {key: value for key, value in os.environ.items() if key not in ignored}
         env.update(
             DJANGO_SETTINGS_MODULE="wxnotify.settings",
             DJANGO_DEBUG="1",
@@ -140,6 +144,18 @@ def test_demo_serves_admin_with_printed_login_and_stops_cleanly_on_sigint(start_
     )
     assert logged_in.status_code == 200
     assert logged_in.url == f"http://127.0.0.1:{web_port}/admin/"
+
+    # Ready to send from the first page: the templates are there and the followers arrive through the workers.
+    assert f"Console:   http://127.0.0.1:{web_port}/console/" in output
+    assert "Demo account wxdeadbeef00000001: 4 template(s)" in output
+    templates = session.get(f"http://127.0.0.1:{web_port}/admin/templates_app/messagetemplate/", timeout=10).text
+    assert all(title in templates for title in DEMO_TITLES)
+    followers_url = f"http://127.0.0.1:{web_port}/admin/accounts/follower/"
+    listed = demo_account["followers"]
+    deadline = time.monotonic() + 30
+    while f"{listed} followers" not in session.get(followers_url, headers={"Accept-Language": "en"}, timeout=10).text:
+        assert time.monotonic() < deadline, f"the demo's follower sync did not bring the sandbox's {listed} followers"
+        time.sleep(0.5)
 
     demo.process.send_signal(signal.SIGINT)
 

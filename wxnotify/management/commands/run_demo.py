@@ -102,7 +102,10 @@ class Command(BaseCommand):
                 children.append(Child(name, self.spawn(argv, env), child_port))
             failure = self.wait_until_ready(children, stop_requested)
             if failure is None and not stop_requested:
-                self.print_banner(children, port, password, env.get("WECHAT_API_BASE", settings.WECHAT_API_BASE))
+                api_base = env.get("WECHAT_API_BASE", settings.WECHAT_API_BASE)
+                if demo_account is not None:
+                    self.sync_demo_account(demo_account["appid"], api_base)
+                self.print_banner(children, port, password, api_base)
                 failure = self.supervise(children, stop_requested)
         finally:
             self.stop_all(children)
@@ -158,6 +161,29 @@ class Command(BaseCommand):
             mode=account["mode"],
             name=account.get("name", "Demo (sandbox)"),
             verbosity=verbosity,
+        )
+
+    def sync_demo_account(self, appid: str, api_base: str) -> None:
+        """Fetch the demo account's templates and queue its follower sync, as an admin's first two clicks would,
+        so the console and the API can send as soon as the banner appears.  A failure is reported, not fatal: the
+        admin actions can repeat either step."""
+        from accounts.models import OfficialAccount
+        from accounts.services import describe_wechat_error, queue_follower_sync
+        from templates_app.services import sync_templates
+        from wxnotify.wechat.errors import WeChatError
+
+        account = OfficialAccount.objects.get(appid=appid)
+        try:
+            # Tasks run inline when WXNOTIFY_TASKS_SYNC is set, so the follower sync may run here too.
+            with override_settings(WECHAT_API_BASE=api_base):
+                templates = sync_templates(account)
+                queue_follower_sync(account)
+        except WeChatError as error:
+            self.stderr.write(f"Could not sync the demo account: {describe_wechat_error(error)}")
+            return
+        active = account.templates.filter(is_active=True).count()
+        self.stdout.write(
+            f"Demo account {appid}: {active} template(s) ({templates}); follower sync queued in the workers."
         )
 
     def spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -222,6 +248,8 @@ class Command(BaseCommand):
             f"  Log in:    {web}/admin/",
             f"  Username:  {DEMO_USERNAME}",
             f"  Password:  {password}",
+            f"  Console:   {web}/console/   (send template messages, follow campaigns)",
+            f"  API docs:  {web}/api/docs/   (token: manage.py drf_create_token {DEMO_USERNAME})",
             f"  WeChat API base: {api_base}",
             "  Processes:",
         ]
