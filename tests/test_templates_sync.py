@@ -159,6 +159,7 @@ def test_templates_protect_their_account(account):
 # --- problem flag ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("english")
 def test_flag_and_clear_problem(account):
     sync_templates(account)
     template = MessageTemplate.objects.get(template_id=TICKET_ID)
@@ -212,6 +213,7 @@ def test_command_unknown_appid_fails(account):
         run_command("--appid", "wx0000000000000bad")
 
 
+@pytest.mark.usefixtures("english")
 def test_command_reports_wechat_errors_in_words_and_fails_after_trying_every_account(account, wechat_sandbox):
     broken = OfficialAccount.objects.create(name="Broken", appid=BROKEN_APPID, app_secret="b" * 32, token="t")
     wechat_sandbox.state.upsert_account({"appid": BROKEN_APPID, "secret": "e5" * 16, "followers": 0})
