@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from accounts.fields import EncryptedTextField
 from wxnotify.wechat.client import Credentials
@@ -48,7 +49,7 @@ class OfficialAccount(models.Model):
     token_endpoint = models.CharField(
         _("token endpoint"), max_length=16, choices=TokenEndpoint.choices, default=TokenEndpoint.STABLE
     )
-    is_active = models.BooleanField(_("active"), default=True)
+    is_active = models.BooleanField(pgettext_lazy("official account", "active"), default=True)
     welcome_reply = models.TextField(
         _("welcome reply"),
         max_length=600,

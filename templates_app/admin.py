@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from templates_app.keywords import render_card
 from templates_app.models import MessageTemplate
@@ -84,7 +85,7 @@ class MessageTemplateAdmin(admin.ModelAdmin):
         (_("Content"), {"fields": ["content", "keywords_summary", "example", "preview"]}),
         (_("Problem"), {"fields": ["problem_code", "problem_message", "problem_at", "clear_problem"]}),
         (_("Sync"), {"fields": ["primary_industry", "deputy_industry", "synced_at", "removed_at"]}),
-        (_("History"), {"fields": ["created_at", "updated_at"]}),
+        (pgettext_lazy("message template", "History"), {"fields": ["created_at", "updated_at"]}),
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

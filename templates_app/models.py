@@ -1,6 +1,7 @@
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from templates_app.keywords import Keyword, is_legacy_template
 
@@ -21,7 +22,7 @@ class MessageTemplate(models.Model):
     )
     template_id = models.CharField(_("template ID"), max_length=128)
     title = models.CharField(_("title"), max_length=255)
-    content = models.TextField(_("content"))
+    content = models.TextField(pgettext_lazy("message template", "content"))
     example = models.TextField(_("example"), blank=True)
     primary_industry = models.CharField(_("primary industry"), max_length=255, blank=True)
     deputy_industry = models.CharField(_("deputy industry"), max_length=255, blank=True)
@@ -32,7 +33,7 @@ class MessageTemplate(models.Model):
         help_text=_('Parsed from the content, in order: [{"name": "thing1", "type": "thing"}, ...].'),
     )
     is_active = models.BooleanField(
-        _("active"),
+        pgettext_lazy("message template", "active"),
         default=True,
         help_text=_("Inactive templates cannot be used for new messages."),
     )

@@ -656,3 +656,31 @@ def test_the_console_speaks_chinese_by_default_and_english_on_request(staff_a, a
     english = client.get("/console/", {"template": _template_pk(account_a)}).content.decode()
     assert '<html lang="en">' in english
     assert "Send a template message" in english
+
+
+@pytest.mark.django_db
+def test_the_chinese_console_keeps_its_own_words_where_earlier_apps_translate_the_same_english(staff_a, account_a):
+    """The admin, DRF and django_q come first in INSTALLED_APPS and translate Filter, Created, History, Log out,
+    Failures and Add their own way (过滤器, 已创建, 历史, 注销, 失败, 增加); the console's strings carry a context."""
+    client = Client()
+    client.force_login(staff_a)
+    campaign = _campaign_with_messages(account_a, [Message.Status.FAILED])
+
+    history = client.get("/console/history/").content.decode()
+    assert '<html lang="zh-hans">' in history
+    assert 'aria-label="筛选"' in history
+    assert ">筛选</button>" in history
+    assert "过滤器" not in history
+    assert ">创建时间</th>" in history
+    assert "已创建" not in history
+    assert ">历史记录</a>" in history
+    assert ">历史<" not in history
+    assert ">退出登录</button>" in history
+    assert "注销" not in history
+
+    page = client.get(f"/console/campaigns/{campaign.pk}/").content.decode()
+    assert ">失败明细</h2>" in page
+    assert ">失败</h2>" not in page
+
+    compose = client.get("/console/", {"template": _template_pk(account_a)})
+    assert compose.context["js_strings"]["add"] == "添加"

@@ -24,6 +24,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -153,7 +154,7 @@ def _compose_strings() -> dict[str, str]:
         "unknown": _("Not known followers of this account (WeChat may refuse them): %(names)s."),
         "unbound": _("Not bound to this account, the send would be refused: %(names)s."),
         "more": _("(and %(count)s more)"),
-        "add": _("Add"),
+        "add": pgettext("console", "Add"),
         "no_results": _("No follower matches."),
         "unsubscribed_label": _("unsubscribed"),
     }

@@ -1,0 +1,36 @@
+"""Our zh-hans catalogues are the ones Django uses for our strings.
+
+Django merges every installed app's catalogue and the first app in INSTALLED_APPS that has a msgid wins. The
+admin, auth, DRF and django_q come before our apps and translate plenty of the same English words their own way
+(Filter → 过滤器, Created → 已创建), so a string of ours that collides needs a message context (pgettext). This
+test compares every entry of our compiled catalogues with what the merged zh-hans translation returns.
+"""
+
+from __future__ import annotations
+
+import gettext
+from pathlib import Path
+
+import pytest
+from django.apps import apps
+from django.utils.translation import trans_real
+
+OUR_APPS = ["wxnotify.ops", "wxnotify", "accounts", "templates_app", "messaging", "sandbox"]
+
+
+def _catalogue(app_name: str) -> dict:
+    """The entries of an app's compiled zh_Hans catalogue (keys: msgid, "context\\x04msgid" or (msgid, n))."""
+    config = next(config for config in apps.get_app_configs() if config.name == app_name)
+    with (Path(config.path) / "locale" / "zh_Hans" / "LC_MESSAGES" / "django.mo").open("rb") as mo:
+        return {key: text for key, text in gettext.GNUTranslations(mo)._catalog.items() if key != ""}
+
+
+@pytest.mark.parametrize("app_name", OUR_APPS)
+def test_no_other_catalogue_overrides_ours(app_name):
+    ours = _catalogue(app_name)
+    merged = trans_real.translation("zh-hans")._catalog
+
+    overridden = {key: (text, merged[key]) for key, text in ours.items() if merged[key] != text}
+
+    assert ours
+    assert overridden == {}, "give these msgids a context (pgettext): {key: (ours, shown)}"
