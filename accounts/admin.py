@@ -22,9 +22,9 @@ from accounts.selectors import (
     followers_for_user,
     latest_follower_sync,
 )
-from accounts.services import check_connection, describe_wechat_error, queue_follower_sync, record_wechat_error
+from accounts.services import check_connection, queue_follower_sync, record_wechat_error
 from templates_app.services import sync_templates
-from wxnotify.wechat.errors import WeChatError
+from wxnotify.wechat.errors import WeChatError, describe_wechat_error
 
 
 class ScopedAdminMixin:

@@ -16,7 +16,7 @@ from django_q.tasks import async_task
 
 from accounts.clients import wechat_client_for
 from accounts.models import Follower, FollowerSync, OfficialAccount
-from wxnotify.wechat.errors import WeChatError, describe_errcode
+from wxnotify.wechat.errors import WeChatError, describe_wechat_error
 
 logger = logging.getLogger("wxnotify.accounts")
 
@@ -39,13 +39,6 @@ _SUBSCRIBED_UPDATE_FIELDS = [
 ]
 # An unfollowed user's batchget entry carries only openid (and maybe unionid): keep what we knew.
 _UNSUBSCRIBED_UPDATE_FIELDS = ["subscribed", "unsubscribed_at", "synced_at", "updated_at"]
-
-
-def describe_wechat_error(error: WeChatError) -> str:
-    """One line a person can act on: WeChat's code and text plus what the code means."""
-    if error.errcode is None:
-        return str(error)
-    return f"{error} — {describe_errcode(error.errcode)}"
 
 
 def record_wechat_error(account: OfficialAccount, error: WeChatError) -> None:

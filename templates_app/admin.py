@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -13,8 +15,7 @@ from django.utils.translation import pgettext_lazy
 from templates_app.keywords import render_card
 from templates_app.models import MessageTemplate
 from templates_app.services import clear_template_problem, sync_templates
-from templates_app.wechat_errors import describe_wechat_error
-from wxnotify.wechat.errors import WeChatError
+from wxnotify.wechat.errors import WeChatError, describe_wechat_error
 
 
 class HasProblemFilter(admin.SimpleListFilter):
@@ -135,4 +136,9 @@ class MessageTemplateAdmin(admin.ModelAdmin):
             except WeChatError as exc:
                 self.message_user(request, f"{account}: {describe_wechat_error(exc)}", messages.ERROR)
                 continue
-            self.message_user(request, f"{account}: {result}", messages.SUCCESS)
+            # Not str(result): that stays English for the logs and the sync_templates command.
+            text = _(
+                "%(account)s: %(created)d created, %(updated)d updated, %(deactivated)d deactivated, "
+                "%(reactivated)d reactivated"
+            ) % {"account": account, **asdict(result)}
+            self.message_user(request, text, messages.SUCCESS)

@@ -36,6 +36,8 @@ class TemplateSyncResult:
         return any((self.created, self.updated, self.deactivated, self.reactivated))
 
     def __str__(self) -> str:
+        """English whatever the active language: the logs and the sync_templates command print it (the admin words
+        its own, translated message)."""
         return (
             f"{self.created} created, {self.updated} updated, "
             f"{self.deactivated} deactivated, {self.reactivated} reactivated"

@@ -279,6 +279,7 @@ def test_admin_edits_only_active_flag_and_clears_problem(admin_client, account):
     assert not template.has_problem
 
 
+@pytest.mark.usefixtures("english")
 def test_admin_sync_action(admin_client, account, wechat_sandbox):
     sync_templates(account)
     set_remote_templates(wechat_sandbox, DEMO_TEMPLATES[:3])
@@ -293,6 +294,7 @@ def test_admin_sync_action(admin_client, account, wechat_sandbox):
     assert not MessageTemplate.objects.get(template_id=LEGACY_ID).is_active
 
 
+@pytest.mark.usefixtures("english")
 def test_admin_sync_action_shows_wechat_error(admin_client, account):
     sync_templates(account)
     break_secret(account)
@@ -304,3 +306,22 @@ def test_admin_sync_action_shows_wechat_error(admin_client, account):
     texts = [str(m) for m in response.context["messages"]]
     assert len(texts) == 1
     assert texts[0].startswith(f"Demo ({DEMO_APPID}): WeChat error 40125: invalid appsecret")
+
+
+def test_admin_sync_messages_in_chinese(admin_client, account, wechat_sandbox):
+    """The admin's messages follow the admin's language; WeChat's errmsg stays as WeChat sent it."""
+    sync_templates(account)
+    set_remote_templates(wechat_sandbox, DEMO_TEMPLATES[:3])
+    url = reverse("admin:templates_app_messagetemplate_changelist")
+    selected = list(MessageTemplate.objects.values_list("pk", flat=True)[:1])
+
+    response = admin_client.post(url, {"action": "sync_from_wechat", "_selected_action": selected}, follow=True)
+    assert [str(m) for m in response.context["messages"]] == [
+        f"Demo ({DEMO_APPID})：新增 0 个，更新 0 个，移除 1 个，恢复 0 个"
+    ]
+
+    break_secret(account)
+    response = admin_client.post(url, {"action": "sync_from_wechat", "_selected_action": selected}, follow=True)
+    [message] = [str(m) for m in response.context["messages"]]
+    assert message.startswith(f"Demo ({DEMO_APPID}): 微信错误 40125：invalid appsecret rid: ")
+    assert message.endswith(" — 不合法的 AppSecret。")

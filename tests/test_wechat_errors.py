@@ -4,6 +4,7 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.utils import translation
 
 from wxnotify.log import register_secret
 from wxnotify.wechat.errors import (
@@ -17,6 +18,7 @@ from wxnotify.wechat.errors import (
     TransientError,
     WeChatError,
     describe_errcode,
+    describe_wechat_error,
     error_from_reply,
 )
 
@@ -106,13 +108,28 @@ def test_empty_errmsg_falls_back_to_the_description():
     assert str(error_from_reply(40243, "")) == f"WeChat error 40243: {describe_errcode(40243)}"
 
 
+def test_people_read_the_error_in_their_language_with_wechats_errmsg_kept():
+    error = error_from_reply(40125, "invalid appsecret")
+    network = NetworkError("ReadTimeout calling /cgi-bin/token")
+
+    with translation.override("en"):
+        assert describe_wechat_error(error) == "WeChat error 40125: invalid appsecret — Invalid AppSecret."
+        assert describe_wechat_error(network) == "WeChat request failed: ReadTimeout calling /cgi-bin/token"
+    with translation.override("zh-hans"):
+        assert describe_wechat_error(error) == "微信错误 40125：invalid appsecret — 不合法的 AppSecret。"
+        assert describe_wechat_error(network) == "微信请求失败：ReadTimeout calling /cgi-bin/token"
+        # The logs keep the English form.
+        assert str(error) == "WeChat error 40125: invalid appsecret"
+        assert str(network) == "WeChat request failed: ReadTimeout calling /cgi-bin/token"
+
+
 def test_messages_never_contain_secrets():
     token = "ACCESS-TOKEN-abcdefghijklmnop"
     register_secret(token)
     error = error_from_reply(40001, f"invalid credential access_token={token}")
     network = NetworkError(f"boom with {token}")
 
-    for text in (str(error), repr(error), str(network), error.errmsg, str(error.args)):
+    for text in (str(error), repr(error), str(network), error.errmsg, str(error.args), describe_wechat_error(error)):
         assert token not in text
 
 

@@ -239,3 +239,18 @@ def describe_errcode(errcode: int) -> str:
     if description is None:
         return str(_("Unknown WeChat error code %(errcode)s.") % {"errcode": errcode})
     return str(description)
+
+
+def describe_wechat_error(error: WeChatError) -> str:
+    """One line a person can act on, in the active language: the code, WeChat's own errmsg and what the code means.
+
+    Shown in the admin, stored on follower syncs and written by the commands, e.g.
+    "微信错误 40125：invalid appsecret — 不合法的 AppSecret。". The errmsg stays as WeChat sent it (already redacted):
+    it is what WeChat's documentation and support quote. ``str(error)`` is the English form the logs use.
+    """
+    if error.errcode is None:
+        return str(_("WeChat request failed: %(errmsg)s") % {"errmsg": error.errmsg})
+    return str(
+        _("WeChat error %(errcode)s: %(errmsg)s — %(meaning)s")
+        % {"errcode": error.errcode, "errmsg": error.errmsg, "meaning": describe_errcode(error.errcode)}
+    )

@@ -6,8 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import OfficialAccount
 from templates_app.services import sync_templates
-from templates_app.wechat_errors import describe_wechat_error
-from wxnotify.wechat.errors import WeChatError
+from wxnotify.wechat.errors import WeChatError, describe_wechat_error
 
 
 class Command(BaseCommand):

@@ -168,9 +168,9 @@ class Command(BaseCommand):
         so the console and the API can send as soon as the banner appears.  A failure is reported, not fatal: the
         admin actions can repeat either step."""
         from accounts.models import OfficialAccount
-        from accounts.services import describe_wechat_error, queue_follower_sync
+        from accounts.services import queue_follower_sync
         from templates_app.services import sync_templates
-        from wxnotify.wechat.errors import WeChatError
+        from wxnotify.wechat.errors import WeChatError, describe_wechat_error
 
         account = OfficialAccount.objects.get(appid=appid)
         try:
