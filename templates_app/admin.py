@@ -12,7 +12,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
-from templates_app.keywords import render_card
+from templates_app.keywords import render_card, type_label
 from templates_app.models import MessageTemplate
 from templates_app.services import clear_template_problem, sync_templates
 from wxnotify.wechat.errors import WeChatError, describe_wechat_error
@@ -97,7 +97,8 @@ class MessageTemplateAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("keywords"))
     def keywords_summary(self, obj: MessageTemplate) -> str:
-        return ", ".join(item["name"] for item in obj.keywords) or "—"
+        """Each keyword as the API's data names it, with its type in words ("thing1 · 事物")."""
+        return ", ".join(f"{item['name']} · {type_label(item['type'])}" for item in obj.keywords) or "—"
 
     @admin.display(description=_("problem"))
     def problem_summary(self, obj: MessageTemplate) -> str:

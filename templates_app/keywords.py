@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from django.utils.functional import Promise
 from django.utils.translation import gettext as _
+from django.utils.translation import pgettext_lazy
 
 PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\.DATA\s*\}\}")
 NON_FIELD_ERRORS = "__all__"
@@ -471,6 +473,34 @@ HIDDEN_LEGACY_RULE = TypeRule(
     lambda: _("Legacy field WeChat no longer shows (since 2023-05-04); optional."),
 )
 
+# What each type is called in words (WeChat's own Chinese names, docs/wechat-api.md §2.4), for people who should not
+# need to know what ``character_string`` means; the raw type stays in the keyword name and in the API's ``type``.
+# The context keeps other apps' catalogues, which translate "date", "time" or "name" their own way, out of these.
+TYPE_LABELS: dict[str, Promise] = {
+    "thing": pgettext_lazy("keyword type", "thing"),
+    "number": pgettext_lazy("keyword type", "number"),
+    "letter": pgettext_lazy("keyword type", "letters"),
+    "symbol": pgettext_lazy("keyword type", "symbols"),
+    "character_string": pgettext_lazy("keyword type", "character string"),
+    "time": pgettext_lazy("keyword type", "time"),
+    "date": pgettext_lazy("keyword type", "date"),
+    "amount": pgettext_lazy("keyword type", "amount"),
+    "phone_number": pgettext_lazy("keyword type", "phone number"),
+    "car_number": pgettext_lazy("keyword type", "licence plate"),
+    "name": pgettext_lazy("keyword type", "person's name"),
+    "phrase": pgettext_lazy("keyword type", "Chinese characters"),
+    "const": pgettext_lazy("keyword type", "constant"),
+    "first": pgettext_lazy("keyword type", "opening line"),
+    "keyword": pgettext_lazy("keyword type", "keyword"),
+    "remark": pgettext_lazy("keyword type", "remark"),
+}
+
+
+def type_label(keyword_type: str) -> str:
+    """A keyword type in words, in the active language; a type WeChat has not documented shows as itself."""
+    label = TYPE_LABELS.get(keyword_type)
+    return keyword_type if label is None else str(label)
+
 
 def _rule_for(keyword: Keyword, legacy_template: bool) -> TypeRule:
     if keyword.type in HIDDEN_LEGACY_TYPES:
@@ -598,9 +628,10 @@ def _content_of(template: TemplateLike | str) -> str:
 def keyword_rules(template: TemplateLike | str) -> list[dict[str, Any]]:
     """A JSON-serialisable description of each keyword, for the console to check fields as people type.
 
-    ``max_length`` is the hard character limit where there is one (None otherwise); ``pattern`` is a JavaScript
-    regular expression for the whole value where one captures the rule (a hint: the server's check decides);
-    ``required`` is False for fields WeChat no longer shows.
+    ``type_label`` is the type in words (:func:`type_label`); ``label`` is the text before the placeholder in the
+    content. ``max_length`` is the hard character limit where there is one (None otherwise); ``pattern`` is a
+    JavaScript regular expression for the whole value where one captures the rule (a hint: the server's check
+    decides); ``required`` is False for fields WeChat no longer shows.
     """
     content = _content_of(template)
     keywords = _as_keywords(template)
@@ -613,6 +644,7 @@ def keyword_rules(template: TemplateLike | str) -> list[dict[str, Any]]:
             {
                 "name": keyword.name,
                 "type": keyword.type,
+                "type_label": type_label(keyword.type),
                 "label": labels.get(keyword.name) or keyword.name,
                 "max_length": rule.max_length,
                 "pattern": rule.pattern,

@@ -625,6 +625,7 @@ def test_templates_list_with_keyword_rules_and_filters(api_a, api_b, account_a, 
     assert [keyword["name"] for keyword in shipped["keywords"]] == ["character_string1", "thing2", "time3", "amount4"]
     thing = shipped["keywords"][1]
     assert thing["type"] == "thing"
+    assert thing["type_label"] == "thing"
     assert thing["label"] == "商品名称"
     assert thing["max_length"] == 20
     assert thing["help"]
@@ -635,6 +636,15 @@ def test_templates_list_with_keyword_rules_and_filters(api_a, api_b, account_a, 
     assert api_a.get("/api/v1/templates/", {"account": OTHER_APPID}).json()["results"] == []
     other = api_b.get("/api/v1/templates/").json()["results"]
     assert [item["account"] for item in other] == [OTHER_APPID]
+
+    chinese = api_a.get("/api/v1/templates/", {"active": "true"}, HTTP_ACCEPT_LANGUAGE="zh-hans").json()["results"]
+    shipped = next(item for item in chinese if item["template_id"] == SHIPPED)
+    assert [(keyword["type"], keyword["type_label"]) for keyword in shipped["keywords"]] == [
+        ("character_string", "字符串"),
+        ("thing", "事物"),
+        ("time", "时间"),
+        ("amount", "金额"),
+    ]
 
 
 def test_page_number_lists_cap_the_page_size(api_a, account_a):

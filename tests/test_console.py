@@ -205,7 +205,8 @@ def test_compose_shows_one_labelled_input_per_keyword_with_type_and_limit(client
         assert f'id="id_kw_{name}"' in page
         assert f'<label for="id_kw_{name}">' in page
     assert "商品名称" in page
-    assert "thing2 · thing" in page
+    assert 'thing2 · <span title="thing">thing</span>' in page
+    assert 'character_string1 · <span title="character_string">character string</span>' in page
     assert 'data-max-length="20"' in page
     assert "0 / 20 characters" in page
     rules = json.loads(page.split('id="console-strings" type="application/json">')[1].split("</script>")[0])
@@ -651,6 +652,8 @@ def test_the_console_speaks_chinese_by_default_and_english_on_request(staff_a, a
     assert '<html lang="zh-hans">' in page
     assert "发送" in page
     assert "0 / 20 个字符" in page
+    assert 'thing2 · <span title="thing">事物</span>' in page
+    assert 'character_string1 · <span title="character_string">字符串</span>' in page
     response = client.post("/i18n/setlang/", {"language": "en", "next": "/console/"})
     assert response.status_code == 302
     english = client.get("/console/", {"template": _template_pk(account_a)}).content.decode()

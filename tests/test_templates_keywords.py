@@ -9,13 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from templates_app.keywords import (
+    LEGACY_TYPES,
     NON_FIELD_ERRORS,
+    TYPE_LABELS,
+    TYPE_RULES,
     CardLine,
     Keyword,
     keyword_rules,
     parse_keywords,
     render_card,
     render_content,
+    type_label,
     validate_template_data,
 )
 
@@ -305,6 +309,7 @@ def test_keyword_rules_describe_each_keyword_and_are_json_serialisable():
     ]
     assert all(r["help"] and r["required"] and not r["legacy"] for r in rules)
     assert rules[2]["pattern"] == r"[\x21-\x7e]+"
+    assert [r["type_label"] for r in rules] == ["constant", "thing", "character string", "time"]
 
 
 def test_keyword_rules_for_legacy_templates():
@@ -320,6 +325,47 @@ def test_keyword_rules_for_legacy_templates():
 def test_keyword_rules_label_with_fullwidth_colon_and_several_placeholders_per_line():
     rules = keyword_rules("金额：{{amount1.DATA}} 时间:{{time2.DATA}}")
     assert [(r["name"], r["label"]) for r in rules] == [("amount1", "金额"), ("time2", "时间")]
+
+
+# --- type labels --------------------------------------------------------------------------------------------------
+
+# WeChat's own Chinese names of its keyword types (docs/wechat-api.md §2.4) and names for the legacy fields.
+CHINESE_TYPE_LABELS = {
+    "thing": "事物",
+    "number": "数字",
+    "letter": "字母",
+    "symbol": "符号",
+    "character_string": "字符串",
+    "time": "时间",
+    "date": "日期",
+    "amount": "金额",
+    "phone_number": "电话",
+    "car_number": "车牌",
+    "name": "姓名",
+    "phrase": "汉字",
+    "const": "常量",
+    "first": "首行",
+    "keyword": "关键词",
+    "remark": "备注",
+}
+
+
+def test_every_type_the_project_knows_has_a_name_in_words():
+    assert set(TYPE_LABELS) == set(TYPE_RULES) | LEGACY_TYPES == set(CHINESE_TYPE_LABELS)
+    assert type_label("character_string") == "character string"
+    assert type_label("car_number") == "licence plate"
+
+
+def test_type_labels_in_chinese_whatever_other_apps_translate():
+    with translation.override("zh-hans"):
+        assert {name: type_label(name) for name in CHINESE_TYPE_LABELS} == CHINESE_TYPE_LABELS
+        assert keyword_rules("{{thing2.DATA}}")[0]["type_label"] == "事物"
+
+
+def test_an_undocumented_type_shows_as_itself():
+    assert type_label("short_thing") == "short_thing"
+    with translation.override("zh-hans"):
+        assert keyword_rules("备注:{{short_thing1.DATA}}")[0]["type_label"] == "short_thing"
 
 
 # --- rendering ----------------------------------------------------------------------------------------------------

@@ -240,7 +240,7 @@ def test_admin_changelist_and_filters_load(admin_client, account):
     assert response.status_code == 200
     body = response.content.decode()
     assert "工单状态变更通知" in body
-    assert "thing1, character_string2, time3" in body
+    assert "thing1 · 事物, character_string2 · 字符串, time3 · 时间" in body
     assert 'value="sync_from_wechat"' in body
 
     response = admin_client.get(url, {"has_problem": "yes"})

@@ -348,6 +348,7 @@ class KeywordRuleSerializer(serializers.Serializer):
 
     name = serializers.CharField()
     type = serializers.CharField()
+    type_label = serializers.CharField(help_text=_("The type in words, in the request's language."))
     label = serializers.CharField()
     max_length = serializers.IntegerField(allow_null=True)
     pattern = serializers.CharField(allow_null=True, help_text=_("JavaScript regular expression hint."))
