@@ -34,3 +34,13 @@ def test_no_other_catalogue_overrides_ours(app_name):
 
     assert ours
     assert overridden == {}, "give these msgids a context (pgettext): {key: (ours, shown)}"
+
+
+@pytest.mark.django_db
+def test_the_admin_names_the_task_queue_in_the_admins_language(admin_client):
+    """django_q's own name comes from a setting and is never translated; ours is (wxnotify.apps.TaskQueueConfig)."""
+    chinese = admin_client.get("/admin/").content.decode()
+    english = admin_client.get("/admin/", headers={"accept-language": "en"}).content.decode()
+
+    assert "任务队列" in chinese and "Task queue" not in chinese
+    assert "Task queue" in english

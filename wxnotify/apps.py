@@ -1,6 +1,7 @@
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
+from django_q.apps import DjangoQConfig
 
 
 def ensure_cache_table(using: str = "default", **kwargs) -> None:
@@ -8,6 +9,12 @@ def ensure_cache_table(using: str = "default", **kwargs) -> None:
     from django.core.management import call_command
 
     call_command("createcachetable", database=using, verbosity=0)
+
+
+class TaskQueueConfig(DjangoQConfig):
+    """django_q itself, named in the admin's language: django_q takes its name from a setting, never translated."""
+
+    verbose_name = _("Task queue")
 
 
 class WxnotifyConfig(AppConfig):

@@ -71,7 +71,8 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "django_q",
+    # django_q under a translated name in the admin (its own comes untranslated from Q_CLUSTER["label"]).
+    "wxnotify.apps.TaskQueueConfig",
     "wxnotify.apps.WxnotifyConfig",
     "accounts",
     "templates_app",
@@ -182,7 +183,6 @@ Q_CLUSTER = {
     "ack_failures": True,
     "save_limit": 1000,
     "catch_up": False,
-    "label": "Task queue",
     "sync": env_bool("WXNOTIFY_TASKS_SYNC", default=False),
 }
 if REDIS_URL:
