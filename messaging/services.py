@@ -22,7 +22,7 @@ from itertools import islice
 from typing import Any
 
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import URLValidator
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
@@ -35,6 +35,7 @@ from messaging.models import Campaign, DeliveryReceipt, Message
 from templates_app.keywords import validate_template_data
 from templates_app.models import MessageTemplate
 from templates_app.selectors import get_active_template
+from wxnotify.memo import forget_lookups
 from wxnotify.tracing import get_trace_id, traced
 
 logger = logging.getLogger("wxnotify.messaging")
@@ -340,7 +341,13 @@ def send_message(
     except IntegrityError:
         existing = Message.objects.filter(account=account, client_msg_id=message.client_msg_id).first()
         if existing is None:
-            raise
+            # Not a repeated key: a row the message refers to (account, template, follower, sender) was deleted
+            # after it was looked up, maybe by another process whose change this process's memo has not seen.
+            forget_lookups()
+            changed = _(
+                "The account, template or recipient changed while this message was being accepted; send it again."
+            )
+            raise MessageRejected({NON_FIELD_ERRORS: [changed]}) from None
         return _replay(existing, fingerprint)
     with traced(trace_id):
         logger.info("Accepted message #%s to %s (%s)", message.pk, openid, message.status)
