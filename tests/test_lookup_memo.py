@@ -132,3 +132,20 @@ def test_a_template_deleted_behind_the_memo_answers_400_and_is_forgotten(api_a, 
     assert again.status_code == 400
     assert list(again.json()["errors"]) == ["template_id"]
     assert not Message.objects.exists()
+
+
+def test_a_campaign_on_a_template_deleted_behind_the_memo_answers_400(api_a, followers_a, no_broker, account_a):
+    ticket = MessageTemplate.objects.get(account=account_a, template_id=TICKET)
+    assert get_active_template(account_a, TICKET) is not None
+    MessageTemplate.objects.filter(pk=ticket.pk)._raw_delete(using="default")
+
+    body = {
+        "account": account_a.appid,
+        "template_id": TICKET,
+        "data": TICKET_DATA,
+        "recipients": {"openids": [follower.openid for follower in followers_a]},
+    }
+    response = api_a.post("/api/v1/campaigns/", body, format="json")
+    assert response.status_code == 400, response.content
+    assert "non_field_errors" in response.json()["errors"]
+    assert not Message.objects.exists()
