@@ -8,6 +8,8 @@ import time
 import pytest
 from django.contrib.auth.models import Group
 from django.core.cache.backends import locmem
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
 from messaging.models import Message
@@ -149,3 +151,18 @@ def test_a_campaign_on_a_template_deleted_behind_the_memo_answers_400(api_a, fol
     assert response.status_code == 400, response.content
     assert "non_field_errors" in response.json()["errors"]
     assert not Message.objects.exists()
+
+
+def test_polling_a_message_status_repeats_no_permission_or_group_query(warmed, followers_a, settings):
+    message = Message.objects.get()
+    warmed.get(f"{MESSAGES}{message.pk}/")
+    with CaptureQueriesContext(connection) as queries:
+        response = warmed.get(f"{MESSAGES}{message.pk}/")
+    assert response.status_code == 200
+    cache_table = settings.CACHES["default"].get("LOCATION", "")
+    tables = [
+        query["sql"].split('"')[1]
+        for query in queries.captured_queries
+        if query["sql"].startswith("SELECT") and f'"{cache_table}"' not in query["sql"]
+    ]
+    assert tables == ["messaging_message"]
