@@ -12,8 +12,23 @@ ADMINS_GROUP = "wxnotify admins"
 STAFF_GROUP = "business staff"
 
 
-def _sees_all_accounts(user: AbstractBaseUser | AnonymousUser) -> bool:
-    return user.is_superuser or user.groups.filter(name=ADMINS_GROUP).exists()
+# What a user's groups let them see: every account, the accounts they operate, or none.
+_ALL, _OPERATED, _NONE = "all", "operated", "none"
+
+
+def _account_scope(user: AbstractBaseUser) -> str:
+    """The user's scope from their groups; memoised per process for a few seconds (see :mod:`wxnotify.memo`),
+    because every API request and console page asks, and group membership rarely changes."""
+    if user.is_superuser:
+        return _ALL
+    key = memo_key("account-scope", user.pk)
+    scope = remembered(key)
+    if scope is None:
+        groups = set(user.groups.filter(name__in=[ADMINS_GROUP, STAFF_GROUP]).values_list("name", flat=True))
+        scope = _ALL if ADMINS_GROUP in groups else _OPERATED if STAFF_GROUP in groups else _NONE
+        if scope != _NONE:
+            remember(key, scope)
+    return scope
 
 
 def accounts_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[OfficialAccount]:
@@ -21,9 +36,10 @@ def accounts_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Offici
     accounts = OfficialAccount.objects.all()
     if not user.is_authenticated or not user.is_active:
         return accounts.none()
-    if _sees_all_accounts(user):
+    scope = _account_scope(user)
+    if scope == _ALL:
         return accounts
-    if user.groups.filter(name=STAFF_GROUP).exists():
+    if scope == _OPERATED:
         return accounts.filter(operators=user)
     return accounts.none()
 

@@ -22,7 +22,7 @@ from itertools import islice
 from typing import Any
 
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import URLValidator
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
@@ -35,6 +35,7 @@ from messaging.models import Campaign, DeliveryReceipt, Message
 from templates_app.keywords import validate_template_data
 from templates_app.models import MessageTemplate
 from templates_app.selectors import get_active_template
+from wxnotify.memo import forget_lookups
 from wxnotify.tracing import get_trace_id, traced
 
 logger = logging.getLogger("wxnotify.messaging")
@@ -263,6 +264,15 @@ def _replay(existing: Message, fingerprint: str) -> SendResult:
 # --- Single messages ----------------------------------------------------------------------------------------------
 
 
+def _vanished_reference() -> MessageRejected:
+    """The answer when an INSERT's foreign key fails: a row the request refers to (account, template, follower,
+    sender) was deleted after it was looked up, maybe by another process whose change this process's look-up memo
+    has not seen yet.  Forgetting the memo makes a repeated request find out exactly what is gone."""
+    forget_lookups()
+    changed = _("The account, template or recipient changed while this message was being accepted; send it again.")
+    return MessageRejected({NON_FIELD_ERRORS: [changed]})
+
+
 def _insert(message: Message) -> None:
     """Save a new message; a unique-constraint clash must leave the caller's transaction usable.
 
@@ -340,7 +350,7 @@ def send_message(
     except IntegrityError:
         existing = Message.objects.filter(account=account, client_msg_id=message.client_msg_id).first()
         if existing is None:
-            raise
+            raise _vanished_reference() from None
         return _replay(existing, fingerprint)
     with traced(trace_id):
         logger.info("Accepted message #%s to %s (%s)", message.pk, openid, message.status)
@@ -578,35 +588,38 @@ def create_campaign(
         raise MessageRejected(errors)
 
     now = timezone.now()
-    with transaction.atomic():
-        campaign = Campaign.objects.create(
-            account=account,
-            template=template,
-            name=name,
-            data=normalized,
-            url=url or "",
-            miniprogram=mini,
-            recipient_kind=recipients.kind,
-            state=Campaign.State.EXPANDING,
-            created_by=created_by if getattr(created_by, "pk", None) else None,
-            trace_id=trace_id,
-        )
-        if recipients.kind == Campaign.RecipientKind.OPENIDS:
-            _expand_openids(campaign, recipients.values, errors, now)
-        elif recipients.kind == Campaign.RecipientKind.USERNAMES:
-            _expand_usernames(campaign, recipients.values, errors, now)
-        else:
-            _CampaignRows(campaign, now).insert_all_subscribed()
-        count = Message.objects.filter(campaign=campaign).count()
-        if not count and not errors:
-            errors["recipients"] = [_("The campaign has no recipients.")]
-        if errors:
-            transaction.set_rollback(True)
-            raise MessageRejected(errors)
-        campaign.recipient_count = count
-        campaign.state = Campaign.State.RUNNING
-        campaign.save(update_fields=["recipient_count", "state"])
-        transaction.on_commit(partial(enqueue_campaign, campaign.pk, trace_id))
+    try:
+        with transaction.atomic():
+            campaign = Campaign.objects.create(
+                account=account,
+                template=template,
+                name=name,
+                data=normalized,
+                url=url or "",
+                miniprogram=mini,
+                recipient_kind=recipients.kind,
+                state=Campaign.State.EXPANDING,
+                created_by=created_by if getattr(created_by, "pk", None) else None,
+                trace_id=trace_id,
+            )
+            if recipients.kind == Campaign.RecipientKind.OPENIDS:
+                _expand_openids(campaign, recipients.values, errors, now)
+            elif recipients.kind == Campaign.RecipientKind.USERNAMES:
+                _expand_usernames(campaign, recipients.values, errors, now)
+            else:
+                _CampaignRows(campaign, now).insert_all_subscribed()
+            count = Message.objects.filter(campaign=campaign).count()
+            if not count and not errors:
+                errors["recipients"] = [_("The campaign has no recipients.")]
+            if errors:
+                transaction.set_rollback(True)
+                raise MessageRejected(errors)
+            campaign.recipient_count = count
+            campaign.state = Campaign.State.RUNNING
+            campaign.save(update_fields=["recipient_count", "state"])
+            transaction.on_commit(partial(enqueue_campaign, campaign.pk, trace_id))
+    except IntegrityError:
+        raise _vanished_reference() from None
     with traced(trace_id):
         logger.info("Accepted campaign #%s with %d recipient(s)", campaign.pk, count)
     return campaign

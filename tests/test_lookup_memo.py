@@ -8,17 +8,22 @@ import time
 import pytest
 from django.contrib.auth.models import Group
 from django.core.cache.backends import locmem
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
 from messaging.models import Message
 from templates_app.models import MessageTemplate
-from tests.test_api import MESSAGES, SHIPPED, _send_body
+from templates_app.selectors import get_active_template
+from tests.test_api import MESSAGES, SHIPPED, TICKET, _send_body
 from tests.test_api import api_a as api_a
 from tests.test_api import followers_a as followers_a
 from tests.test_api_send_cost import no_broker as no_broker
 from wxnotify.memo import lookup_memo
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+TICKET_DATA = {"thing1": "巡检", "character_string2": "T-1", "time3": "10:30"}
 
 
 def send(client, followers) -> tuple[int, dict]:
@@ -109,3 +114,55 @@ def test_unknown_tokens_are_not_memoised(api_a, followers_a, no_broker):
     api_a.credentials(HTTP_AUTHORIZATION="Token " + "f" * 40)
     assert send(api_a, followers_a)[0] == 401
     assert not lookup_memo()._cache
+
+
+def test_a_template_deleted_behind_the_memo_answers_400_and_is_forgotten(api_a, followers_a, no_broker, account_a):
+    """Another process deleted a template this process still remembers: the INSERT's foreign key fails."""
+    ticket = MessageTemplate.objects.get(account=account_a, template_id=TICKET)
+    assert get_active_template(account_a, TICKET) is not None  # now memoised
+    MessageTemplate.objects.filter(pk=ticket.pk)._raw_delete(using="default")  # no signal, like another process
+
+    body = _send_body(followers_a[1].openid, template_id=TICKET, data=TICKET_DATA)
+    response = api_a.post(MESSAGES, body, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"] == {
+        "non_field_errors": [
+            "The account, template or recipient changed while this message was being accepted; send it again."
+        ]
+    }
+    again = api_a.post(MESSAGES, body, format="json")
+    assert again.status_code == 400
+    assert list(again.json()["errors"]) == ["template_id"]
+    assert not Message.objects.exists()
+
+
+def test_a_campaign_on_a_template_deleted_behind_the_memo_answers_400(api_a, followers_a, no_broker, account_a):
+    ticket = MessageTemplate.objects.get(account=account_a, template_id=TICKET)
+    assert get_active_template(account_a, TICKET) is not None
+    MessageTemplate.objects.filter(pk=ticket.pk)._raw_delete(using="default")
+
+    body = {
+        "account": account_a.appid,
+        "template_id": TICKET,
+        "data": TICKET_DATA,
+        "recipients": {"openids": [follower.openid for follower in followers_a]},
+    }
+    response = api_a.post("/api/v1/campaigns/", body, format="json")
+    assert response.status_code == 400, response.content
+    assert "non_field_errors" in response.json()["errors"]
+    assert not Message.objects.exists()
+
+
+def test_polling_a_message_status_repeats_no_permission_or_group_query(warmed, followers_a, settings):
+    message = Message.objects.get()
+    warmed.get(f"{MESSAGES}{message.pk}/")
+    with CaptureQueriesContext(connection) as queries:
+        response = warmed.get(f"{MESSAGES}{message.pk}/")
+    assert response.status_code == 200
+    cache_table = settings.CACHES["default"].get("LOCATION", "")
+    tables = [
+        query["sql"].split('"')[1]
+        for query in queries.captured_queries
+        if query["sql"].startswith("SELECT") and f'"{cache_table}"' not in query["sql"]
+    ]
+    assert tables == ["messaging_message"]

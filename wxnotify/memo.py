@@ -1,18 +1,20 @@
-"""A per-process memo of the look-ups every API send repeats and that rarely change.
+"""A per-process memo of the look-ups every API request repeats and that rarely change.
 
-Who an API token belongs to (with that user's permissions), whether the user may use an official account, and
-a template's keyword rules: each is a query, and together they were about half of the CPU one
-``POST /api/v1/messages/`` cost.  Serving them from memory keeps the send endpoint within its latency budget.
+Who an API token belongs to (with that user's permissions), which accounts the user's groups let them see,
+whether they may use an official account, and a template's keyword rules: each is a query, and together they
+were about half of the CPU one ``POST /api/v1/messages/`` cost.  Serving them from memory keeps the send
+endpoint within its latency budget.
 
 Why in the process (Django's ``LocMemCache`` under the ``lookups`` alias) and not the shared cache: a Redis or
 database-cache read is a round trip plus unpickling, about what the query itself costs.
 
 How stale an entry may be: it lives ``WXNOTIFY_LOOKUP_MEMO_SECONDS`` (10 s by default; 0 turns the memo off).
 Only positive answers are kept, so a new token, a new grant or a newly synced template works at once
-everywhere.  A change saved through the ORM (``save``, ``delete``, many-to-many changes; see the receivers the
-apps connect in ``ready``) empties the memo of the process that made it at once; other processes notice within
-the lifetime.  So a revoked token, a withdrawn account or a deactivated template can still be used for up to
-that many seconds by a process that used it just before.
+everywhere (a staff member promoted to the admins group is the exception: the wider scope may take the
+lifetime to reach other processes).  A change saved through the ORM (``save``, ``delete``, many-to-many
+changes; see the receivers the apps connect in ``ready``) empties the memo of the process that made it at once;
+other processes notice within the lifetime.  So a revoked token, a withdrawn account or a deactivated template
+can still be used for up to that many seconds by a process that used it just before.
 """
 
 from __future__ import annotations
