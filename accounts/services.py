@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -17,16 +18,21 @@ from django_q.tasks import async_task
 
 from accounts.clients import wechat_client_for
 from accounts.models import Follower, FollowerSync, OfficialAccount
+from wxnotify.wechat.client import WeChatClient
 from wxnotify.wechat.errors import WeChatError, describe_errcode
 
 logger = logging.getLogger("wxnotify.accounts")
 
-# A sync writes roughly 2,000 followers a second here (100,000 in under a minute), far past the cluster's
-# task timeout for big accounts, so its task gets its own.  A sync still unfinished after this long lost
-# its worker; a re-delivered copy of the running task finds the row claimed and does nothing.
+# A sync writes about 15,000 followers a second against the sandbox (bench/RESULTS.md), fewer behind WeChat's
+# round trips: accounts with millions of followers run far past the cluster's task timeout, so its task gets
+# its own.  A sync still unfinished after this long lost its worker; a re-delivered copy of the running task
+# finds the row claimed and does nothing.
 FOLLOWER_SYNC_TIMEOUT = 3600
 # WeChat's user/info/batchget takes at most 100 openids per call.
 USER_INFO_BATCH_SIZE = 100
+# Batchget calls in flight at once during a sync: enough to hide WeChat's round trips (1,000 calls for 100,000
+# followers), few enough not to spend the account's API quota in bursts.
+USER_INFO_CONCURRENCY = 8
 # Followers per INSERT statement: at most 6 values each, well within SQLite's 32,766 and PostgreSQL's 65,535
 # parameters.
 _ROWS_PER_UPSERT = 1000
@@ -245,47 +251,103 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[start : start + size]
 
 
+def _batch_get_user_info(client: WeChatClient, openids: list[str]) -> list[dict]:
+    """Runs in a pool thread: one batchget call.  A token refresh may have used the database cache here, and
+    the thread may take more calls, so any connection this thread opened is closed rather than left idle."""
+    try:
+        return client.batch_get_user_info(openids)
+    finally:
+        for thread_connection in connections.all(initialized_only=True):
+            thread_connection.close()
+
+
+@dataclass
+class _FollowerPage:
+    """One ``user/get`` page, its batchget calls in flight in the pool (in page order)."""
+
+    total: int
+    openids: list[str]
+    next_openid: str | None
+    details: list[Future[list[dict]]]
+
+    def infos(self) -> list[dict]:
+        """The page's batchget entries in order; the first failing call (in page order) raises, and calls
+        not started yet are cancelled."""
+        try:
+            return [info for detail in self.details for info in detail.result()]
+        except BaseException:
+            self.cancel()
+            raise
+
+    def cancel(self) -> None:
+        for detail in self.details:
+            detail.cancel()
+
+
+def _fetch_page(client: WeChatClient, pool: ThreadPoolExecutor, next_openid: str | None, total: int) -> _FollowerPage:
+    """Ask for a page of the follower list, here, and start its batchget calls in the pool."""
+    reply = client.get_followers(next_openid)
+    openids = (reply.get("data") or {}).get("openid") or []
+    details = [pool.submit(_batch_get_user_info, client, chunk) for chunk in _chunks(openids, USER_INFO_BATCH_SIZE)]
+    return _FollowerPage(int(reply.get("total", total)), openids, reply.get("next_openid"), details)
+
+
 def sync_followers(
     account: OfficialAccount, *, progress: Callable[[int, int], None] | None = None
 ) -> FollowerSyncResult:
     """Bring the account's followers in line with WeChat, page by page, in flat memory.
 
-    Only one ``user/get`` page (≤10,000 openids) and its batchget details are held at a time, and each page
-    is written in one transaction.  Followers WeChat no longer lists are found at the end by their
-    ``synced_at`` being older than the start of this run, not by a set of openids kept in memory; rows a
-    subscribe callback touched during the run (``updated_at`` after the start) are left alone.
-    Bindings to users are never changed.  ``progress(processed, total)`` is called after each page.
-    WeChat errors propagate as ``WeChatError``; pages already written stay written.
+    A ``user/get`` page holds ≤10,000 openids, and each page is written in one transaction.  Its batchget
+    calls (100 openids each) run ``USER_INFO_CONCURRENCY`` at a time in a thread pool, and while a page is
+    written the next page is already being fetched: WeChat's round trips, one after another, were most of a
+    sync's time.  So at most two pages of details are held at a time, whatever the number of followers.
+    All database work stays in the calling thread (and its transaction); the pool threads only call WeChat.
+    Followers WeChat no longer lists are found at the end by their ``synced_at`` being older than the start
+    of this run, not by a set of openids kept in memory; rows a subscribe callback touched during the run
+    (``updated_at`` after the start) are left alone.  Bindings to users are never changed.
+    ``progress(processed, total)`` is called after each page.
+    WeChat errors propagate as ``WeChatError``; pages already written stay written (a page fetched in full
+    is written before the error fetching the next one is raised).
     """
     client = wechat_client_for(account)
     started = timezone.now()
-    total = processed = created = updated = unsubscribed = 0
-    next_openid = None
-    while True:
-        page = client.get_followers(next_openid)
-        total = int(page.get("total", total))
-        openids = (page.get("data") or {}).get("openid") or []
-        if not openids:
-            break
-        infos = [info for chunk in _chunks(openids, USER_INFO_BATCH_SIZE) for info in client.batch_get_user_info(chunk)]
-        with transaction.atomic():
-            page_created, page_updated, page_unsubscribed = _store_followers(account, infos, timezone.now())
-        created += page_created
-        updated += page_updated
-        unsubscribed += page_unsubscribed
-        processed += len(openids)
-        if progress is not None:
-            progress(processed, total)
-        next_openid = page.get("next_openid")
-        if not next_openid:
-            break
+    processed = created = updated = unsubscribed = 0
+    pool = ThreadPoolExecutor(max_workers=USER_INFO_CONCURRENCY, thread_name_prefix="wxnotify-follower-sync")
+    upcoming: _FollowerPage | None = None
+    try:
+        page = _fetch_page(client, pool, None, total=0)
+        while page.openids:
+            infos = page.infos()
+            upcoming, failure = None, None
+            if page.next_openid:
+                try:
+                    upcoming = _fetch_page(client, pool, page.next_openid, total=page.total)
+                except WeChatError as error:
+                    failure = error
+            with transaction.atomic():
+                page_created, page_updated, page_unsubscribed = _store_followers(account, infos, timezone.now())
+            created += page_created
+            updated += page_updated
+            unsubscribed += page_unsubscribed
+            processed += len(page.openids)
+            if progress is not None:
+                progress(processed, page.total)
+            if failure is not None:
+                raise failure
+            if upcoming is None:
+                break
+            page = upcoming
+    finally:
+        if upcoming is not None:
+            upcoming.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
     now = timezone.now()
     unsubscribed += (
         Follower.objects.filter(account=account, subscribed=True, updated_at__lt=started)
         .filter(Q(synced_at__isnull=True) | Q(synced_at__lt=started))
         .update(subscribed=False, unsubscribed_at=now, updated_at=now)
     )
-    return FollowerSyncResult(total=total, created=created, updated=updated, unsubscribed=unsubscribed)
+    return FollowerSyncResult(total=page.total, created=created, updated=updated, unsubscribed=unsubscribed)
 
 
 def start_follower_sync(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from io import StringIO
 
@@ -83,6 +85,55 @@ def wrap_client(monkeypatch, *, get_followers=None, batch_get=None) -> None:
         return client
 
     monkeypatch.setattr(services, "wechat_client_for", client_for)
+
+
+def test_batchget_calls_overlap_yet_pages_are_written_in_order_two_pages_at_most_in_hand(
+    sandbox_api, account, monkeypatch
+):
+    """Chunks answer out of order (the earlier a chunk, the slower), several at once; every page is still
+    written in user/get order, and no page beyond the next one is asked for while a page is written."""
+    sandbox_api.update_account(DEMO_APPID, followers=25_000)
+    following = sandbox_api.followers()
+    position = {openid: index for index, openid in enumerate(following)}
+    lock = threading.Lock()
+    in_flight, most_in_flight, pages_asked = [0], [0], set()
+
+    def slow_early_chunks(real, openids):
+        first = position[openids[0]]
+        with lock:
+            in_flight[0] += 1
+            most_in_flight[0] = max(most_in_flight[0], in_flight[0])
+            pages_asked.add(first // 10_000)
+        try:
+            time.sleep(0.004 * (99 - (first % 10_000) // 100) / 99)
+            return real(openids)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    wrap_client(monkeypatch, batch_get=slow_early_chunks)
+    written = []
+    real_store = services._store_followers
+
+    def store(acc, infos, now):
+        written.append([info["openid"] for info in infos])
+        return real_store(acc, infos, now)
+
+    monkeypatch.setattr(services, "_store_followers", store)
+    asked_when_written = []
+    result = sync_followers(account, progress=lambda processed, total: asked_when_written.append(max(pages_asked)))
+
+    assert [openid for page in written for openid in page] == following
+    assert [len(page) for page in written] == [10_000, 10_000, len(following) - 20_000]
+    assert 1 < most_in_flight[0] <= services.USER_INFO_CONCURRENCY
+    # Page k (0-based) is written while at most page k + 1 is being fetched.
+    assert all(asked <= page + 1 for page, asked in enumerate(asked_when_written))
+    assert (result.total, result.created, result.updated, result.unsubscribed) == (len(following), len(following), 0, 0)
+    sample = following[-1]
+    info = sandbox_api.account().followers[sample]
+    follower = Follower.objects.get(account=account, openid=sample)
+    assert int(follower.subscribed_at.timestamp()) == info.subscribe_time
+    assert follower.subscribe_scene == info.subscribe_scene
 
 
 def test_a_failing_batchget_chunk_mid_page_fails_the_sync_and_keeps_the_pages_written(
