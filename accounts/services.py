@@ -23,7 +23,7 @@ from wxnotify.wechat.errors import WeChatError, describe_errcode
 
 logger = logging.getLogger("wxnotify.accounts")
 
-# A sync writes about 15,000 followers a second against the sandbox (bench/RESULTS.md), fewer behind WeChat's
+# A sync writes about 20,000 followers a second against the sandbox (bench/RESULTS.md), fewer behind WeChat's
 # round trips: accounts with millions of followers run far past the cluster's task timeout, so its task gets
 # its own.  A sync still unfinished after this long lost its worker; a re-delivered copy of the running task
 # finds the row claimed and does nothing.
