@@ -292,24 +292,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     metrics_dir = scratch / "metrics"
     metrics_dir.mkdir()
     env = stack_environment(database_url, redis_url, sandbox_port, str(metrics_dir))
-    database = recreate_database(database_url)
-    figures.update(database=database, redis=redis_url)
-    flush_redis(redis_url)
-    setup_django(env)
-    from django.core.management import call_command
-
-    call_command("migrate", interactive=False, verbosity=0)
-
-    versions = []
-    if args.baseline_rev:
-        baseline_dir = scratch / "baseline"
-        baseline_dir.mkdir()
-        versions.append(Version(export_commit(args.baseline_rev, baseline_dir), baseline_dir))
-    versions.append(Version(this_tree(), BASE_DIR))
-    figures["versions"] = [version.label for version in versions]
-
     stack = Stack(env)
     try:
+        database = recreate_database(database_url)
+        figures.update(database=database, redis=redis_url)
+        flush_redis(redis_url)
+        setup_django(env)
+        from django.core.management import call_command
+
+        call_command("migrate", interactive=False, verbosity=0)
+
+        versions = []
+        if args.baseline_rev:
+            baseline_dir = scratch / "baseline"
+            baseline_dir.mkdir()
+            versions.append(Version(export_commit(args.baseline_rev, baseline_dir), baseline_dir))
+        versions.append(Version(this_tree(), BASE_DIR))
+        figures["versions"] = [version.label for version in versions]
+
         sandbox_child = stack.manage(
             "sandbox",
             "wechat_sandbox",
