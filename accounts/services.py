@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -16,16 +18,24 @@ from django_q.tasks import async_task
 
 from accounts.clients import wechat_client_for
 from accounts.models import Follower, FollowerSync, OfficialAccount
+from wxnotify.wechat.client import WeChatClient
 from wxnotify.wechat.errors import WeChatError, describe_wechat_error
 
 logger = logging.getLogger("wxnotify.accounts")
 
-# A sync writes roughly 2,000 followers a second here (100,000 in under a minute), far past the cluster's
-# task timeout for big accounts, so its task gets its own.  A sync still unfinished after this long lost
-# its worker; a re-delivered copy of the running task finds the row claimed and does nothing.
+# A sync writes about 20,000 followers a second against the sandbox (bench/RESULTS.md), fewer behind WeChat's
+# round trips: accounts with millions of followers run far past the cluster's task timeout, so its task gets
+# its own.  A sync still unfinished after this long lost its worker; a re-delivered copy of the running task
+# finds the row claimed and does nothing.
 FOLLOWER_SYNC_TIMEOUT = 3600
 # WeChat's user/info/batchget takes at most 100 openids per call.
 USER_INFO_BATCH_SIZE = 100
+# Batchget calls in flight at once during a sync: enough to hide WeChat's round trips (1,000 calls for 100,000
+# followers), few enough not to spend the account's API quota in bursts.
+USER_INFO_CONCURRENCY = 8
+# Followers per INSERT statement: at most 6 values each, well within SQLite's 32,766 and PostgreSQL's 65,535
+# parameters.
+_ROWS_PER_UPSERT = 1000
 # Fields a re-sync refreshes for a follower WeChat reports as subscribed.  ``user`` (the binding),
 # ``source`` and ``remark`` (our operators' note once the row exists) are deliberately absent.
 _SUBSCRIBED_UPDATE_FIELDS = [
@@ -79,48 +89,153 @@ def _timestamp(value: object) -> datetime | None:
     return datetime.fromtimestamp(int(value), tz=UTC)
 
 
+@dataclass(frozen=True)
+class _UpsertShape:
+    """One kind of upsert: the columns that travel per follower, the values every row shares, what a conflict
+    updates."""
+
+    per_row: tuple[str, ...]
+    shared: dict[str, Any]
+    update_fields: list[str]
+
+
+class _FollowerUpserts:
+    """Raw upserts of one page of batchget entries, each statement saying which of its rows it inserted.
+
+    With ``bulk_create`` the ORM built a model instance and adapted every value of it one field at a time, and
+    learning which followers were new took a SELECT per chunk (which PostgreSQL plans as a scan of the whole
+    account while the statistics still describe an empty table): most of a sync's time at 100,000 followers.
+    Here one ``INSERT … SELECT … FROM (VALUES …) ON CONFLICT DO UPDATE`` per ``_ROWS_PER_UPSERT`` entries writes
+    them: only the values that differ between followers travel per row (the driver builds the statement one
+    placeholder at a time), the shared ones are bound once.  Its ``RETURNING`` tells new rows from updated
+    ones: a row the statement inserted has ``created_at`` equal to ``updated_at`` (both this page's time), a
+    row it updated keeps its older ``created_at``.  SQLite (3.35+) and PostgreSQL share the syntax.  Every
+    concrete column but the id is spelled out, so a new Follower field without a value here fails loudly
+    instead of silently missing its default.
+    """
+
+    COLUMNS = (
+        "account",
+        "openid",
+        "unionid",
+        "user",
+        "subscribed",
+        "subscribed_at",
+        "unsubscribed_at",
+        "source",
+        "remark",
+        "subscribe_scene",
+        "qr_scene_str",
+        "last_interaction_at",
+        "synced_at",
+        "created_at",
+        "updated_at",
+    )
+    # A VALUES column that is NULL in every row is text to PostgreSQL, which then refuses it for a timestamp
+    # column: such a column is selected as a plain NULL instead.
+    NULLABLE_PER_ROW = frozenset({"subscribed_at"})
+
+    def __init__(self, account: OfficialAccount, now: datetime) -> None:
+        fields = {field.name: field for field in Follower._meta.concrete_fields if not field.primary_key}
+        missing = set(fields) - set(self.COLUMNS)
+        if missing:
+            raise RuntimeError(f"the follower sync does not fill Follower fields {sorted(missing)}")
+        self.adapt_datetime = connection.ops.adapt_datetimefield_value
+        adapted_now = self.adapt_datetime(now)
+        shared = {
+            "account": account.pk,
+            "user": None,
+            "source": Follower.Source.SYNC.value,
+            "last_interaction_at": None,
+            "synced_at": adapted_now,
+            "created_at": adapted_now,
+            "updated_at": adapted_now,
+        }
+        self.shapes = {
+            True: _UpsertShape(
+                per_row=("openid", "unionid", "subscribed_at", "remark", "subscribe_scene", "qr_scene_str"),
+                shared={**shared, "subscribed": True, "unsubscribed_at": None},
+                update_fields=_SUBSCRIBED_UPDATE_FIELDS,
+            ),
+            # An unfollowed user's entry carries only openid (and maybe unionid): an existing row keeps the rest.
+            False: _UpsertShape(
+                per_row=("openid", "unionid"),
+                shared={
+                    **shared,
+                    "subscribed": False,
+                    "subscribed_at": None,
+                    "unsubscribed_at": adapted_now,
+                    "remark": "",
+                    "subscribe_scene": "",
+                    "qr_scene_str": "",
+                },
+                update_fields=_UNSUBSCRIBED_UPDATE_FIELDS,
+            ),
+        }
+        quote = connection.ops.quote_name
+        self.column = {name: quote(field.column) for name, field in fields.items()}
+        self.table = quote(Follower._meta.db_table)
+
+    def subscribed_row(self, info: dict) -> tuple:
+        return (
+            info["openid"],
+            info.get("unionid", ""),
+            self.adapt_datetime(_timestamp(info.get("subscribe_time"))),
+            info.get("remark", "")[:100],
+            info.get("subscribe_scene", ""),
+            info.get("qr_scene_str", ""),
+        )
+
+    @staticmethod
+    def unsubscribed_row(info: dict) -> tuple:
+        return (info["openid"], info.get("unionid", ""))
+
+    def _statement(self, shape: _UpsertShape, rows: list[tuple]) -> tuple[str, list[Any]]:
+        column = self.column
+        select, params = [], []
+        for name in self.COLUMNS:
+            if name in shape.per_row:
+                index = shape.per_row.index(name)
+                if name in self.NULLABLE_PER_ROW and all(row[index] is None for row in rows):
+                    select.append("NULL")
+                else:
+                    select.append(f"v.column{index + 1}")
+            else:
+                select.append("%s")
+                params.append(shape.shared[name])
+        row_placeholders = f"({', '.join(['%s'] * len(shape.per_row))})"
+        updates = ", ".join(f"{column[name]} = EXCLUDED.{column[name]}" for name in shape.update_fields)
+        # "WHERE 1 = 1" lets SQLite tell the upsert clause from a join constraint.
+        sql = (
+            f"INSERT INTO {self.table} ({', '.join(column[name] for name in self.COLUMNS)}) "  # noqa: S608
+            f"SELECT {', '.join(select)} FROM (VALUES {', '.join([row_placeholders] * len(rows))}) AS v "
+            f"WHERE 1 = 1 ON CONFLICT ({column['account']}, {column['openid']}) DO UPDATE SET {updates} "
+            f"RETURNING {column['created_at']} = {column['updated_at']}"
+        )
+        params.extend(value for row in rows for value in row)
+        return sql, params
+
+    def write(self, rows: list[tuple], *, subscribed: bool) -> int:
+        """Upsert ``rows`` (all subscribed or all not); return how many of them were new followers."""
+        shape = self.shapes[subscribed]
+        created = 0
+        with connection.cursor() as cursor:
+            for start in range(0, len(rows), _ROWS_PER_UPSERT):
+                cursor.execute(*self._statement(shape, rows[start : start + _ROWS_PER_UPSERT]))
+                created += sum(1 for (inserted,) in cursor.fetchall() if inserted)
+        return created
+
+
 def _store_followers(account: OfficialAccount, infos: list[dict], now: datetime) -> tuple[int, int, int]:
-    """Upsert one chunk of batchget entries; returns (created, updated, unsubscribed)."""
-    openids = [info["openid"] for info in infos]
-    existing = set(Follower.objects.filter(account=account, openid__in=openids).values_list("openid", flat=True))
+    """Upsert one page of batchget entries; returns (created, updated, unsubscribed)."""
+    upserts = _FollowerUpserts(account, now)
     subscribed_rows, unsubscribed_rows = [], []
     for info in infos:
         if info.get("subscribe") == 1:
-            subscribed_rows.append(
-                Follower(
-                    account=account,
-                    openid=info["openid"],
-                    unionid=info.get("unionid", ""),
-                    subscribed=True,
-                    subscribed_at=_timestamp(info.get("subscribe_time")),
-                    source=Follower.Source.SYNC,
-                    remark=info.get("remark", "")[:100],
-                    subscribe_scene=info.get("subscribe_scene", ""),
-                    qr_scene_str=info.get("qr_scene_str", ""),
-                    synced_at=now,
-                )
-            )
+            subscribed_rows.append(upserts.subscribed_row(info))
         else:
-            unsubscribed_rows.append(
-                Follower(
-                    account=account,
-                    openid=info["openid"],
-                    unionid=info.get("unionid", ""),
-                    subscribed=False,
-                    unsubscribed_at=now,
-                    source=Follower.Source.SYNC,
-                    synced_at=now,
-                )
-            )
-    for rows, update_fields in (
-        (subscribed_rows, _SUBSCRIBED_UPDATE_FIELDS),
-        (unsubscribed_rows, _UNSUBSCRIBED_UPDATE_FIELDS),
-    ):
-        if rows:
-            Follower.objects.bulk_create(
-                rows, update_conflicts=True, unique_fields=["account", "openid"], update_fields=update_fields
-            )
-    created = len(set(openids) - existing)
+            unsubscribed_rows.append(upserts.unsubscribed_row(info))
+    created = upserts.write(subscribed_rows, subscribed=True) + upserts.write(unsubscribed_rows, subscribed=False)
     return created, len(infos) - created, len(unsubscribed_rows)
 
 
@@ -129,51 +244,103 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[start : start + size]
 
 
+def _batch_get_user_info(client: WeChatClient, openids: list[str]) -> list[dict]:
+    """Runs in a pool thread: one batchget call.  A token refresh may have used the database cache here, and
+    the thread may take more calls, so any connection this thread opened is closed rather than left idle."""
+    try:
+        return client.batch_get_user_info(openids)
+    finally:
+        for thread_connection in connections.all(initialized_only=True):
+            thread_connection.close()
+
+
+@dataclass
+class _FollowerPage:
+    """One ``user/get`` page, its batchget calls in flight in the pool (in page order)."""
+
+    total: int
+    openids: list[str]
+    next_openid: str | None
+    details: list[Future[list[dict]]]
+
+    def infos(self) -> list[dict]:
+        """The page's batchget entries in order; the first failing call (in page order) raises, and calls
+        not started yet are cancelled."""
+        try:
+            return [info for detail in self.details for info in detail.result()]
+        except BaseException:
+            self.cancel()
+            raise
+
+    def cancel(self) -> None:
+        for detail in self.details:
+            detail.cancel()
+
+
+def _fetch_page(client: WeChatClient, pool: ThreadPoolExecutor, next_openid: str | None, total: int) -> _FollowerPage:
+    """Ask for a page of the follower list, here, and start its batchget calls in the pool."""
+    reply = client.get_followers(next_openid)
+    openids = (reply.get("data") or {}).get("openid") or []
+    details = [pool.submit(_batch_get_user_info, client, chunk) for chunk in _chunks(openids, USER_INFO_BATCH_SIZE)]
+    return _FollowerPage(int(reply.get("total", total)), openids, reply.get("next_openid"), details)
+
+
 def sync_followers(
     account: OfficialAccount, *, progress: Callable[[int, int], None] | None = None
 ) -> FollowerSyncResult:
     """Bring the account's followers in line with WeChat, page by page, in flat memory.
 
-    Only one ``user/get`` page (≤10,000 openids) and its batchget details are held at a time, and each page
-    is written in one transaction.  Followers WeChat no longer lists are found at the end by their
-    ``synced_at`` being older than the start of this run, not by a set of openids kept in memory; rows a
-    subscribe callback touched during the run (``updated_at`` after the start) are left alone.
-    Bindings to users are never changed.  ``progress(processed, total)`` is called after each page.
-    WeChat errors propagate as ``WeChatError``; pages already written stay written.
+    A ``user/get`` page holds ≤10,000 openids, and each page is written in one transaction.  Its batchget
+    calls (100 openids each) run ``USER_INFO_CONCURRENCY`` at a time in a thread pool, and while a page is
+    written the next page is already being fetched: WeChat's round trips, one after another, were most of a
+    sync's time.  So at most two pages of details are held at a time, whatever the number of followers.
+    All database work stays in the calling thread (and its transaction); the pool threads only call WeChat.
+    Followers WeChat no longer lists are found at the end by their ``synced_at`` being older than the start
+    of this run, not by a set of openids kept in memory; rows a subscribe callback touched during the run
+    (``updated_at`` after the start) are left alone.  Bindings to users are never changed.
+    ``progress(processed, total)`` is called after each page.
+    WeChat errors propagate as ``WeChatError``; pages already written stay written (a page fetched in full
+    is written before the error fetching the next one is raised).
     """
     client = wechat_client_for(account)
     started = timezone.now()
-    total = processed = created = updated = unsubscribed = 0
-    next_openid = None
-    while True:
-        page = client.get_followers(next_openid)
-        total = int(page.get("total", total))
-        openids = (page.get("data") or {}).get("openid") or []
-        if not openids:
-            break
-        infos = [info for chunk in _chunks(openids, USER_INFO_BATCH_SIZE) for info in client.batch_get_user_info(chunk)]
-        now = timezone.now()
-        with transaction.atomic():
-            for start in range(0, len(infos), USER_INFO_BATCH_SIZE):
-                page_created, page_updated, page_unsubscribed = _store_followers(
-                    account, infos[start : start + USER_INFO_BATCH_SIZE], now
-                )
-                created += page_created
-                updated += page_updated
-                unsubscribed += page_unsubscribed
-        processed += len(openids)
-        if progress is not None:
-            progress(processed, total)
-        next_openid = page.get("next_openid")
-        if not next_openid:
-            break
+    processed = created = updated = unsubscribed = 0
+    pool = ThreadPoolExecutor(max_workers=USER_INFO_CONCURRENCY, thread_name_prefix="wxnotify-follower-sync")
+    upcoming: _FollowerPage | None = None
+    try:
+        page = _fetch_page(client, pool, None, total=0)
+        while page.openids:
+            infos = page.infos()
+            upcoming, failure = None, None
+            if page.next_openid:
+                try:
+                    upcoming = _fetch_page(client, pool, page.next_openid, total=page.total)
+                except WeChatError as error:
+                    failure = error
+            with transaction.atomic():
+                page_created, page_updated, page_unsubscribed = _store_followers(account, infos, timezone.now())
+            created += page_created
+            updated += page_updated
+            unsubscribed += page_unsubscribed
+            processed += len(page.openids)
+            if progress is not None:
+                progress(processed, page.total)
+            if failure is not None:
+                raise failure
+            if upcoming is None:
+                break
+            page = upcoming
+    finally:
+        if upcoming is not None:
+            upcoming.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
     now = timezone.now()
     unsubscribed += (
         Follower.objects.filter(account=account, subscribed=True, updated_at__lt=started)
         .filter(Q(synced_at__isnull=True) | Q(synced_at__lt=started))
         .update(subscribed=False, unsubscribed_at=now, updated_at=now)
     )
-    return FollowerSyncResult(total=total, created=created, updated=updated, unsubscribed=unsubscribed)
+    return FollowerSyncResult(total=page.total, created=created, updated=updated, unsubscribed=unsubscribed)
 
 
 def start_follower_sync(

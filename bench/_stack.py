@@ -1,4 +1,5 @@
-"""Process plumbing shared by the benchmarks: free ports, child processes in their own groups, CPU accounting.
+"""Plumbing shared by the benchmarks: free ports, child processes in their own groups, CPU accounting, the
+benchmark's own environment, database and Redis, and its section of ``bench/RESULTS.md``.
 
 Every child is started in a process group of its own, so stopping it also reaches what it forked (gunicorn's
 and qcluster's workers) and a Ctrl-C in the terminal reaches only the benchmark, which then stops the children
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,6 +24,7 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 MANAGE_PY = BASE_DIR / "manage.py"
+RESULTS_FILE = BASE_DIR / "bench" / "RESULTS.md"
 STOP_TIMEOUT = 20.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -204,3 +208,76 @@ def memory_kib(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             found[key] = int(value.split()[0])
     return found
+
+
+# --- Environment, database, Redis, results -------------------------------------------------------------------------
+
+
+def stack_environment(
+    database_url: str, redis_url: str, sandbox_port: int, metrics_dir: str, **extra: str
+) -> dict[str, str]:
+    """One environment for this process and every child: the same SECRET_KEY (AppSecrets are encrypted with a
+    key derived from it), production settings (DEBUG off), the sandbox as WeChat, plus a benchmark's ``extra``."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        DJANGO_SETTINGS_MODULE="wxnotify.settings",
+        DJANGO_DEBUG="0",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+        DJANGO_ALLOWED_HOSTS="127.0.0.1",
+        WECHAT_API_BASE=f"http://127.0.0.1:{sandbox_port}",
+        WXNOTIFY_LOG_LEVEL="WARNING",
+        # Our own metrics directory: the shared var/prometheus belongs to whatever else runs on this host.
+        PROMETHEUS_MULTIPROC_DIR=metrics_dir,
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
+
+
+def recreate_database(database_url: str) -> str:
+    import dj_database_url
+    import psycopg
+
+    config = dj_database_url.parse(database_url)
+    name = config["NAME"]
+    if not re.fullmatch(r"bench\w*", name or ""):
+        raise SystemExit(f"refusing to drop database {name!r}: the benchmark's database name must start with 'bench'")
+    with psycopg.connect(
+        host=config["HOST"] or "127.0.0.1",
+        port=config["PORT"] or 5432,
+        user=config["USER"] or "postgres",
+        password=config["PASSWORD"] or None,
+        dbname="postgres",
+        autocommit=True,
+    ) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def flush_redis(redis_url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+
+
+def setup_django(env: dict[str, str]) -> None:
+    os.environ.update(env)
+    import django
+
+    django.setup()
+
+
+def write_results_section(title: str, text: str) -> None:
+    """Replace the section starting with ``title`` in RESULTS.md (other benchmarks' sections stay as they are)."""
+    current = RESULTS_FILE.read_text(encoding="utf-8") if RESULTS_FILE.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^{re.escape(title)}\b.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+    if pattern.search(current):
+        updated = pattern.sub(lambda _match: text + "\n", current, count=1)
+    else:
+        updated = current.rstrip("\n") + "\n\n" + text
+    RESULTS_FILE.write_text(updated.rstrip("\n") + "\n", encoding="utf-8")

@@ -30,7 +30,6 @@ import itertools
 import json
 import os
 import platform
-import re
 import resource
 import secrets
 import shlex
@@ -56,18 +55,28 @@ from bench._stack import (
     BASE_DIR,
     CpuMeter,
     Stack,
+    flush_redis,
     free_port,
     load_average,
     memory_kib,
     port_is_open,
+    recreate_database,
+    setup_django,
+    stack_environment,
     worker_pids,
+    write_results_section,
 )
 
-RESULTS_FILE = BASE_DIR / "bench" / "RESULTS.md"
 SECTION_TITLE = "## Send pipeline"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_pipeline"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 LATENCY_MS = 50
+# API throttles far above the bench's rates.
+API_THROTTLES_RAISED = {
+    "WXNOTIFY_API_SEND_RATE": "100000/s",
+    "WXNOTIFY_API_BURST_RATE": "100000/s",
+    "WXNOTIFY_API_SUSTAINED_RATE": "100000000/h",
+}
 # A second sandbox account for the raw client, so its token fetch and sends never mix with the pipeline's.
 RAW_APPID = "wxbe0c0000000000a1"
 RAW_SECRET = "bench-raw-client-secret-sandbox-only"
@@ -123,68 +132,6 @@ class Latencies:
     def percentile(self, fraction: float) -> float:
         ordered = sorted(self.ok_ms)
         return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))] if ordered else float("nan")
-
-
-# --- Environment, database, Redis --------------------------------------------------------------------------------
-
-
-def stack_environment(database_url: str, redis_url: str, sandbox_port: int, metrics_dir: str) -> dict[str, str]:
-    """One environment for this process and every child: the same SECRET_KEY (AppSecrets are encrypted with a
-    key derived from it), production settings (DEBUG off) and API throttles far above the bench's rates."""
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        DJANGO_SETTINGS_MODULE="wxnotify.settings",
-        DJANGO_DEBUG="0",
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
-        DJANGO_ALLOWED_HOSTS="127.0.0.1",
-        WECHAT_API_BASE=f"http://127.0.0.1:{sandbox_port}",
-        WXNOTIFY_API_SEND_RATE="100000/s",
-        WXNOTIFY_API_BURST_RATE="100000/s",
-        WXNOTIFY_API_SUSTAINED_RATE="100000000/h",
-        WXNOTIFY_LOG_LEVEL="WARNING",
-        # Our own metrics directory: the shared var/prometheus belongs to whatever else runs on this host.
-        PROMETHEUS_MULTIPROC_DIR=metrics_dir,
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def recreate_database(database_url: str) -> str:
-    import dj_database_url
-    import psycopg
-
-    config = dj_database_url.parse(database_url)
-    name = config["NAME"]
-    if not re.fullmatch(r"bench\w*", name or ""):
-        raise SystemExit(f"refusing to drop database {name!r}: the benchmark's database name must start with 'bench'")
-    with psycopg.connect(
-        host=config["HOST"] or "127.0.0.1",
-        port=config["PORT"] or 5432,
-        user=config["USER"] or "postgres",
-        password=config["PASSWORD"] or None,
-        dbname="postgres",
-        autocommit=True,
-    ) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return name
-
-
-def flush_redis(redis_url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    client.close()
-
-
-def setup_django(env: dict[str, str]) -> None:
-    os.environ.update(env)
-    import django
-
-    django.setup()
 
 
 # --- Fixtures: account, templates, followers, API user -----------------------------------------------------------
@@ -491,7 +438,7 @@ def run(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
     sandbox = f"http://127.0.0.1:{sandbox_port}"
     web = f"http://127.0.0.1:{web_port}"
     metrics_dir = tempfile.mkdtemp(prefix="wxnotify-bench-metrics-")
-    env = stack_environment(database_url, redis_url, sandbox_port, metrics_dir)
+    env = stack_environment(database_url, redis_url, sandbox_port, metrics_dir, **API_THROTTLES_RAISED)
     figures.update(database=recreate_database(database_url), redis=redis_url)
     flush_redis(redis_url)
     setup_django(env)
@@ -881,17 +828,6 @@ def report(figures: dict[str, Any], sizes: Sizes, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (other benchmarks' sections stay as they are)."""
-    current = RESULTS_FILE.read_text(encoding="utf-8") if RESULTS_FILE.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION_TITLE)}\b.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _match: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    RESULTS_FILE.write_text(updated.rstrip("\n") + "\n", encoding="utf-8")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small numbers for a smoke run (prints, writes nothing)")
@@ -916,7 +852,7 @@ def main() -> int:
     text = report(figures, sizes, command)
     print(text)
     if not (args.quick or args.no_results):
-        write_section(text)
+        write_results_section(SECTION_TITLE, text)
     return 0
 
 

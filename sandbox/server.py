@@ -52,6 +52,12 @@ def parse_json(body: bytes) -> dict[str, Any]:
     return payload
 
 
+def _sleep_ms(milliseconds: int) -> None:
+    """The configured latency, outside the state's lock so concurrent callers wait side by side."""
+    if milliseconds:
+        time.sleep(milliseconds / 1000)
+
+
 Route = Callable[[dict[str, str], bytes], "dict[str, Any] | Reply"]
 
 
@@ -114,22 +120,29 @@ class SandboxApp:
         try:
             return self.state.send_template(query.get("access_token"), body)
         finally:
-            latency_ms = self.state.faults.latency_ms
-            if latency_ms:
-                time.sleep(latency_ms / 1000)
+            _sleep_ms(self.state.faults.latency_ms)
 
     def templates(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
         return self.state.private_templates(query.get("access_token"))
 
     def user_get(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
-        return self.state.follower_page(query.get("access_token"), query.get("next_openid", ""))
+        try:
+            return self.state.follower_page(query.get("access_token"), query.get("next_openid", ""))
+        finally:
+            _sleep_ms(self.state.faults.user_latency_ms)
 
     def user_info(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
-        return self.state.user_info(query.get("access_token"), query.get("openid", ""))
+        try:
+            return self.state.user_info(query.get("access_token"), query.get("openid", ""))
+        finally:
+            _sleep_ms(self.state.faults.user_latency_ms)
 
     def user_batchget(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
-        self.state.authenticate(query.get("access_token"))
-        return self.state.batch_user_info(query.get("access_token"), parse_json(body))
+        try:
+            self.state.authenticate(query.get("access_token"))
+            return self.state.batch_user_info(query.get("access_token"), parse_json(body))
+        finally:
+            _sleep_ms(self.state.faults.user_latency_ms)
 
     def qrcode_create(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
         self.state.authenticate(query.get("access_token"))

@@ -20,8 +20,8 @@ Config format (a JSON file for ``manage.py wechat_sandbox --config``, or a dict 
                          "deputy_industry": "...", "content": "{{thing1.DATA}}...", "example": "..."}]
         }
       ],
-      "faults": {"latency_ms": 0, "error_rate": 0.0, "error_code": -1, "token_ttl": 7200,
-                 "receipts": true, "receipt_delay_ms": 300}
+      "faults": {"latency_ms": 0, "user_latency_ms": 0, "error_rate": 0.0, "error_code": -1,
+                 "token_ttl": 7200, "receipts": true, "receipt_delay_ms": 300}
     }
 
 Without ``templates`` an account gets the demo templates.  Seeded followers (``followers`` as a number)
@@ -132,9 +132,14 @@ def keyword_type(keyword: str) -> str:
 
 @dataclass
 class Faults:
-    """Run-time knobs; ``error_rate`` of sends answer ``error_code`` instead of delivering."""
+    """Run-time knobs; ``error_rate`` of sends answer ``error_code`` instead of delivering.
+
+    ``latency_ms`` delays each send, ``user_latency_ms`` each ``user/get``, ``user/info`` and batchget call:
+    WeChat's round trip, which is what decides how long a follower sync of a big account takes.
+    """
 
     latency_ms: int = 0
+    user_latency_ms: int = 0
     error_rate: float = 0.0
     error_code: int = -1
     token_ttl: int = 7200
@@ -149,7 +154,7 @@ class Faults:
             converted = {"int": int, "float": float, "bool": bool}[known[name]](value)
             if name == "error_rate" and not 0.0 <= converted <= 1.0:
                 raise ValueError("error_rate must be between 0 and 1")
-            if name in ("latency_ms", "receipt_delay_ms") and converted < 0:
+            if name in ("latency_ms", "user_latency_ms", "receipt_delay_ms") and converted < 0:
                 raise ValueError(f"{name} must not be negative")
             if name == "token_ttl" and converted < 1:
                 raise ValueError("token_ttl must be at least 1 second")
@@ -208,10 +213,15 @@ class Counters:
     token_fetches: dict[str, int] = field(default_factory=lambda: {"token": 0, "stable_token": 0})
     sends: int = 0
     delivered: int = 0
+    # Authenticated follower reads by API ("user/get", "user/info", "user/info/batchget"), failed ones included.
+    user_calls: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     errors: dict[int, int] = field(default_factory=dict)
     receipts_sent: int = 0
     receipts_failed: int = 0
+
+    def count_user_call(self, api: str) -> None:
+        self.user_calls[api] = self.user_calls.get(api, 0) + 1
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -624,6 +634,7 @@ class SandboxState:
     def follower_page(self, access_token: str | None, next_openid: str) -> dict[str, Any]:
         with self.lock:
             account = self.authenticate(access_token)
+            account.counters.count_user_call("user/get")
             try:
                 page, next_value = account.follower_page(next_openid)
             except SandboxError as exc:
@@ -637,6 +648,7 @@ class SandboxState:
     def user_info(self, access_token: str | None, openid: str) -> dict[str, Any]:
         with self.lock:
             account = self.authenticate(access_token)
+            account.counters.count_user_call("user/info")
             follower = account.followers.get(openid)
             if follower is None:
                 raise self._fail(account, 40003)
@@ -645,6 +657,7 @@ class SandboxState:
     def batch_user_info(self, access_token: str | None, body: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             account = self.authenticate(access_token)
+            account.counters.count_user_call("user/info/batchget")
             user_list = body.get("user_list")
             if not isinstance(user_list, list) or not 1 <= len(user_list) <= BATCHGET_MAX:
                 raise self._fail(account, 40032)

@@ -52,7 +52,7 @@ class SandboxHandle:
         return self.state.list_messages(appid, touser)
 
     def set_faults(self, **changes: Any) -> dict[str, Any]:
-        """Change latency_ms, error_rate, error_code, token_ttl, receipts, receipt_delay_ms for this test."""
+        """Change latency_ms, user_latency_ms, error_rate, error_code, token_ttl, receipts, receipt_delay_ms."""
         return self.state.set_faults(**changes)
 
     def add_account(self, **spec: Any) -> Account:

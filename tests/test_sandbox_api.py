@@ -413,6 +413,30 @@ def test_user_info_batchget(wechat_sandbox, http):
     assert http.post(url, json={"user_list": users}).json()["errcode"] == 41001
 
 
+def test_follower_reads_are_counted_per_api_and_delayed_by_the_user_latency(wechat_sandbox, http):
+    token = classic_token(wechat_sandbox, http)
+    batchget = f"{wechat_sandbox.base_url}/cgi-bin/user/info/batchget"
+    users = {"user_list": [{"openid": seeded_openid(DEMO_APPID, 0)}]}
+    api_get(wechat_sandbox, http, "/cgi-bin/user/get", token)
+    api_get(wechat_sandbox, http, "/cgi-bin/user/info", token, openid="oNobody")
+    http.post(batchget, params={"access_token": token}, json=users)
+    http.post(batchget, json=users)  # no token: refused before it counts
+    counters = wechat_sandbox.counters()
+    assert counters["user_calls"] == {"user/get": 1, "user/info": 1, "user/info/batchget": 1}
+    assert counters["sends"] == 0
+
+    wechat_sandbox.set_faults(user_latency_ms=150)
+    for call in (
+        lambda: api_get(wechat_sandbox, http, "/cgi-bin/user/get", token),
+        lambda: api_get(wechat_sandbox, http, "/cgi-bin/user/info", token, openid=seeded_openid(DEMO_APPID, 0)),
+        lambda: http.post(batchget, params={"access_token": token}, json=users).json(),
+    ):
+        started = time.monotonic()
+        assert call().get("errcode", 0) == 0
+        assert time.monotonic() - started >= 0.15
+    assert http.post(f"{wechat_sandbox.base_url}/sandbox/faults", json={"user_latency_ms": -1}).status_code == 400
+
+
 def test_qrcode_create_and_show(wechat_sandbox, http):
     token = classic_token(wechat_sandbox, http)
     url = f"{wechat_sandbox.base_url}/cgi-bin/qrcode/create"

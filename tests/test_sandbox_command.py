@@ -51,8 +51,8 @@ def token(base_url: str, appid: str = DEMO_APPID, secret: str = DEMO_ACCOUNT["se
 def test_command_serves_the_demo_account_until_signalled(stop_signal):
     port = free_port()
     process, base_url = start_sandbox(
-        "--port", str(port), "--followers", "12", "--token-ttl", "60", "--latency-ms", "1", "--no-receipts",
-        "--callback-url", "http://127.0.0.1:8000/wechat/callback/{appid}/",
+        "--port", str(port), "--followers", "12", "--token-ttl", "60", "--latency-ms", "1",
+        "--user-latency-ms", "2", "--no-receipts", "--callback-url", "http://127.0.0.1:8000/wechat/callback/{appid}/",
     )  # fmt: skip
     try:
         assert base_url == f"http://127.0.0.1:{port}"
@@ -63,6 +63,7 @@ def test_command_serves_the_demo_account_until_signalled(stop_signal):
         assert account["callback_url"] == f"http://127.0.0.1:8000/wechat/callback/{DEMO_APPID}/"
         assert state["faults"]["receipts"] is False
         assert state["faults"]["latency_ms"] == 1
+        assert state["faults"]["user_latency_ms"] == 2
     finally:
         process.send_signal(stop_signal)
         assert process.wait(timeout=10) == 0

@@ -14,7 +14,7 @@ from sandbox.demo import demo_config
 from sandbox.server import SandboxServer
 from sandbox.state import SandboxState
 
-FAULT_OPTIONS = ("latency_ms", "error_rate", "error_code", "token_ttl", "receipt_delay_ms")
+FAULT_OPTIONS = ("latency_ms", "user_latency_ms", "error_rate", "error_code", "token_ttl", "receipt_delay_ms")
 
 
 class Command(BaseCommand):
@@ -26,6 +26,12 @@ class Command(BaseCommand):
         parser.add_argument("--config", type=Path, help="JSON file with accounts and faults (see sandbox.state)")
         parser.add_argument("--followers", type=int, help="seed this many followers for every account")
         parser.add_argument("--latency-ms", dest="latency_ms", type=int, help="delay before answering a send")
+        parser.add_argument(
+            "--user-latency-ms",
+            dest="user_latency_ms",
+            type=int,
+            help="delay before answering user/get, user/info and user/info/batchget",
+        )
         parser.add_argument("--error-rate", dest="error_rate", type=float, help="share of sends that fail (0..1)")
         parser.add_argument("--error-code", dest="error_code", type=int, help="errcode of injected failures")
         parser.add_argument("--token-ttl", dest="token_ttl", type=int, help="access_token lifetime in seconds")
