@@ -19,7 +19,12 @@ from django_q.tasks import async_task
 from accounts.clients import wechat_client_for
 from accounts.models import Follower, FollowerSync, OfficialAccount
 from wxnotify.wechat.client import WeChatClient
-from wxnotify.wechat.errors import WeChatError, describe_wechat_error
+from wxnotify.wechat.errors import (
+    SECRET_UNREADABLE_ERRCODE,
+    WeChatError,
+    describe_errcode,
+    describe_wechat_error,
+)
 
 logger = logging.getLogger("wxnotify.accounts")
 
@@ -59,6 +64,18 @@ def record_wechat_error(account: OfficialAccount, error: WeChatError) -> None:
         last_error_code=error.errcode, last_error_message=message, last_error_at=now
     )
     account.last_error_code, account.last_error_message, account.last_error_at = error.errcode, message, now
+
+
+def flag_unreadable_secret(account_id: int) -> None:
+    """Say on the account that its AppSecret cannot be decrypted with the configured keys (sending is held).
+
+    Written without loading the account: loading is what fails.
+    """
+    OfficialAccount.objects.filter(pk=account_id).update(
+        last_error_code=SECRET_UNREADABLE_ERRCODE,
+        last_error_message=describe_errcode(SECRET_UNREADABLE_ERRCODE)[:500],
+        last_error_at=timezone.now(),
+    )
 
 
 def check_connection(account: OfficialAccount) -> None:

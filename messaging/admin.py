@@ -79,8 +79,9 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
                     "error",
                     "msgid",
                     "attempts",
+                    "attempted_at",
                     "next_attempt_at",
-                    "enqueued_at",
+                    "outcome_unknown_since",
                     "lease_expires_at",
                     "sent_at",
                     "finished_at",
@@ -144,7 +145,7 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["state", ("account", admin.RelatedOnlyFieldListFilter), "recipient_kind"]
     list_select_related = ["account", "template"]
     search_fields = ["name", "trace_id"]
-    actions = ["cancel_selected", "retry_failed_messages"]
+    actions = ["cancel_selected", "retry_failed_messages", "retry_failed_messages_including_unknown"]
     readonly_fields = ["status_counts", "progress", "messages_link"]
     fields = [
         "name",
@@ -208,13 +209,36 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Retry the failed messages of selected campaigns"), permissions=["operate"])
     def retry_failed_messages(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
-        retried = sum(retry_failed(campaign) for campaign in queryset)
+        self._retry_failed(request, queryset, include_unknown=False)
+
+    @admin.action(
+        description=_("Retry the failed messages of selected campaigns, also those that may have been delivered"),
+        permissions=["operate"],
+    )
+    def retry_failed_messages_including_unknown(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        self._retry_failed(request, queryset, include_unknown=True)
+
+    def _retry_failed(self, request: HttpRequest, queryset: QuerySet[Campaign], *, include_unknown: bool) -> None:
+        results = [retry_failed(campaign, include_unknown=include_unknown) for campaign in queryset]
+        retried = sum(result.retried for result in results)
+        left = sum(result.left_unknown for result in results)
         self.message_user(
             request,
             ngettext("%(count)d failed message queued again.", "%(count)d failed messages queued again.", retried)
             % {"count": retried},
             messages.SUCCESS if retried else messages.INFO,
         )
+        if left:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d failed message may have been delivered (WeChat did not answer) and was left alone.",
+                    "%(count)d failed messages may have been delivered (WeChat did not answer) and were left alone.",
+                    left,
+                )
+                % {"count": left},
+                messages.WARNING,
+            )
 
 
 @admin.register(DeliveryReceipt)

@@ -7,6 +7,8 @@ finds due rows again, and the ``client_msg_id`` sent with every attempt lets WeC
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -66,6 +68,61 @@ class Campaign(models.Model):
         return self.name or f"{_('Campaign')} #{self.pk}"
 
 
+class MessageQuerySet(models.QuerySet):
+    """The states of the send pipeline as queries, so delivery, the sweeper and the health check agree on them."""
+
+    def queued(self) -> MessageQuerySet:
+        return self.filter(status=Message.Status.QUEUED)
+
+    def due(self, now: datetime) -> MessageQuerySet:
+        """Queued messages whose next attempt may start now: new ones, and retries whose time has come."""
+        return self.filter(due_condition(now))
+
+    def retries_due(self, now: datetime) -> MessageQuerySet:
+        """Queued messages waiting for a retry (backoff, quota hold, a dead worker) whose time has come."""
+        return self.queued().filter(next_attempt_at__lte=now)
+
+    def new_singles(self) -> MessageQuerySet:
+        """Single messages never tried yet (served by the ``message_queued_single`` index)."""
+        return self.queued().filter(campaign__isnull=True, next_attempt_at__isnull=True)
+
+    def not_cancelled(self) -> MessageQuerySet:
+        return self.filter(Q(campaign__isnull=True) | ~Q(campaign__state=Campaign.State.CANCELLED))
+
+    def within_resend_window(self, now: datetime) -> MessageQuerySet:
+        """Messages that may still be sent: none of their attempts went unanswered, or the first unanswered one is
+        recent enough that WeChat still de-duplicates a resend by ``client_msg_id`` (see ``resend_window_start``)."""
+        return self.filter(
+            Q(outcome_unknown_since__isnull=True) | Q(outcome_unknown_since__gte=resend_window_start(now))
+        )
+
+    def past_resend_window(self, now: datetime) -> MessageQuerySet:
+        return self.filter(outcome_unknown_since__lt=resend_window_start(now))
+
+    def claimable(self, now: datetime) -> MessageQuerySet:
+        """Due messages a delivery task may claim: not of a cancelled campaign, and safe to send again."""
+        return self.due(now).not_cancelled().within_resend_window(now)
+
+    def lease_expired(self, now: datetime) -> MessageQuerySet:
+        """Messages whose sending task stopped renewing its claim: its worker died or hangs."""
+        return self.filter(status=Message.Status.SENDING, lease_expires_at__lt=now)
+
+
+def due_condition(now: datetime) -> Q:
+    """A queued message whose next attempt may start (for aggregates; querysets use ``Message.objects.due``)."""
+    return Q(status=Message.Status.QUEUED) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+
+
+def resend_window_start(now: datetime) -> datetime:
+    """A message first left unanswered before this moment must not be sent again.
+
+    WeChat de-duplicates a resend with the same ``client_msg_id`` for about ten minutes after it accepted the first
+    (docs/wechat-api.md, "client_msg_id window"); ``WXNOTIFY_RESEND_WINDOW_SECONDS`` (8 minutes by default) keeps
+    every resend well inside that, counted from the earliest attempt that may have been accepted.
+    """
+    return now - timedelta(seconds=settings.WXNOTIFY_RESEND_WINDOW_SECONDS)
+
+
 class Message(models.Model):
     """One template message to one recipient, from acceptance to its final fate."""
 
@@ -119,8 +176,17 @@ class Message(models.Model):
     errmsg = models.CharField(_("error"), max_length=512, blank=True)
     msgid = models.BigIntegerField(_("WeChat msgid"), null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    attempted_at = models.DateTimeField(_("last attempt started at"), null=True, blank=True)
+    outcome_unknown_since = models.DateTimeField(
+        _("outcome unknown since"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Start of the first attempt WeChat may have accepted without our hearing of it (no answer, or its worker "
+            "died). Resends are allowed only while WeChat still de-duplicates them."
+        ),
+    )
     next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
-    enqueued_at = models.DateTimeField(_("enqueued at"), null=True, blank=True)
     lease_expires_at = models.DateTimeField(_("sending lease expires at"), null=True, blank=True)
     claim_token = models.CharField(
         _("claim token"),
@@ -151,6 +217,8 @@ class Message(models.Model):
     sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
 
+    objects = MessageQuerySet.as_manager()
+
     class Meta:
         verbose_name = _("message")
         verbose_name_plural = _("messages")
@@ -170,6 +238,12 @@ class Message(models.Model):
             models.Index(fields=["account", "msgid"], name="message_account_msgid"),
             # Campaign progress: counts by status.
             models.Index(fields=["campaign", "status"], name="message_campaign_status"),
+            # Claims: a campaign's queued messages in id order, and new single messages in id order, without
+            # sorting every queued row of a big campaign on each claim.
+            models.Index(fields=["campaign", "id"], name="message_queued_campaign", condition=Q(status="queued")),
+            models.Index(
+                fields=["id"], name="message_queued_single", condition=Q(status="queued", campaign__isnull=True)
+            ),
             # Lists in the admin, API and console.
             models.Index(fields=["account", "-created_at"], name="message_account_created"),
             models.Index(fields=["touser", "-created_at"], name="message_touser_created"),

@@ -14,10 +14,13 @@ one cache round-trip per block, not per message.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from django.conf import settings
 from django.core.cache import cache
+
+logger = logging.getLogger("wxnotify.messaging")
 
 # A window key lives a little longer than its second so late increments still find it.
 _WINDOW_TTL_SECONDS = 3
@@ -35,29 +38,27 @@ def _window_key(account_id: int, second: int) -> str:
 
 
 def try_acquire(account_id: int, limit: int, wanted: int, *, now: float | None = None) -> int:
-    """Take up to ``wanted`` permits in the current second; returns how many were granted (maybe 0)."""
+    """Take up to ``wanted`` permits in the current second; returns how many were granted (maybe 0).
+
+    Without a working cache no permit is granted: the limit cannot be kept across processes, so sending waits.
+    """
     if limit <= 0:
         return wanted
     second = int(time.time() if now is None else now)
     key = _window_key(account_id, second)
-    cache.add(key, 0, timeout=_WINDOW_TTL_SECONDS)
     try:
-        total = cache.incr(key, wanted)
-    except ValueError:
-        # The key expired between add and incr (a stalled process): start the window again.
-        cache.set(key, wanted, timeout=_WINDOW_TTL_SECONDS)
-        total = wanted
+        cache.add(key, 0, timeout=_WINDOW_TTL_SECONDS)
+        try:
+            total = cache.incr(key, wanted)
+        except ValueError:
+            # The key expired between add and incr (a stalled process): start the window again.
+            cache.set(key, wanted, timeout=_WINDOW_TTL_SECONDS)
+            total = wanted
+    except Exception:
+        logger.warning("Rate limit of account %s not counted: the cache is unavailable; waiting", account_id)
+        return 0
     already_taken = total - wanted
     return max(0, min(wanted, limit - already_taken))
-
-
-def acquire(account_id: int, limit: int, wanted: int) -> int:
-    """Block until at least one permit is granted, then return how many (1..wanted) may be sent now."""
-    while True:
-        granted = try_acquire(account_id, limit, wanted)
-        if granted:
-            return granted
-        time.sleep(max(0.001, 1.0 - (time.time() % 1.0)))
 
 
 # --- Quota holds ----------------------------------------------------------------------------------------------------
@@ -77,8 +78,13 @@ def hold_account(account_id: int, until: float) -> None:
 
 
 def held_until(account_id: int) -> float | None:
-    """The epoch time an account's sends are paused until, or None if it may send."""
-    until = cache.get(_hold_key(account_id))
+    """The epoch time an account's sends are paused until, or None if it may send (also when the cache fails: a
+    hold only saves calls WeChat would refuse, and those hold the account again)."""
+    try:
+        until = cache.get(_hold_key(account_id))
+    except Exception:
+        logger.warning("Quota hold of account %s not read: the cache is unavailable", account_id)
+        return None
     if until is None or until <= time.time():
         return None
     return until

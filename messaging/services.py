@@ -1,10 +1,10 @@
 """Actions of the send pipeline: accept messages and campaigns, cancel, retry, apply delivery receipts.
 
-Accepting only writes rows and, once the transaction has committed, tells django-q2 there is work: a
-campaign's id, or for single messages a shared "singles pending" signal that many requests coalesce into
-one delivery task (see :func:`request_singles_delivery`).  The rows are the source of truth: if the
-broker loses the task (the Redis broker never re-delivers), the sweeper in :mod:`messaging.tasks` finds
-the due rows again, and the ``client_msg_id`` every attempt carries lets WeChat drop a resend.
+Accepting only writes rows and, once the transaction has committed, tells the workers there is work
+(:mod:`messaging.dispatch`): a campaign's id, or for single messages a shared signal that many requests coalesce
+into one delivery task.  The rows are the source of truth: if the broker loses the task (the Redis broker never
+re-delivers), the sweeper (:mod:`messaging.sweeper`) finds the due rows again, and the ``client_msg_id`` every
+attempt carries lets WeChat drop a resend.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,22 +22,22 @@ from functools import partial
 from itertools import islice
 from typing import Any
 
-from django.core.cache import cache
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import URLValidator
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django_q.tasks import async_task
 
 from accounts.models import Follower, OfficialAccount
+from messaging import dispatch
 from messaging.models import Campaign, DeliveryReceipt, Message
 from templates_app.keywords import validate_template_data
 from templates_app.models import MessageTemplate
 from templates_app.selectors import get_active_template
 from wxnotify.memo import forget_lookups
 from wxnotify.tracing import get_trace_id, traced
+from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
 
 logger = logging.getLogger("wxnotify.messaging")
 
@@ -50,10 +51,10 @@ _MINIPROGRAM_KEYS = {"appid", "pagepath"}
 EXPANSION_CHUNK_SIZE = 2000
 # How many offending names an error about a recipient list quotes.
 _QUOTED_NAMES = 10
-# Cache key meaning "a deliver_pending_singles task is enqueued and has not started yet".
-SINGLES_PENDING_KEY = "messaging:singles-pending"
-# Seconds the key lives at most: the delay a lost task can cause to the messages after it.
-SINGLES_PENDING_TIMEOUT = 2
+# client_msg_ids of campaign messages: "c<campaign id>-" and a per-campaign secret (see _campaign_client_msg_id).
+# Callers may not use the prefix, so no single send can take a campaign recipient's key beforehand.
+CAMPAIGN_KEY_RE = re.compile(r"^c[0-9]+-")
+CAMPAIGN_SALT_LENGTH = 8
 
 UNSUBSCRIBED_REASON = "The recipient no longer follows the account; not sent to WeChat."
 CANCELLED_REASON = "Cancelled with its campaign."
@@ -114,44 +115,6 @@ class RecipientSpec:
         return cls(Campaign.RecipientKind.ALL_SUBSCRIBED)
 
 
-# --- Enqueueing ---------------------------------------------------------------------------------------------------
-
-
-def enqueue_delivery(message_ids: Sequence[int], trace_id: str = "") -> None:
-    """Hand message ids to a delivery task; best effort, because the sweeper finds anything lost here."""
-    try:
-        async_task("messaging.tasks.deliver_messages", list(message_ids), trace_id=trace_id, save=False)
-    except Exception:
-        logger.exception("Could not enqueue delivery of %d message(s); the sweeper will pick them up", len(message_ids))
-
-
-def request_singles_delivery() -> None:
-    """Make sure a ``deliver_pending_singles`` task will run after this moment; best effort, like enqueueing.
-
-    One task per single message cost more CPU in django-q2 and per-batch queries than the send itself, so
-    single messages share tasks.  Only the caller that creates the cache key enqueues; the task deletes the
-    key *before* it claims.  So a message committed while the key exists is claimed by the task that owns
-    the key (its claim comes later), and one committed after the delete finds no key and enqueues a task of
-    its own: no committed message is left for the sweeper.  The key expires after
-    ``SINGLES_PENDING_TIMEOUT`` seconds so a lost task costs at most that much delay to later messages.
-    Call it only after the messages' transaction has committed.  The task carries no trace id: it serves
-    many requests, and each message's log lines carry the message's own.
-    """
-    try:
-        if cache.add(SINGLES_PENDING_KEY, 1, timeout=SINGLES_PENDING_TIMEOUT):
-            async_task("messaging.tasks.deliver_pending_singles", save=False)
-    except Exception:
-        logger.exception("Could not enqueue delivery of single messages; the sweeper will pick them up")
-
-
-def enqueue_campaign(campaign_id: int, trace_id: str = "") -> None:
-    """Let a worker cut the campaign's queued messages into delivery batches (keeps the request short)."""
-    try:
-        async_task("messaging.tasks.dispatch_campaign", campaign_id, trace_id=trace_id, save=False)
-    except Exception:
-        logger.exception("Could not enqueue campaign %s; the sweeper will pick its messages up", campaign_id)
-
-
 # --- Validation ---------------------------------------------------------------------------------------------------
 
 
@@ -203,10 +166,14 @@ def _check_link(url: str, miniprogram: Any, errors: dict[str, Any]) -> dict[str,
 
 
 def _check_client_msg_id(client_msg_id: str | None, errors: dict[str, Any]) -> None:
-    if client_msg_id is not None and not _CLIENT_MSG_ID_RE.match(client_msg_id):
+    if client_msg_id is None:
+        return
+    if not _CLIENT_MSG_ID_RE.match(client_msg_id):
         errors["client_msg_id"] = [
             _("Use 1 to %(max)d printable ASCII characters without spaces.") % {"max": CLIENT_MSG_ID_MAX_LENGTH}
         ]
+    elif CAMPAIGN_KEY_RE.match(client_msg_id):
+        errors["client_msg_id"] = [_("client_msg_ids that start with “c”, digits and “-” are kept for campaigns.")]
 
 
 def _resolve_user(account: OfficialAccount, user: Any, errors: dict[str, Any]) -> Follower | None:
@@ -343,8 +310,6 @@ def send_message(
         message.status = Message.Status.FAILED
         message.errmsg = UNSUBSCRIBED_REASON
         message.finished_at = now
-    else:
-        message.enqueued_at = now
     try:
         _insert(message)
     except IntegrityError:
@@ -355,7 +320,7 @@ def send_message(
     with traced(trace_id):
         logger.info("Accepted message #%s to %s (%s)", message.pk, openid, message.status)
     if message.status == Message.Status.QUEUED:
-        transaction.on_commit(request_singles_delivery)
+        transaction.on_commit(dispatch.request_singles_delivery)
     return SendResult(message, created=True)
 
 
@@ -375,12 +340,17 @@ def _quote(names: list[str], total: int) -> str:
     return shown
 
 
-def _campaign_client_msg_id(campaign: Campaign, key: str) -> str:
-    """``c<campaign>-<key>``: unique per recipient of a campaign, so a duplicate recipient is inserted once."""
-    candidate = f"c{campaign.pk}-{key}"
+def _campaign_client_msg_id(campaign: Campaign, salt: str, key: str) -> str:
+    """``c<campaign>-<salt>-<key>``: unique per recipient of a campaign, so a duplicate recipient is inserted once.
+
+    Callers cannot use the ``c<digits>-`` prefix, and the random per-campaign ``salt`` keeps even messages
+    accepted before that rule from holding a campaign recipient's key: a campaign never loses a recipient to a
+    clash.  Keys too long for WeChat's 64 characters are hashed.
+    """
+    candidate = f"c{campaign.pk}-{salt}-{key}"
     if len(candidate) <= CLIENT_MSG_ID_MAX_LENGTH:
         return candidate
-    return f"c{campaign.pk}-h{hashlib.sha256(key.encode('utf-8')).hexdigest()[:40]}"
+    return f"c{campaign.pk}-{salt}-h{hashlib.sha256(key.encode('utf-8')).hexdigest()[:40]}"
 
 
 # Rows per INSERT statement (4 parameters each).
@@ -402,6 +372,7 @@ class _CampaignRows:
 
     def __init__(self, campaign: Campaign, now: datetime) -> None:
         self.campaign = campaign
+        self.salt = secrets.token_hex(CAMPAIGN_SALT_LENGTH // 2)
         self.now = connection.ops.adapt_datetimefield_value(now)
         self.shared: dict[str, Any] = {
             "account": campaign.account_id,
@@ -415,8 +386,8 @@ class _CampaignRows:
             "msgid": None,
             "attempts": 0,
             "next_attempt_at": None,
-            # The campaign's dispatch task is enqueued on commit; the sweeper steps in only if it is lost.
-            "enqueued_at": self.now,
+            "attempted_at": None,
+            "outcome_unknown_since": None,
             "lease_expires_at": None,
             "claim_token": "",
             "campaign": campaign.pk,
@@ -453,7 +424,7 @@ class _CampaignRows:
     def row(self, openid: str, follower_id: int | None, key: str, subscribed: bool) -> tuple[Any, ...]:
         """One recipient: queued, or failed at once if the follower is known to have left."""
         status = Message.Status.QUEUED if subscribed else Message.Status.FAILED
-        return (openid, follower_id, _campaign_client_msg_id(self.campaign, key), status.value)
+        return (openid, follower_id, _campaign_client_msg_id(self.campaign, self.salt, key), status.value)
 
     def insert(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert recipients, a thousand per statement; one listed twice has the same client_msg_id: inserted once."""
@@ -485,7 +456,7 @@ class _CampaignRows:
         shared_count = len(self.shared)
         params = [
             *select_params[:shared_count],
-            f"c{self.campaign.pk}-f",
+            f"c{self.campaign.pk}-{self.salt}-f",
             *select_params[shared_count:],
             self.campaign.account_id,
             True,
@@ -617,7 +588,7 @@ def create_campaign(
             campaign.recipient_count = count
             campaign.state = Campaign.State.RUNNING
             campaign.save(update_fields=["recipient_count", "state"])
-            transaction.on_commit(partial(enqueue_campaign, campaign.pk, trace_id))
+            transaction.on_commit(partial(dispatch.enqueue_campaign, campaign.pk, trace_id))
     except IntegrityError:
         raise _vanished_reference() from None
     with traced(trace_id):
@@ -652,30 +623,46 @@ def cancel_campaign(campaign: Campaign) -> int:
     return cancelled
 
 
-def retry_failed(campaign: Campaign) -> int:
-    """Queue a campaign's failed messages again (same client_msg_id); returns how many.
+@dataclass(frozen=True)
+class RetryResult:
+    """What :func:`retry_failed` did: messages queued again, and failed ones left alone because they may have been
+    delivered (their outcome is unknown; retry them only with ``include_unknown``)."""
 
-    A cancelled campaign stays cancelled: its failed messages are not retried.
+    retried: int
+    left_unknown: int
+
+
+def retry_failed(campaign: Campaign, *, include_unknown: bool = False) -> RetryResult:
+    """Queue a campaign's failed messages again (same client_msg_id).
+
+    A cancelled campaign stays cancelled: its failed messages are not retried.  Messages whose outcome is unknown
+    (errcode -9001: WeChat may have delivered them, and its de-duplication of their client_msg_id has lapsed) are
+    left alone unless ``include_unknown``: retrying them may reach the user twice.
     """
+    failed = Message.objects.filter(campaign=campaign, status=Message.Status.FAILED)
+    unknown = failed.filter(errcode=OUTCOME_UNKNOWN_ERRCODE)
     if campaign.state == Campaign.State.CANCELLED:
-        return 0
+        return RetryResult(retried=0, left_unknown=0)
+    if not include_unknown:
+        failed = failed.exclude(errcode=OUTCOME_UNKNOWN_ERRCODE)
     now = timezone.now()
     with transaction.atomic():
-        retried = Message.objects.filter(campaign=campaign, status=Message.Status.FAILED).update(
+        retried = failed.update(
             status=Message.Status.QUEUED,
             attempts=0,
             errcode=None,
             errmsg="",
             next_attempt_at=None,
-            enqueued_at=now,
+            outcome_unknown_since=None,
             finished_at=None,
             updated_at=now,
         )
+        left_unknown = 0 if include_unknown else unknown.count()
         if retried:
             Campaign.objects.filter(pk=campaign.pk).update(state=Campaign.State.RUNNING, finished_at=None)
             campaign.state, campaign.finished_at = Campaign.State.RUNNING, None
-            transaction.on_commit(partial(enqueue_campaign, campaign.pk, campaign.trace_id))
-    return retried
+            transaction.on_commit(partial(dispatch.enqueue_campaign, campaign.pk, campaign.trace_id))
+    return RetryResult(retried=retried, left_unknown=left_unknown)
 
 
 # --- Delivery receipts --------------------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ os.environ.setdefault("DJANGO_DEBUG", "1")
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", f"{tempfile.gettempdir()}/wxnotify-test-metrics-{os.getpid()}")
 os.environ.setdefault("WXNOTIFY_TASKS_SYNC", "1")
 os.environ.setdefault("WECHAT_API_BASE", "http://127.0.0.1:9")
+# Tasks run inline: a delivery task must not linger for new work or wait for retries due later, so each test sees
+# one step of the pipeline at a time.  Tests of waiting turn these back on.
+os.environ.setdefault("WXNOTIFY_DELIVERY_IDLE_SECONDS", "0")
+os.environ.setdefault("WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS", "0")
 
 from wxnotify.settings import *  # noqa: F403
 

@@ -26,6 +26,7 @@ from messaging.models import Campaign, Message
 from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
 from templates_app.models import MessageTemplate
 from tests.factories import ORDER_DATA, OTHER_APPID
+from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
 from wxnotify.wechat.tokens import default_token_manager
 
 SHIPPED = DEMO_TEMPLATES[0]["template_id"]  # character_string1, thing2, time3, amount4
@@ -569,10 +570,53 @@ def test_retry_failed_requeues_a_campaigns_failed_messages(api_a, followers_a, s
         errmsg="system error",
         attempts=5,
     )
+    _make_message(
+        followers_a[0].account,
+        followers_a[3].openid,
+        campaign=campaign,
+        data=None,
+        status=Message.Status.FAILED,
+        errcode=OUTCOME_UNKNOWN_ERRCODE,
+        errmsg="may have been delivered",
+        attempts=2,
+    )
     response = api_a.post(f"{CAMPAIGNS}{campaign.pk}/retry-failed/")
     assert response.status_code == 202, response.content
-    assert response.json()["retried"] == 1
+    assert (response.json()["retried"], response.json()["left_unknown"]) == (1, 1)
     assert response.json()["campaign"]["id"] == campaign.pk
+
+    response = api_a.post(f"{CAMPAIGNS}{campaign.pk}/retry-failed/", {"include_unknown": True}, format="json")
+    assert response.status_code == 202, response.content
+    assert (response.json()["retried"], response.json()["left_unknown"]) == (1, 0)
+    assert Message.objects.filter(campaign=campaign, status=Message.Status.SENT).count() == 2
+    assert_error(
+        api_a.post(f"{CAMPAIGNS}{campaign.pk}/retry-failed/", {"include_unknown": "maybe"}, format="json"),
+        400,
+        "invalid",
+    )
+
+
+def test_a_message_failed_with_an_unknown_outcome_says_so_in_words(api_a, followers_a, english):
+    message = _make_message(
+        followers_a[0].account,
+        followers_a[1].openid,
+        status=Message.Status.FAILED,
+        errcode=OUTCOME_UNKNOWN_ERRCODE,
+        errmsg="No answer from WeChat",
+    )
+    body = api_a.get(f"{MESSAGES}{message.pk}/").json()
+    assert body["errcode"] == OUTCOME_UNKNOWN_ERRCODE
+    assert "may have been delivered" in body["error_description"]
+
+
+def test_the_campaign_key_namespace_is_refused_with_a_field_error(api_a, followers_a):
+    response = api_a.post(MESSAGES, _send_body(followers_a[1].openid, client_msg_id="c12-o123"), format="json")
+    assert response.status_code == 400, response.content
+    assert "client_msg_id" in str(response.json())
+    response = api_a.post(
+        MESSAGES, _send_body(followers_a[1].openid), format="json", HTTP_IDEMPOTENCY_KEY="c99-anything"
+    )
+    assert response.status_code == 400, response.content
 
 
 def test_campaigns_of_other_accounts_are_invisible(api_a, api_b, account_a, account_b):

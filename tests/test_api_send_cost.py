@@ -32,12 +32,12 @@ SEND_QUERIES = 2
 def no_broker(monkeypatch) -> Iterator[list[str]]:
     """Keep delivery out of the measurement: enqueued tasks are only recorded.
 
-    The cache is cleared before and after: a pending-singles signal left up by a recorded (never run) task
+    The cache is cleared before and after: a delivery-alive signal left up by a recorded (never run) task
     would keep later tests' messages from being enqueued.
     """
     cache.clear()
     enqueued: list[str] = []
-    monkeypatch.setattr("messaging.services.async_task", lambda func, *args, **kwargs: enqueued.append(func))
+    monkeypatch.setattr("messaging.dispatch.async_task", lambda func, *args, **kwargs: enqueued.append(func))
     yield enqueued
     cache.clear()
 
@@ -73,7 +73,7 @@ def test_a_send_makes_a_fixed_number_of_queries_and_never_decrypts_the_app_secre
     assert not any("app_secret" in sql for sql in statements)
     assert not any(query["sql"].startswith("SAVEPOINT") for query in queries.captured_queries)
     assert decrypted == []
-    assert set(no_broker) == {"messaging.tasks.deliver_pending_singles"}
+    assert set(no_broker) == {"messaging.tasks.deliver_due_messages"}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -99,7 +99,7 @@ def test_the_answer_carries_what_delivery_stored_meanwhile(api_a, followers_a, n
     def deliver_at_once(func, *args, **kwargs):
         Message.objects.filter(status=Message.Status.QUEUED).update(status=Message.Status.SENT, attempts=1, msgid=4242)
 
-    monkeypatch.setattr("messaging.services.async_task", deliver_at_once)
+    monkeypatch.setattr("messaging.dispatch.async_task", deliver_at_once)
     response = api_a.post(MESSAGES, _send_body(followers_a[1].openid), format="json")
     assert response.status_code == 202, response.content
     body = response.json()

@@ -38,7 +38,8 @@ from messaging.services import (
     retry_failed,
     send_message,
 )
-from messaging.tasks import deliver_messages, recover_expired_leases, sweep_messages
+from messaging.sweeper import recover_expired_leases
+from messaging.tasks import deliver_messages, sweep_messages
 from sandbox.demo import DEMO_APPID, DEMO_TEMPLATES
 from sandbox.state import special_openids
 from templates_app.models import MessageTemplate
@@ -52,6 +53,8 @@ def pipeline(transactional_db, sandbox_api, settings):
     """The demo account registered on our side, with its templates and the sandbox's followers."""
     settings.WXNOTIFY_RETRY_BASE_DELAY = 0.01
     settings.WXNOTIFY_RETRY_MAX_DELAY = 0.02
+    # Retries that soon are sent by the task that wrote them, at their time, as in production.
+    settings.WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS = 5
     cache.clear()
     default_token_manager().forget(DEMO_APPID)
     account = create_demo_account(message_mode=OfficialAccount.MessageMode.SAFE)
@@ -95,9 +98,7 @@ def refreshed(message: Message) -> Message:
 
 def run_due_retries() -> None:
     """What the schedule does every minute, with the clock past every backoff."""
-    Message.objects.filter(status=Message.Status.QUEUED).update(
-        next_attempt_at=timezone.now() - timedelta(seconds=1), enqueued_at=None
-    )
+    Message.objects.filter(status=Message.Status.QUEUED).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
     sweep_messages()
 
 
@@ -318,17 +319,31 @@ def test_payload_error_fails_at_once(pipeline, sandbox_api):
     assert (message.status, message.errcode, message.attempts) == (Message.Status.FAILED, 47003, 1)
 
 
-def test_transient_errors_retry_with_backoff_then_fail_with_the_last_reason(pipeline, sandbox_api, settings):
-    settings.WXNOTIFY_MAX_ATTEMPTS = 3
+def slow_retries(settings) -> None:
+    """Retries a minute away: a test sees the message back in the queue before anything retries it."""
+    settings.WXNOTIFY_RETRY_BASE_DELAY = 60
+    settings.WXNOTIFY_RETRY_MAX_DELAY = 120
+
+
+def test_a_transient_error_queues_the_message_again_after_its_backoff(pipeline, sandbox_api, settings):
+    slow_retries(settings)
     sandbox_api.set_faults(error_rate=1.0, error_code=-1)
     message = refreshed(send(pipeline, touser=sandbox_api.followers()[0]).message)
     assert (message.status, message.errcode, message.attempts) == (Message.Status.QUEUED, -1, 1)
-    assert message.next_attempt_at > message.updated_at - timedelta(seconds=1)
-    for _ in range(2):
-        run_due_retries()
-    message = refreshed(message)
+    # The first retry waits half its 60 s step fixed and up to the other half at random.
+    wait = (message.next_attempt_at - message.attempted_at).total_seconds()
+    assert 30 <= wait <= 61
+    assert message.outcome_unknown_since is None
+
+
+def test_transient_errors_retry_at_their_time_then_fail_with_the_last_reason(pipeline, sandbox_api, settings):
+    """Retries due within the task's run are sent by it at their time, without waiting for the sweeper."""
+    settings.WXNOTIFY_MAX_ATTEMPTS = 3
+    sandbox_api.set_faults(error_rate=1.0, error_code=-1)
+    message = refreshed(send(pipeline, touser=sandbox_api.followers()[0]).message)
     assert (message.status, message.errcode, message.attempts) == (Message.Status.FAILED, -1, 3)
     assert message.errmsg.startswith("system error")
+    assert sandbox_api.counters()["sends"] == 3
     run_due_retries()
     assert refreshed(message).attempts == 3
 
@@ -356,6 +371,7 @@ def test_quota_holds_the_account_without_burning_attempts(pipeline, sandbox_api)
 
 
 def test_read_timeout_is_retried_with_the_same_client_msg_id_and_sent_once(pipeline, sandbox_api, settings):
+    slow_retries(settings)
     settings.WECHAT_READ_TIMEOUT = 0.2
     sandbox_api.set_faults(latency_ms=400)
     message = refreshed(send(pipeline, touser=sandbox_api.followers()[0]).message)
@@ -448,12 +464,12 @@ def test_expired_lease_is_recovered_and_resent_with_the_same_client_msg_id(pipel
     assert sandbox_api.counters()["duplicates"] == 1
 
 
-def test_sweeper_enqueues_forgotten_messages_and_is_idempotent(pipeline, sandbox_api):
+def test_sweeper_dispatches_forgotten_messages_and_is_idempotent(pipeline, sandbox_api):
     lost = [
         stored_message(pipeline, openid, f"lost-{index}") for index, openid in enumerate(sandbox_api.followers()[:3])
     ]
-    assert sweep_messages()["enqueued"] == 3
-    assert sweep_messages()["enqueued"] == 0
+    assert sweep_messages()["dispatched_singles"] == 1
+    assert sweep_messages()["dispatched_singles"] == 0
     assert {refreshed(message).status for message in lost} == {Message.Status.SENT}
     assert sandbox_api.counters()["delivered"] == 3
 
@@ -528,7 +544,8 @@ def test_campaign_by_usernames_and_rejections(pipeline, sandbox_api, django_user
     assert sorted(m["touser"] for m in sandbox_api.messages(DEMO_APPID)) == sorted(openids)
 
 
-def test_cancel_fails_queued_messages_and_retry_failed_requeues(pipeline, sandbox_api):
+def test_cancel_fails_queued_messages_and_retry_failed_requeues(pipeline, sandbox_api, settings):
+    slow_retries(settings)
     sandbox_api.set_faults(error_rate=1.0, error_code=-1)
     campaign = create_campaign(
         account=pipeline,
@@ -543,7 +560,7 @@ def test_cancel_fails_queued_messages_and_retry_failed_requeues(pipeline, sandbo
     assert set(Message.objects.filter(campaign=campaign).values_list("errmsg", flat=True)) == {
         "Cancelled with its campaign."
     }
-    assert retry_failed(campaign) == 0
+    assert retry_failed(campaign).retried == 0
 
     sandbox_api.set_faults(error_rate=1.0, error_code=47003)
     second = create_campaign(
@@ -556,7 +573,7 @@ def test_cancel_fails_queued_messages_and_retry_failed_requeues(pipeline, sandbo
     assert second.state == Campaign.State.DONE
     assert campaign_status_counts(second)[Message.Status.FAILED] == 5
     sandbox_api.set_faults(error_rate=0.0)
-    assert retry_failed(second) == 5
+    assert retry_failed(second).retried == 5
     second.refresh_from_db()
     assert campaign_status_counts(second)[Message.Status.SENT] == 5
     assert second.state == Campaign.State.DONE
@@ -572,13 +589,19 @@ def test_schedule_of_the_sweeper_exists_once(pipeline):
     assert schedules.get().func == "messaging.tasks.sweep_messages"
 
 
-def test_a_held_account_is_not_enqueued_by_the_sweeper(pipeline, sandbox_api):
+def test_a_held_account_keeps_its_messages_queued_without_spending_attempts(pipeline, sandbox_api):
     message = refreshed(send(pipeline, touser=sandbox_api.followers()[0]).message)
-    ratelimit.hold_account(pipeline.pk, timezone.now().timestamp() + 60)
-    Message.objects.filter(pk=message.pk).update(status=Message.Status.QUEUED, enqueued_at=None, msgid=None)
-    assert sweep_messages()["enqueued"] == 0
+    until = timezone.now().timestamp() + 60
+    ratelimit.hold_account(pipeline.pk, until)
+    Message.objects.filter(pk=message.pk).update(status=Message.Status.QUEUED, msgid=None, attempts=0)
+    sweep_messages()
+    held = refreshed(message)
+    assert (held.status, held.attempts) == (Message.Status.QUEUED, 0)
+    assert held.next_attempt_at.timestamp() == pytest.approx(until, abs=1)
+    assert sandbox_api.counters()["sends"] == 1
     ratelimit.release_hold(pipeline.pk)
-    assert sweep_messages()["enqueued"] == 1
+    run_due_retries()
+    assert refreshed(message).status == Message.Status.SENT
 
 
 # --- A worker killed mid-batch ------------------------------------------------------------------------------------
@@ -624,7 +647,11 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice(pipelin
     try:
         assert worker.stdout.readline().strip() == "started"
         deadline = time.monotonic() + 60
-        while Message.objects.filter(pk__in=ids, status=Message.Status.SENT).count() < 4:
+        mid_run = Message.objects.filter(pk__in=ids)
+        while (
+            mid_run.filter(status=Message.Status.SENT).count() < 4
+            or not mid_run.filter(status=Message.Status.SENDING).exists()
+        ):
             assert time.monotonic() < deadline, "the worker never got going"
             time.sleep(0.02)
         worker.send_signal(signal.SIGKILL)
@@ -680,7 +707,8 @@ def test_every_log_line_about_a_message_carries_its_trace_id(pipeline, sandbox_a
     assert any(line.startswith("wxnotify.wechat [req-trace-42]") for line in about_message)
 
 
-def test_a_token_refused_even_after_the_refresh_is_retried_and_flags_the_account(pipeline, sandbox_api):
+def test_a_token_refused_even_after_the_refresh_is_retried_and_flags_the_account(pipeline, sandbox_api, settings):
+    slow_retries(settings)
     openid = sandbox_api.followers()[0]
     send(pipeline, touser=sandbox_api.followers()[1])
     sandbox_api.set_faults(error_rate=1.0, error_code=40001)
@@ -738,20 +766,31 @@ def test_campaign_by_openids_dedupes_and_fails_known_leavers_at_once(pipeline, s
 
 
 def test_a_campaign_whose_dispatch_task_was_lost_is_sent_by_the_sweeper(pipeline, sandbox_api, monkeypatch):
-    monkeypatch.setattr("messaging.services.enqueue_campaign", lambda campaign_id, trace_id="": None)
+    from messaging import dispatch
+
+    real_enqueue = dispatch.enqueue_campaign
+    lost: list[int] = []
+
+    def lose_the_first(campaign_id: int, trace_id: str = "") -> None:
+        if not lost:
+            lost.append(campaign_id)
+            return
+        real_enqueue(campaign_id, trace_id)
+
+    monkeypatch.setattr(dispatch, "enqueue_campaign", lose_the_first)
     campaign = create_campaign(
         account=pipeline,
         template_id=ORDER_TEMPLATE,
         data=ORDER_DATA,
         recipients=RecipientSpec.openids(sandbox_api.followers()[:6]),
     )
+    assert lost == [campaign.pk]
     assert campaign_status_counts(campaign)[Message.Status.QUEUED] == 6
-    assert sweep_messages()["enqueued"] == 0, "just accepted: its dispatch may still be in the queue"
-    Message.objects.filter(campaign=campaign).update(enqueued_at=timezone.now() - timedelta(minutes=10))
-    assert sweep_messages()["enqueued"] == 6
+    assert sweep_messages()["dispatched_campaigns"] == 1
     assert campaign_status_counts(campaign)[Message.Status.SENT] == 6
     campaign.refresh_from_db()
     assert campaign.state == Campaign.State.DONE
+    assert sweep_messages()["dispatched_campaigns"] == 0
 
 
 CLUSTER_SCRIPT = """
@@ -774,10 +813,7 @@ def test_a_real_qcluster_killed_mid_run_loses_nothing_and_sends_nothing_twice(pi
     from django_q.tasks import async_task
 
     openids = sandbox_api.followers()[:20]
-    ids = [
-        stored_message(pipeline, openid, f"cluster-{index}", enqueued_at=timezone.now()).pk
-        for index, openid in enumerate(openids)
-    ]
+    ids = [stored_message(pipeline, openid, f"cluster-{index}").pk for index, openid in enumerate(openids)]
     for start in range(0, len(ids), 10):
         async_task("messaging.tasks.deliver_messages", ids[start : start + 10], sync=False)
     sandbox_api.set_faults(latency_ms=150)
@@ -812,9 +848,6 @@ def test_a_real_qcluster_killed_mid_run_loses_nothing_and_sends_nothing_twice(pi
 
     sandbox_api.set_faults(latency_ms=0)
     time.sleep(1.1)
-    Message.objects.filter(pk__in=ids, status=Message.Status.QUEUED).update(
-        enqueued_at=timezone.now() - timedelta(minutes=10)
-    )
     sweep_messages()
     assert Message.objects.filter(pk__in=ids, status=Message.Status.SENT).count() == len(ids)
     delivered = sandbox_api.messages(DEMO_APPID)

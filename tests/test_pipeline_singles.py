@@ -1,4 +1,4 @@
-"""Single messages share delivery tasks: one pending signal in the cache, one task per burst of requests.
+"""Single messages share delivery tasks: one alive signal in the cache, one task per burst of requests.
 
 The broker is replaced by a recorder here so the tests decide when (and whether) a task runs; the tasks
 themselves are the real ones, against the sandbox WeChat.
@@ -15,9 +15,9 @@ import pytest
 from django.core.cache import cache
 from django.db import connection, transaction
 
-from messaging import ratelimit, services
+from messaging import dispatch, ratelimit
 from messaging.models import Message
-from messaging.tasks import deliver_pending_singles
+from messaging.tasks import deliver_due_messages
 from tests import test_pipeline
 
 # The demo account with its templates and followers, and the send shortcut, as in the main pipeline tests.
@@ -45,8 +45,8 @@ class RecordingBroker:
     def run_all(self) -> int:
         ran = 0
         while not self.tasks.empty():
-            assert self.tasks.get() == "messaging.tasks.deliver_pending_singles"
-            deliver_pending_singles()
+            assert self.tasks.get() == "messaging.tasks.deliver_due_messages"
+            deliver_due_messages()
             ran += 1
         return ran
 
@@ -54,7 +54,7 @@ class RecordingBroker:
 @pytest.fixture
 def broker(monkeypatch) -> RecordingBroker:
     recorder = RecordingBroker()
-    monkeypatch.setattr("messaging.services.async_task", recorder)
+    monkeypatch.setattr("messaging.dispatch.async_task", recorder)
     return recorder
 
 
@@ -79,24 +79,21 @@ def test_a_burst_of_single_messages_shares_one_task(pipeline, sandbox_api, broke
     assert statuses([later]) == [Message.Status.SENT]
 
 
-def test_a_full_batch_makes_the_task_go_on_until_none_is_left(pipeline, sandbox_api, broker, settings):
-    settings.WXNOTIFY_SEND_BATCH_SIZE = 3
+def test_a_burst_larger_than_the_send_pool_is_sent_by_the_one_task(pipeline, sandbox_api, broker, settings):
+    settings.WXNOTIFY_SEND_CONCURRENCY = 2
     openids = sandbox_api.followers()
-    ids = [send(pipeline, touser=openids[index % len(openids)]).message.pk for index in range(8)]
+    ids = [send(pipeline, touser=openids[index % len(openids)]).message.pk for index in range(12)]
     assert broker.run_all() == 1
     assert set(statuses(ids)) == {Message.Status.SENT}
-    assert sandbox_api.counters()["sends"] == 8
+    assert sandbox_api.counters()["sends"] == 12
 
 
-def test_a_task_out_of_time_still_takes_what_was_committed_before_it_stopped(
-    pipeline, sandbox_api, broker, settings, monkeypatch
-):
-    settings.WXNOTIFY_SEND_BATCH_SIZE = 2
-    monkeypatch.setattr("messaging.tasks.SINGLES_TIME_BUDGET_SECONDS", 0.0)
+def test_a_task_out_of_time_still_takes_what_was_committed_before_it_stopped(pipeline, sandbox_api, broker, settings):
+    settings.WXNOTIFY_DELIVERY_TASK_SECONDS = 0
     openids = sandbox_api.followers()
     ids = [send(pipeline, touser=openids[index]).message.pk for index in range(5)]
     assert broker.enqueued == 1
-    assert broker.run_all() == 1, "2 + 2 + 1 messages in the task's last claims"
+    assert broker.run_all() == 1, "the task's last claims after it took the signal down"
     assert set(statuses(ids)) == {Message.Status.SENT}
 
 
@@ -118,20 +115,34 @@ def test_messages_committed_while_a_task_sends_join_its_next_batch(pipeline, san
     assert broker.enqueued == 2
 
 
-def test_a_retry_waits_for_its_time_and_the_sweeper_not_the_next_batch(pipeline, sandbox_api, broker, settings):
-    settings.WXNOTIFY_RETRY_BASE_DELAY = 0.0
-    settings.WXNOTIFY_RETRY_MAX_DELAY = 0.0
+def test_a_retry_is_sent_at_its_time_by_the_task_that_stays_for_it(pipeline, sandbox_api, broker, settings):
+    """The task that wrote the retry waits for it (the retry waiter) and claims it at once when it is due."""
+    settings.WXNOTIFY_RETRY_BASE_DELAY = 0.6
+    settings.WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS = 30
     sandbox_api.set_faults(error_rate=1.0, error_code=-1)
-    failing = send(pipeline, touser=sandbox_api.followers()[0]).message.pk
+    pk = send(pipeline, touser=sandbox_api.followers()[0]).message.pk
+
+    def heal_after_the_first_send() -> None:
+        deadline = time.monotonic() + 10
+        while sandbox_api.counters()["sends"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sandbox_api.set_faults(error_rate=0.0)
+
+    healer = threading.Thread(target=heal_after_the_first_send)
+    healer.start()
     broker.run_all()
-    message = Message.objects.get(pk=failing)
-    assert (message.status, message.attempts) == (Message.Status.QUEUED, 1)
-    assert message.next_attempt_at is not None
-    assert sandbox_api.counters()["sends"] == 1
+    healer.join()
+    message = Message.objects.get(pk=pk)
+    assert (message.status, message.attempts) == (Message.Status.SENT, 2)
+    assert sandbox_api.counters()["sends"] == 2
+    # Claimed at its time: the backoff was 0.3 to 0.6 s, and an idle task looks for due work every 0.2 s.
+    lateness = (message.attempted_at - message.next_attempt_at).total_seconds()
+    assert 0 <= lateness < 2, lateness
+    assert cache.get(dispatch.RETRY_WAITER_KEY) is None, "the waiter let go of its key when nothing was left"
 
 
 def test_a_lost_task_delays_later_messages_by_the_signal_timeout_only(pipeline, sandbox_api, broker, monkeypatch):
-    monkeypatch.setattr("messaging.services.SINGLES_PENDING_TIMEOUT", 1)
+    monkeypatch.setattr("messaging.dispatch.ALIVE_KEY_SECONDS", 1)
     openids = sandbox_api.followers()
     broker.lose = 1
     first = send(pipeline, touser=openids[0]).message.pk
@@ -139,7 +150,7 @@ def test_a_lost_task_delays_later_messages_by_the_signal_timeout_only(pipeline, 
     assert broker.enqueued == 1 and broker.tasks.empty(), "the one task was lost; the signal still stands"
     # The database cache rounds expiry times to the second: wait until the signal is really gone.
     deadline = time.monotonic() + 5
-    while cache.get(services.SINGLES_PENDING_KEY) is not None and time.monotonic() < deadline:
+    while cache.get(dispatch.DELIVERY_ALIVE_KEY) is not None and time.monotonic() < deadline:
         time.sleep(0.1)
     third = send(pipeline, touser=openids[2]).message.pk
     assert broker.enqueued == 2
@@ -191,7 +202,7 @@ def test_concurrent_senders_and_workers_leave_nothing_for_the_sweeper(pipeline, 
                     if senders_done.is_set() and broker.tasks.empty():
                         return
                     continue
-                deliver_pending_singles()
+                deliver_due_messages()
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
         finally:

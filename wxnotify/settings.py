@@ -226,17 +226,32 @@ WXNOTIFY_PUBLIC_BASE_URL = os.environ.get("WXNOTIFY_PUBLIC_BASE_URL", "http://12
 
 # Sends in flight per worker process (one shared thread pool over the pooled HTTP session).
 WXNOTIFY_SEND_CONCURRENCY = env_int("WXNOTIFY_SEND_CONCURRENCY", 32)
-# Messages per delivery task: campaigns are cut into batches of this size.
+# How many delivery tasks work through one campaign side by side (each keeps WXNOTIFY_SEND_CONCURRENCY sends in
+# flight); more than the cluster's worker processes only makes tasks wait for a worker.
+WXNOTIFY_CAMPAIGN_PARALLELISM = env_int("WXNOTIFY_CAMPAIGN_PARALLELISM", 4)
+# Messages per claim of the explicit-id delivery task and per sweep of lost work.
 WXNOTIFY_SEND_BATCH_SIZE = env_int("WXNOTIFY_SEND_BATCH_SIZE", 200)
 # Attempts before a message that keeps failing transiently is failed with the last reason.
 WXNOTIFY_MAX_ATTEMPTS = env_int("WXNOTIFY_MAX_ATTEMPTS", 5)
-# Exponential backoff with full jitter: base * 2**(attempt-1), at most the cap (seconds).
+# Exponential backoff: the n-th retry waits base * 2**(n-1) seconds (at most the cap), half of it fixed and half
+# random, so the retries of a batch spread out.
 WXNOTIFY_RETRY_BASE_DELAY = float(os.environ.get("WXNOTIFY_RETRY_BASE_DELAY", "5"))
 WXNOTIFY_RETRY_MAX_DELAY = float(os.environ.get("WXNOTIFY_RETRY_MAX_DELAY", "600"))
-# A message stays "sending" this long at most; after that the sweeper assumes its worker died.
-WXNOTIFY_SEND_LEASE_SECONDS = env_int("WXNOTIFY_SEND_LEASE_SECONDS", 180)
-# The sweeper re-enqueues a due queued message only if it was not enqueued within this many seconds.
-WXNOTIFY_REENQUEUE_AFTER_SECONDS = env_int("WXNOTIFY_REENQUEUE_AFTER_SECONDS", 120)
+# A message whose outcome is unknown (no answer from WeChat, or its worker died) may be sent again only this many
+# seconds after that attempt began; WeChat de-duplicates a client_msg_id for about 10 minutes.  Past it the message
+# fails with wxnotify's errcode -9001 ("outcome unknown, may have been delivered").
+WXNOTIFY_RESEND_WINDOW_SECONDS = env_int("WXNOTIFY_RESEND_WINDOW_SECONDS", 480)
+# A delivery task renews the claim ("lease") on its messages every third of this; when its worker dies the
+# messages are taken back and sent again (same client_msg_id) after the lease runs out.
+WXNOTIFY_SEND_LEASE_SECONDS = env_int("WXNOTIFY_SEND_LEASE_SECONDS", 30)
+# A delivery task stops claiming after this many seconds and hands its work to a fresh task, well inside
+# django-q2's timeout (Q_CLUSTER["timeout"]) even with a last WeChat call of WECHAT_READ_TIMEOUT in flight.
+WXNOTIFY_DELIVERY_TASK_SECONDS = float(os.environ.get("WXNOTIFY_DELIVERY_TASK_SECONDS", "20"))
+# With nothing to do, a delivery task waits this long for new single messages before it stops.
+WXNOTIFY_DELIVERY_IDLE_SECONDS = float(os.environ.get("WXNOTIFY_DELIVERY_IDLE_SECONDS", "1"))
+# One delivery task stays (handing over to the next) while a retry is due within this many seconds; retries due
+# later are woken by the sweeper, which runs every minute.
+WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS = env_int("WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS", 150)
 # A delivery receipt still waiting for its message after this long is marked unmatched.
 WXNOTIFY_RECEIPT_MATCH_WINDOW_SECONDS = env_int("WXNOTIFY_RECEIPT_MATCH_WINDOW_SECONDS", 300)
 # Messages per second for accounts without a limit of their own (0 = no limit).

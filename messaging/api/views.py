@@ -164,8 +164,21 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
         )
 
 
+class RetryFailedRequestSerializer(serializers.Serializer):
+    include_unknown = serializers.BooleanField(
+        default=False,
+        help_text=_(
+            "Also retry messages whose outcome is unknown (errcode -9001): WeChat may have delivered them, so the "
+            "user may get them twice."
+        ),
+    )
+
+
 class RetryFailedResultSerializer(serializers.Serializer):
     retried = serializers.IntegerField(help_text=_("Failed messages queued again."))
+    left_unknown = serializers.IntegerField(
+        help_text=_("Failed messages left alone because they may have been delivered (see include_unknown).")
+    )
     campaign = CampaignSerializer()
 
 
@@ -245,16 +258,23 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
     @extend_schema(
         operation_id="campaigns_retry_failed",
         summary=_("Retry the failed messages of a campaign"),
-        request=None,
-        responses={202: RetryFailedResultSerializer, **DETAIL_ERRORS},
+        request=RetryFailedRequestSerializer,
+        responses={202: RetryFailedResultSerializer, 400: SEND_ERRORS[400], **DETAIL_ERRORS},
     )
     @action(detail=True, methods=["post"], url_path="retry-failed")
     def retry_failed(self, request: Request, pk: str | None = None) -> Response:
         campaign = self.get_object()
-        retried = services.retry_failed(campaign)
+        options = RetryFailedRequestSerializer(data=request.data or {})
+        options.is_valid(raise_exception=True)
+        result = services.retry_failed(campaign, include_unknown=options.validated_data["include_unknown"])
         campaign.refresh_from_db()
         return Response(
-            {"retried": retried, "campaign": self.get_serializer(campaign).data}, status=status.HTTP_202_ACCEPTED
+            {
+                "retried": result.retried,
+                "left_unknown": result.left_unknown,
+                "campaign": self.get_serializer(campaign).data,
+            },
+            status=status.HTTP_202_ACCEPTED,
         )
 
 

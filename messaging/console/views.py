@@ -341,8 +341,17 @@ def campaign_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
     if campaign.state == Campaign.State.CANCELLED:
         messages.error(request, _("A cancelled campaign is not retried."))
     else:
-        retried = services.retry_failed(campaign)
-        messages.success(request, _("%(count)d failed message(s) queued again.") % {"count": retried})
+        result = services.retry_failed(campaign, include_unknown=request.POST.get("include_unknown") == "1")
+        messages.success(request, _("%(count)d failed message(s) queued again.") % {"count": result.retried})
+        if result.left_unknown:
+            messages.warning(
+                request,
+                _(
+                    "%(count)d failed message(s) may have been delivered (WeChat did not answer) and were left alone; "
+                    "tick “also those that may have been delivered” to send them again."
+                )
+                % {"count": result.left_unknown},
+            )
     return redirect("console:campaign", pk=campaign.pk)
 
 

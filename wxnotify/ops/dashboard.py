@@ -20,10 +20,9 @@ from redis.exceptions import RedisError
 
 from accounts.models import OfficialAccount
 from accounts.selectors import accounts_for_user
-from messaging.models import Message
+from messaging.models import Message, due_condition
 from templates_app.models import MessageTemplate
 from templates_app.selectors import templates_with_problems
-from wxnotify.ops.health import is_due
 from wxnotify.wechat.errors import describe_errcode
 from wxnotify.wechat.tokens import default_token_manager
 
@@ -208,7 +207,7 @@ def account_health(accounts: list[OfficialAccount], now: datetime) -> list[Accou
         .values_list("account_id")
         .annotate(
             queued=Count("pk", filter=Q(status=Message.Status.QUEUED)),
-            due=Count("pk", filter=Q(status=Message.Status.QUEUED) & is_due(now)),
+            due=Count("pk", filter=due_condition(now)),
             sending=Count("pk", filter=Q(status=Message.Status.SENDING)),
             oldest=Min("created_at", filter=Q(status=Message.Status.QUEUED)),
         )

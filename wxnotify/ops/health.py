@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Min, Q
+from django.db.models import Min
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.brokers import get_broker
@@ -59,20 +59,13 @@ class HealthReport:
         return report
 
 
-def is_due(now: datetime) -> Q:
-    """A message's next attempt may start (with status=queued, served by the (status, next_attempt_at) index)."""
-    return Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-
-
 def queue_lag_seconds(now: datetime) -> float:
     """How long the oldest due queued message has been due (since acceptance, or since its retry time); 0 if none.
 
     Messages held for a later attempt (backoff, quota) are not due, so they do not count as lag.
     """
     oldest = (
-        Message.objects.filter(is_due(now), status=Message.Status.QUEUED)
-        .order_by()
-        .aggregate(oldest=Min(Coalesce("next_attempt_at", "created_at")))["oldest"]
+        Message.objects.due(now).order_by().aggregate(oldest=Min(Coalesce("next_attempt_at", "created_at")))["oldest"]
     )
     if oldest is None:
         return 0.0

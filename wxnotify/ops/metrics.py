@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -67,6 +66,21 @@ TOKEN_FETCHES = Counter(
     "access_tokens fetched from WeChat.",
     ["account", "endpoint", "force_refresh"],
 )
+# Retries are sent at their backoff time by whichever delivery task polls next; seconds late, and a new single
+# message's wait from acceptance to its claim.  Both are well under a second when the workers keep up.
+WAIT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+RETRY_LATENESS = Histogram(
+    "wxnotify_retry_lateness_seconds",
+    "Seconds from a message's scheduled next attempt (backoff, hold or recovery) to its claim by a delivery task.",
+    ["account"],
+    buckets=WAIT_BUCKETS,
+)
+SINGLE_CLAIM_WAIT = Histogram(
+    "wxnotify_single_claim_wait_seconds",
+    "Seconds from accepting a single message to its first claim by a delivery task.",
+    ["account"],
+    buckets=WAIT_BUCKETS,
+)
 CALLBACK_REQUESTS = Counter(
     "wxnotify_callback_requests",
     "Requests to the WeChat callback endpoint, by outcome.",
@@ -83,9 +97,23 @@ def send_result(error: BaseException | None) -> str:
     return "internal_error"
 
 
-def record_send(appid: str, claimed_at: datetime, error: BaseException | None) -> None:
+def record_claim(message: Message) -> None:
+    """Record how long a just-claimed message waited: past its retry time, or since acceptance for a new single."""
+    if message.attempted_at is None:
+        return
+    if message.next_attempt_at is not None:
+        lateness = (message.attempted_at - message.next_attempt_at).total_seconds()
+        RETRY_LATENESS.labels(message.account.appid).observe(max(0.0, lateness))
+    elif message.campaign_id is None and message.attempts == 1:
+        wait = (message.attempted_at - message.created_at).total_seconds()
+        SINGLE_CLAIM_WAIT.labels(message.account.appid).observe(max(0.0, wait))
+
+
+def record_send(message: Message, error: BaseException | None) -> None:
     """Record one finished send attempt (called by the delivery task as it collects each answer)."""
-    SEND_LATENCY.labels(appid, send_result(error)).observe((timezone.now() - claimed_at).total_seconds())
+    appid = message.account.appid
+    started = message.attempted_at or timezone.now()
+    SEND_LATENCY.labels(appid, send_result(error)).observe((timezone.now() - started).total_seconds())
     if isinstance(error, WeChatError) and error.errcode is not None:
         WECHAT_ERRORS.labels(appid, str(error.errcode), error.kind.value).inc()
 

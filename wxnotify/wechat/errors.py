@@ -22,6 +22,14 @@ WECHAT_TIMEZONE = ZoneInfo("Asia/Shanghai")
 # 43117 (per-openid frequency control) has no documented threshold; this is our own back-off for that recipient.
 PER_OPENID_BACKOFF_SECONDS = 120.0
 
+# wxnotify's own errcodes, for outcomes WeChat did not report: negative, and far from WeChat's -1.
+# No answer came, and the resend window passed: WeChat may have delivered the message, so it is not sent again.
+OUTCOME_UNKNOWN_ERRCODE = -9001
+# Our code failed during the attempt; the exception's class is in the error text.
+INTERNAL_ERROR_ERRCODE = -9002
+# The account's AppSecret cannot be decrypted with the configured keys; its messages are held, not sent.
+SECRET_UNREADABLE_ERRCODE = -9003
+
 
 class ErrorKind(StrEnum):
     TOKEN_INVALID = "token_invalid"
@@ -180,6 +188,14 @@ def error_from_reply(errcode: int, errmsg: str, *, token_request: bool = False) 
 
 
 _DESCRIPTIONS = {
+    OUTCOME_UNKNOWN_ERRCODE: _(
+        "wxnotify: WeChat did not answer and the resend window has passed; the message may have been delivered, "
+        "so it was not sent again."
+    ),
+    INTERNAL_ERROR_ERRCODE: _("wxnotify: an internal error stopped the send; the error text names it."),
+    SECRET_UNREADABLE_ERRCODE: _(
+        "wxnotify: the AppSecret cannot be decrypted with WXNOTIFY_ENCRYPTION_KEYS; sending is held until it can."
+    ),
     -1: _("WeChat system busy; retry later."),
     0: _("OK."),
     40001: _("access_token invalid or superseded (on the token endpoints: wrong AppSecret)."),

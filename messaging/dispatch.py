@@ -1,0 +1,96 @@
+"""Telling django-q2 there is delivery work: the signals between accepting a message and a task sending it.
+
+The rows are the truth and the task queue is only a hint, so every function here is best effort: when the broker
+or the cache is down the work waits in the database and the sweeper (:mod:`messaging.sweeper`) hands it out again.
+
+Two cache keys keep the number of tasks small without ever leaving committed work unseen:
+
+- ``DELIVERY_ALIVE_KEY`` is up while some delivery task claims due work (new single messages, retries whose time
+  came) at least every ``ALIVE_REFRESH_SECONDS``.  A request that commits a single message creates the key if it is
+  missing and only then enqueues a task; a task about to stop takes the key down *before* its last claim, so a
+  message committed while the key was up is claimed by that task, and one committed later finds no key and
+  enqueues a task of its own.
+- ``RETRY_WAITER_KEY`` is held by the one task that stays while retries are due soon (within
+  ``WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS``) and sends them at their time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from django.core.cache import cache
+from django_q.tasks import async_task
+
+logger = logging.getLogger("wxnotify.messaging")
+
+DELIVERY_ALIVE_KEY = "messaging:delivery-alive"
+RETRY_WAITER_KEY = "messaging:retry-waiter"
+# A running task refreshes its keys this often; they expire after ALIVE_KEY_SECONDS without a refresh, which is
+# the longest a dead task can keep new work waiting for a task of its own.
+ALIVE_REFRESH_SECONDS = 0.5
+ALIVE_KEY_SECONDS = 2
+WAITER_KEY_SECONDS = 10
+CAMPAIGN_ENGINE_KEY_SECONDS = 30
+# Taken by the delivery task that settles the pipeline (messaging.sweeper.settle) for the next few seconds.
+MAINTENANCE_KEY = "messaging:maintenance"
+MAINTENANCE_KEY_SECONDS = 4
+
+
+def campaign_engine_key(campaign_id: int) -> str:
+    """Up while some task works through the campaign; the sweeper re-dispatches running campaigns without one."""
+    return f"messaging:campaign-engine:{campaign_id}"
+
+
+def request_singles_delivery() -> None:
+    """Make sure a delivery task will claim the single messages committed before this call.
+
+    Call it after the message's transaction has committed.  The task carries no trace id: it serves many requests,
+    and each message's log lines carry the message's own.
+    """
+    try:
+        if cache.add(DELIVERY_ALIVE_KEY, 1, timeout=ALIVE_KEY_SECONDS):
+            async_task("messaging.tasks.deliver_due_messages", save=False)
+    except Exception:
+        logger.exception("Could not signal single messages to the workers; the sweeper will pick them up")
+
+
+def request_retry_waiter() -> None:
+    """Make sure one task waits for the retries due soon and sends each at its time."""
+    try:
+        if cache.add(RETRY_WAITER_KEY, 1, timeout=WAITER_KEY_SECONDS):
+            enqueue_retry_waiter()
+    except Exception:
+        logger.exception("Could not start a task for due retries; the sweeper will")
+
+
+def enqueue_retry_waiter() -> None:
+    """Enqueue the retry waiter for a caller that holds ``RETRY_WAITER_KEY`` (and hands it over)."""
+    try:
+        async_task("messaging.tasks.deliver_due_messages", waiter=True, save=False)
+    except Exception:
+        logger.exception("Could not enqueue the retry waiter; the sweeper will start one")
+
+
+def enqueue_campaign(campaign_id: int, trace_id: str = "") -> None:
+    """Let a worker start the campaign's delivery tasks (keeps the accepting request short)."""
+    try:
+        async_task("messaging.tasks.dispatch_campaign", campaign_id, trace_id=trace_id, save=False)
+    except Exception:
+        logger.exception("Could not enqueue campaign %s; the sweeper will dispatch it", campaign_id)
+
+
+def enqueue_campaign_delivery(campaign_id: int, trace_id: str = "") -> None:
+    """One more task working through the campaign (a new one, or the next of a task out of time)."""
+    try:
+        async_task("messaging.tasks.deliver_campaign", campaign_id, trace_id=trace_id, save=False)
+    except Exception:
+        logger.exception("Could not enqueue delivery of campaign %s; the sweeper will dispatch it", campaign_id)
+
+
+def enqueue_delivery(message_ids: Sequence[int], trace_id: str = "") -> None:
+    """Hand explicit message ids to a delivery task (kept for the task path stored by earlier releases)."""
+    try:
+        async_task("messaging.tasks.deliver_messages", list(message_ids), trace_id=trace_id, save=False)
+    except Exception:
+        logger.exception("Could not enqueue delivery of %d message(s); the sweeper will pick them up", len(message_ids))

@@ -1,0 +1,156 @@
+"""The safety net of the send pipeline: take back dead workers' messages, settle what may not be sent, re-dispatch.
+
+Two callers: the scheduled sweep (``messaging.tasks.sweep_messages``, every minute, and ``manage.py
+sweep_messages``), and the delivery tasks, one of which calls :func:`settle` every few seconds while any runs, so a
+dead worker's messages go out again about one lease after it died rather than after the next sweep.  Everything
+here is idempotent: two sweeps at once (a schedule firing twice on SQLite) do no harm.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Exists, F, OuterRef, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from messaging import dispatch, services
+from messaging.models import Campaign, Message
+from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
+
+logger = logging.getLogger("wxnotify.messaging")
+
+WORKER_STOPPED_REASON = "The worker sending it stopped; sent again with the same client_msg_id."
+UNKNOWN_PAST_WINDOW_REASON = (
+    "No answer from WeChat (or its worker stopped) and the resend window has passed; it may have been delivered."
+)
+UNKNOWN_AFTER_LAST_ATTEMPT_REASON = "Its worker stopped during the last allowed attempt; WeChat may have delivered it."
+
+
+def recover_expired_leases(now: datetime) -> int:
+    """Take back the ``sending`` messages whose worker stopped renewing its lease; returns how many were taken.
+
+    Such a message may have reached WeChat, so the attempt's outcome is unknown: it is queued again at once (with
+    the same client_msg_id, which WeChat de-duplicates) while inside the resend window and under the attempt limit;
+    otherwise it fails with errcode -9001.  A cancelled campaign's message fails as cancelled.
+    """
+    expired = Message.objects.lease_expired(now)
+    # Rows claimed before attempted_at existed: their attempt began at least one lease ago.
+    claimed_before = now - timedelta(seconds=settings.WXNOTIFY_SEND_LEASE_SECONDS)
+    unknown_since = Coalesce(F("outcome_unknown_since"), F("attempted_at"), Value(claimed_before))
+    cancelled = expired.filter(campaign__state=Campaign.State.CANCELLED).update(
+        status=Message.Status.FAILED,
+        errcode=None,
+        errmsg=services.CANCELLED_REASON,
+        lease_expires_at=None,
+        finished_at=now,
+        updated_at=now,
+    )
+    exhausted = expired.filter(attempts__gte=settings.WXNOTIFY_MAX_ATTEMPTS).update(
+        status=Message.Status.FAILED,
+        errcode=OUTCOME_UNKNOWN_ERRCODE,
+        errmsg=UNKNOWN_AFTER_LAST_ATTEMPT_REASON,
+        outcome_unknown_since=unknown_since,
+        lease_expires_at=None,
+        finished_at=now,
+        updated_at=now,
+    )
+    requeued = expired.update(
+        status=Message.Status.QUEUED,
+        errcode=None,
+        errmsg=WORKER_STOPPED_REASON,
+        outcome_unknown_since=unknown_since,
+        next_attempt_at=now,
+        lease_expires_at=None,
+        updated_at=now,
+    )
+    return cancelled + exhausted + requeued
+
+
+def fail_past_resend_window(now: datetime) -> int:
+    """Fail the queued messages that may have been delivered already and can no longer be sent safely."""
+    return (
+        Message.objects.queued()
+        .past_resend_window(now)
+        .update(
+            status=Message.Status.FAILED,
+            errcode=OUTCOME_UNKNOWN_ERRCODE,
+            errmsg=UNKNOWN_PAST_WINDOW_REASON,
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+
+
+def fail_cancelled_leftovers(now: datetime) -> int:
+    """Fail queued messages of cancelled campaigns: a retry written back just as the campaign was cancelled."""
+    return (
+        Message.objects.queued()
+        .filter(campaign__state=Campaign.State.CANCELLED)
+        .update(
+            status=Message.Status.FAILED,
+            errcode=None,
+            errmsg=services.CANCELLED_REASON,
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+
+
+def settle(now: datetime) -> dict[str, int]:
+    """Recover dead workers' messages and fail what may not be sent; cheap enough to run every few seconds."""
+    result = {
+        "recovered": recover_expired_leases(now),
+        "failed_unknown": fail_past_resend_window(now),
+        "failed_cancelled": fail_cancelled_leftovers(now),
+    }
+    if any(result.values()):
+        logger.info("Settled: %s", result)
+    return result
+
+
+def work_ahead(now: datetime) -> bool:
+    """Whether a task should stay to send retries at their time: one is due within the wait horizon."""
+    horizon = now + timedelta(seconds=settings.WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS)
+    return (
+        Message.objects.queued().not_cancelled().within_resend_window(now).filter(next_attempt_at__lte=horizon).exists()
+    )
+
+
+def dispatch_lost_work(now: datetime) -> dict[str, int]:
+    """Start delivery tasks for work no task is serving: after a lost task, a restart, or a broker outage."""
+    result = {"singles": 0, "retries": 0, "campaigns": 0}
+    due = Message.objects.claimable(now)
+    if due.filter(campaign__isnull=True).exists() and cache.get(dispatch.DELIVERY_ALIVE_KEY) is None:
+        dispatch.request_singles_delivery()
+        result["singles"] = 1
+    if work_ahead(now) and cache.get(dispatch.RETRY_WAITER_KEY) is None:
+        dispatch.request_retry_waiter()
+        result["retries"] = 1
+    waiting = Message.objects.claimable(now).filter(campaign=OuterRef("pk"))
+    for campaign_id in (
+        Campaign.objects.filter(state=Campaign.State.RUNNING).filter(Exists(waiting)).values_list("pk", flat=True)
+    ):
+        if cache.get(dispatch.campaign_engine_key(campaign_id)) is None:
+            dispatch.enqueue_campaign(campaign_id)
+            result["campaigns"] += 1
+    return result
+
+
+def sweep(now: datetime | None = None) -> dict[str, int]:
+    """The scheduled sweep: settle, re-dispatch lost work, finish campaigns, resolve receipts that waited too long."""
+    now = now or timezone.now()
+    result = settle(now)
+    for name, count in dispatch_lost_work(now).items():
+        result[f"dispatched_{name}"] = count
+    result["campaigns_finished"] = services.finish_campaigns()
+    applied, unmatched = services.resolve_stale_receipts(
+        now - timedelta(seconds=settings.WXNOTIFY_RECEIPT_MATCH_WINDOW_SECONDS)
+    )
+    result["receipts_applied"], result["receipts_unmatched"] = applied, unmatched
+    if any(result.values()):
+        logger.info("Sweep: %s", result)
+    return result
