@@ -8,6 +8,7 @@ SQLite, the database cache and the django-q2 ORM broker.  Setting ``DATABASE_URL
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -70,6 +71,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # django-axes (sign-in throttling) under a translated name in the admin, where its attempts are unlocked.
+    "wxnotify.apps.SignInThrottlingConfig",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -93,6 +96,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out sign-in into its lock-out page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "wxnotify.urls"
@@ -272,6 +277,24 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "admin:login"
+
+# --- Sign-in throttling (django-axes, wxnotify.login_throttling) -----------------------------------------------------
+
+# The axes backend goes first: it refuses a locked-out sign-in before the password is even checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# Attempts live in the database on both configurations, Redis or not: sign-ins are rare, so the writes cost nothing
+# that matters; the admin lists the attempts and unlocks them (the cache handler's live only in Redis, invisible to
+# the admin, and an evicted or flushed key would quietly lift a lock-out).
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env_int("WXNOTIFY_LOGIN_FAILURE_LIMIT", 5)
+WXNOTIFY_LOGIN_COOLOFF_MINUTES = env_int("WXNOTIFY_LOGIN_COOLOFF_MINUTES", 15)
+AXES_COOLOFF_TIME = timedelta(minutes=WXNOTIFY_LOGIN_COOLOFF_MINUTES)
+# Per username and address together: see wxnotify.login_throttling for why.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "wxnotify.login_throttling.client_address"
+AXES_LOCKOUT_CALLABLE = "wxnotify.login_throttling.lockout_response"
+AXES_VERBOSE = False
 
 LANGUAGE_CODE = "zh-hans"
 LANGUAGES = [("zh-hans", "简体中文"), ("en", "English")]
