@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
-from django.http import HttpRequest
 from django.db import connection
+from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
