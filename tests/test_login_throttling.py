@@ -40,35 +40,35 @@ def client_from(address: str = "198.51.100.7", language: str = "en") -> Client:
     return Client(REMOTE_ADDR=address, HTTP_ACCEPT_LANGUAGE=language)
 
 
-def sign_in(client: Client, page: str, password: str, username: str = "member"):
-    return client.post(page, {"username": username, "password": password, "next": ""})
+def sign_in(client: Client, login_page: str, password: str, username: str = "member"):
+    return client.post(login_page, {"username": username, "password": password, "next": ""})
 
 
 def signed_in(client: Client) -> bool:
     return "_auth_user_id" in client.session
 
 
-def fail(client: Client, page: str, times: int):
+def fail(client: Client, login_page: str, times: int):
     response = None
     for _ in range(times):
-        response = sign_in(client, page, "wrong-password")
+        response = sign_in(client, login_page, "wrong-password")
     return response
 
 
-@pytest.mark.parametrize("page", LOGIN_PAGES)
-def test_the_limit_th_failure_locks_out_with_a_clear_message(member, page):
+@pytest.mark.parametrize("login_page", LOGIN_PAGES)
+def test_the_limit_th_failure_locks_out_with_a_clear_message(member, login_page):
     client = client_from()
 
-    before_limit = fail(client, page, LIMIT - 1)
+    before_limit = fail(client, login_page, LIMIT - 1)
     assert before_limit.status_code == 200  # the login form again, with its "wrong password" error
 
-    locked = sign_in(client, page, "wrong-password")
+    locked = sign_in(client, login_page, "wrong-password")
     assert locked.status_code == 429
     assert ENGLISH_MESSAGE in locked.content.decode()
     assert "ask an administrator to unlock it" in locked.content.decode()
 
     # Even the right password is refused while locked, and says why.
-    refused = sign_in(client, page, "right-password")
+    refused = sign_in(client, login_page, "right-password")
     assert refused.status_code == 429
     assert ENGLISH_MESSAGE in refused.content.decode()
     assert not signed_in(client)
