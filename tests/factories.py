@@ -7,8 +7,11 @@ from the sandbox WeChat; account "B" exists on our side only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from socketserver import BaseServer
+from typing import Any, TypeVar
 
 from django.contrib.auth.models import Group, Permission
 from django.test import Client
@@ -103,3 +106,18 @@ def english_client(user: Any = None) -> Client:
     if user is not None:
         client.force_login(user)
     return client
+
+
+Server = TypeVar("Server", bound=BaseServer)
+
+
+@contextmanager
+def serving(server: Server) -> Iterator[Server]:
+    """Run a stand-in HTTP server (a fake WeChat or advisory service) in a thread; shut it and its socket after."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -23,6 +23,7 @@ from accounts.apps import TOKEN_REFRESH_SCHEDULE_NAME, ensure_token_refresh_sche
 from accounts.clients import wechat_client_for
 from accounts.models import OfficialAccount
 from accounts.tasks import refresh_access_tokens
+from tests.factories import serving
 from wxnotify import encryption
 from wxnotify.locks import LockUnavailableError, distributed_lock
 from wxnotify.log import MASK, redact
@@ -105,20 +106,9 @@ class FakeWeChatHandler(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def running(server: FakeWeChat):
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def fake_wechat():
-    with running(FakeWeChat()) as server:
+    with serving(FakeWeChat()) as server:
         yield server
 
 
@@ -174,7 +164,7 @@ def test_token_outside_the_margin_is_reused(db, fake_wechat, appid, settings):
 
 def test_a_token_just_fetched_is_not_fetched_again_even_inside_the_margin(db, appid, settings):
     settings.WECHAT_TOKEN_REFRESH_MARGIN = 600
-    with running(FakeWeChat(expires_in=400)) as server:  # stable normal mode: WeChat has not rotated it yet
+    with serving(FakeWeChat(expires_in=400)) as server:  # stable normal mode: WeChat has not rotated it yet
         manager = AccessTokenManager()
         client = make_client(appid, server.base, manager)
         tokens = {manager.get_token(client) for _ in range(50)}
@@ -343,7 +333,7 @@ def test_unreachable_lock_backend_fetches_unlocked(db, fake_wechat, appid, monke
 
 
 def test_single_flight_across_32_threads(transactional_db, appid):
-    with running(FakeWeChat(delay=0.5)) as server:
+    with serving(FakeWeChat(delay=0.5)) as server:
         manager = AccessTokenManager()
         client = make_client(appid, server.base, manager)
         barrier = threading.Barrier(32)
@@ -411,7 +401,7 @@ print(json.dumps({"tokens": sorted(set(results)), "count": len(results), "errors
 def test_single_flight_across_processes(transactional_db, appid):
     process_count, thread_count = 3, 16
     env = {**os.environ, "WXNOTIFY_TEST_DB_NAME": str(connection.settings_dict["NAME"])}
-    with running(FakeWeChat(delay=0.5)) as server:
+    with serving(FakeWeChat(delay=0.5)) as server:
         processes = [
             subprocess.Popen(
                 [sys.executable, "-c", PROCESS_SCRIPT, appid, server.base, str(thread_count)],

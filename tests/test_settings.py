@@ -95,22 +95,28 @@ def test_refuses_default_secret_key_when_debug_is_off(tmp_path):
     assert result.stdout == ""
 
 
-def test_manage_py_refuses_to_start_with_default_secret_key(tmp_path):
-    env = {
+def run_manage_py(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``manage.py`` as an operator runs it: no DJANGO_SETTINGS_MODULE, only the given variables."""
+    clean_env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
         "LANG": "C.UTF-8",
         "WXNOTIFY_VAR_DIR": str(tmp_path / "var"),
+        **env,
     }
-    result = subprocess.run(
-        [sys.executable, str(BASE_DIR / "manage.py"), "check"],
+    return subprocess.run(
+        [sys.executable, str(BASE_DIR / "manage.py"), *args],
         cwd=BASE_DIR,
-        env=env,
+        env=clean_env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
+
+
+def test_manage_py_refuses_to_start_with_default_secret_key(tmp_path):
+    result = run_manage_py(tmp_path, "check")
 
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY is not set" in result.stderr
@@ -243,23 +249,8 @@ def readme_production_environment() -> dict[str, str]:
 def test_check_deploy_is_clean_with_the_production_environment_of_the_readme(tmp_path):
     environment = readme_production_environment()
     assert {"DJANGO_SECRET_KEY", "WXNOTIFY_ENCRYPTION_KEYS", "DJANGO_ALLOWED_HOSTS"} <= environment.keys()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "LANG": "C.UTF-8",
-        "WXNOTIFY_VAR_DIR": str(tmp_path / "var"),
-        **environment,
-    }
 
-    result = subprocess.run(
-        [sys.executable, str(BASE_DIR / "manage.py"), "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_manage_py(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **environment)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout

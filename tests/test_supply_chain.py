@@ -10,13 +10,13 @@ import json
 import re
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.factories import serving
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 AUDIT = BASE_DIR / "tools" / "audit_dependencies.py"
@@ -138,16 +138,8 @@ class FakeOsvHandler(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def fake_osv() -> Iterator[FakeOsv]:
-    server = FakeOsv()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
+def fake_osv() -> AbstractContextManager[FakeOsv]:
+    return serving(FakeOsv())
 
 
 def write_lock(tmp_path: Path, *packages: tuple[str, str]) -> Path:
