@@ -7,9 +7,13 @@ from the sandbox WeChat; account "B" exists on our side only.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from socketserver import BaseServer
 from typing import Any, TypeVar
 
@@ -121,3 +125,27 @@ def serving(server: Server) -> Iterator[Server]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def run_manage_py(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``manage.py`` as an operator runs it: no DJANGO_SETTINGS_MODULE, only the given variables."""
+    clean_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "LANG": "C.UTF-8",
+        "WXNOTIFY_VAR_DIR": str(tmp_path / "var"),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, str(BASE_DIR / "manage.py"), *args],
+        cwd=BASE_DIR,
+        env=clean_env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

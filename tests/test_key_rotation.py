@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from io import StringIO
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.db import connection
 
 from accounts.models import OfficialAccount
+from tests.factories import run_manage_py
 from wxnotify import encryption
 from wxnotify.wechat.tokens import cache_key
 
@@ -116,24 +114,13 @@ def test_rotation_reseals_cached_access_tokens(settings):
 
 
 def manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "LANG": "C.UTF-8",
-        "WXNOTIFY_VAR_DIR": str(tmp_path / "var"),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'rotation.sqlite3'}",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-        "DJANGO_SETTINGS_MODULE": "wxnotify.settings",
+    """manage.py with the real settings on a SQLite file of this test's own."""
+    return run_manage_py(
+        tmp_path,
+        *args,
+        DATABASE_URL=f"sqlite:///{tmp_path / 'rotation.sqlite3'}",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
         **env,
-    }
-    return subprocess.run(
-        [sys.executable, str(django_settings.BASE_DIR / "manage.py"), *args],
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from tests.factories import run_manage_py
 from wxnotify.encryption import derived_key
 from wxnotify.wechat import PRODUCTION_API_BASE
 
@@ -93,26 +94,6 @@ def test_refuses_default_secret_key_when_debug_is_off(tmp_path):
     assert "ImproperlyConfigured" in result.stderr
     assert "DJANGO_SECRET_KEY is not set" in result.stderr
     assert result.stdout == ""
-
-
-def run_manage_py(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    """``manage.py`` as an operator runs it: no DJANGO_SETTINGS_MODULE, only the given variables."""
-    clean_env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "LANG": "C.UTF-8",
-        "WXNOTIFY_VAR_DIR": str(tmp_path / "var"),
-        **env,
-    }
-    return subprocess.run(
-        [sys.executable, str(BASE_DIR / "manage.py"), *args],
-        cwd=BASE_DIR,
-        env=clean_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_manage_py_refuses_to_start_with_default_secret_key(tmp_path):
