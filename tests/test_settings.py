@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
+from django.test import Client
 
 from tests.factories import run_manage_py
 from wxnotify.encryption import derived_key
@@ -307,3 +308,24 @@ def test_a_malformed_integer_names_the_variable(tmp_path, name):
 
     assert result.returncode != 0
     assert f"{name} must be an integer, got 'lots'" in result.stderr
+
+
+@pytest.mark.django_db
+def test_the_redirect_spares_the_per_host_probes(settings):
+    """What the production values do to requests (applied here in-process: the test settings run with DEBUG on)."""
+    production = load_settings(Path(settings.VAR_DIR) / "redirect-check", **PRODUCTION_SECRETS)
+    settings.SECURE_SSL_REDIRECT = production["SECURE_SSL_REDIRECT"]
+    settings.SECURE_REDIRECT_EXEMPT = production["SECURE_REDIRECT_EXEMPT"]
+    settings.SECURE_HSTS_SECONDS = production["SECURE_HSTS_SECONDS"]
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = production["SECURE_HSTS_INCLUDE_SUBDOMAINS"]
+    client = Client()
+
+    redirected = client.get("/console/login/")
+    assert redirected.status_code == 301
+    assert redirected["Location"] == "https://testserver/console/login/"
+    assert client.get("/healthz").status_code != 301
+    assert client.get("/metrics").status_code != 301
+    assert "Strict-Transport-Security" not in redirected  # sent over HTTPS only, as browsers require
+    secure = client.get("/console/login/", secure=True)
+    assert secure.status_code == 200
+    assert secure["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
