@@ -311,9 +311,9 @@ def test_a_malformed_integer_names_the_variable(tmp_path, name):
 
 
 @pytest.mark.django_db
-def test_the_redirect_spares_the_per_host_probes(settings):
+def test_the_redirect_spares_the_per_host_probes(settings, tmp_path):
     """What the production values do to requests (applied here in-process: the test settings run with DEBUG on)."""
-    production = load_settings(Path(settings.VAR_DIR) / "redirect-check", **PRODUCTION_SECRETS)
+    production = load_settings(tmp_path, **PRODUCTION_SECRETS)
     settings.SECURE_SSL_REDIRECT = production["SECURE_SSL_REDIRECT"]
     settings.SECURE_REDIRECT_EXEMPT = production["SECURE_REDIRECT_EXEMPT"]
     settings.SECURE_HSTS_SECONDS = production["SECURE_HSTS_SECONDS"]
