@@ -6,8 +6,15 @@ SHELL := /bin/bash
 
 VENV := .venv
 PY := $(VENV)/bin/python
-# Re-installing is skipped unless a requirements file is newer than this stamp.
+# Re-installing is skipped unless the lock file is newer than this stamp.
 STAMP := $(VENV)/.requirements.stamp
+# requirements*.txt name what the project uses; the lock files pin every package, transitive ones, pip and
+# setuptools included, with the hash of every file PyPI has for it.  `make lock` writes them from the .txt files.
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+# Extra pip-compile options for `make lock`, e.g. LOCK_ARGS=--upgrade (newest versions the .txt pins allow) or
+# LOCK_ARGS="--upgrade-package certifi".
+LOCK_ARGS ?=
 # Extra arguments for pytest, e.g. `make test ARGS="-k tokens -x"`.
 ARGS ?=
 
@@ -16,7 +23,7 @@ BOOTSTRAP_PYTHON ?= $(shell for p in python3.11 python3; do \
 	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; \
 	then echo $$p; break; fi; done)
 
-.PHONY: help venv test demo lint format migrate clean distclean
+.PHONY: help venv test demo lint format migrate audit lock clean distclean
 
 help:
 	@echo "make demo      run the whole service locally against the WeChat sandbox (http://127.0.0.1:8000/admin/)"
@@ -24,6 +31,8 @@ help:
 	@echo "make lint      ruff check + ruff format --check"
 	@echo "make format    ruff format + ruff check --fix"
 	@echo "make migrate   apply database migrations"
+	@echo "make audit     check every locked dependency against the known-vulnerability services (pip-audit)"
+	@echo "make lock      rewrite requirements.lock / requirements-dev.lock (with hashes) from requirements*.txt"
 	@echo "make clean     remove caches and test databases (keeps .venv and the demo database)"
 	@echo "make distclean clean, and remove .venv and var/"
 
@@ -32,8 +41,10 @@ $(PY):
 	$(BOOTSTRAP_PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
 		echo "error: '$(BOOTSTRAP_PYTHON) -m venv' failed (on Debian's own Python: apt-get install python3-venv)" >&2; exit 1; }
 
-$(STAMP): requirements.txt requirements-dev.txt | $(PY)
-	$(PY) -m pip install --disable-pip-version-check --quiet -r requirements-dev.txt
+# Hash-checking mode: a file whose hash is not in the lock is refused, and so is any package the lock does not pin.
+# The lock pins pip itself, so this also replaces the venv's bundled pip with the locked one.
+$(STAMP): $(DEV_LOCK) | $(PY)
+	$(PY) -m pip install --disable-pip-version-check --quiet --require-hashes -r $(DEV_LOCK)
 	@touch $@
 
 venv: $(STAMP)
@@ -54,6 +65,20 @@ format: $(STAMP)
 
 migrate: $(STAMP)
 	$(PY) manage.py migrate
+
+audit: $(STAMP)
+	$(PY) tools/audit_dependencies.py $(DEV_LOCK)
+
+# Resolved against PyPI alone, whatever pip configuration this machine adds (a local mirror's files would put
+# hashes in the lock that no other machine can match).  The dev lock is constrained by the runtime one, so both
+# pin the same versions.
+lock: $(STAMP)
+	env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null \
+		$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links $(LOCK_ARGS) --output-file $(LOCK) requirements.txt
+	env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null \
+		$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links $(LOCK_ARGS) --constraint $(LOCK) --output-file $(DEV_LOCK) requirements-dev.txt
 
 clean:
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +

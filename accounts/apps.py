@@ -1,5 +1,7 @@
+from typing import Any
+
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_init, post_migrate, post_save
 from django.utils.translation import gettext_lazy as _
 
 TOKEN_REFRESH_SCHEDULE_NAME = "Refresh WeChat access tokens"
@@ -16,6 +18,20 @@ def ensure_token_refresh_schedule(using: str = "default", **kwargs) -> None:
     )
 
 
+def register_account_secrets(sender: type, instance: Any, **kwargs: Any) -> None:
+    """Mask an account's AppSecret, callback Token and EncodingAESKey in every log line of this process.
+
+    Runs whenever an account is loaded or saved, so every secret the process handles is registered (and stays among
+    the most recent in ``wxnotify.log``'s bounded registry while it is in use).  Reads only loaded fields: touching a
+    deferred one would cost a query per instance.
+    """
+    from wxnotify.log import register_secret
+
+    loaded = instance.__dict__
+    for name in ("app_secret", "token", "encoding_aes_key"):
+        register_secret(loaded.get(name))
+
+
 class AccountsConfig(AppConfig):
     name = "accounts"
     verbose_name = _("Official accounts")
@@ -29,6 +45,9 @@ class AccountsConfig(AppConfig):
 
         from accounts.models import OfficialAccount
         from wxnotify.memo import forget_lookups_on_change
+
+        post_init.connect(register_account_secrets, sender=OfficialAccount, dispatch_uid="accounts.secrets_on_init")
+        post_save.connect(register_account_secrets, sender=OfficialAccount, dispatch_uid="accounts.secrets_on_save")
 
         # Who may use which account, and with which permissions (accounts.selectors.usable_account, API users).
         user = get_user_model()

@@ -3,46 +3,24 @@
 Only the ciphertext reaches the database, so a database dump or a read replica never shows an AppSecret.
 The value is decrypted when the row is loaded: code that uses the model sees plain text and never handles
 ciphertext.  Fernet tokens are not deterministic, so the field cannot be filtered on (nothing needs to).
+The cipher and its keys are ``wxnotify.encryption``'s, shared with the access_token cache.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
-
-@lru_cache(maxsize=4)
-def _fernet_for(keys: tuple[str, ...]) -> MultiFernet:
-    if not keys:
-        raise ImproperlyConfigured("WXNOTIFY_ENCRYPTION_KEYS is empty: at least one Fernet key is needed.")
-    try:
-        return MultiFernet([Fernet(key) for key in keys])
-    except ValueError as exc:
-        # The message of cryptography's error never contains the key; ours must not either.
-        raise ImproperlyConfigured("WXNOTIFY_ENCRYPTION_KEYS holds a value that is not a Fernet key.") from exc
-
-
-def fernet() -> MultiFernet:
-    """The current cipher, rebuilt only when the configured keys change (tests override them)."""
-    return _fernet_for(tuple(settings.WXNOTIFY_ENCRYPTION_KEYS))
+from wxnotify import encryption
 
 
 def encrypt_text(value: str) -> str:
-    return fernet().encrypt(value.encode("utf-8")).decode("ascii")
+    """Seal ``value`` under the first key (also used by migration 0002)."""
+    return encryption.encrypt(value)
 
 
 def decrypt_text(token: str) -> str:
     """Decrypt with any configured key; a value no key opens is a configuration error, said without the value."""
-    try:
-        return fernet().decrypt(token.encode("ascii")).decode("utf-8")
-    except (InvalidToken, UnicodeEncodeError) as exc:
-        raise ImproperlyConfigured(
-            "An encrypted value cannot be decrypted with WXNOTIFY_ENCRYPTION_KEYS (was a key removed or changed?)."
-        ) from exc
+    return encryption.decrypt(token)
 
 
 class EncryptedTextField(models.TextField):

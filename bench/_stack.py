@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 MANAGE_PY = BASE_DIR / "manage.py"
 RESULTS_FILE = BASE_DIR / "bench" / "RESULTS.md"
@@ -216,8 +218,9 @@ def memory_kib(pid: int) -> dict[str, int]:
 def stack_environment(
     database_url: str, redis_url: str, sandbox_port: int, metrics_dir: str, **extra: str
 ) -> dict[str, str]:
-    """One environment for this process and every child: the same SECRET_KEY (AppSecrets are encrypted with a
-    key derived from it), production settings (DEBUG off), the sandbox as WeChat, plus a benchmark's ``extra``."""
+    """One environment for this process and every child: the same SECRET_KEY and encryption key (AppSecrets and
+    cached access_tokens are encrypted with it), production settings (DEBUG off) served over plain HTTP on
+    127.0.0.1 (no redirect to HTTPS), the sandbox as WeChat, plus a benchmark's ``extra``."""
     env = dict(os.environ)
     env.update(
         DATABASE_URL=database_url,
@@ -225,6 +228,8 @@ def stack_environment(
         DJANGO_SETTINGS_MODULE="wxnotify.settings",
         DJANGO_DEBUG="0",
         DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+        WXNOTIFY_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+        WXNOTIFY_SSL_REDIRECT="0",
         DJANGO_ALLOWED_HOSTS="127.0.0.1",
         WECHAT_API_BASE=f"http://127.0.0.1:{sandbox_port}",
         WXNOTIFY_LOG_LEVEL="WARNING",

@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import requests
+from cryptography.fernet import Fernet
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
@@ -52,11 +53,14 @@ WARMUP_REQUESTS = 50
 def server_environment() -> dict[str, str]:
     """The web app runs as in production (DEBUG off); only what DEBUG-off insists on is filled in.
 
-    Computed once and shared by this process and gunicorn, so both derive the same keys from SECRET_KEY.
+    Computed once and shared by this process and gunicorn, so both use the same SECRET_KEY and encryption key.
+    Served over plain HTTP on 127.0.0.1, so without the redirect to HTTPS.
     """
     env = dict(os.environ)
     env["DJANGO_DEBUG"] = "0"
     env.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+    env.setdefault("WXNOTIFY_ENCRYPTION_KEYS", Fernet.generate_key().decode())
+    env.setdefault("WXNOTIFY_SSL_REDIRECT", "0")
     env["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1"
     env.setdefault("WXNOTIFY_LOG_LEVEL", "WARNING")
     env.setdefault("DJANGO_SETTINGS_MODULE", "wxnotify.settings")

@@ -7,8 +7,15 @@ from the sandbox WeChat; account "B" exists on our side only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from socketserver import BaseServer
+from typing import Any, TypeVar
 
 from django.contrib.auth.models import Group, Permission
 from django.test import Client
@@ -103,3 +110,42 @@ def english_client(user: Any = None) -> Client:
     if user is not None:
         client.force_login(user)
     return client
+
+
+Server = TypeVar("Server", bound=BaseServer)
+
+
+@contextmanager
+def serving(server: Server) -> Iterator[Server]:
+    """Run a stand-in HTTP server (a fake WeChat or advisory service) in a thread; shut it and its socket after."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def run_manage_py(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``manage.py`` as an operator runs it: no DJANGO_SETTINGS_MODULE, only the given variables."""
+    clean_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "LANG": "C.UTF-8",
+        "WXNOTIFY_VAR_DIR": str(tmp_path / "var"),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, str(BASE_DIR / "manage.py"), *args],
+        cwd=BASE_DIR,
+        env=clean_env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

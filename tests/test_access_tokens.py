@@ -1,5 +1,6 @@
 """AccessTokenManager: shared cache, memo, margin, compare-and-delete, force fallback and single-flight."""
 
+import base64
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from cryptography.fernet import Fernet
 from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.db import connection, connections
@@ -21,7 +23,10 @@ from accounts.apps import TOKEN_REFRESH_SCHEDULE_NAME, ensure_token_refresh_sche
 from accounts.clients import wechat_client_for
 from accounts.models import OfficialAccount
 from accounts.tasks import refresh_access_tokens
+from tests.factories import serving
+from wxnotify import encryption
 from wxnotify.locks import LockUnavailableError, distributed_lock
+from wxnotify.log import MASK, redact
 from wxnotify.wechat import tokens as tokens_module
 from wxnotify.wechat.client import AccessToken, Credentials, WeChatClient
 from wxnotify.wechat.errors import TransientError
@@ -101,20 +106,9 @@ class FakeWeChatHandler(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def running(server: FakeWeChat):
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def fake_wechat():
-    with running(FakeWeChat()) as server:
+    with serving(FakeWeChat()) as server:
         yield server
 
 
@@ -131,7 +125,7 @@ def make_client(appid, base, manager, endpoint="stable"):
 
 def store(appid: str, value: str, expires_in: float, fetched_ago: float = 3600) -> None:
     now = time.time()
-    entry = {"value": value, "expires_at": now + expires_in, "fetched_at": now - fetched_ago}
+    entry = {"sealed": encryption.encrypt(value), "expires_at": now + expires_in, "fetched_at": now - fetched_ago}
     cache.set(cache_key(appid), entry, timeout=3600)
 
 
@@ -144,7 +138,7 @@ def test_token_is_fetched_once_and_shared_through_the_cache(db, fake_wechat, app
     assert other_process.get_token(make_client(appid, fake_wechat.base, other_process)) == first
     assert fake_wechat.count(appid) == 1
     stored = cache.get(cache_key(appid))
-    assert stored["value"] == first
+    assert encryption.decrypt(stored["sealed"]) == first
     assert stored["expires_at"] == pytest.approx(time.time() + 7200, abs=5)
 
 
@@ -170,7 +164,7 @@ def test_token_outside_the_margin_is_reused(db, fake_wechat, appid, settings):
 
 def test_a_token_just_fetched_is_not_fetched_again_even_inside_the_margin(db, appid, settings):
     settings.WECHAT_TOKEN_REFRESH_MARGIN = 600
-    with running(FakeWeChat(expires_in=400)) as server:  # stable normal mode: WeChat has not rotated it yet
+    with serving(FakeWeChat(expires_in=400)) as server:  # stable normal mode: WeChat has not rotated it yet
         manager = AccessTokenManager()
         client = make_client(appid, server.base, manager)
         tokens = {manager.get_token(client) for _ in range(50)}
@@ -221,7 +215,7 @@ def test_refresh_of_the_cached_token_fetches_in_normal_mode(db, fake_wechat, app
 
     assert new != failed
     assert manager.get_token(client) == new
-    assert cache.get(cache_key(appid))["value"] == new
+    assert encryption.decrypt(cache.get(cache_key(appid))["sealed"]) == new
     assert [fetch["path"] for fetch in fake_wechat.fetches] == ["/cgi-bin/token", "/cgi-bin/token"]
 
 
@@ -339,7 +333,7 @@ def test_unreachable_lock_backend_fetches_unlocked(db, fake_wechat, appid, monke
 
 
 def test_single_flight_across_32_threads(transactional_db, appid):
-    with running(FakeWeChat(delay=0.5)) as server:
+    with serving(FakeWeChat(delay=0.5)) as server:
         manager = AccessTokenManager()
         client = make_client(appid, server.base, manager)
         barrier = threading.Barrier(32)
@@ -407,7 +401,7 @@ print(json.dumps({"tokens": sorted(set(results)), "count": len(results), "errors
 def test_single_flight_across_processes(transactional_db, appid):
     process_count, thread_count = 3, 16
     env = {**os.environ, "WXNOTIFY_TEST_DB_NAME": str(connection.settings_dict["NAME"])}
-    with running(FakeWeChat(delay=0.5)) as server:
+    with serving(FakeWeChat(delay=0.5)) as server:
         processes = [
             subprocess.Popen(
                 [sys.executable, "-c", PROCESS_SCRIPT, appid, server.base, str(thread_count)],
@@ -495,3 +489,84 @@ def test_scheduled_refresh_renews_only_expiring_tokens_and_survives_a_failing_ac
     assert appids["broken"] in caplog.text
     assert "40125" in caplog.text
     assert accounts["broken"].app_secret not in caplog.text
+
+
+# --- The token is encrypted in the shared cache -------------------------------------------------------------------
+
+
+def raw_cache_entries() -> bytes:
+    """Every byte the shared cache holds, as stored: the database cache's table or Redis's values."""
+    if django_settings.CACHES["default"]["BACKEND"].endswith("RedisCache"):
+        from django_redis import get_redis_connection
+
+        redis = get_redis_connection("default")
+        return b"".join(redis.get(key) or b"" for key in redis.scan_iter(match="*access_token*"))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT value FROM {django_settings.CACHE_TABLE}")  # noqa: S608 - a setting, not input
+        return b"".join(base64.b64decode(value) for (value,) in cursor.fetchall())
+
+
+def test_the_cached_token_is_ciphertext_in_the_cache_backend(db, fake_wechat, appid):
+    client = make_client(appid, fake_wechat.base, AccessTokenManager())
+
+    token = client.token_manager.get_token(client)
+
+    stored = cache.get(cache_key(appid))
+    assert set(stored) == {"sealed", "expires_at", "fetched_at"}
+    assert token not in stored["sealed"]
+    assert encryption.decrypt(stored["sealed"]) == token
+    raw = raw_cache_entries()
+    assert stored["sealed"].encode() in raw
+    assert token.encode() not in raw
+
+
+def test_a_cached_token_no_key_opens_counts_as_absent_and_is_replaced(db, fake_wechat, appid, settings):
+    client = make_client(appid, fake_wechat.base, AccessTokenManager(), endpoint="classic")
+    old = client.token_manager.get_token(client)
+    settings.WXNOTIFY_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the key it was sealed with is gone
+
+    other_process = AccessTokenManager()
+    assert other_process.peek(appid) is None
+    new = other_process.get_token(make_client(appid, fake_wechat.base, other_process, endpoint="classic"))
+
+    assert new != old
+    assert fake_wechat.count(appid) == 2
+    assert encryption.decrypt(cache.get(cache_key(appid))["sealed"]) == new
+
+
+def test_a_token_cached_in_clear_by_an_older_version_is_not_used(db, fake_wechat, appid):
+    now = time.time()
+    cache.set(cache_key(appid), {"value": "TOKEN-IN-CLEAR", "expires_at": now + 7000, "fetched_at": now}, 3600)
+    manager = AccessTokenManager()
+
+    token = manager.get_token(make_client(appid, fake_wechat.base, manager))
+
+    assert token != "TOKEN-IN-CLEAR"
+    assert fake_wechat.count(appid) == 1
+    assert "value" not in cache.get(cache_key(appid))
+
+
+def test_reencrypt_cached_seals_the_token_again_under_the_first_key(db, appid, settings):
+    old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.WXNOTIFY_ENCRYPTION_KEYS = [old_key]
+    store(appid, "TOKEN-TO-ROTATE-0123456789", expires_in=3000)
+    settings.WXNOTIFY_ENCRYPTION_KEYS = [new_key, old_key]
+    manager = AccessTokenManager()
+
+    assert manager.reencrypt_cached(appid) is True
+    assert manager.reencrypt_cached("wx" + uuid.uuid4().hex[:16]) is False
+
+    sealed = cache.get(cache_key(appid))["sealed"]
+    assert Fernet(new_key).decrypt(sealed.encode()) == b"TOKEN-TO-ROTATE-0123456789"
+    assert cache.get(cache_key(appid))["expires_at"] == pytest.approx(time.time() + 3000, abs=5)
+
+
+def test_a_token_read_from_the_cache_is_masked_in_logs(db, appid):
+    """The process that fetched a token registers it; one that only reads it from the cache must too."""
+    value = f"TOKEN-READ-ONLY-{uuid.uuid4().hex}"
+    store(appid, value, expires_in=3000)
+    assert redact(f"x {value} y") == f"x {value} y"
+
+    assert AccessTokenManager().peek(appid).value == value
+
+    assert redact(f"x {value} y") == f"x {MASK} y"

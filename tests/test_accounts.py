@@ -170,9 +170,9 @@ def test_add_official_account_exit_code_and_output_in_a_process(tmp_path):
     manage = [sys.executable, str(django_settings.BASE_DIR / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, timeout=120)
     completed = subprocess.run(
-        [*manage, "add_official_account",
-         "--appid", "wx0123", "--secret", SECRET, "--token", "tok3n"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
+        [*manage, "add_official_account", "--appid", "wx0123"],
+        env={**env, "WECHAT_APP_SECRET": SECRET, "WECHAT_CALLBACK_TOKEN": "tok3n"},
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert completed.returncode == 1
     # The process speaks the project's language (LANGUAGE_CODE); the exact words are checked in-process above.

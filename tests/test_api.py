@@ -16,6 +16,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.db import connection
+from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -131,7 +132,8 @@ def test_drf_create_token_command_makes_a_working_token(staff_a):
 
 def test_session_auth_reads_and_enforces_csrf_on_writes(staff_a, account_a):
     client = APIClient(enforce_csrf_checks=True)
-    assert client.login(username="staff_a", password="pw-staff_a")
+    # Sign-in throttling (django-axes) needs the request an authentication comes with.
+    assert client.login(request=HttpRequest(), username="staff_a", password="pw-staff_a")
     assert client.get(MESSAGES).status_code == 200
     response = client.post(MESSAGES, _send_body("oX"), format="json")
     body = assert_error(response, 403, "permission_denied")

@@ -19,7 +19,7 @@ import pytest
 import requests
 from django.conf import settings
 
-from wxnotify.log import MASK, register_secret
+from wxnotify.log import MASK, MAX_REGISTERED_SECRETS, _SecretRegistry, is_registered, redact, register_secret
 from wxnotify.wechat import PRODUCTION_API_BASE
 
 
@@ -158,3 +158,49 @@ def test_urllib3_request_line_is_masked(log_output, local_server, token):
     (line,) = lines_with(log_output, "/cgi-bin/user/get")
     assert "DEBUG urllib3.connectionpool" in line
     assert f'"GET /cgi-bin/user/get?access_token={MASK}&next_openid=o1 HTTP/1.1" 200' in line
+
+
+# --- The registry of values to mask is bounded -------------------------------------------------------------------
+
+
+def test_the_registry_keeps_the_most_recently_registered_values_within_its_bound():
+    registry = _SecretRegistry(bound=3)
+    for value in ("secret-one-1", "secret-two-2", "secret-three-3"):
+        registry.add(value)
+    registry.add("secret-one-1")  # used again: now the most recent
+
+    registry.add("secret-four-4")
+
+    assert len(registry) == 3
+    assert "secret-two-2" not in registry
+    assert all(value in registry for value in ("secret-one-1", "secret-three-3", "secret-four-4"))
+
+
+def test_the_process_registry_never_grows_past_its_bound():
+    values = [secrets.token_urlsafe(24) for _ in range(MAX_REGISTERED_SECRETS + 50)]
+    for value in values:
+        register_secret(value)
+
+    assert not is_registered(values[0])
+    assert all(is_registered(value) for value in values[-MAX_REGISTERED_SECRETS:])
+    assert redact(f"a {values[-1]} b {values[0]}") == f"a {MASK} b {values[0]}"
+
+
+def test_a_large_registry_masks_each_value_and_the_longest_first():
+    registry = _SecretRegistry(bound=2000)
+    for _ in range(600):
+        registry.add(secrets.token_hex(16))
+    inner = "inner-secret-0123"
+    outer = f"outer-{inner}-tail"
+    registry.add(inner)
+    registry.add(outer)
+
+    assert registry.found_in(f"x {outer} y {inner} z") == [outer, inner]
+    assert registry.found_in("nothing registered here at all") == []
+
+
+def test_values_shorter_than_eight_characters_are_not_masked():
+    register_secret("short7")
+
+    assert not is_registered("short7")
+    assert redact("a short7 b") == "a short7 b"

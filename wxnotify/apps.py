@@ -1,3 +1,4 @@
+from axes.apps import AppConfig as AxesConfig
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
@@ -15,6 +16,12 @@ class TaskQueueConfig(DjangoQConfig):
     """django_q itself, named in the admin's language: django_q takes its name from a setting, never translated."""
 
     verbose_name = _("Task queue")
+
+
+class SignInThrottlingConfig(AxesConfig):
+    """django-axes, named in the admin's language (its own name is the untranslated label "Axes")."""
+
+    verbose_name = _("Sign-in throttling")
 
 
 class WxnotifyConfig(AppConfig):

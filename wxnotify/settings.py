@@ -8,11 +8,15 @@ SQLite, the database cache and the django-q2 ORM broker.  Setting ``DATABASE_URL
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from wxnotify.encryption import GENERATE_KEY_COMMAND
+from wxnotify.encryption import check_keys as check_encryption_keys
+from wxnotify.encryption import derived_key as derived_encryption_key
 from wxnotify.wechat import PRODUCTION_API_BASE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -50,7 +54,7 @@ def env_list(name: str, default: list[str]) -> list[str]:
 INSECURE_DEFAULT_SECRET_KEY = "django-insecure-wxnotify-development-key-do-not-use-in-production"
 DEBUG = env_bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", INSECURE_DEFAULT_SECRET_KEY)
-if not DEBUG and SECRET_KEY == INSECURE_DEFAULT_SECRET_KEY and not env_bool("WXNOTIFY_ALLOW_INSECURE_KEY"):
+if not DEBUG and SECRET_KEY == INSECURE_DEFAULT_SECRET_KEY:
     raise ImproperlyConfigured(
         "DJANGO_SECRET_KEY is not set. Set it to a long random value, or set DJANGO_DEBUG=1 for development."
     )
@@ -67,6 +71,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # django-axes (sign-in throttling) under a translated name in the admin, where its attempts are unlocked.
+    "wxnotify.apps.SignInThrottlingConfig",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -90,6 +96,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out sign-in into its lock-out page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "wxnotify.urls"
@@ -207,18 +215,23 @@ WECHAT_CALLBACK_MAX_BODY_BYTES = env_int("WECHAT_CALLBACK_MAX_BODY_BYTES", 64 * 
 # seconds from our clock is refused (403).
 WECHAT_CALLBACK_MAX_CLOCK_SKEW = env_int("WECHAT_CALLBACK_MAX_CLOCK_SKEW", 300)
 
-# AppSecrets are stored encrypted (Fernet). The first key encrypts, every key decrypts, so a key is
-# rotated by putting the new one first and re-saving (``manage.py rotate_app_secrets`` re-encrypts).
-# Without the variable a key is derived from SECRET_KEY, which then must not change.
+# AppSecrets at rest and access_tokens in the shared cache are encrypted with these Fernet keys (wxnotify.encryption):
+# the first encrypts, every key decrypts, so a key is rotated by putting a new one first, running
+# ``manage.py rotate_app_secrets`` and then dropping the old one (docs/security.md).  Production needs keys of its
+# own: a key derived from SECRET_KEY would make every stored secret unreadable the day SECRET_KEY is rotated, which is
+# the normal answer to a leak.  The derived key is a convenience for DEBUG runs only.
 WXNOTIFY_ENCRYPTION_KEYS = env_list("WXNOTIFY_ENCRYPTION_KEYS", [])
-if not WXNOTIFY_ENCRYPTION_KEYS:
-    from base64 import urlsafe_b64encode
-
-    from cryptography.hazmat.primitives.hashes import SHA256
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-    _hkdf = HKDF(algorithm=SHA256(), length=32, salt=None, info=b"wxnotify.accounts.app_secret")
-    WXNOTIFY_ENCRYPTION_KEYS = [urlsafe_b64encode(_hkdf.derive(SECRET_KEY.encode())).decode()]
+if WXNOTIFY_ENCRYPTION_KEYS:
+    check_encryption_keys(WXNOTIFY_ENCRYPTION_KEYS)
+elif DEBUG:
+    WXNOTIFY_ENCRYPTION_KEYS = [derived_encryption_key(SECRET_KEY)]
+else:
+    raise ImproperlyConfigured(
+        "WXNOTIFY_ENCRYPTION_KEYS is not set. Set it to a Fernet key of its own (comma-separated keys: the first "
+        f"encrypts, all decrypt); generate one with: {GENERATE_KEY_COMMAND}  An installation whose AppSecrets were "
+        "stored under the key derived from DJANGO_SECRET_KEY also lists that key, after the new one, and runs "
+        "`manage.py rotate_app_secrets`: see 'Moving off the derived key' in docs/security.md."
+    )
 # Where WeChat reaches this service: the callback URL shown to paste into WeChat's console.
 WXNOTIFY_PUBLIC_BASE_URL = os.environ.get("WXNOTIFY_PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 
@@ -280,6 +293,24 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "admin:login"
 
+# --- Sign-in throttling (django-axes, wxnotify.login_throttling) -----------------------------------------------------
+
+# The axes backend goes first: it refuses a locked-out sign-in before the password is even checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# Attempts live in the database on both configurations, Redis or not: sign-ins are rare, so the writes cost nothing
+# that matters; the admin lists the attempts and unlocks them (the cache handler's live only in Redis, invisible to
+# the admin, and an evicted or flushed key would quietly lift a lock-out).
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env_int("WXNOTIFY_LOGIN_FAILURE_LIMIT", 5)
+WXNOTIFY_LOGIN_COOLOFF_MINUTES = env_int("WXNOTIFY_LOGIN_COOLOFF_MINUTES", 15)
+AXES_COOLOFF_TIME = timedelta(minutes=WXNOTIFY_LOGIN_COOLOFF_MINUTES)
+# Per username and address together: see wxnotify.login_throttling for why.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "wxnotify.login_throttling.client_address"
+AXES_LOCKOUT_CALLABLE = "wxnotify.login_throttling.lockout_response"
+AXES_VERBOSE = False
+
 LANGUAGE_CODE = "zh-hans"
 LANGUAGES = [("zh-hans", "简体中文"), ("en", "English")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
@@ -321,12 +352,33 @@ SPECTACULAR_SETTINGS = {
 
 # --- Security when DEBUG is off -------------------------------------------------------------------
 
+# Behind a TLS-terminating proxy (load balancer, nginx) that sets X-Forwarded-Proto and appends the client's address
+# to X-Forwarded-For.  Only then are those headers believed: without a proxy that overwrites them, any client could
+# claim to be on HTTPS or to come from another address.
+WXNOTIFY_BEHIND_PROXY = env_bool("WXNOTIFY_BEHIND_PROXY", default=False)
+if WXNOTIFY_BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", default=True)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
     SECURE_CONTENT_TYPE_NOSNIFF = True
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     X_FRAME_OPTIONS = "DENY"
+    # Plain-HTTP requests are redirected to HTTPS, except the per-host probes (/healthz, /metrics) that a load
+    # balancer or Prometheus sends straight to each web process.  WXNOTIFY_SSL_REDIRECT=0 is for a TLS proxy that
+    # redirects by itself (and then Django's reminder of the redirect, security.W008, is silenced).
+    SECURE_SSL_REDIRECT = env_bool("WXNOTIFY_SSL_REDIRECT", default=True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+    # Browsers remember to use HTTPS only for a year; 0 turns HSTS off (e.g. while trying HTTPS out).
+    SECURE_HSTS_SECONDS = env_int("WXNOTIFY_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("WXNOTIFY_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    # Preloading asks browser vendors to hard-code HTTPS for the whole registered domain, a decision for the owner
+    # of that domain, not for this service: off unless asked for, and Django's reminder (security.W021) silenced.
+    SECURE_HSTS_PRELOAD = env_bool("WXNOTIFY_HSTS_PRELOAD", default=False)
+    SILENCED_SYSTEM_CHECKS = [
+        *([] if SECURE_SSL_REDIRECT else ["security.W008"]),
+        *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+    ]
 
 # --- Logging --------------------------------------------------------------------------------------
 

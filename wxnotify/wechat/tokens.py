@@ -4,6 +4,10 @@ WeChat wants one central owner of the token: with ``/cgi-bin/token`` every fetch
 (after a 5-minute overlap), so uncoordinated fetchers knock each other's tokens out. Here every process reads the
 token from ``caches["default"]``; when it must be fetched, a distributed lock makes exactly one process fetch it
 and the others reuse the result. A small in-process memo keeps the cache off the send hot path.
+
+The token is stored encrypted (``wxnotify.encryption``, the keys of the AppSecrets): whoever reads the cache table
+or Redis gets nothing that calls WeChat. Decrypting costs tens of microseconds, paid on a memo miss (at most every
+``MEMO_TTL`` seconds per account and process), never per message.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from django.conf import settings
 from django.core.cache import caches
 from django.dispatch import Signal
 
+from wxnotify import encryption
 from wxnotify.locks import LockUnavailableError, distributed_lock
+from wxnotify.log import register_secret
 from wxnotify.wechat.client import AccessToken
 from wxnotify.wechat.errors import TransientError
 
@@ -140,14 +146,31 @@ class AccessTokenManager:
         return fetched
 
     def peek(self, appid: str) -> AccessToken | None:
-        """The shared token of ``appid`` if one is cached and unexpired (for dashboards: age and expiry)."""
+        """The shared token of ``appid`` if one is cached, readable and unexpired (for dashboards: age and expiry).
+
+        An entry no configured key opens (its key was dropped) or one stored in clear by an older version counts
+        as absent: the next use fetches a new token and stores it under the current key.
+        """
         stored = self.cache.get(cache_key(appid))
         if not stored:
             return None
-        token = AccessToken(value=stored["value"], expires_at=stored["expires_at"], fetched_at=stored["fetched_at"])
-        if token.expires_at <= time.time():
+        if stored["expires_at"] <= time.time() or "sealed" not in stored:
             return None
-        return token
+        try:
+            value = encryption.decrypt(stored["sealed"])
+        except encryption.UndecryptableError:
+            logger.warning("The cached access_token of %s opens with no configured key; fetching a new one", appid)
+            return None
+        register_secret(value)
+        return AccessToken(value=value, expires_at=stored["expires_at"], fetched_at=stored["fetched_at"])
+
+    def reencrypt_cached(self, appid: str) -> bool:
+        """Store the cached token of ``appid`` again under the first key (key rotation); False if none is cached."""
+        token = self.peek(appid)
+        if token is None:
+            return False
+        self._store(appid, token)
+        return True
 
     def forget(self, appid: str) -> None:
         """Drop the token everywhere we keep it (e.g. after the AppSecret changed)."""
@@ -235,7 +258,11 @@ class AccessTokenManager:
         if remaining > 0:
             self.cache.set(
                 cache_key(appid),
-                {"value": token.value, "expires_at": token.expires_at, "fetched_at": token.fetched_at},
+                {
+                    "sealed": encryption.encrypt(token.value),
+                    "expires_at": token.expires_at,
+                    "fetched_at": token.fetched_at,
+                },
                 timeout=remaining,
             )
 

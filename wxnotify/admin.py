@@ -1,0 +1,34 @@
+"""The admin's page of sign-in attempts (django-axes), with an action that unlocks locked-out sign-ins."""
+
+from __future__ import annotations
+
+from axes.admin import AccessAttemptAdmin
+from axes.models import AccessAttempt
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+admin.site.unregister(AccessAttempt)
+
+
+@admin.register(AccessAttempt)
+class SignInAttemptAdmin(AccessAttemptAdmin):
+    """axes' list of failed sign-ins (username, address, count, locked or not) plus "Unlock".
+
+    An attempt row is what locks a username at an address out, so unlocking removes it; the successful sign-ins
+    and the record of past failures stay in axes' access logs.
+    """
+
+    actions = [*AccessAttemptAdmin.actions, "unlock"]
+
+    @admin.action(description=_("Unlock the selected sign-ins"), permissions=["delete"])
+    def unlock(self, request: HttpRequest, queryset: QuerySet[AccessAttempt]) -> None:
+        unlocked = queryset.count()
+        queryset.delete()
+        self.message_user(
+            request,
+            ngettext("Unlocked %(count)d sign-in.", "Unlocked %(count)d sign-ins.", unlocked) % {"count": unlocked},
+            messages.SUCCESS,
+        )
