@@ -48,12 +48,12 @@ from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 from django_q.tasks import async_task
-from redis.exceptions import RedisError
 
 from accounts import binding
 from accounts.clients import wechat_client_for
 from accounts.models import Follower, OfficialAccount, ProcessedCallback
 from messaging.services import record_delivery_receipt
+from wxnotify.outages import OUTAGE_ERRORS
 from wxnotify.wechat.crypto import CallbackCrypto, CallbackCryptoError, verify_signature
 from wxnotify.wechat.errors import WeChatError
 
@@ -70,8 +70,10 @@ QRSCENE_PREFIX = "qrscene_"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 XML_CONTENT_TYPE = "application/xml; charset=utf-8"
 RECEIPT_EVENT = "templatesendjobfinish"
-# Failures of the database or the shared cache: not the caller's fault, so answered 503 (WeChat retries).
-INFRASTRUCTURE_ERRORS = (DatabaseError, RedisError)
+# Failures of the database or the shared cache: not the caller's fault, so answered 503 (WeChat retries).  Any
+# database error counts here, not only a lost connection: WeChat tries three times at most, and an event that
+# cannot be stored must not be answered as if it had been.
+INFRASTRUCTURE_ERRORS = (DatabaseError, *OUTAGE_ERRORS)
 # Canonical TEMPLATESENDJOBFINISH statuses, keyed by their form without spaces around the colon.
 RECEIPT_STATUSES = {
     "success": "success",
