@@ -232,6 +232,8 @@ class ProcessedCallback(models.Model):
             models.UniqueConstraint(fields=["account", "signed_query"], name="processed_callback_signed_query"),
         ]
         indexes = [models.Index(fields=["processed_at"], name="processed_callback_age")]
+        # Bookkeeping of the callback endpoint, not in the admin: no permissions to grant (groups grant by app).
+        default_permissions = ()
 
     def __str__(self) -> str:
         return f"{self.account_id}:{self.identity[:12]}"

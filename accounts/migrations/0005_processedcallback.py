@@ -31,6 +31,7 @@ class Migration(migrations.Migration):
                 ),
             ],
             options={
+                "default_permissions": (),
                 "indexes": [models.Index(fields=["processed_at"], name="processed_callback_age")],
                 "constraints": [
                     models.UniqueConstraint(fields=("account", "identity"), name="processed_callback_identity"),
