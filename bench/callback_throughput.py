@@ -30,7 +30,6 @@ database is migrated by this tree, a superset).  Its section of ``bench/RESULTS.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -41,7 +40,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -57,10 +55,12 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 from bench._stack import (  # noqa: E402 -- importable once the project is on sys.path
+    export_commit,
     flush_redis,
     free_port,
     load_average,
     recreate_database,
+    this_tree,
     write_results_section,
 )
 
@@ -213,33 +213,22 @@ class Result:
         return self.count / self.seconds
 
     def percentile(self, fraction: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+        return percentile(self.latencies_ms, fraction)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def fire(mode: str, prepared: list[PreparedRequest], concurrency: int) -> Result:
-    local = threading.local()
-    headers = {"Content-Type": "text/xml; charset=utf-8"}
-
-    def send(request: PreparedRequest) -> tuple[float, bool]:
-        session = getattr(local, "session", None)
-        if session is None:
-            session = local.session = requests.Session()
-        started = time.perf_counter()
-        response = session.post(request.url, data=request.body, headers=headers, timeout=10)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        return elapsed_ms, response.status_code == 200 and response.content == b"success"
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        outcomes = list(pool.map(send, prepared))
-    seconds = time.perf_counter() - started
+    kinds, latencies, seconds = post_all(prepared, concurrency, timeout=10)
     return Result(
         mode=mode,
         count=len(prepared),
         seconds=seconds,
-        latencies_ms=[latency for latency, _ok in outcomes],
-        failures=sum(1 for _latency, ok in outcomes if not ok),
+        latencies_ms=latencies,
+        failures=sum(1 for kind in kinds if kind != "success"),
     )
 
 
@@ -298,9 +287,8 @@ def burst_openid(index: int) -> str:
 def internal_prepare(count: int, run: int) -> dict:
     """In a child with the configuration's environment: N messages just sent by a campaign, nothing else left."""
     from django.core.cache import cache
-    from django.db import connection
 
-    from accounts.models import OfficialAccount
+    from accounts.models import OfficialAccount, ProcessedCallback
     from messaging.models import DeliveryReceipt, Message
     from templates_app.models import MessageTemplate
 
@@ -320,9 +308,7 @@ def internal_prepare(count: int, run: int) -> dict:
     )
     Message.objects.filter(account=account).delete()
     DeliveryReceipt.objects.filter(account=account).delete()
-    if "accounts_processedcallback" in connection.introspection.table_names():
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM accounts_processedcallback WHERE account_id = %s", [account.pk])
+    ProcessedCallback.objects.filter(account=account).delete()
     Message.objects.bulk_create(
         Message(
             account=account,
@@ -414,7 +400,9 @@ def answer_kind(status: int, content: bytes) -> str:
     return str(status)
 
 
-def post_all(prepared: list[PreparedRequest], concurrency: int) -> tuple[list[str], list[float], float]:
+def post_all(
+    prepared: list[PreparedRequest], concurrency: int, timeout: float = WECHAT_TIMEOUT
+) -> tuple[list[str], list[float], float]:
     """Post every request from ``concurrency`` threads; each answer's kind, each latency (ms), the wall time."""
     local = threading.local()
     headers = {"Content-Type": "text/xml; charset=utf-8"}
@@ -425,7 +413,7 @@ def post_all(prepared: list[PreparedRequest], concurrency: int) -> tuple[list[st
             session = local.session = requests.Session()
         started = time.perf_counter()
         try:
-            response = session.post(request.url, data=request.body, headers=headers, timeout=WECHAT_TIMEOUT)
+            response = session.post(request.url, data=request.body, headers=headers, timeout=timeout)
             kind = answer_kind(response.status_code, response.content)
         except requests.RequestException as exc:
             kind = type(exc).__name__
@@ -460,25 +448,6 @@ def tally(kinds: list[str]) -> dict[str, int]:
     for kind in kinds:
         counts[kind] = counts.get(kind, 0) + 1
     return counts
-
-
-def export_commit(rev: str, into: Path) -> str:
-    """Extract commit ``rev`` into ``into`` (the repository is not touched); return its short hash."""
-    short = subprocess.run(
-        ["git", "rev-parse", "--short", f"{rev}^{{commit}}"], cwd=BASE_DIR, check=True, capture_output=True, text=True
-    ).stdout.strip()
-    archive = subprocess.run(["git", "archive", "--format=tar", short], cwd=BASE_DIR, check=True, capture_output=True)
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(into, filter="data")
-    return short
-
-
-def this_tree() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=BASE_DIR, check=True, capture_output=True, text=True).stdout.strip()
-
-    head = git("rev-parse", "--short", "HEAD")
-    return f"{head} + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else head
 
 
 def burst_once(
@@ -547,7 +516,6 @@ def burst_once(
                 os.killpg(workers.pid, signal.SIGKILL)
                 workers.wait()
     counted = run_internal("count", env, BASE_DIR)
-    ordered = sorted(latencies)
     return BurstResult(
         configuration=configuration,
         version=version,
@@ -555,7 +523,7 @@ def burst_once(
         retries=retried,
         final_answers=tally(kinds),
         seconds=seconds,
-        p99_ms=ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))],
+        p99_ms=percentile(latencies, 0.99),
         statuses=counted["statuses"],
         receipts_kept_aside=counted["receipts_kept_aside"],
     )
