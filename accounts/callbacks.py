@@ -28,22 +28,24 @@ so the answer stays far inside WeChat's 5-second budget.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import logging
 import re
 import secrets
+import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 
 import defusedxml
 import defusedxml.ElementTree as DefusedET
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
@@ -348,6 +350,24 @@ def answer_already_given(
     return None
 
 
+_sqlite_write_turn = threading.Lock()
+
+
+@contextlib.contextmanager
+def one_sqlite_writer() -> Iterator[None]:
+    """On SQLite, one callback transaction of this process at a time; nothing on other databases.
+
+    SQLite has one writer at a time, and a writer that finds the lock taken sleeps and polls (the busy timeout):
+    with a dozen request threads polling, an unlucky one starves for seconds, past WeChat's 5-second wait.
+    Queued on a lock of the process, the threads take turns in order and only the processes compete.
+    """
+    if connection.vendor != "sqlite":
+        yield
+        return
+    with _sqlite_write_turn:
+        yield
+
+
 def dispatch_once(account: OfficialAccount, message: CallbackMessage, *, signed_query: str) -> str:
     """Apply ``message`` unless it was applied before; a repeat gets the first answer.
 
@@ -365,7 +385,7 @@ def dispatch_once(account: OfficialAccount, message: CallbackMessage, *, signed_
             logger.info("Repeated callback for %s answered with the first answer", account.appid)
             return record.reply
         try:
-            with transaction.atomic():
+            with one_sqlite_writer(), transaction.atomic():
                 record = ProcessedCallback.objects.create(
                     account=account, identity=identity, signed_query=query, content=content
                 )

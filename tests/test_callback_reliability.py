@@ -283,3 +283,15 @@ def test_raw_only_request_is_403_on_compatible_and_safe_accounts(db, client, mod
     assert not Follower.objects.exists()
     assert wechat.post(text_xml(openid, "hi"), encrypted=True).content == b"success"
     assert Follower.objects.filter(openid=openid).exists()
+
+
+# --- SQLite writers take turns ------------------------------------------------------------------------------------
+
+
+def test_callback_writers_take_turns_on_sqlite_only(db):
+    """On SQLite the threads of a process queue for the one write lock instead of polling it (starvation);
+    PostgreSQL writes rows concurrently, so nothing is serialised there."""
+    with callbacks.one_sqlite_writer():
+        held = callbacks._sqlite_write_turn.locked()
+    assert held is (connection.vendor == "sqlite")
+    assert not callbacks._sqlite_write_turn.locked()
