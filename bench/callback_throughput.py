@@ -594,12 +594,15 @@ def burst_main(args: argparse.Namespace, command: str) -> int:
                 recreate_database(database_url)
                 flush_redis(redis_url)
             subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity=0"], cwd=BASE_DIR, env=env, check=True)
-            for version, code_dir in versions:
-                run += 1
-                print(f"[{time.strftime('%X')}] {configuration}: {version}", flush=True)
-                result = burst_once(configuration, version, code_dir, env, run, args)
-                print(f"    {result}", flush=True)
-                results.append(result)
+            # Rounds alternate the order (before, after, after, before, ...) so a machine that gets busier or
+            # quieter during the run does not favour one version.
+            for round_index in range(args.rounds):
+                for version, code_dir in versions if round_index % 2 == 0 else versions[::-1]:
+                    run += 1
+                    print(f"[{time.strftime('%X')}] {configuration}: {version}", flush=True)
+                    result = burst_once(configuration, version, code_dir, env, run, args)
+                    print(f"    {result}", flush=True)
+                    results.append(result)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     text = burst_report(results, args, command, (loads_start, load_average()))
@@ -635,6 +638,7 @@ def main() -> int:
     parser.add_argument("--baseline-rev", help="receipt burst: also run the code of this commit, before this tree's")
     parser.add_argument("--postgres", help="receipt burst: also on this PostgreSQL database (name starts with bench)")
     parser.add_argument("--redis", help="receipt burst: with this Redis database (flushed)")
+    parser.add_argument("--rounds", type=int, default=1, help="receipt burst: runs per configuration and version")
     parser.add_argument("--quiet", action="store_true", help="receipt burst: hide gunicorn's error log")
     parser.add_argument("--qcluster", action="store_true", help="receipt burst: a qcluster runs beside gunicorn")
     parser.add_argument(
