@@ -55,7 +55,7 @@ from accounts import binding
 from accounts.clients import wechat_client_for
 from accounts.models import Follower, OfficialAccount, ProcessedCallback
 from messaging.services import record_delivery_receipt
-from wxnotify.outages import OUTAGE_ERRORS
+from wxnotify.outages import OUTAGE_ERRORS, is_outage, log_outage
 from wxnotify.wechat.crypto import CallbackCrypto, CallbackCryptoError, verify_signature
 from wxnotify.wechat.errors import WeChatError
 
@@ -399,9 +399,17 @@ def dispatch_once(account: OfficialAccount, message: CallbackMessage, *, signed_
             logger.info("Callback for %s applied meanwhile by another request", account.appid)
             return record.reply
     except INFRASTRUCTURE_ERRORS as exc:
-        logger.exception("Callback for %s not processed", account.appid)
+        log_failure(exc, account.appid)
         raise CallbackRejected(503, "database unavailable") from exc
     return reply
+
+
+def log_failure(exc: BaseException, appid: str) -> None:
+    """An outage is logged once a minute (it fails every callback); any other database error each time, in full."""
+    if is_outage(exc):
+        log_outage(logger, "Database or cache (callbacks answered 503)", exc)
+    else:
+        logger.error("Callback for %s not processed", appid, exc_info=exc)
 
 
 def dispatch(account: OfficialAccount, message: CallbackMessage) -> str:

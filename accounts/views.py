@@ -32,8 +32,8 @@ def wechat_callback(request: HttpRequest, appid: str) -> HttpResponse:
     """
     try:
         account = callbacks.active_account(appid)
-    except callbacks.INFRASTRUCTURE_ERRORS:
-        logger.exception("Callback for %s not processed: the account could not be looked up", appid)
+    except callbacks.INFRASTRUCTURE_ERRORS as exc:
+        callbacks.log_failure(exc, appid)
         return HttpResponse(status=503, headers={"Retry-After": "1"})
     if account is None:
         return HttpResponse(status=404)

@@ -25,7 +25,6 @@ not throttled.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -98,14 +97,12 @@ class _CacheOutage:
 
     def __init__(self) -> None:
         self._until = 0.0
-        self._lock = threading.Lock()
 
     def paused(self) -> bool:
         return time.monotonic() < self._until
 
     def begin(self, exc: BaseException) -> None:
-        with self._lock:
-            self._until = time.monotonic() + OUTAGE_PAUSE_SECONDS
+        self._until = time.monotonic() + OUTAGE_PAUSE_SECONDS  # one float written: last writer wins, fine
         log_outage(logger, "The cache holding the API throttle counters", exc)
 
     def reset(self) -> None:
