@@ -1,17 +1,26 @@
 """WeChat server callbacks: checking, decrypting, parsing and dispatching what WeChat POSTs to us.
 
 The endpoint faces the internet, so every check runs before anything is trusted, in this order: known active
-account (404), body size (413), URL ``signature`` (403), timestamp freshness (403), XML parsed by ``defusedxml``
+account (404), body size (413), URL ``signature`` (403), timestamp freshness (403), message mode (403: compatible
+and safe accounts trust only the encrypted part, so a request without it is refused), XML parsed by ``defusedxml``
 with DTDs, entities and external references refused (400), then in AES mode ``msg_signature``, decryption and the
-AppID inside the ciphertext (403). Only then is the message dispatched, and only once: WeChat re-sends a message it
-got no answer for within 5 seconds, so each message is claimed in the shared cache (``cache.add`` is atomic) and a
-retry is answered with the first answer without being processed again.
+AppID inside the ciphertext (403).  Only then is the message dispatched, and only once.
+
+Exactly once: WeChat re-sends a message it got no answer for within 5 seconds (three tries in all), so each applied
+message is recorded as a :class:`~accounts.models.ProcessedCallback` row, unique per account and message identity,
+inserted in the same database transaction as the message's effect.  "Recorded" and "applied" therefore commit or
+roll back together: a retry of a message that was applied finds the row and gets the first answer; a copy racing
+the first fails on the unique constraint and gets the first answer too; a try that failed left nothing behind, so
+the next try applies it.  No cache takes part: a failed cache write can never pass for a duplicate.
+
+Any database failure (the account look-up included) answers 503, never ``success`` and never 500, so WeChat tries
+again once the database is back.  Nothing else is answered ``success`` unless its effect is committed.
 
 Timestamp freshness is our own replay policy (WeChat documents none): a request whose signed ``timestamp`` is
-more than ``WECHAT_CALLBACK_MAX_CLOCK_SKEW`` seconds (default 300) away from our clock is refused. The
-de-duplication window outlasts it, so a captured request replayed while still fresh is recognised as a duplicate,
-and its signed timestamp + nonce cannot carry a different body either (the plaintext-mode signature does not
-cover the body).
+more than ``WECHAT_CALLBACK_MAX_CLOCK_SKEW`` seconds (default 300) away from our clock is refused.  The processed
+rows are kept longer than that window (:func:`dedup_seconds`), so a captured request replayed while still fresh is
+recognised; and since the plaintext-mode signature covers timestamp and nonce but not the body, a signed query
+that comes back with a different body is refused (403), while the same query with the same body is a retry.
 
 Anything slow (the ``user/info`` profile fetch for the unionid) goes to django-q2 after the transaction commits,
 so the answer stays far inside WeChat's 5-second budget.
@@ -22,29 +31,31 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
 import re
 import secrets
+import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 
 import defusedxml
 import defusedxml.ElementTree as DefusedET
 from django.conf import settings
-from django.core.cache import cache
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 from django_q.tasks import async_task
-from redis.exceptions import RedisError
 
 from accounts import binding
 from accounts.clients import wechat_client_for
-from accounts.models import Follower, OfficialAccount
+from accounts.models import Follower, OfficialAccount, ProcessedCallback
 from messaging.services import record_delivery_receipt
+from wxnotify.outages import OUTAGE_ERRORS, is_outage, log_outage
 from wxnotify.wechat.crypto import CallbackCrypto, CallbackCryptoError, verify_signature
 from wxnotify.wechat.errors import WeChatError
 
@@ -61,8 +72,10 @@ QRSCENE_PREFIX = "qrscene_"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 XML_CONTENT_TYPE = "application/xml; charset=utf-8"
 RECEIPT_EVENT = "templatesendjobfinish"
-# Failures of the database or the shared cache: not the caller's fault, so answered 503 (WeChat retries).
-INFRASTRUCTURE_ERRORS = (DatabaseError, RedisError)
+# Failures of the database or the shared cache: not the caller's fault, so answered 503 (WeChat retries).  Any
+# database error counts here, not only a lost connection: WeChat tries three times at most, and an event that
+# cannot be stored must not be answered as if it had been.
+INFRASTRUCTURE_ERRORS = (DatabaseError, *OUTAGE_ERRORS)
 # Canonical TEMPLATESENDJOBFINISH statuses, keyed by their form without spaces around the colon.
 RECEIPT_STATUSES = {
     "success": "success",
@@ -158,18 +171,38 @@ def verify_url(account: OfficialAccount, query: Mapping[str, str]) -> str:
 
 
 def read_body(request: HttpRequest) -> bytes:
-    """The request body, refusing more than ``WECHAT_CALLBACK_MAX_BODY_BYTES`` without reading it all."""
+    """The request body; more than ``WECHAT_CALLBACK_MAX_BODY_BYTES`` is refused (413).
+
+    An oversized body is still read (and dropped) up to ``WECHAT_CALLBACK_MAX_DRAIN_BYTES`` before the 413 is
+    answered: a server that closes a connection with unread request bytes makes the kernel reset it, and the
+    client would see the reset instead of the 413.  A body declared larger than that bound is not read at all
+    (reading gigabytes to be polite is a denial of service); the server's own handling of the connection then
+    applies (gunicorn's sync worker closes it).
+    """
     limit = settings.WECHAT_CALLBACK_MAX_BODY_BYTES
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         declared = 0
     if declared > limit:
+        if declared <= settings.WECHAT_CALLBACK_MAX_DRAIN_BYTES:
+            drain(request, declared)
         raise CallbackRejected(413, f"body of {declared} bytes declared")
     body = request.read(limit + 1)
     if len(body) > limit:
+        drain(request, settings.WECHAT_CALLBACK_MAX_DRAIN_BYTES)
         raise CallbackRejected(413, "body larger than the limit")
     return body
+
+
+def drain(request: HttpRequest, at_most: int) -> None:
+    """Read and drop what is left of the request body, ``at_most`` bytes in all, in 64 KiB pieces."""
+    left = at_most
+    while left > 0:
+        chunk = request.read(min(left, 64 * 1024))
+        if not chunk:
+            return
+        left -= len(chunk)
 
 
 def check_request(account: OfficialAccount, query: Mapping[str, str]) -> bool:
@@ -186,8 +219,9 @@ def check_request(account: OfficialAccount, query: Mapping[str, str]) -> bool:
     if encrypt_type not in {"raw", "aes"}:
         raise CallbackRejected(400, "unknown encrypt_type")
     encrypted = encrypt_type == "aes"
-    if account.message_mode == OfficialAccount.MessageMode.SAFE and not encrypted:
-        raise CallbackRejected(403, "plaintext callback for an account in safe mode")
+    if account.message_mode != OfficialAccount.MessageMode.PLAINTEXT and not encrypted:
+        # Compatible mode sends the encrypted copy too: only it is signed over the body (msg_signature).
+        raise CallbackRejected(403, f"plaintext-only callback for an account in {account.message_mode} mode")
     if encrypted and not account.encoding_aes_key:
         raise CallbackRejected(403, "encrypted callback for an account without an EncodingAESKey")
     return encrypted
@@ -290,44 +324,92 @@ def dedup_seconds() -> int:
     return 2 * settings.WECHAT_CALLBACK_MAX_CLOCK_SKEW + 60
 
 
-def _claim_key(kind: str, account: OfficialAccount, identity: str) -> str:
-    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:40]
-    return f"accounts:{kind}:{account.pk}:{digest}"
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def content_digest(message: CallbackMessage) -> str:
+    """What the message says, independent of XML layout: its fields in a canonical order."""
+    return digest(json.dumps(sorted(message.fields.items()), ensure_ascii=False))
+
+
+def answer_already_given(
+    account: OfficialAccount, identity: str, signed_query: str, content: str
+) -> ProcessedCallback | None:
+    """The record of this message if it was applied; 403 when its signed query was used for another body."""
+    seen = list(
+        ProcessedCallback.objects.filter(Q(identity=identity) | Q(signed_query=signed_query), account=account).only(
+            "identity", "content", "reply"
+        )
+    )
+    for record in seen:
+        if record.identity == identity:
+            return record
+    if any(record.content != content for record in seen):
+        raise CallbackRejected(403, "signed query already used for another message")
+    return None
+
+
+_sqlite_write_turn = threading.Lock()
+
+
+@contextlib.contextmanager
+def one_sqlite_writer() -> Iterator[None]:
+    """On SQLite, one callback transaction of this process at a time; nothing on other databases.
+
+    SQLite has one writer at a time, and a writer that finds the lock taken sleeps and polls (the busy timeout):
+    with a dozen request threads polling, an unlucky one starves for seconds, past WeChat's 5-second wait.
+    Queued on a lock of the process, the threads take turns in order and only the processes compete.
+    """
+    if connection.vendor != "sqlite":
+        yield
+        return
+    with _sqlite_write_turn:
+        yield
 
 
 def dispatch_once(account: OfficialAccount, message: CallbackMessage, *, signed_query: str) -> str:
-    """Process ``message`` unless it was already claimed; a duplicate gets the first answer (or none yet).
+    """Apply ``message`` unless it was applied before; a repeat gets the first answer.
 
-    ``signed_query`` (timestamp + nonce) is claimed too: in plaintext mode the signature does not cover the
-    body, so a captured URL replayed with another body inside the freshness window is refused (403).
-
-    When the database or the cache fails, the claims are released (as far as the cache allows) and the answer
-    is 503, so one of WeChat's retries can succeed once the infrastructure is back.
+    The :class:`ProcessedCallback` row is inserted first, in the transaction that applies the message: a copy of
+    the message racing this one waits on the unique index (PostgreSQL) or on the write lock (SQLite), then fails
+    with an integrity error and is answered from the winner's row.  Any other database failure rolls everything
+    back and answers 503, so one of WeChat's retries applies the message.
     """
-    key = _claim_key("callback-seen", account, message.dedup_identity())
-    query_key = _claim_key("callback-query", account, signed_query)
-    ttl = dedup_seconds()
-    claimed = False
+    identity = digest(message.dedup_identity())
+    query = digest(signed_query)
+    content = content_digest(message)
     try:
-        claimed = cache.add(key, "", ttl)
-        if not claimed:
-            logger.info("Duplicate callback for %s answered without processing", account.appid)
-            return cache.get(key) or ""
-        if not cache.add(query_key, "", ttl):
-            claimed = False  # the query belongs to the first message: only our own claim is released
-            cache.delete(key)
-            raise CallbackRejected(403, "signed query already used for another message")
-        with transaction.atomic():
-            reply = dispatch(account, message)
-        if reply:
-            cache.set(key, reply, ttl)
+        record = answer_already_given(account, identity, query, content)
+        if record is not None:
+            logger.info("Repeated callback for %s answered with the first answer", account.appid)
+            return record.reply
+        try:
+            with one_sqlite_writer(), transaction.atomic():
+                record = ProcessedCallback.objects.create(
+                    account=account, identity=identity, signed_query=query, content=content
+                )
+                reply = dispatch(account, message)
+                if reply:
+                    ProcessedCallback.objects.filter(pk=record.pk).update(reply=reply)
+        except IntegrityError as exc:
+            record = answer_already_given(account, identity, query, content)
+            if record is None:
+                raise CallbackRejected(503, "integrity error without a competing record") from exc
+            logger.info("Callback for %s applied meanwhile by another request", account.appid)
+            return record.reply
     except INFRASTRUCTURE_ERRORS as exc:
-        logger.exception("Callback for %s not processed", account.appid)
-        if claimed:
-            with contextlib.suppress(*INFRASTRUCTURE_ERRORS):
-                cache.delete_many([key, query_key])
-        raise CallbackRejected(503, "database or cache unavailable") from exc
+        log_failure(exc, account.appid)
+        raise CallbackRejected(503, "database unavailable") from exc
     return reply
+
+
+def log_failure(exc: BaseException, appid: str) -> None:
+    """An outage is logged once a minute (it fails every callback); any other database error each time, in full."""
+    if is_outage(exc):
+        log_outage(logger, "Database or cache (callbacks answered 503)", exc)
+    else:
+        logger.error("Callback for %s not processed", appid, exc_info=exc)
 
 
 def dispatch(account: OfficialAccount, message: CallbackMessage) -> str:

@@ -1,4 +1,5 @@
-"""Actions on official accounts and their followers: syncing followers, checking credentials, recording errors."""
+"""Actions on official accounts and their followers: syncing followers, checking credentials, recording errors,
+pruning the record of processed callbacks."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from django.utils.translation import gettext as _
 from django_q.tasks import async_task
 
 from accounts.clients import wechat_client_for
-from accounts.models import Follower, FollowerSync, OfficialAccount
+from accounts.models import Follower, FollowerSync, OfficialAccount, ProcessedCallback
 from wxnotify.wechat.client import WeChatClient
 from wxnotify.wechat.errors import (
     SECRET_UNREADABLE_ERRCODE,
@@ -53,6 +54,8 @@ _SUBSCRIBED_UPDATE_FIELDS = [
     "synced_at",
     "updated_at",
 ]
+# Processed-callback rows deleted per statement: short write transactions, so SQLite's callback writers wait little.
+PRUNE_BATCH_SIZE = 5000
 # An unfollowed user's batchget entry carries only openid (and maybe unionid): keep what we knew.
 _UNSUBSCRIBED_UPDATE_FIELDS = ["subscribed", "unsubscribed_at", "synced_at", "updated_at"]
 
@@ -495,3 +498,22 @@ def reencrypt_secrets(*, dry_run: bool = False) -> KeyRotationReport:
         for appid in OfficialAccount.objects.values_list("appid", flat=True):
             cached_tokens += manager.reencrypt_cached(appid)
     return KeyRotationReport(app_secrets=total, moved=moved, cached_tokens=cached_tokens)
+
+
+def prune_processed_callbacks(older_than: datetime) -> int:
+    """Delete the records of callbacks processed before ``older_than``; returns how many.
+
+    Deleted in batches of :data:`PRUNE_BATCH_SIZE`, each its own short transaction: a burst of receipts leaves
+    hundreds of thousands of rows, and one long delete would hold SQLite's write lock against the callbacks
+    arriving meanwhile.
+    """
+    deleted = 0
+    while True:
+        batch = list(
+            ProcessedCallback.objects.filter(processed_at__lt=older_than).values_list("pk", flat=True)[
+                :PRUNE_BATCH_SIZE
+            ]
+        )
+        if not batch:
+            return deleted
+        deleted += ProcessedCallback.objects.filter(pk__in=batch).delete()[0]

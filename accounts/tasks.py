@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
+from django.utils import timezone
 
+from accounts.callbacks import dedup_seconds
 from accounts.clients import wechat_client_for
 from accounts.models import OfficialAccount
+from accounts.services import prune_processed_callbacks as prune_older_than
 from wxnotify.wechat.errors import WeChatError
 from wxnotify.wechat.tokens import default_token_manager
 
@@ -33,3 +37,8 @@ def refresh_access_tokens() -> int:
             # One broken account (or a bug it triggers) must not keep every other account's token from renewing.
             logger.exception("Unexpected error refreshing the access_token of %s", account.appid)
     return refreshed
+
+
+def prune_processed_callbacks() -> int:
+    """Forget processed callbacks once no retry or fresh replay of them can arrive (see ``dedup_seconds``)."""
+    return prune_older_than(timezone.now() - timedelta(seconds=dedup_seconds()))

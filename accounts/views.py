@@ -30,7 +30,11 @@ def wechat_callback(request: HttpRequest, appid: str) -> HttpResponse:
     csrf_exempt because WeChat authenticates with its signature, not a cookie; refusals carry no body so a
     prober learns nothing beyond the status.
     """
-    account = callbacks.active_account(appid)
+    try:
+        account = callbacks.active_account(appid)
+    except callbacks.INFRASTRUCTURE_ERRORS as exc:
+        callbacks.log_failure(exc, appid)
+        return HttpResponse(status=503, headers={"Retry-After": "1"})
     if account is None:
         return HttpResponse(status=404)
     try:
@@ -40,7 +44,7 @@ def wechat_callback(request: HttpRequest, appid: str) -> HttpResponse:
         answer = callbacks.handle_post(account, request.GET, body)
     except callbacks.CallbackRejected as exc:
         logger.warning("Callback for %s refused with %s: %s", account.appid, exc.status, exc)
-        return HttpResponse(status=exc.status)
+        return HttpResponse(status=exc.status, headers={"Retry-After": "1"} if exc.status == 503 else None)
     return HttpResponse(answer.body, content_type=answer.content_type)
 
 

@@ -9,6 +9,7 @@ in order.  CPU time is read from ``/proc`` so a benchmark can say where the mach
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import secrets
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -275,6 +277,24 @@ def setup_django(env: dict[str, str]) -> None:
     import django
 
     django.setup()
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=BASE_DIR, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def this_tree() -> str:
+    head = git("rev-parse", "--short", "HEAD")
+    return f"{head} + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else head
+
+
+def export_commit(rev: str, into: Path) -> str:
+    """Extract commit ``rev`` into ``into`` (no .git, the repository is not touched); return its short hash."""
+    short = git("rev-parse", "--short", f"{rev}^{{commit}}")
+    archive = subprocess.run(["git", "archive", "--format=tar", short], cwd=BASE_DIR, check=True, capture_output=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+    return short
 
 
 def write_results_section(title: str, text: str) -> None:

@@ -11,18 +11,36 @@ the server. Run ``manage.py migrate`` first. Example::
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/helper_j REDIS_URL=redis://127.0.0.1:6379/9 \\
         .venv/bin/python bench/callback_throughput.py --requests 2000 --concurrency 16
+
+``--receipt-burst`` measures something else: whether a burst of delivery receipts is applied, each exactly once.
+N messages are stored as just sent by a campaign (status ``sent`` with their msgids), then N distinct AES
+``TEMPLATESENDJOBFINISH`` receipts for them come from ``--concurrency`` clients at once, the way WeChat pushes them
+after a big campaign.  Every answer is counted by kind (``success``, 503, 403, other); a request not answered
+``success`` is then sent again unchanged (same query, same body) up to three more times, as WeChat retries; finally
+the database tells how many messages became ``delivered`` and how many receipts were kept aside.  "Answered
+success but not applied" is the loss the reliability issue found.  It runs on the embedded default (a scratch SQLite
+database with the database cache) and, with ``--postgres``/``--redis``, on PostgreSQL + Redis, each with this
+tree's code and, with ``--baseline-rev``, with the code of an older commit (exported with ``git archive``; the
+database is migrated by this tree, a superset).  Its section of ``bench/RESULTS.md`` is replaced::
+
+    .venv/bin/python bench/callback_throughput.py --receipt-burst --baseline-rev 5359248 \\
+        --postgres postgres://postgres@127.0.0.1:5432/bench_cb --redis redis://127.0.0.1:6379/3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import secrets
 import shlex
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +55,15 @@ from cryptography.fernet import Fernet
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench._stack import free_port, load_average  # noqa: E402 -- importable once the project is on sys.path
+from bench._stack import (  # noqa: E402 -- importable once the project is on sys.path
+    export_commit,
+    flush_redis,
+    free_port,
+    load_average,
+    recreate_database,
+    this_tree,
+    write_results_section,
+)
 
 RESULTS_FILE = BASE_DIR / "bench" / "RESULTS.md"
 PLAINTEXT_APPID = "wxbe0c000000000001"
@@ -122,15 +148,15 @@ def start_gunicorn(port: int, workers: int, threads: int, env: dict[str, str]) -
     return subprocess.Popen(command, cwd=BASE_DIR, env=env)
 
 
-def wait_until_up(base_url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+def wait_until_up(base_url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"gunicorn exited with {process.returncode}")
         try:
-            requests.get(f"{base_url}/wechat/callback/wx0000000000000000/", timeout=1)
+            requests.get(f"{base_url}/wechat/callback/wx0000000000000000/", timeout=5)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             time.sleep(0.2)
     raise SystemExit("gunicorn did not start in time")
 
@@ -191,33 +217,22 @@ class Result:
         return self.count / self.seconds
 
     def percentile(self, fraction: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+        return percentile(self.latencies_ms, fraction)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def fire(mode: str, prepared: list[PreparedRequest], concurrency: int) -> Result:
-    local = threading.local()
-    headers = {"Content-Type": "text/xml; charset=utf-8"}
-
-    def send(request: PreparedRequest) -> tuple[float, bool]:
-        session = getattr(local, "session", None)
-        if session is None:
-            session = local.session = requests.Session()
-        started = time.perf_counter()
-        response = session.post(request.url, data=request.body, headers=headers, timeout=10)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        return elapsed_ms, response.status_code == 200 and response.content == b"success"
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        outcomes = list(pool.map(send, prepared))
-    seconds = time.perf_counter() - started
+    kinds, latencies, seconds = post_all(prepared, concurrency, timeout=10)
     return Result(
         mode=mode,
         count=len(prepared),
         seconds=seconds,
-        latencies_ms=[latency for latency, _ok in outcomes],
-        failures=sum(1 for _latency, ok in outcomes if not ok),
+        latencies_ms=latencies,
+        failures=sum(1 for kind in kinds if kind != "success"),
     )
 
 
@@ -254,18 +269,397 @@ def report(results: list[Result], args: argparse.Namespace, command: str, loads:
     return "\n".join(lines) + "\n"
 
 
+# --- Receipt burst --------------------------------------------------------------------------------------------------
+
+BURST_APPID = "wxbe0c000000000003"
+BURST_TEMPLATE_ID = "bench-burst-template"
+BURST_SECTION = "## Callback receipt burst"
+# WeChat tries a callback three times in all when it gets no good answer; the benchmark allows one try more.
+BURST_RETRIES = 3
+# WeChat waits 5 seconds for an answer, then gives up on that try.
+WECHAT_TIMEOUT = 5
+
+
+def burst_msgid(run: int, index: int) -> int:
+    return 3_000_000_000_000 + run * 1_000_000 + index
+
+
+def burst_openid(index: int) -> str:
+    return f"oBurst{index:022d}"
+
+
+def internal_prepare(count: int, run: int) -> dict:
+    """In a child with the configuration's environment: N messages just sent by a campaign, nothing else left."""
+    from django.core.cache import cache
+
+    from accounts.models import OfficialAccount, ProcessedCallback
+    from messaging.models import DeliveryReceipt, Message
+    from templates_app.models import MessageTemplate
+
+    account, _created = OfficialAccount.objects.update_or_create(
+        appid=BURST_APPID,
+        defaults={
+            "name": "Benchmark receipts",
+            "app_secret": "bench-secret-not-used-by-callbacks",
+            "token": TOKEN,
+            "encoding_aes_key": AES_KEY,
+            "message_mode": "safe",
+            "is_active": True,
+        },
+    )
+    template, _created = MessageTemplate.objects.get_or_create(
+        account=account, template_id=BURST_TEMPLATE_ID, defaults={"title": "Burst", "content": "{{thing1.DATA}}"}
+    )
+    Message.objects.filter(account=account).delete()
+    DeliveryReceipt.objects.filter(account=account).delete()
+    ProcessedCallback.objects.filter(account=account).delete()
+    Message.objects.bulk_create(
+        Message(
+            account=account,
+            template=template,
+            template_id_sent=BURST_TEMPLATE_ID,
+            touser=burst_openid(index),
+            client_msg_id=f"burst-{run}-{index}",
+            status=Message.Status.SENT,
+            msgid=burst_msgid(run, index),
+        )
+        for index in range(count)
+    )
+    cache.clear()
+    return {"account": account.pk}
+
+
+def internal_count() -> dict:
+    from django.db.models import Count
+
+    from messaging.models import DeliveryReceipt, Message
+
+    statuses = dict(
+        Message.objects.filter(account__appid=BURST_APPID).values_list("status").annotate(n=Count("id")).order_by()
+    )
+    receipts = DeliveryReceipt.objects.filter(account__appid=BURST_APPID).count()
+    return {"statuses": statuses, "receipts_kept_aside": receipts}
+
+
+def run_internal(command: str, env: dict[str, str], cwd: Path, *args: str) -> dict:
+    """Run one ``--internal`` step of this file in a child with ``env`` (settings differ per configuration)."""
+    completed = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--internal", command, *args],
+        cwd=cwd,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def receipt_xml(index: int, run: int) -> str:
+    return (
+        f"<xml><ToUserName><![CDATA[{ORIGINAL_ID}]]></ToUserName><FromUserName><![CDATA[{burst_openid(index)}]]>"
+        f"</FromUserName><CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+        f"<Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>{burst_msgid(run, index)}</MsgID>"
+        "<Status><![CDATA[success]]></Status></xml>"
+    )
+
+
+def prepare_receipts(base_url: str, count: int, run: int) -> list[PreparedRequest]:
+    from wxnotify.wechat.crypto import CallbackCrypto, compute_signature
+
+    crypto = CallbackCrypto(TOKEN, AES_KEY, BURST_APPID)
+    prepared = []
+    for index in range(count):
+        timestamp, nonce = str(int(time.time())), str(secrets.randbelow(10**9))
+        encrypt = crypto.encrypt(receipt_xml(index, run))
+        query = {
+            "signature": compute_signature(TOKEN, timestamp, nonce),
+            "timestamp": timestamp,
+            "nonce": nonce,
+            "encrypt_type": "aes",
+            "msg_signature": compute_signature(TOKEN, timestamp, nonce, encrypt),
+        }
+        body = f"<xml><ToUserName><![CDATA[{ORIGINAL_ID}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        prepared.append(PreparedRequest(f"{base_url}/wechat/callback/{BURST_APPID}/?{urlencode(query)}", body.encode()))
+    return prepared
+
+
+def hold_sqlite_write_lock(var_dir: Path, seconds: float) -> None:
+    """One second into the burst, hold SQLite's write lock for ``seconds`` (a stand-in for a long writer elsewhere:
+    a campaign of many recipients accepted in one transaction, a bulk admin action, a stalled disk)."""
+    import sqlite3
+
+    time.sleep(1)
+    connection = sqlite3.connect(var_dir / "wxnotify.sqlite3", isolation_level=None, timeout=30)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        time.sleep(seconds)
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+
+
+def answer_kind(status: int, content: bytes) -> str:
+    if status == 200:
+        return "success" if content == b"success" else "200 other"
+    return str(status)
+
+
+def post_all(
+    prepared: list[PreparedRequest], concurrency: int, timeout: float = WECHAT_TIMEOUT
+) -> tuple[list[str], list[float], float]:
+    """Post every request from ``concurrency`` threads; each answer's kind, each latency (ms), the wall time."""
+    local = threading.local()
+    headers = {"Content-Type": "text/xml; charset=utf-8"}
+
+    def send(request: PreparedRequest) -> tuple[str, float]:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        started = time.perf_counter()
+        try:
+            response = session.post(request.url, data=request.body, headers=headers, timeout=timeout)
+            kind = answer_kind(response.status_code, response.content)
+        except requests.RequestException as exc:
+            kind = type(exc).__name__
+        return kind, (time.perf_counter() - started) * 1000
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        outcomes = list(pool.map(send, prepared))
+    return [kind for kind, _ms in outcomes], [ms for _kind, ms in outcomes], time.perf_counter() - started
+
+
+@dataclass
+class BurstResult:
+    configuration: str
+    version: str
+    first_answers: dict[str, int]
+    retries: int
+    final_answers: dict[str, int]
+    seconds: float
+    p99_ms: float
+    statuses: dict[str, int]
+    receipts_kept_aside: int
+
+    @property
+    def lost(self) -> int:
+        """Receipts answered ``success`` whose message is still waiting for one."""
+        return max(0, self.final_answers.get("success", 0) - self.statuses.get("delivered", 0))
+
+
+def tally(kinds: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for kind in kinds:
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def burst_once(
+    configuration: str, version: str, code_dir: Path, env: dict[str, str], run: int, args: argparse.Namespace
+) -> BurstResult:
+    run_internal("prepare", env, BASE_DIR, str(args.requests), str(run))
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "wxnotify.wsgi:application",
+        "--config",
+        "gunicorn.conf.py",
+        "--workers",
+        str(args.workers),
+        "--threads",
+        str(args.threads),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "warning",
+    ]
+    server = subprocess.Popen(command, cwd=code_dir, env=env, stderr=subprocess.DEVNULL if args.quiet else None)
+    workers = None
+    if args.qcluster:
+        workers = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=code_dir,
+            env=env,
+            process_group=0,
+            stderr=subprocess.DEVNULL if args.quiet else None,
+        )
+    try:
+        wait_until_up(base_url, server)
+        prepared = prepare_receipts(base_url, args.requests, run)
+        holder = None
+        if args.hold_lock and not env.get("DATABASE_URL"):
+            holder = threading.Thread(
+                target=hold_sqlite_write_lock, args=(Path(env["WXNOTIFY_VAR_DIR"]), args.hold_lock), daemon=True
+            )
+            holder.start()
+        kinds, latencies, seconds = post_all(prepared, args.concurrency)
+        if holder is not None:
+            holder.join()
+        first = tally(kinds)
+        retried = 0
+        for _round in range(BURST_RETRIES):
+            again = [index for index, kind in enumerate(kinds) if kind != "success"]
+            if not again:
+                break
+            retried += len(again)
+            time.sleep(1)
+            answers, _latencies, _seconds = post_all([prepared[index] for index in again], args.concurrency)
+            for index, kind in zip(again, answers, strict=True):
+                kinds[index] = kind
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        if workers is not None:
+            os.killpg(workers.pid, signal.SIGTERM)
+            try:
+                workers.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(workers.pid, signal.SIGKILL)
+                workers.wait()
+    counted = run_internal("count", env, BASE_DIR)
+    return BurstResult(
+        configuration=configuration,
+        version=version,
+        first_answers=first,
+        retries=retried,
+        final_answers=tally(kinds),
+        seconds=seconds,
+        p99_ms=percentile(latencies, 0.99),
+        statuses=counted["statuses"],
+        receipts_kept_aside=counted["receipts_kept_aside"],
+    )
+
+
+def burst_report(results: list[BurstResult], args: argparse.Namespace, command: str, loads: tuple[str, str]) -> str:
+    def answers(counts: dict[str, int]) -> str:
+        return ", ".join(f"{kind} {count}" for kind, count in sorted(counts.items(), key=lambda item: -item[1]))
+
+    lines = [
+        f"{BURST_SECTION} — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"{args.requests} messages stored as just sent (status `sent`, each with its msgid), then {args.requests} "
+        f"distinct AES `TEMPLATESENDJOBFINISH` receipts for them from {args.concurrency} client threads at once; "
+        f"every request not answered `success` sent again unchanged up to {BURST_RETRIES} times (as WeChat retries). "
+        f"gunicorn `gunicorn.conf.py` with {args.workers} workers x {args.threads} threads, DEBUG off; "
+        f"{os.cpu_count()} CPUs shared with other work; Python {platform.python_version()}; load average "
+        f"(1/5/15 min) {loads[0]} at start, {loads[1]} at end.",
+        "",
+        "| configuration | code | first answers | receipts/s (first pass) | p99 ms | resent | final answers "
+        "| messages delivered | answered success, not applied | kept aside |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for result in results:
+        lines.append(
+            f"| {result.configuration} | {result.version} | {answers(result.first_answers)} | "
+            f"{args.requests / result.seconds:.0f} | {result.p99_ms:.0f} | {result.retries} | "
+            f"{answers(result.final_answers)} | {result.statuses.get('delivered', 0)} of {args.requests} | "
+            f"{result.lost} | {result.receipts_kept_aside} |"
+        )
+    lines += [
+        "",
+        '"Kept aside" counts receipts stored as pending or unmatched instead of applied (none expected: every '
+        "message exists with its msgid before its receipt arrives).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def burst_main(args: argparse.Namespace, command: str) -> int:
+    loads_start = load_average()
+    scratch = Path(tempfile.mkdtemp(prefix="wxnotify-bench-burst-"))
+    results: list[BurstResult] = []
+    try:
+        versions: list[tuple[str, Path]] = []
+        if args.baseline_rev:
+            baseline_dir = scratch / "baseline"
+            baseline_dir.mkdir()
+            versions.append((f"{export_commit(args.baseline_rev, baseline_dir)} (before)", baseline_dir))
+        versions.append((this_tree(), BASE_DIR))
+        configurations = [("embedded default (SQLite, database cache)", "", "")]
+        if args.postgres or args.redis:
+            if not (args.postgres and args.redis):
+                raise SystemExit("--postgres and --redis go together")
+            configurations.append(("PostgreSQL + Redis", args.postgres, args.redis))
+        run = 0
+        for configuration, database_url, redis_url in configurations:
+            env = server_environment()
+            env.update(
+                DATABASE_URL=database_url,
+                REDIS_URL=redis_url,
+                WXNOTIFY_VAR_DIR=str(scratch / f"var-{len(results)}"),
+                PROMETHEUS_MULTIPROC_DIR=str(scratch / f"metrics-{len(results)}"),
+            )
+            Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir()
+            if database_url:
+                recreate_database(database_url)
+                flush_redis(redis_url)
+            subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity=0"], cwd=BASE_DIR, env=env, check=True)
+            # Rounds alternate the order (before, after, after, before, ...) so a machine that gets busier or
+            # quieter during the run does not favour one version.
+            for round_index in range(args.rounds):
+                for version, code_dir in versions if round_index % 2 == 0 else versions[::-1]:
+                    run += 1
+                    print(f"[{time.strftime('%X')}] {configuration}: {version}", flush=True)
+                    result = burst_once(configuration, version, code_dir, env, run, args)
+                    print(f"    {result}", flush=True)
+                    results.append(result)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    text = burst_report(results, args, command, (loads_start, load_average()))
+    print(text)
+    if not args.no_results:
+        write_results_section(BURST_SECTION, text)
+    return 0 if all(r.lost == 0 and r.statuses.get("delivered", 0) == args.requests for r in results) else 1
+
+
+def internal_main(command: str, args: list[str]) -> int:
+    """A step run in a child process with one configuration's settings (see :func:`run_internal`)."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "wxnotify.settings")
+    import django
+
+    django.setup()
+    result = internal_prepare(int(args[0]), int(args[1])) if command == "prepare" else internal_count()
+    print(json.dumps(result))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="callbacks per mode (default 2000)")
     parser.add_argument("--concurrency", type=int, default=16, help="client threads (default 16)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (default 1: sync)")
-    parser.add_argument("--no-results", action="store_true", help="print only, do not append to bench/RESULTS.md")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="threads per gunicorn worker (default 1: sync; 8 for the receipt burst, as in production)",
+    )
+    parser.add_argument("--no-results", action="store_true", help="print only, do not write bench/RESULTS.md")
+    parser.add_argument("--receipt-burst", action="store_true", help="the receipt burst instead (see the docstring)")
+    parser.add_argument("--baseline-rev", help="receipt burst: also run the code of this commit, before this tree's")
+    parser.add_argument("--postgres", help="receipt burst: also on this PostgreSQL database (name starts with bench)")
+    parser.add_argument("--redis", help="receipt burst: with this Redis database (flushed)")
+    parser.add_argument("--rounds", type=int, default=1, help="receipt burst: runs per configuration and version")
+    parser.add_argument("--quiet", action="store_true", help="receipt burst: hide gunicorn's error log")
+    parser.add_argument("--qcluster", action="store_true", help="receipt burst: a qcluster runs beside gunicorn")
+    parser.add_argument(
+        "--hold-lock", type=float, default=0, help="receipt burst, SQLite: hold the write lock this long mid-burst"
+    )
+    parser.add_argument("--internal", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.internal:
+        return internal_main(args.internal[0], args.internal[1:])
     command = shlex.join([os.path.relpath(sys.executable, Path.cwd()), *sys.argv])
     if os.environ.get("DATABASE_URL") or os.environ.get("REDIS_URL"):
         shown = " ".join(f"{name}={os.environ[name]}" for name in ("DATABASE_URL", "REDIS_URL") if os.environ.get(name))
         command = f"{shown} {command}"
+    if args.receipt_burst:
+        args.threads = args.threads or 8
+        return burst_main(args, command)
+    args.threads = args.threads or 1
 
     load_at_start = load_average()
     env = server_environment()

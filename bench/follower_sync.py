@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import json
 import os
 import platform
@@ -43,7 +42,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import tracemalloc
@@ -60,6 +58,7 @@ from bench._stack import (
     BASE_DIR,
     CpuMeter,
     Stack,
+    export_commit,
     flush_redis,
     free_port,
     load_average,
@@ -67,6 +66,7 @@ from bench._stack import (
     recreate_database,
     setup_django,
     stack_environment,
+    this_tree,
     write_results_section,
 )
 from bench.pipeline import register_account
@@ -169,24 +169,6 @@ def child_sync(project: str, appid: str, *, trace: bool, profile: str | None) ->
 
 
 # --- Parent: stack, runs, report ------------------------------------------------------------------------------------
-
-
-def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=BASE_DIR, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def this_tree() -> str:
-    head = git("rev-parse", "--short", "HEAD")
-    return f"{head} + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else head
-
-
-def export_commit(rev: str, into: Path) -> str:
-    """Extract commit ``rev`` into ``into`` (no .git, the repository is not touched); return its short hash."""
-    short = git("rev-parse", "--short", f"{rev}^{{commit}}")
-    archive = subprocess.run(["git", "archive", "--format=tar", short], cwd=BASE_DIR, check=True, capture_output=True)
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(into, filter="data")
-    return short
 
 
 def backend_database(pid: int, cache: dict[int, str]) -> str:

@@ -25,6 +25,7 @@ from django.test import Client
 from django.utils import translation
 
 from accounts.models import OfficialAccount
+from messaging.api.throttles import cache_outage
 from sandbox.demo import DEMO_APPID, demo_config
 from sandbox.server import SandboxServer
 from sandbox.state import Account, SandboxState
@@ -116,6 +117,14 @@ def fresh_lookup_memo() -> Iterator[None]:
     forget_lookups()
     yield
     forget_lookups()
+
+
+@pytest.fixture(autouse=True)
+def no_past_cache_outage() -> Iterator[None]:
+    """A test that broke the cache leaves the API throttles' outage pause behind: the next test starts without it."""
+    cache_outage.reset()
+    yield
+    cache_outage.reset()
 
 
 @pytest.fixture

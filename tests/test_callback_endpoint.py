@@ -12,12 +12,13 @@ from urllib.parse import urlencode
 
 import pytest
 from defusedxml import ElementTree
+from django.core.cache import cache
 from django.db import OperationalError
 from django.test import Client
 from redis.exceptions import RedisError
 
 from accounts import callbacks
-from accounts.models import Follower, OfficialAccount
+from accounts.models import Follower, OfficialAccount, ProcessedCallback
 from messaging.models import DeliveryReceipt, Message
 from templates_app.models import MessageTemplate
 from wxnotify.wechat.crypto import CallbackCrypto, compute_signature
@@ -482,8 +483,9 @@ PARAMETER_ENTITY = (
 @pytest.mark.parametrize("body", [XXE, BILLION_LAUGHS, DTD_ONLY, PARAMETER_ENTITY], ids=["xxe", "laughs", "dtd", "pe"])
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plaintext", "inside-ciphertext"])
 def test_hostile_xml_is_400(plain, body, encrypted):
-    plain.account.message_mode = OfficialAccount.MessageMode.COMPATIBLE
-    plain.account.save()
+    if encrypted:
+        plain.account.message_mode = OfficialAccount.MessageMode.COMPATIBLE
+        plain.account.save()
     response = plain.post(body, encrypted=encrypted)
     assert response.status_code == 400
     assert not Follower.objects.exists()
@@ -597,14 +599,34 @@ def test_other_methods_are_405(plain):
 # --- Infrastructure failures ------------------------------------------------------------------------------
 
 
-def test_cache_outage_is_503_so_wechat_retries(plain, monkeypatch):
+def test_cache_outage_does_not_stop_callbacks(plain, monkeypatch):
+    """De-duplication lives in the database: a shared cache that fails takes no event down with it."""
+
     def unavailable(*args, **kwargs):
         raise RedisError("connection refused")
 
-    monkeypatch.setattr(callbacks.cache, "add", unavailable)
-    response = plain.post(text_xml(new_openid(), "hi"))
+    for method in ("add", "get", "set", "delete", "delete_many", "incr"):
+        monkeypatch.setattr(cache, method, unavailable)
+    openid = new_openid()
+    xml = event_xml(openid, "subscribe")
+    assert plain.post(xml).content == b"success"
+    assert plain.post(xml).content == b"success"
+    assert Follower.objects.filter(account=plain.account, openid=openid).count() == 1
+    assert ProcessedCallback.objects.filter(account=plain.account).count() == 1
+
+
+def test_cache_outage_while_binding_by_code_is_503(plain, monkeypatch):
+    """Binding codes do live in the cache: the message is not applied and WeChat's retry finds the cache back."""
+
+    def unavailable(*args, **kwargs):
+        raise RedisError("connection refused")
+
+    monkeypatch.setattr(cache, "get", unavailable)
+    response = plain.post(text_xml(new_openid(), "123456"))
     assert response.status_code == 503
+    assert response["Retry-After"] == "1"
     assert not Follower.objects.exists()
+    assert not ProcessedCallback.objects.exists()
 
 
 def test_database_failure_releases_the_claim_so_the_retry_is_processed(plain, monkeypatch):

@@ -88,6 +88,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "wxnotify.middleware.RequestIdMiddleware",
+    "wxnotify.middleware.OutageMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -211,6 +212,9 @@ WECHAT_TOKEN_REFRESH_MARGIN = env_int("WECHAT_TOKEN_REFRESH_MARGIN", 300)
 WECHAT_TOKEN_PREFETCH_WINDOW = env_int("WECHAT_TOKEN_PREFETCH_WINDOW", 900)
 # Callback endpoint: bodies above this size are refused (413); WeChat's messages are a few KiB at most.
 WECHAT_CALLBACK_MAX_BODY_BYTES = env_int("WECHAT_CALLBACK_MAX_BODY_BYTES", 64 * 1024)
+# An oversized body up to this size is read and dropped before the 413, so the client reads the 413 instead of a
+# connection reset; a larger one is not read at all.
+WECHAT_CALLBACK_MAX_DRAIN_BYTES = env_int("WECHAT_CALLBACK_MAX_DRAIN_BYTES", 1024 * 1024)
 # Our replay policy (WeChat documents none): a callback whose signed timestamp is further than this many
 # seconds from our clock is refused (403).
 WECHAT_CALLBACK_MAX_CLOCK_SKEW = env_int("WECHAT_CALLBACK_MAX_CLOCK_SKEW", 300)

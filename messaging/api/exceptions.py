@@ -5,10 +5,16 @@ is stable for programs, ``detail`` is readable and translated, ``errors`` holds 
 fields, e.g. ``{"data": {"thing1": ["..."]}}``) and is empty when the error is not about fields.  DRF exceptions,
 the send pipeline's refusals, unknown URLs and server errors all end up in this shape, so a client never has to
 parse an HTML error page.
+
+A brief outage of the database or of Redis (:func:`wxnotify.outages.is_outage`) is not a server error: it answers
+503 ``service_unavailable`` with ``Retry-After``, from a DRF view, from Django's ``handler500`` (errors raised in a
+middleware) and, outside the API, as a plain text page (:func:`outage_response`).
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +30,9 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from messaging.services import IdempotencyConflict, MessageRejected
+from wxnotify.outages import RETRY_AFTER_SECONDS, is_outage, log_outage
+
+logger = logging.getLogger("wxnotify.requests")
 
 API_PATH_PREFIX = "/api/"
 # The pipeline reports errors that concern the whole request under Django's key; the API uses DRF's.
@@ -44,6 +53,15 @@ class RequestTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = gettext_lazy("The request body is too large.")
     default_code = "request_too_large"
+
+
+class ServiceUnavailable(exceptions.APIException):
+    """The database or Redis failed to answer: the same request will work once it is back."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = gettext_lazy("A service this request needs is briefly unavailable. Try again in a few seconds.")
+    default_code = "service_unavailable"
+    wait = RETRY_AFTER_SECONDS  # DRF's handler turns it into Retry-After
 
 
 def error_body(status_code: int, code: str, detail: str, errors: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -87,6 +105,9 @@ def _as_api_exception(exc: Exception) -> Exception:
         return exceptions.NotFound()
     if isinstance(exc, DjangoPermissionDenied):
         return exceptions.PermissionDenied()
+    if is_outage(exc):
+        log_outage(logger, "Database or cache", exc)
+        return ServiceUnavailable()
     return exc
 
 
@@ -127,8 +148,37 @@ def bad_request(request: HttpRequest, exception: Exception, *args: Any, **kwargs
     return defaults.bad_request(request, exception, *args, **kwargs)
 
 
+def outage_response(request: HttpRequest) -> HttpResponse:
+    """503 with ``Retry-After``: the API JSON under ``/api/``, plain text elsewhere; nothing about the cause."""
+    if request.path.startswith(API_PATH_PREFIX):
+        response: HttpResponse = JsonResponse(
+            error_body(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                ServiceUnavailable.default_code,
+                str(ServiceUnavailable.default_detail),
+            ),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+    else:
+        response = HttpResponse(
+            _("Service briefly unavailable. Try again in a few seconds."),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            content_type="text/plain; charset=utf-8",
+        )
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def server_error(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    """The project's ``handler500``: JSON under ``/api/``, Django's page elsewhere.  Says nothing about the cause."""
+    """The project's ``handler500``: JSON under ``/api/``, Django's page elsewhere.  Says nothing about the cause.
+
+    Django calls it while handling the exception, so an outage raised outside any view (a session saved by its
+    middleware, say) is recognised here and answers 503 instead.
+    """
+    exc = sys.exc_info()[1]
+    if is_outage(exc):
+        log_outage(logger, "Database or cache", exc)
+        return outage_response(request)
     if request.path.startswith(API_PATH_PREFIX):
         return JsonResponse(
             error_body(status.HTTP_500_INTERNAL_SERVER_ERROR, "server_error", _("Internal server error.")),

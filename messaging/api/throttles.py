@@ -9,6 +9,14 @@ concurrent requests can be undercounted a little — an approximation that is fi
 clients.  A fixed window lets a client spend up to twice the rate around a window boundary; rates are set with that
 in mind.
 
+When the cache is unavailable (Redis down, or the database cache's database), the throttles **fail open**: the
+request is allowed without being counted, the outage is logged once a minute per process
+(:func:`wxnotify.outages.log_outage`), and for :data:`OUTAGE_PAUSE_SECONDS` after a failure the cache is not asked
+at all, so requests do not each wait out Redis's connect timeout.  The first count after the pause that succeeds
+resumes limiting, without a restart.  Failing open was chosen over answering 503 because the throttles only guard
+against runaway clients: the database is the record of every accepted message, so refusing all API traffic for
+the length of a Redis outage would cost more than a few minutes without per-user limits.
+
 Rates use DRF's syntax (``"100/s"``, ``"5000/h"``) under ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]`` and are read
 on every request, so ``override_settings`` and a changed setting take effect at once.  A scope without a rate is
 not throttled.
@@ -16,6 +24,7 @@ not throttled.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -26,7 +35,13 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
+from wxnotify.outages import OUTAGE_ERRORS, log_outage
+
+logger = logging.getLogger("wxnotify.messaging.api")
+
 PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# After the cache failed to count a request, it is left alone this long (seconds, per process) and requests pass.
+OUTAGE_PAUSE_SECONDS = 5.0
 
 
 def parse_rate(rate: str) -> tuple[int, int]:
@@ -77,6 +92,38 @@ def count_requests(windows: Sequence[tuple[str, int]]) -> list[int]:
     return [int(count) for count in pipe.execute()[1::2]]
 
 
+class _CacheOutage:
+    """Per process: until when the throttles leave the cache alone after it failed."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+
+    def paused(self) -> bool:
+        return time.monotonic() < self._until
+
+    def begin(self, exc: BaseException) -> None:
+        self._until = time.monotonic() + OUTAGE_PAUSE_SECONDS  # one float written: last writer wins, fine
+        log_outage(logger, "The cache holding the API throttle counters", exc)
+
+    def reset(self) -> None:
+        """Forget a past failure: the next request asks the cache again (the test suite starts each test so)."""
+        self._until = 0.0
+
+
+cache_outage = _CacheOutage()
+
+
+def count_or_fail_open(windows: Sequence[tuple[str, int]]) -> list[int] | None:
+    """:func:`count_requests`, or None (the request passes uncounted) while the cache is unavailable."""
+    if cache_outage.paused():
+        return None
+    try:
+        return count_requests(windows)
+    except OUTAGE_ERRORS as exc:
+        cache_outage.begin(exc)
+        return None
+
+
 class FixedWindowRateThrottle(BaseThrottle):
     """Allow ``count`` requests per client per window of the scope's rate.
 
@@ -123,7 +170,8 @@ class FixedWindowRateThrottle(BaseThrottle):
         if window is None:
             return True
         key, duration, _limit, _remaining = window
-        return self.settle(window, count_requests([(key, duration)])[0])
+        counts = count_or_fail_open([(key, duration)])
+        return counts is None or self.settle(window, counts[0])
 
     def wait(self) -> float | None:
         return self._wait
@@ -133,7 +181,7 @@ def check_fixed_windows(throttles: Sequence[BaseThrottle], request: Request, vie
     """Count the request in every throttle's window, the fixed-window ones in one cache round trip.
 
     Like DRF's ``check_throttles`` every throttle counts the request, refused or not.  Returns the waits of the
-    throttles that refuse it (empty: allowed).
+    throttles that refuse it (empty: allowed; also while the cache is unavailable, see the module docstring).
     """
     waits: list[float | None] = []
     pending: list[tuple[FixedWindowRateThrottle, tuple[str, int, int, float]]] = []
@@ -144,7 +192,9 @@ def check_fixed_windows(throttles: Sequence[BaseThrottle], request: Request, vie
                 pending.append((throttle, window))
         elif not throttle.allow_request(request, view):
             waits.append(throttle.wait())
-    counts = count_requests([(window[0], window[1]) for _throttle, window in pending]) if pending else []
+    counts = count_or_fail_open([(window[0], window[1]) for _throttle, window in pending]) if pending else []
+    if counts is None:
+        return waits
     for (throttle, window), count in zip(pending, counts, strict=True):
         if not throttle.settle(window, count):
             waits.append(throttle.wait())
