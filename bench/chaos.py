@@ -12,7 +12,8 @@ recipient gets one twice.  This run throws everything at that promise together (
   started again empty (no persistence: the broker's queue and the cache are lost); PostgreSQL stopped (``-m fast``)
   and started again; the account's access tokens revoked at the sandbox twice.  Throughout, the sandbox fails
   ``--error-rate`` of sends with ``-1`` and drops ``--drop-reply-rate`` of the replies of sends it delivered
-  (``--drop-mode``: closes the connection, or hangs until the client's read timeout, or either); its
+  (``--drop-mode``: ``close`` closes the connection at once; ``hang`` answers nothing until the client's read
+  timeout, 10 s, which holds the whole delivery batch that long; ``mixed`` does either); its
   ``client_msg_id`` de-duplication window is ``--dedupe-window`` s (WeChat's is about 600 s) and the service's
   resend window (``WXNOTIFY_RESEND_WINDOW_SECONDS``) ``--resend-window`` s, so a blind resend is caught in minutes.
 - **Stack**: a PostgreSQL cluster and a redis-server of the run's own (under a temporary directory, on free ports:
@@ -121,6 +122,11 @@ CLIENT_RETRY_CAP_SECONDS = 5.0
 CLIENT_GIVE_UP_SECONDS = 120.0
 CLIENT_THREADS = 256
 PROGRESS_EVERY_SECONDS = 15.0
+DROP_MODES = {
+    "close": "the connection closed without an answer",
+    "hang": "no answer until the client's read timeout",
+    "mixed": "closed, or no answer until the client's read timeout",
+}
 # WeChat appends a request id to every errmsg ("… rid: 6560a1b2-0c3d4e5f"): not part of the reason.
 RID_RE = re.compile(r"\s*rid:\s*[0-9a-fA-F]+-[0-9a-fA-F]+")
 REASON_CHARS = 70
@@ -1027,7 +1033,7 @@ def report(figures: dict[str, Any], found: dict[str, Any], args: argparse.Namesp
         f"Stack: a PostgreSQL cluster and a redis-server of the run's own (Redis without persistence: the broker, "
         f"cache and locks), {QCLUSTERS} `qcluster` (Redis broker), gunicorn with gunicorn.conf.py, the sandbox "
         f"({args.latency_ms} ms per send, {args.error_rate:.0%} of sends answered `-1`, {args.drop_reply_rate:.0%} of "
-        f"delivered sends' replies dropped ({args.drop_mode}; a hang lasts until the client's read timeout), "
+        f"delivered sends' replies dropped (`{args.drop_mode}`: {DROP_MODES[args.drop_mode]}), "
         f"client_msg_id de-duplicated for {args.dedupe_window:.0f} s, "
         + ("no receipts" if args.no_receipts else "delivery receipts pushed to gunicorn's callback URL")
         + f"). Service settings: {', '.join(f'{k}={v}' for k, v in settings.items())} "
@@ -1155,7 +1161,7 @@ def main() -> int:
     parser.add_argument("--drain-timeout", type=float, default=420.0, help="longest wait for the drain after the load")
     parser.add_argument("--error-rate", type=float, default=0.3, help="share of sends the sandbox answers -1")
     parser.add_argument("--drop-reply-rate", type=float, default=0.05, help="share of delivered sends' replies lost")
-    parser.add_argument("--drop-mode", choices=("close", "hang", "mixed"), default="mixed", help="how a reply is lost")
+    parser.add_argument("--drop-mode", choices=tuple(DROP_MODES), default="close", help="how a reply is lost")
     parser.add_argument("--hang-ms", type=int, default=30_000, help="longest hang of a dropped reply at the sandbox")
     parser.add_argument("--dedupe-window", type=float, default=90.0, help="sandbox's client_msg_id window, seconds")
     parser.add_argument("--resend-window", type=int, default=60, help="WXNOTIFY_RESEND_WINDOW_SECONDS of the service")
