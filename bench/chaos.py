@@ -367,14 +367,20 @@ class KillTracker:
         finally:
             db.connection.close()
 
-    def analyse(self, sends: dict[tuple[str, str], list[dict[str, Any]]], until: float) -> dict[str, Any]:
-        """When each message was settled: out of the dead claim and, if it went back to the queue, sent again (its
-        first attempt at the sandbox after the last poll that saw it held); seconds from the kill."""
+    def analyse(
+        self, sends: dict[tuple[str, str], list[dict[str, Any]]], final_status: dict[int, str], until: float
+    ) -> dict[str, Any]:
+        """The dead worker's messages (those still in the kill's claim HELD_AFTER_KILL_SECONDS later) and when each
+        was settled: out of the dead claim and sent again (its first attempt at the sandbox after the last poll
+        that saw it held), or ended without a resend; seconds from the kill.
+
+        The rest of the snapshot was the live cluster's, whose batches finished on their own.
+        """
+        dead = [m for m in self.messages.values() if m.last_held - self.killed_at >= HELD_AFTER_KILL_SECONDS]
         settled: list[float] = []
-        unsettled = 0
+        unsettled = ended_unsent = 0
         resend_outcomes: Counter[str] = Counter()
-        held_long = [m for m in self.messages.values() if m.last_held - self.killed_at >= HELD_AFTER_KILL_SECONDS]
-        for message in self.messages.values():
+        for message in dead:
             if message.left_at is None:
                 unsettled += 1
                 continue
@@ -382,27 +388,22 @@ class KillTracker:
             if later:
                 resend_outcomes[later[0]["outcome"]] += 1
                 settled.append(max(message.left_at, later[0]["time"]) - self.killed_at)
-            elif message.status_when_left in ("sent", "delivered", "failed"):
+            elif final_status.get(message.pk) in ("sent", "delivered", "failed"):
+                ended_unsent += 1
                 settled.append(message.left_at - self.killed_at)
             else:
                 unsettled += 1
-        dead_settled = []
-        for message in held_long:
-            later = [s for s in sends.get((message.touser, message.client_msg_id), []) if s["time"] > message.last_held]
-            if message.left_at is not None and later:
-                dead_settled.append(max(message.left_at, later[0]["time"]) - self.killed_at)
         return {
             "name": self.name,
             "snapshot": len(self.messages),
-            "held_long": len(held_long),
+            "live": len(self.messages) - len(dead),
+            "dead": len(dead),
             "settled": len(settled),
+            "ended_unsent": ended_unsent,
             "unsettled": unsettled,
             "p50": percentile(settled, 0.5),
             "max": max(settled, default=math.nan),
-            "dead_p50": percentile(dead_settled, 0.5),
-            "dead_max": max(dead_settled, default=math.nan),
             "resend_outcomes": dict(resend_outcomes),
-            "restart_after": (self.restarted_at - self.killed_at) if self.restarted_at else math.nan,
             "observed": until - self.killed_at,
         }
 
@@ -948,7 +949,8 @@ def analyse(figures: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
 
     quantiles = histogram_quantiles(figures["metrics"], LATENESS_METRIC, (0.5, 0.99))
     found["lateness"] = quantiles
-    kills = [tracker.analyse(grouped, figures["ended"]) for tracker in figures["kills"]]
+    final_status = {row["pk"]: row["status"] for row in rows}
+    kills = [tracker.analyse(grouped, final_status, figures["ended"]) for tracker in figures["kills"]]
     found["kills"] = kills
     excluded = {(m.touser, m.client_msg_id) for tracker in figures["kills"] for m in tracker.messages.values()}
     found["gaps"] = retry_gaps(grouped, excluded)
@@ -986,8 +988,11 @@ def report(figures: dict[str, Any], found: dict[str, Any], args: argparse.Namesp
         lateness_ok = (not above) and p99 <= LATENESS_TARGET_SECONDS
     resend_max = max((kill["max"] for kill in kills), default=math.nan)
     never = sum(kill["unsettled"] for kill in kills)
-    resend_ok = bool(kills) and not never and resend_max <= RESEND_TARGET_SECONDS
-    if never:
+    measured = [kill for kill in kills if kill["dead"]]
+    resend_ok = (not never and resend_max <= RESEND_TARGET_SECONDS) if measured else None
+    if not measured:
+        resend_text = "no kill caught a worker holding messages"
+    elif never:
         observed = min(kill["observed"] for kill in kills if kill["unsettled"])
         resend_text = f"{never} never sent again, watched for {observed:.0f} s after their kill"
     else:
@@ -1098,17 +1103,18 @@ def report(figures: dict[str, Any], found: dict[str, Any], args: argparse.Namesp
         "",
         f"Access tokens fetched (sandbox, all processes): {found['tokens']}.",
         "",
-        "Messages that were `sending` when a qcluster was killed: settled = out of the dead claim and, if queued "
-        "again, sent again (its next attempt reached the sandbox); seconds from the kill. *Held* = still in the "
-        f"claim {HELD_AFTER_KILL_SECONDS:.0f} s after the kill (the dead worker's; a live worker's batch ends sooner).",
+        "Messages `sending` when a qcluster was killed: those out of that claim within "
+        f"{HELD_AFTER_KILL_SECONDS:.0f} s were the live cluster's (its batch finished); the rest were the dead "
+        "worker's. One of those is settled when it is out of the dead claim and its next attempt reached the sandbox "
+        "(or it ended without one); seconds from the kill:",
         "",
-        "| kill | sending at the kill | held | settled | never settled | p50 | max | held: p50 | held: max | "
-        "next attempt at the sandbox |",
+        "| kill | sending at the kill | the live cluster's | the dead worker's | settled | of which ended unsent | "
+        "never settled | p50 | max | their next attempt at the sandbox |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         *(
-            f"| {kill['name']} | {kill['snapshot']} | {kill['held_long']} | {kill['settled']} | {kill['unsettled']} | "
-            f"{seconds(kill['p50'])} | {seconds(kill['max'])} | {seconds(kill['dead_p50'])} | "
-            f"{seconds(kill['dead_max'])} | {kill['resend_outcomes'] or '–'} |"
+            f"| {kill['name']} | {kill['snapshot']} | {kill['live']} | {kill['dead']} | {kill['settled']} | "
+            f"{kill['ended_unsent']} | {kill['unsettled']} | {seconds(kill['p50'])} | {seconds(kill['max'])} | "
+            f"{kill['resend_outcomes'] or '–'} |"
             for kill in kills
         ),
         "",

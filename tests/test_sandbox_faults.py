@@ -12,19 +12,16 @@ import time
 import pytest
 import requests
 
-from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
+from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID
 from sandbox.state import Faults, SandboxState, seeded_openid
+from tests import factories
 from wxnotify.wechat.client import Credentials, WeChatClient
 from wxnotify.wechat.errors import NetworkError
 from wxnotify.wechat.tokens import AccessTokenManager
 
-ORDER_TEMPLATE = DEMO_TEMPLATES[0]["template_id"]
-ORDER_DATA = {
-    "character_string1": {"value": "SO20261128001"},
-    "thing2": {"value": "机械键盘"},
-    "time3": {"value": "2026年11月28日 10:30"},
-    "amount4": {"value": "¥399.00"},
-}
+ORDER_TEMPLATE = factories.ORDER_TEMPLATE
+# The data as it goes over the wire: {keyword: {"value": ...}}.
+ORDER_DATA = {keyword: {"value": value} for keyword, value in factories.ORDER_DATA.items()}
 OPENID = seeded_openid(DEMO_APPID, 0)
 
 
