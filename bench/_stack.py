@@ -13,6 +13,7 @@ import io
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,16 +69,30 @@ class Stack:
     env: dict[str, str]
     children: list[Child] = field(default_factory=list)
 
-    def spawn(self, name: str, argv: list[str], *, quiet: bool = True) -> Child:
+    def spawn(self, name: str, argv: list[str], *, quiet: bool = True, log: Path | None = None) -> Child:
         """Start ``python argv…`` from the project directory in a new process group."""
-        output = subprocess.DEVNULL if quiet else None
-        process = subprocess.Popen([sys.executable, *argv], cwd=BASE_DIR, env=self.env, process_group=0, stdout=output)
+        return self.program(name, [sys.executable, *argv], quiet=quiet, log=log)
+
+    def program(self, name: str, argv: list[str], *, quiet: bool = True, log: Path | None = None) -> Child:
+        """Start any program from the project directory in a new process group.
+
+        With ``log``, its stdout and stderr are appended to that file (a restarted child appends to the same one);
+        otherwise stdout is dropped when ``quiet`` and stderr goes to the benchmark's terminal.
+        """
+        if log is not None:
+            with log.open("ab") as output:
+                process = subprocess.Popen(
+                    argv, cwd=BASE_DIR, env=self.env, process_group=0, stdout=output, stderr=subprocess.STDOUT
+                )
+        else:
+            output = subprocess.DEVNULL if quiet else None
+            process = subprocess.Popen(argv, cwd=BASE_DIR, env=self.env, process_group=0, stdout=output)
         child = Child(name, process)
         self.children.append(child)
         return child
 
-    def manage(self, name: str, *args: str, quiet: bool = True) -> Child:
-        return self.spawn(name, [str(MANAGE_PY), *args], quiet=quiet)
+    def manage(self, name: str, *args: str, quiet: bool = True, log: Path | None = None) -> Child:
+        return self.spawn(name, [str(MANAGE_PY), *args], quiet=quiet, log=log)
 
     def check_alive(self) -> None:
         for child in self.children:
@@ -107,6 +122,14 @@ class Stack:
         if child in self.children:
             self.children.remove(child)
 
+    def kill(self, child: Child) -> None:
+        """SIGKILL the child's whole process group at once (a crash: nothing gets to clean up), and reap it."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.process.wait()
+        if child in self.children:
+            self.children.remove(child)
+
     def stop_all(self) -> None:
         for child in reversed(list(self.children)):
             self.stop(child)
@@ -117,6 +140,7 @@ class ProcessSample:
     pgid: int
     name: str
     cpu_seconds: float
+    ppid: int = 0
 
 
 def sample_processes() -> dict[int, ProcessSample]:
@@ -136,9 +160,9 @@ def sample_processes() -> dict[int, ProcessSample]:
         head, _, tail = text.rpartition(")")
         name = head.partition(" (")[2]
         fields = tail.split()
-        # After the name: state, ppid, pgrp (index 2), …, utime and stime (indices 11 and 12).
+        # After the name: state, ppid (index 1), pgrp (index 2), …, utime and stime (indices 11 and 12).
         samples[int(entry.name)] = ProcessSample(
-            int(fields[2]), name, (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+            int(fields[2]), name, (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, int(fields[1])
         )
     return samples
 
@@ -306,3 +330,114 @@ def write_results_section(title: str, text: str) -> None:
     else:
         updated = current.rstrip("\n") + "\n\n" + text
     RESULTS_FILE.write_text(updated.rstrip("\n") + "\n", encoding="utf-8")
+
+
+# --- Servers of the benchmark's own (for runs that restart them) ---------------------------------------------------
+
+
+def postgres_bin_dir() -> Path:
+    """The newest installed PostgreSQL's binaries (Debian's layout: /usr/lib/postgresql/<major>/bin)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda path: int(path.parent.parent.name or 0))
+    if not found:
+        raise SystemExit("PostgreSQL is not installed (apt-get install postgresql): no /usr/lib/postgresql/*/bin")
+    return found[-1].parent
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL cluster of the benchmark's own under ``root`` (trust auth, fsync off, 127.0.0.1:``port``).
+
+    For runs that stop and restart the database: the machine's shared server must never be restarted.  The
+    binaries run as the ``postgres`` user (``runuser``), so the benchmark must run as root.  ``stop()`` and
+    ``start()`` may be called any number of times; ``destroy()`` stops the cluster if it runs and removes it.
+    """
+
+    def __init__(self, root: Path, port: int) -> None:
+        self.root = root
+        self.port = port
+        self.data = root / "data"
+        self.log = root / "postgresql.log"
+        self.bin = postgres_bin_dir()
+
+    def _run(self, program: str, *args: str, timeout: float = 60.0) -> None:
+        result = subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(self.bin / program), *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{program} {' '.join(args)} failed: {(result.stderr or result.stdout).strip()[-500:]}")
+
+    def init(self) -> None:
+        if os.geteuid() != 0:
+            raise SystemExit("a throwaway PostgreSQL needs root (its binaries run as the postgres user via runuser)")
+        self.root.mkdir(parents=True, exist_ok=True)
+        shutil.chown(self.root, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+
+    def start(self) -> None:
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} -c fsync=off "
+            "-c max_connections=300"
+        )
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", options, "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """``fast`` disconnects every client and shuts down cleanly; ``immediate`` is a crash."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+
+    def running(self) -> bool:
+        return self.postmaster_pid() is not None
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def url(self, database: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
+        ) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+
+    def destroy(self) -> None:
+        if self.running():
+            try:
+                self.stop("immediate")
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                print(f"could not stop the throwaway PostgreSQL: {exc}", file=sys.stderr)
+                pid = self.postmaster_pid()
+                if pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def redis_server_argv(port: int, directory: Path) -> list[str]:
+    """A Redis of the benchmark's own on 127.0.0.1:``port``, without persistence: a restart empties it, as a
+    Redis without AOF/RDB that crashes or is replaced would."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+        "--daemonize",
+        "no",
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import select
 import socket
 import threading
 import time
@@ -22,7 +23,7 @@ from urllib.parse import parse_qsl
 import requests
 
 from sandbox.callbacks import ReceiptDispatcher, open_reply, post_callback
-from sandbox.state import SandboxError, SandboxState
+from sandbox.state import DROP_HANG, ReplyDropped, SandboxError, SandboxState
 
 JSON_TYPE = "application/json; charset=utf-8"
 logger = logging.getLogger(__name__)
@@ -35,6 +36,15 @@ class Reply:
         self.status = status
         self.body = body
         self.content_type = content_type
+
+
+class NoReply(Reply):
+    """No answer at all (the drop_reply_* faults): the connection is closed, after a hang in ``hang`` mode."""
+
+    def __init__(self, mode: str, hang_ms: int) -> None:
+        super().__init__(0, b"")
+        self.mode = mode
+        self.hang_ms = hang_ms
 
 
 def json_bytes(payload: Any) -> bytes:
@@ -82,6 +92,7 @@ class SandboxApp:
             ("POST", "/sandbox/simulate/text"): self.simulate_text,
             ("GET", "/sandbox/state"): self.control_state,
             ("GET", "/sandbox/messages"): self.control_messages,
+            ("GET", "/sandbox/sends"): self.control_sends,
             ("POST", "/sandbox/reset"): self.control_reset,
             ("POST", "/sandbox/faults"): self.control_faults,
             ("POST", "/sandbox/tokens/invalidate"): self.control_invalidate,
@@ -98,6 +109,8 @@ class SandboxApp:
             result = route(query, body)
         except SandboxError as exc:
             result = exc.as_reply()
+        except ReplyDropped as exc:
+            return NoReply(exc.mode, exc.hang_ms)
         except (ValueError, TypeError, KeyError) as exc:
             result = Reply(400, json_bytes({"errcode": 40097, "errmsg": f"invalid args: {exc}"}))
         except Exception:
@@ -222,6 +235,13 @@ class SandboxApp:
         messages = self.state.list_messages(query.get("appid") or None, query.get("touser") or None, limit)
         return {"count": len(messages), "messages": messages}
 
+    def control_sends(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        """Every send the sandbox handled (delivered, de-duplicated, redelivered or failed), oldest first."""
+        limit = int(query["limit"]) if query.get("limit") else None
+        since = float(query["since"]) if query.get("since") else None
+        sends = self.state.list_sends(query.get("appid") or None, since, limit)
+        return {"count": len(sends), "sends": sends}
+
     def control_reset(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
         self.state.reset()
         return {"errcode": 0, "errmsg": "ok"}
@@ -275,6 +295,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             body = self.rfile.read(length) if length else b""
             reply = self.server.app.handle(method, self.path, body)
+        if isinstance(reply, NoReply):
+            self._answer_nothing(reply)
+            return
         head = (
             f"HTTP/1.1 {reply.status} {self.responses.get(reply.status, ('',))[0]}\r\n"
             f"Content-Type: {reply.content_type}\r\nContent-Length: {len(reply.body)}\r\n"
@@ -282,6 +305,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             head += "Connection: close\r\n"
         self.wfile.write(head.encode("latin-1") + b"\r\n" + reply.body)
+
+    def _answer_nothing(self, reply: NoReply) -> None:
+        """Close the connection without a byte of answer; in ``hang`` mode first wait until the client gives up
+        and closes its end (or sends anything), or until the hang limit, whichever comes first."""
+        self.close_connection = True
+        if reply.mode == DROP_HANG and reply.hang_ms:
+            select.select([self.connection], [], [], reply.hang_ms / 1000)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -302,6 +332,10 @@ class _HTTPServer(ThreadingHTTPServer):
                 self._connections.add(connection)
             else:
                 self._connections.discard(connection)
+
+    def connection_count(self) -> int:
+        with self._connections_lock:
+            return len(self._connections)
 
     def close_connections(self) -> None:
         with self._connections_lock:
@@ -336,6 +370,10 @@ class SandboxServer:
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def open_connections(self) -> int:
+        """Client connections open now: a hanging dropped reply holds one until its client gives up."""
+        return self._httpd.connection_count()
 
     def start(self) -> SandboxServer:
         self._dispatcher.start()

@@ -21,7 +21,9 @@ Config format (a JSON file for ``manage.py wechat_sandbox --config``, or a dict 
         }
       ],
       "faults": {"latency_ms": 0, "user_latency_ms": 0, "error_rate": 0.0, "error_code": -1,
-                 "token_ttl": 7200, "receipts": true, "receipt_delay_ms": 300}
+                 "token_ttl": 7200, "receipts": true, "receipt_delay_ms": 300,
+                 "drop_reply_rate": 0.0, "drop_reply_mode": "close", "drop_reply_hang_ms": 30000,
+                 "dedupe_window_s": 600}
     }
 
 Without ``templates`` an account gets the demo templates.  Seeded followers (``followers`` as a number)
@@ -78,7 +80,7 @@ ERRMSG = {
 }
 
 CLASSIC_OVERLAP_S = 300
-DEDUPE_WINDOW_S = 600
+DEDUPE_WINDOW_S = 600.0
 FOLLOWER_PAGE_SIZE = 10_000
 BATCHGET_MAX = 100
 QR_DEFAULT_EXPIRE_S = 60
@@ -86,6 +88,12 @@ QR_MAX_EXPIRE_S = 2_592_000
 QR_LIMIT_SCENE_MAX = 100_000
 THING_MAX_CHARS = 20
 SPECIAL_FOLLOWERS_PER_PREFIX = 2
+# How a dropped reply goes missing: the connection is closed at once, or held unanswered until the client gives
+# up (its read timeout), or either one at random.
+DROP_CLOSE = "close"
+DROP_HANG = "hang"
+DROP_MIXED = "mixed"
+DROP_REPLY_MODES = (DROP_CLOSE, DROP_HANG, DROP_MIXED)
 SUBSCRIBE_SCENES = ("ADD_SCENE_SEARCH", "ADD_SCENE_QR_CODE", "ADD_SCENE_PROFILE_CARD", "ADD_SCENE_OTHERS")
 RECEIPT_STATUS_BY_PREFIX = {"rblock_": "failed:user block", "rfail_": "failed: system failed"}
 
@@ -93,6 +101,18 @@ KEYWORD_RE = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\.DATA\s*\}\}")
 TRAILING_DIGITS_RE = re.compile(r"\d+$")
 # A \uXXXX escape of a non-ASCII character, not preceded by an escaping backslash.
 NON_ASCII_ESCAPE_RE = re.compile(rb"(?<!\\)\\u(?!00[0-7][0-9a-fA-F])[0-9a-fA-F]{4}")
+
+
+class ReplyDropped(Exception):
+    """A send was handled (delivered or de-duplicated) but its reply is lost: the HTTP layer answers nothing.
+
+    ``mode`` is ``close`` or ``hang`` (a ``mixed`` setting is resolved to one of them per reply).
+    """
+
+    def __init__(self, mode: str, hang_ms: int) -> None:
+        self.mode = mode
+        self.hang_ms = hang_ms
+        super().__init__(f"reply dropped ({mode})")
 
 
 class SandboxError(Exception):
@@ -136,6 +156,13 @@ class Faults:
 
     ``latency_ms`` delays each send, ``user_latency_ms`` each ``user/get``, ``user/info`` and batchget call:
     WeChat's round trip, which is what decides how long a follower sync of a big account takes.
+
+    ``drop_reply_rate`` of the sends that succeed (delivered, or de-duplicated) lose their reply *after* the
+    sandbox recorded them, the case a client cannot tell from a send that never arrived: ``drop_reply_mode``
+    ``close`` closes the connection without an answer, ``hang`` answers nothing until the client closes the
+    connection (its read timeout) or ``drop_reply_hang_ms`` pass, ``mixed`` picks one of the two per reply.
+    ``dedupe_window_s`` is how long a ``client_msg_id`` is remembered per recipient (WeChat: about 10 minutes);
+    a resend after it is delivered again, so a test can catch a blind resend without waiting ten minutes.
     """
 
     latency_ms: int = 0
@@ -145,20 +172,32 @@ class Faults:
     token_ttl: int = 7200
     receipts: bool = True
     receipt_delay_ms: int = 300
+    drop_reply_rate: float = 0.0
+    drop_reply_mode: str = DROP_CLOSE
+    drop_reply_hang_ms: int = 30_000
+    dedupe_window_s: float = DEDUPE_WINDOW_S
 
     def update(self, **changes: Any) -> None:
+        """Apply ``changes``; all of them are checked before any is applied, so a refused update changes nothing."""
         known = {f.name: f.type for f in fields(self)}
+        converted: dict[str, Any] = {}
         for name, value in changes.items():
             if name not in known:
                 raise ValueError(f"unknown fault setting {name!r}")
-            converted = {"int": int, "float": float, "bool": bool}[known[name]](value)
-            if name == "error_rate" and not 0.0 <= converted <= 1.0:
-                raise ValueError("error_rate must be between 0 and 1")
-            if name in ("latency_ms", "user_latency_ms", "receipt_delay_ms") and converted < 0:
+            converted[name] = {"int": int, "float": float, "bool": bool, "str": str}[known[name]](value)
+        for name, value in converted.items():
+            if name in ("error_rate", "drop_reply_rate") and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+            if name in ("latency_ms", "user_latency_ms", "receipt_delay_ms", "drop_reply_hang_ms") and value < 0:
                 raise ValueError(f"{name} must not be negative")
-            if name == "token_ttl" and converted < 1:
+            if name == "token_ttl" and value < 1:
                 raise ValueError("token_ttl must be at least 1 second")
-            setattr(self, name, converted)
+            if name == "dedupe_window_s" and value <= 0:
+                raise ValueError("dedupe_window_s must be positive")
+            if name == "drop_reply_mode" and value not in DROP_REPLY_MODES:
+                raise ValueError(f"drop_reply_mode must be one of {', '.join(DROP_REPLY_MODES)}")
+        for name, value in converted.items():
+            setattr(self, name, value)
 
 
 @dataclass(frozen=True)
@@ -215,7 +254,13 @@ class Counters:
     delivered: int = 0
     # Authenticated follower reads by API ("user/get", "user/info", "user/info/batchget"), failed ones included.
     user_calls: dict[str, int] = field(default_factory=dict)
+    # Resends answered from the client_msg_id de-duplication (not delivered again).
     duplicates: int = 0
+    # Deliveries of a (touser, client_msg_id) delivered before, after its de-duplication window ran out: the
+    # recipient got the message twice.
+    redelivered: int = 0
+    # Sends handled (delivered or de-duplicated) whose reply was then dropped (the drop_reply_* faults).
+    replies_dropped: int = 0
     errors: dict[int, int] = field(default_factory=dict)
     receipts_sent: int = 0
     receipts_failed: int = 0
@@ -227,6 +272,37 @@ class Counters:
         data = asdict(self)
         data["errors"] = {str(code): count for code, count in sorted(self.errors.items())}
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class SendRecord:
+    """One authenticated template send as the sandbox handled it, for ``GET /sandbox/sends``.
+
+    ``outcome`` is ``delivered`` (first delivery), ``deduplicated`` (a resend inside the window, answered with
+    the first msgid and not delivered), ``redelivered`` (a resend after the window: delivered again) or
+    ``failed`` (answered ``errcode``).  ``time`` is the Unix time the sandbox handled it.
+    """
+
+    time: float
+    appid: str
+    touser: str
+    client_msg_id: str
+    outcome: str
+    errcode: int
+    msgid: int | None
+    reply_dropped: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "time": self.time,
+            "appid": self.appid,
+            "touser": self.touser,
+            "client_msg_id": self.client_msg_id,
+            "outcome": self.outcome,
+            "errcode": self.errcode,
+            "msgid": self.msgid,
+            "reply_dropped": self.reply_dropped,
+        }
 
 
 @dataclass
@@ -393,6 +469,8 @@ class SandboxState:
     """All sandbox state behind one lock; every public method is safe to call from any thread."""
 
     def __init__(self, config: dict[str, Any] | None = None, *, message_capacity: int = 100_000) -> None:
+        if message_capacity < 1:
+            raise ValueError("message_capacity must be at least 1")
         self.config = copy.deepcopy(config) if config is not None else demo_config()
         self.message_capacity = message_capacity
         self.lock = threading.RLock()
@@ -422,7 +500,10 @@ class SandboxState:
             self.tokens: dict[str, IssuedToken] = {}
             self.tickets: dict[str, QrTicket] = {}
             self.messages: deque[dict[str, Any]] = deque(maxlen=self.message_capacity)
+            self.send_log: deque[SendRecord] = deque(maxlen=self.message_capacity)
             self._dedupe: dict[tuple[str, str, str], tuple[int, float]] = {}
+            # Every (appid, touser, client_msg_id) delivered, oldest first, to tell a redelivery from a first one.
+            self._delivered_keys: dict[tuple[str, str, str], None] = {}
             self.unauthenticated_errors: dict[int, int] = {}
             self.receipt_queue.clear()
 
@@ -535,7 +616,11 @@ class SandboxState:
     # --- template messages ----------------------------------------------------------------------
 
     def send_template(self, access_token: str | None, body: bytes) -> dict[str, Any]:
-        """/cgi-bin/message/template/send, validated like WeChat validates category templates."""
+        """/cgi-bin/message/template/send, validated like WeChat validates category templates.
+
+        Every authenticated send is recorded in ``send_log``; a reply lost to the ``drop_reply_*`` faults is
+        lost after the send was recorded, as when WeChat delivered but the answer never came back.
+        """
         parse_error: int | None = None
         payload: Any = None
         if b"\\u" in body and NON_ASCII_ESCAPE_RE.search(body):
@@ -547,63 +632,112 @@ class SandboxState:
                 parse_error = 47001
             if not isinstance(payload, dict) or not isinstance(payload.get("data", {}), dict):
                 parse_error = 47001
+        fields_given = payload if isinstance(payload, dict) else {}
+        touser = str(fields_given.get("touser") or "")
+        client_msg_id = str(fields_given.get("client_msg_id") or "")
         with self.lock:
             account = self.authenticate(access_token)
             account.counters.sends += 1
-            faults = self.faults
-            if faults.error_rate and self._random.random() < faults.error_rate:
-                raise self._fail(account, faults.error_code)
-            if parse_error is not None:
-                raise self._fail(account, parse_error)
-            touser = str(payload.get("touser") or "")
-            self._check_recipient(account, touser)
-            template = account.templates.get(str(payload.get("template_id") or ""))
-            if template is None:
-                raise self._fail(account, 40037)
-            data = payload.get("data") or {}
-            for keyword in template.keywords:
-                item = data.get(keyword)
-                value = item.get("value") if isinstance(item, dict) else None
-                text = "" if value is None else str(value)
-                if not text.strip():
-                    raise self._fail(account, 47003, f"argument invalid! data.{keyword}.value is empty")
-                if keyword_type(keyword) == "thing" and len(text) > THING_MAX_CHARS:
-                    raise self._fail(account, 47003, f"argument invalid! data.{keyword}.value invalid")
-            client_msg_id = str(payload.get("client_msg_id") or "")
-            now = time.monotonic()
-            self._prune_dedupe(now)
-            dedupe_key = (account.appid, touser, client_msg_id)
-            if client_msg_id and dedupe_key in self._dedupe:
-                account.counters.duplicates += 1
-                return {"errcode": 0, "errmsg": "ok", "msgid": self._dedupe[dedupe_key][0]}
-            msgid = next(self._ids)
-            if client_msg_id:
-                self._dedupe[dedupe_key] = (msgid, now)
-            account.counters.delivered += 1
-            self.messages.append(
-                {
-                    "msgid": msgid,
-                    "appid": account.appid,
-                    "touser": touser,
-                    "template_id": template.template_id,
-                    "data": data,
-                    "url": payload.get("url"),
-                    "miniprogram": payload.get("miniprogram"),
-                    "client_msg_id": client_msg_id or None,
-                    "time": time.time(),
-                }
-            )
-            if faults.receipts and account.callback_url:
-                status = next(
-                    (text for prefix, text in RECEIPT_STATUS_BY_PREFIX.items() if touser.startswith(prefix)),
-                    "success",
-                )
-                queued = self.receipt_queue.put(
-                    account.appid, touser, msgid, status, faults.receipt_delay_ms / 1000, self._generation
-                )
-                if not queued:
-                    account.counters.receipts_failed += 1
+            try:
+                msgid, outcome = self._accept_send(account, fields_given, parse_error, touser, client_msg_id)
+            except SandboxError as error:
+                self._log_send(account, touser, client_msg_id, "failed", error.errcode, None, dropped=False)
+                raise
+            dropped = self._dropped_reply_mode()
+            self._log_send(account, touser, client_msg_id, outcome, 0, msgid, dropped=dropped is not None)
+            if dropped is not None:
+                account.counters.replies_dropped += 1
+                raise ReplyDropped(dropped, self.faults.drop_reply_hang_ms)
         return {"errcode": 0, "errmsg": "ok", "msgid": msgid}
+
+    def _accept_send(
+        self, account: Account, payload: dict[str, Any], parse_error: int | None, touser: str, client_msg_id: str
+    ) -> tuple[int, str]:
+        """Check, de-duplicate and deliver one send (the lock is held); returns its msgid and outcome."""
+        faults = self.faults
+        if faults.error_rate and self._random.random() < faults.error_rate:
+            raise self._fail(account, faults.error_code)
+        if parse_error is not None:
+            raise self._fail(account, parse_error)
+        self._check_recipient(account, touser)
+        template = account.templates.get(str(payload.get("template_id") or ""))
+        if template is None:
+            raise self._fail(account, 40037)
+        data = payload.get("data") or {}
+        for keyword in template.keywords:
+            item = data.get(keyword)
+            value = item.get("value") if isinstance(item, dict) else None
+            text = "" if value is None else str(value)
+            if not text.strip():
+                raise self._fail(account, 47003, f"argument invalid! data.{keyword}.value is empty")
+            if keyword_type(keyword) == "thing" and len(text) > THING_MAX_CHARS:
+                raise self._fail(account, 47003, f"argument invalid! data.{keyword}.value invalid")
+        now = time.monotonic()
+        self._prune_dedupe(now)
+        dedupe_key = (account.appid, touser, client_msg_id)
+        if client_msg_id and dedupe_key in self._dedupe:
+            account.counters.duplicates += 1
+            return self._dedupe[dedupe_key][0], "deduplicated"
+        msgid = next(self._ids)
+        outcome = "delivered"
+        if client_msg_id:
+            self._dedupe[dedupe_key] = (msgid, now)
+            if dedupe_key in self._delivered_keys:
+                outcome = "redelivered"
+                account.counters.redelivered += 1
+            else:
+                self._delivered_keys[dedupe_key] = None
+                if len(self._delivered_keys) > self.message_capacity:
+                    del self._delivered_keys[next(iter(self._delivered_keys))]
+        account.counters.delivered += 1
+        self.messages.append(
+            {
+                "msgid": msgid,
+                "appid": account.appid,
+                "touser": touser,
+                "template_id": template.template_id,
+                "data": data,
+                "url": payload.get("url"),
+                "miniprogram": payload.get("miniprogram"),
+                "client_msg_id": client_msg_id or None,
+                "time": time.time(),
+            }
+        )
+        if faults.receipts and account.callback_url:
+            status = next(
+                (text for prefix, text in RECEIPT_STATUS_BY_PREFIX.items() if touser.startswith(prefix)),
+                "success",
+            )
+            queued = self.receipt_queue.put(
+                account.appid, touser, msgid, status, faults.receipt_delay_ms / 1000, self._generation
+            )
+            if not queued:
+                account.counters.receipts_failed += 1
+        return msgid, outcome
+
+    def _dropped_reply_mode(self) -> str | None:
+        """``close`` or ``hang`` when this reply is to be dropped (the drop_reply_* faults), else None."""
+        faults = self.faults
+        if not faults.drop_reply_rate or self._random.random() >= faults.drop_reply_rate:
+            return None
+        if faults.drop_reply_mode == DROP_MIXED:
+            return self._random.choice((DROP_CLOSE, DROP_HANG))
+        return faults.drop_reply_mode
+
+    def _log_send(
+        self,
+        account: Account,
+        touser: str,
+        client_msg_id: str,
+        outcome: str,
+        errcode: int,
+        msgid: int | None,
+        *,
+        dropped: bool,
+    ) -> None:
+        self.send_log.append(
+            SendRecord(time.time(), account.appid, touser, client_msg_id, outcome, errcode, msgid, dropped)
+        )
 
     def _check_recipient(self, account: Account, touser: str) -> None:
         if touser.startswith("unsub_"):
@@ -620,7 +754,7 @@ class SandboxState:
         # Insertion order is time order, so expired entries are always at the front.
         while self._dedupe:
             key = next(iter(self._dedupe))
-            if now - self._dedupe[key][1] < DEDUPE_WINDOW_S:
+            if now - self._dedupe[key][1] < self.faults.dedupe_window_s:
                 break
             del self._dedupe[key]
 
@@ -817,6 +951,20 @@ class SandboxState:
                 "receipts_pending": len(self.receipt_queue),
                 "unauthenticated_errors": {str(k): v for k, v in sorted(self.unauthenticated_errors.items())},
             }
+
+    def list_sends(
+        self, appid: str | None = None, since: float | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Recorded sends (see :class:`SendRecord`), oldest first; ``since`` is a Unix time, ``limit`` keeps the
+        most recent ones."""
+        with self.lock:
+            found = [
+                record
+                for record in self.send_log
+                if (appid is None or record.appid == appid) and (since is None or record.time >= since)
+            ]
+        found = found[-limit:] if limit else found
+        return [record.as_dict() for record in found]
 
     def list_messages(
         self, appid: str | None = None, touser: str | None = None, limit: int | None = None

@@ -93,3 +93,32 @@ def test_command_reads_a_config_file(tmp_path):
 def test_the_shipped_demo_config_matches_the_demo_account():
     shipped = json.loads((Path(__file__).resolve().parent.parent / "sandbox" / "demo.json").read_text("utf-8"))
     assert shipped["accounts"] == demo_config()["accounts"]
+
+
+def test_command_takes_the_delivery_fault_options():
+    process, base_url = start_sandbox(
+        "--port", str(free_port()), "--followers", "3", "--no-receipts", "--drop-reply-rate", "0.05",
+        "--drop-reply-mode", "mixed", "--drop-reply-hang-ms", "1500", "--dedupe-window-s", "90",
+        "--message-capacity", "2",
+    )  # fmt: skip
+    try:
+        faults = requests.get(f"{base_url}/sandbox/state", timeout=5).json()["faults"]
+        assert (faults["drop_reply_rate"], faults["drop_reply_mode"]) == (0.05, "mixed")
+        assert (faults["drop_reply_hang_ms"], faults["dedupe_window_s"]) == (1500, 90.0)
+        requests.post(f"{base_url}/sandbox/faults", json={"drop_reply_rate": 0}, timeout=5).raise_for_status()
+        access_token = token(base_url)["access_token"]
+        # Three sends (refused: unknown recipient) and a capacity of two: the log keeps the last two.
+        for index in range(3):
+            requests.post(
+                f"{base_url}/cgi-bin/message/template/send",
+                params={"access_token": access_token},
+                json={"touser": "o", "template_id": "t", "data": {}, "client_msg_id": f"c{index}"},
+                timeout=5,
+            )
+        sends = requests.get(f"{base_url}/sandbox/sends", timeout=5).json()["sends"]
+        assert [(s["client_msg_id"], s["errcode"]) for s in sends] == [("c1", 40003), ("c2", 40003)]
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+        process.stdout.close()
+        process.stderr.close()

@@ -12,9 +12,20 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from sandbox.demo import demo_config
 from sandbox.server import SandboxServer
-from sandbox.state import SandboxState
+from sandbox.state import DROP_REPLY_MODES, SandboxState
 
-FAULT_OPTIONS = ("latency_ms", "user_latency_ms", "error_rate", "error_code", "token_ttl", "receipt_delay_ms")
+FAULT_OPTIONS = (
+    "latency_ms",
+    "user_latency_ms",
+    "error_rate",
+    "error_code",
+    "token_ttl",
+    "receipt_delay_ms",
+    "drop_reply_rate",
+    "drop_reply_mode",
+    "drop_reply_hang_ms",
+    "dedupe_window_s",
+)
 
 
 class Command(BaseCommand):
@@ -36,6 +47,33 @@ class Command(BaseCommand):
         parser.add_argument("--error-code", dest="error_code", type=int, help="errcode of injected failures")
         parser.add_argument("--token-ttl", dest="token_ttl", type=int, help="access_token lifetime in seconds")
         parser.add_argument("--receipt-delay-ms", dest="receipt_delay_ms", type=int)
+        parser.add_argument(
+            "--drop-reply-rate",
+            dest="drop_reply_rate",
+            type=float,
+            help="share of successful sends (0..1) whose reply is dropped after the send was recorded",
+        )
+        parser.add_argument(
+            "--drop-reply-mode",
+            dest="drop_reply_mode",
+            choices=DROP_REPLY_MODES,
+            help="close the connection at once, hang until the client gives up, or either at random",
+        )
+        parser.add_argument(
+            "--drop-reply-hang-ms", dest="drop_reply_hang_ms", type=int, help="longest wait of a hanging reply"
+        )
+        parser.add_argument(
+            "--dedupe-window-s",
+            dest="dedupe_window_s",
+            type=float,
+            help="how long a client_msg_id is de-duplicated per recipient (default 600, like WeChat)",
+        )
+        parser.add_argument(
+            "--message-capacity",
+            type=int,
+            default=100_000,
+            help="delivered messages and send records kept for inspection (the oldest are dropped)",
+        )
         parser.add_argument("--no-receipts", action="store_true", help="never push TEMPLATESENDJOBFINISH")
         parser.add_argument(
             "--callback-url", help="callback URL for every account; '{appid}' is replaced by the account's AppID"
@@ -44,7 +82,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         config = self._config(options)
         try:
-            state = SandboxState(config)
+            state = SandboxState(config, message_capacity=options["message_capacity"])
             server = SandboxServer(state, host=options["host"], port=options["port"])
         except (ValueError, KeyError, OSError) as exc:
             raise CommandError(f"cannot start the sandbox: {exc}") from exc
