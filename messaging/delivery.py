@@ -246,9 +246,9 @@ class DeliveryRun:
         if self.work is None or not self.work_left or not self._room():
             return 0
         claimed = self._claim(self.work.candidates(), ("pk",))
-        # Nothing claimable and no account waiting for permits or a hold: the work is done or waits for retries,
-        # which the urgent claims of whichever task runs then will take.
-        if not claimed and not self.gate.paused_accounts():
+        # Nothing claimable now (an account waiting for rate-limit permits still has claimable messages): the work
+        # is done, or waits for retries, which the urgent claims of whichever task runs then will take.
+        if not claimed and not self.work.candidates().claimable(timezone.now()).exists():
             self.work_left = False
         return claimed
 

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import redis
 import requests
+from cryptography.fernet import Fernet
 from django.core.cache import caches
 from django.db import IntegrityError, OperationalError
 from django.test import RequestFactory
@@ -319,6 +320,8 @@ def web_on(throwaway_postgres: ThrowawayPostgres) -> Iterator[str]:
         "DJANGO_SETTINGS_MODULE": "wxnotify.settings",
         "DJANGO_DEBUG": "0",
         "DJANGO_SECRET_KEY": "outage-test-" + "x" * 50,
+        "WXNOTIFY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "WXNOTIFY_SSL_REDIRECT": "0",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
         "DATABASE_URL": throwaway_postgres.url,
         "REDIS_URL": "",
