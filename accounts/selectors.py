@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
@@ -66,6 +69,32 @@ def user_can_use_account(user: AbstractBaseUser | AnonymousUser, account: Offici
 
 def followers_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Follower]:
     return Follower.objects.filter(account__in=accounts_for_user(user))
+
+
+@dataclass(frozen=True)
+class BoundFollower:
+    """The follower a username sends to (see :func:`followers_by_username`)."""
+
+    pk: int
+    openid: str
+    subscribed: bool
+
+
+def followers_by_username(account_id: int, usernames: Iterable[str]) -> dict[str, BoundFollower]:
+    """For each username bound to a follower of the account, the follower messages to that user go to.
+
+    A user may have bound several WeChat identities (followers) of one account; messages go to a subscribed one,
+    the most recently updated first.  Usernames bound to no follower of the account are absent.  Callers pass a
+    few thousand usernames at most per call (SQLite caps the parameters of one statement).
+    """
+    chosen: dict[str, BoundFollower] = {}
+    for pk, openid, subscribed, username in (
+        Follower.objects.filter(account_id=account_id, user__username__in=list(usernames))
+        .order_by("user_id", "-subscribed", "-updated_at")
+        .values_list("pk", "openid", "subscribed", "user__username")
+    ):
+        chosen.setdefault(username, BoundFollower(pk, openid, subscribed))
+    return chosen
 
 
 def follower_syncs_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[FollowerSync]:

@@ -15,10 +15,11 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from accounts.admin import ScopedAdminMixin
+from messaging import rules
 from messaging.models import Campaign, DeliveryReceipt, Message
 from messaging.selectors import campaign_progress, campaigns_for_user, messages_for_user, receipts_for_user
-from messaging.services import cancel_campaign, retry_failed
-from wxnotify.wechat.errors import describe_errcode
+from messaging.services import CampaignActionRefused, cancel_campaign, retry_failed
+from wxnotify.wechat.errors import describe_failure
 
 
 class ReadOnlyAdminMixin:
@@ -108,12 +109,7 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description=_("error"))
     def error(self, obj: Message) -> str:
         """The last attempt's errcode with its meaning, and WeChat's (or our) words."""
-        if obj.errcode is None:
-            return obj.errmsg or "—"
-        meaning = describe_errcode(obj.errcode)
-        if obj.errmsg:
-            return f"{obj.errcode}: {meaning} ({obj.errmsg})"
-        return f"{obj.errcode}: {meaning}"
+        return describe_failure(obj.errcode, obj.errmsg) or "—"
 
     @admin.display(description=_("follower"))
     def follower_link(self, obj: Message) -> str:
@@ -171,8 +167,7 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         return campaigns_for_user(request.user).annotate(**_STATUS_COUNTS)
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
-        """Whoever may start campaigns may also stop them and retry their failures."""
-        return request.user.has_perm("messaging.add_campaign") or request.user.has_perm("messaging.change_campaign")
+        return rules.may_operate_campaigns(request.user)
 
     def _counts(self, obj: Campaign) -> dict[str, int]:
         return {status: getattr(obj, f"count_{status}", 0) for status in Message.Status.values}
@@ -194,7 +189,7 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.action(description=_("Cancel selected campaigns"), permissions=["operate"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         cancelled = 0
-        for campaign in queryset.exclude(state=Campaign.State.CANCELLED):
+        for campaign in queryset.filter(state__in=rules.CANCELLABLE_STATES):
             cancelled += cancel_campaign(campaign)
         self.message_user(
             request,
@@ -219,7 +214,14 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         self._retry_failed(request, queryset, include_unknown=True)
 
     def _retry_failed(self, request: HttpRequest, queryset: QuerySet[Campaign], *, include_unknown: bool) -> None:
-        results = [retry_failed(campaign, include_unknown=include_unknown) for campaign in queryset]
+        results, refused = [], 0
+        for campaign in queryset:
+            try:
+                results.append(retry_failed(campaign, include_unknown=include_unknown))
+            except CampaignActionRefused:
+                refused += 1
+        if refused:
+            self.message_user(request, _("Cancelled campaigns are not retried; they were left out."), messages.WARNING)
         retried = sum(result.retried for result in results)
         left = sum(result.left_unknown for result in results)
         self.message_user(

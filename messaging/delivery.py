@@ -21,28 +21,26 @@ lease after their worker died.
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connections
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.clients import wechat_client_for
 from accounts.models import Follower
-from messaging import claims, dispatch, services, sweeper
+from messaging import claims, dispatch, reasons, services, sweeper
 from messaging.models import Campaign, Message
-from messaging.outcomes import CancelledBeforeSend, Outcomes
+from messaging.outcomes import Outcomes
+from messaging.sendpool import send_one, send_pool
+from messaging.work import Work
 from wxnotify.ops import metrics
 from wxnotify.tracing import context_with_trace_id, traced
 from wxnotify.wechat.client import WeChatClient
@@ -67,86 +65,6 @@ FINAL_CLAIM_ROUNDS = 20
 CACHE_ERROR_LOG_SECONDS = 30.0
 # How long an account's messages wait when the infrastructure behind its token (cache, database) failed.
 INFRASTRUCTURE_PAUSE_SECONDS = 5.0
-
-
-# --- The process-wide send pool -----------------------------------------------------------------------------------
-
-_pool: ThreadPoolExecutor | None = None
-_pool_pid: int | None = None
-_pool_lock = threading.Lock()
-
-
-def send_pool() -> ThreadPoolExecutor:
-    """One bounded pool per process (rebuilt after a fork): WXNOTIFY_SEND_CONCURRENCY sends in flight at most."""
-    global _pool, _pool_pid
-    pid = os.getpid()
-    if _pool is not None and _pool_pid == pid:
-        return _pool
-    with _pool_lock:
-        if _pool is None or _pool_pid != pid:
-            _pool = ThreadPoolExecutor(
-                max_workers=settings.WXNOTIFY_SEND_CONCURRENCY, thread_name_prefix="wxnotify-send"
-            )
-            _pool_pid = pid
-        return _pool
-
-
-def _send_one(client: WeChatClient, payload: dict[str, Any], campaign_id: int | None, cancelled: set[int]) -> int:
-    """Runs in a pool thread: one HTTP call, unless the message's campaign was cancelled since its claim.
-
-    A token refresh may have used the database cache here, and pool threads live on, so any connection opened by
-    this thread is closed rather than left idle.
-    """
-    if campaign_id is not None and campaign_id in cancelled:
-        raise CancelledBeforeSend
-    try:
-        return client.send_template_message(**payload)
-    finally:
-        for thread_connection in connections.all(initialized_only=True):
-            thread_connection.close()
-
-
-# --- What a run works through besides the urgent work -----------------------------------------------------------
-
-
-class Work(Protocol):
-    def candidates(self) -> QuerySet[Message]: ...
-
-    def keep_alive(self) -> None: ...
-
-    def hand_over(self, trace_id: str) -> None: ...
-
-
-class CampaignWork:
-    """A campaign's queued messages, in id order."""
-
-    def __init__(self, campaign_id: int) -> None:
-        self.campaign_id = campaign_id
-
-    def candidates(self) -> QuerySet[Message]:
-        return Message.objects.filter(campaign_id=self.campaign_id)
-
-    def keep_alive(self) -> None:
-        cache.set(dispatch.campaign_engine_key(self.campaign_id), 1, timeout=dispatch.CAMPAIGN_ENGINE_KEY_SECONDS)
-
-    def hand_over(self, trace_id: str) -> None:
-        dispatch.enqueue_campaign_delivery(self.campaign_id, trace_id)
-
-
-class ListedWork:
-    """Messages given by id (the task path of earlier releases, and tests)."""
-
-    def __init__(self, message_ids: Sequence[int]) -> None:
-        self.message_ids = list(message_ids)
-
-    def candidates(self) -> QuerySet[Message]:
-        return Message.objects.filter(pk__in=self.message_ids)
-
-    def keep_alive(self) -> None:
-        return None
-
-    def hand_over(self, trace_id: str) -> None:
-        dispatch.enqueue_delivery(self.message_ids, trace_id)
 
 
 # --- The run ------------------------------------------------------------------------------------------------------
@@ -263,7 +181,7 @@ class DeliveryRun:
         by_account: dict[int, list[Message]] = defaultdict(list)
         for message in messages:
             if (message.account_id, message.touser) in unsubscribed:
-                self.outcomes.fail(message, None, services.UNSUBSCRIBED_REASON)
+                self.outcomes.fail(message, None, reasons.UNSUBSCRIBED_REASON)
             else:
                 by_account[message.account_id].append(message)
         for account_messages in by_account.values():
@@ -330,7 +248,7 @@ class DeliveryRun:
             "client_msg_id": message.client_msg_id,
         }
         context = context_with_trace_id(message.trace_id)
-        future = send_pool().submit(context.run, _send_one, client, payload, message.campaign_id, self.cancelled)
+        future = send_pool().submit(context.run, send_one, client, payload, message.campaign_id, self.cancelled)
         self.in_flight += 1
         future.add_done_callback(lambda done, message=message: self.results.put((message, done)))
 

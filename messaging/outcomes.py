@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from accounts.models import Follower
 from accounts.services import record_wechat_error
-from messaging import ratelimit, services
+from messaging import ratelimit, reasons, services
 from messaging.claims import as_datetime
 from messaging.models import Message
 from templates_app.services import flag_template_problem
@@ -136,7 +136,7 @@ class Outcomes:
         refresh into a configuration error, but the message itself is fine: it is retried and the account flagged.
         """
         if isinstance(error, CancelledBeforeSend):
-            self.fail(message, None, services.CANCELLED_REASON)
+            self.fail(message, None, reasons.CANCELLED_REASON)
             return
         if not isinstance(error, WeChatError):
             with traced(message.trace_id):

@@ -24,6 +24,8 @@ logger = logging.getLogger("wxnotify.messaging")
 
 # A window key lives a little longer than its second so late increments still find it.
 _WINDOW_TTL_SECONDS = 3
+# The part of each second in which its permits are handed out (see try_acquire).
+GRANT_FRACTION = 0.5
 
 
 def limit_for(send_rate_limit: int | None) -> int:
@@ -40,11 +42,16 @@ def _window_key(account_id: int, second: int) -> str:
 def try_acquire(account_id: int, limit: int, wanted: int, *, now: float | None = None) -> int:
     """Take up to ``wanted`` permits in the current second; returns how many were granted (maybe 0).
 
-    Without a working cache no permit is granted: the limit cannot be kept across processes, so sending waits.
+    Permits are granted only in the first GRANT_FRACTION of a second, so the sends they allow start early enough to
+    reach WeChat within that second, not pile onto the next one's.  Without a working cache no permit is granted:
+    the limit cannot be kept across processes, so sending waits.
     """
     if limit <= 0:
         return wanted
-    second = int(time.time() if now is None else now)
+    now = time.time() if now is None else now
+    if now % 1.0 >= GRANT_FRACTION:
+        return 0
+    second = int(now)
     key = _window_key(account_id, second)
     try:
         cache.add(key, 0, timeout=_WINDOW_TTL_SECONDS)

@@ -17,7 +17,7 @@ from django.db.models import Exists, F, OuterRef, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from messaging import dispatch, services
+from messaging import dispatch, reasons, services
 from messaging.models import Campaign, Message
 from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
 
@@ -44,7 +44,7 @@ def recover_expired_leases(now: datetime) -> int:
     cancelled = expired.filter(campaign__state=Campaign.State.CANCELLED).update(
         status=Message.Status.FAILED,
         errcode=None,
-        errmsg=services.CANCELLED_REASON,
+        errmsg=reasons.CANCELLED_REASON,
         lease_expires_at=None,
         finished_at=now,
         updated_at=now,
@@ -93,7 +93,7 @@ def fail_cancelled_leftovers(now: datetime) -> int:
         .update(
             status=Message.Status.FAILED,
             errcode=None,
-            errmsg=services.CANCELLED_REASON,
+            errmsg=reasons.CANCELLED_REASON,
             finished_at=now,
             updated_at=now,
         )

@@ -16,8 +16,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from messaging import dispatch, services, sweeper
-from messaging.delivery import CampaignWork, ListedWork, run_delivery
+from messaging.delivery import run_delivery
 from messaging.models import Message
+from messaging.work import CampaignWork, ListedWork
 from wxnotify.tracing import traced
 
 logger = logging.getLogger("wxnotify.messaging")

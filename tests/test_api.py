@@ -222,6 +222,13 @@ def test_send_to_an_unbound_user_is_refused_without_telling_whether_the_user_exi
         pytest.param({"touser": None}, ("touser",), id="touser-null"),
         pytest.param({"template_id": "no-such-template"}, ("template_id",), id="unknown-template"),
         pytest.param({"miniprogram": {"pagepath": "x"}}, ("miniprogram", "appid"), id="miniprogram-without-appid"),
+        pytest.param({"miniprogram": {"appid": "wxmini", "pagepath": "x"}}, ("miniprogram",), id="miniprogram-appid"),
+        pytest.param(
+            {"miniprogram": {"appid": "wx0123456789abcdef", "pagepath": "a\x00b"}},
+            ("miniprogram",),
+            id="miniprogram-pagepath-nul",
+        ),
+        pytest.param({"url": "https://"}, ("url",), id="url-without-host"),
         pytest.param({"client_msg_id": "has space"}, ("client_msg_id",), id="client-msg-id-space"),
         pytest.param({"client_msg_id": "x" * 65}, ("client_msg_id",), id="client-msg-id-long"),
         pytest.param({"account": None}, ("account",), id="account-null"),
@@ -619,6 +626,24 @@ def test_the_campaign_key_namespace_is_refused_with_a_field_error(api_a, followe
         MESSAGES, _send_body(followers_a[1].openid), format="json", HTTP_IDEMPOTENCY_KEY="c99-anything"
     )
     assert response.status_code == 400, response.content
+
+
+@pytest.mark.parametrize(
+    ("state", "action"),
+    [(Campaign.State.DONE, "cancel"), (Campaign.State.CANCELLED, "cancel"), (Campaign.State.CANCELLED, "retry-failed")],
+)
+def test_campaign_actions_the_state_does_not_allow_answer_409(api_a, account_a, state, action):
+    campaign = Campaign.objects.create(
+        account=account_a,
+        template=account_a.templates.get(template_id=SHIPPED),
+        data={},
+        recipient_kind=Campaign.RecipientKind.OPENIDS,
+        state=state,
+    )
+    body = assert_error(api_a.post(f"{CAMPAIGNS}{campaign.pk}/{action}/"), 409, "conflict")
+    assert body["detail"]
+    campaign.refresh_from_db()
+    assert campaign.state == state
 
 
 def test_campaigns_of_other_accounts_are_invisible(api_a, api_b, account_a, account_b):

@@ -423,7 +423,7 @@ def test_send_creates_a_campaign_delivered_through_the_sandbox(client_a, account
         "send",
         name="Shipping notice",
         link_kind="miniprogram",
-        miniprogram_appid="wxminiprogram0001",
+        miniprogram_appid="wx0123456789abcdef",
         miniprogram_pagepath="pages/order?id=1",
     )
     response = client_a.post("/console/", body)
@@ -432,7 +432,7 @@ def test_send_creates_a_campaign_delivered_through_the_sandbox(client_a, account
     assert response["Location"] == f"/console/campaigns/{campaign.pk}/"
     assert campaign.name == "Shipping notice"
     assert campaign.created_by.username == "staff_a"
-    assert campaign.miniprogram == {"appid": "wxminiprogram0001", "pagepath": "pages/order?id=1"}
+    assert campaign.miniprogram == {"appid": "wx0123456789abcdef", "pagepath": "pages/order?id=1"}
     assert campaign.data == {name: {"value": value} for name, value in ORDER_DATA.items()}
     assert campaign.recipient_count == 5
     delivered = sandbox_api.messages(DEMO_APPID)

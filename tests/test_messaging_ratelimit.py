@@ -31,6 +31,12 @@ def test_permits_are_granted_up_to_the_limit_within_one_second():
     assert ratelimit.try_acquire(1, 5, 9, now=now + 1) == 5, "the next second is a new window"
 
 
+def test_permits_are_handed_out_in_the_first_half_of_a_second_only():
+    """Sends allowed late in a second would reach WeChat in the next one, on top of that second's own."""
+    assert ratelimit.try_acquire(3, 5, 2, now=1_800_000_000.75) == 0
+    assert ratelimit.try_acquire(3, 5, 2, now=1_800_000_001.01) == 2
+
+
 def test_no_limit_grants_everything():
     assert ratelimit.try_acquire(1, 0, 1000) == 1000
 

@@ -29,6 +29,7 @@ from messaging.models import Campaign, DeliveryReceipt, Message
 from messaging.selectors import campaign_progress, campaign_status_counts
 from messaging.services import (
     UNSUBSCRIBED_REASON,
+    CampaignActionRefused,
     IdempotencyConflict,
     MessageRejected,
     RecipientSpec,
@@ -560,7 +561,10 @@ def test_cancel_fails_queued_messages_and_retry_failed_requeues(pipeline, sandbo
     assert set(Message.objects.filter(campaign=campaign).values_list("errmsg", flat=True)) == {
         "Cancelled with its campaign."
     }
-    assert retry_failed(campaign).retried == 0
+    with pytest.raises(CampaignActionRefused):
+        retry_failed(campaign)
+    with pytest.raises(CampaignActionRefused):
+        cancel_campaign(campaign)
 
     sandbox_api.set_faults(error_rate=1.0, error_code=47003)
     second = create_campaign(

@@ -29,7 +29,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from messaging.services import IdempotencyConflict, MessageRejected
+from messaging.services import CampaignActionRefused, IdempotencyConflict, MessageRejected
 from wxnotify.outages import RETRY_AFTER_SECONDS, is_outage, log_outage
 
 logger = logging.getLogger("wxnotify.requests")
@@ -47,6 +47,14 @@ class IdempotencyKeyReused(exceptions.APIException):
         "This idempotency key was already used for a different request; use a new key for a new message."
     )
     default_code = "idempotency_conflict"
+
+
+class CampaignConflict(exceptions.APIException):
+    """The campaign's state does not allow the action (cancel a finished campaign, retry a cancelled one)."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = gettext_lazy("The campaign's state does not allow this.")
+    default_code = "conflict"
 
 
 class RequestTooLarge(exceptions.APIException):
@@ -99,6 +107,8 @@ def _as_api_exception(exc: Exception) -> Exception:
         return exceptions.ValidationError(nest_field_errors(exc.errors))
     if isinstance(exc, IdempotencyConflict):
         return IdempotencyKeyReused()
+    if isinstance(exc, CampaignActionRefused):
+        return CampaignConflict(str(exc))
     if isinstance(exc, RequestDataTooBig):
         return RequestTooLarge()
     if isinstance(exc, Http404):

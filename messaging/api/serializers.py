@@ -19,7 +19,8 @@ from accounts.models import Follower, OfficialAccount
 from accounts.selectors import accounts_for_user, usable_account
 from messaging.models import Campaign, Message
 from messaging.selectors import campaign_progress
-from messaging.services import CLIENT_MSG_ID_MAX_LENGTH, RecipientSpec
+from messaging.services import RecipientSpec
+from messaging.services.checks import CLIENT_MSG_ID_MAX_LENGTH
 from templates_app.keywords import keyword_rules
 from templates_app.models import MessageTemplate
 from wxnotify.wechat.errors import describe_errcode

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from django.db.models import Q, QuerySet
 
 from accounts.models import Follower, OfficialAccount
+from accounts.selectors import BoundFollower, followers_by_username
 from messaging.models import Campaign
 
 SEARCH_LIMIT = 20
@@ -64,16 +65,11 @@ def _count_openids(account: OfficialAccount, openids: list[str]) -> RecipientCou
 
 
 def _count_usernames(account: OfficialAccount, usernames: list[str]) -> RecipientCount:
-    """Mirrors the campaign expansion: each username goes to one follower (subscribed and latest first)."""
-    chosen: dict[str, tuple[int, bool]] = {}
+    """Mirrors the campaign expansion: each username goes to one follower (accounts.selectors.followers_by_username)."""
+    chosen: dict[str, BoundFollower] = {}
     for chunk in _chunks(usernames):
-        for pk, subscribed, username in (
-            Follower.objects.filter(account=account, user__username__in=chunk)
-            .order_by("user_id", "-subscribed", "-updated_at")
-            .values_list("pk", "subscribed", "user__username")
-        ):
-            chosen.setdefault(username, (pk, subscribed))
-    followers = dict(chosen.values())
+        chosen.update(followers_by_username(account.pk, chunk))
+    followers = {follower.pk: follower.subscribed for follower in chosen.values()}
     return RecipientCount(
         count=len(followers),
         unsubscribed=sum(1 for subscribed in followers.values() if not subscribed),

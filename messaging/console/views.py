@@ -30,7 +30,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.models import OfficialAccount
 from accounts.selectors import accounts_for_user
-from messaging import selectors, services
+from messaging import rules, selectors, services
 from messaging.console.forms import CampaignForm, HistoryFilterForm
 from messaging.console.selectors import QUOTED_PROBLEMS, count_recipients, parse_recipient_list, search_followers
 from messaging.models import Campaign, Message
@@ -38,10 +38,10 @@ from templates_app.keywords import render_card, validate_template_data
 from templates_app.models import MessageTemplate
 from templates_app.selectors import active_templates
 from wxnotify.tracing import get_trace_id
-from wxnotify.wechat.errors import describe_errcode
+from wxnotify.wechat.errors import describe_failure
 
 VIEW_PERMISSION = "messaging.view_campaign"
-SEND_PERMISSION = "messaging.add_campaign"
+SEND_PERMISSION = rules.OPERATE_PERMISSION
 PAGE_SIZE = 20
 # Failures listed on a campaign's page (the history page has them all).
 FAILURES_SHOWN = 50
@@ -110,13 +110,6 @@ def _json_body(request: HttpRequest) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _failure_reason(message: Message) -> str:
-    """The failure in words: WeChat's errcode and what it means, else our own reason."""
-    if message.errcode is not None:
-        return f"{message.errcode}: {describe_errcode(message.errcode)}"
-    return message.errmsg
-
-
 def _campaign_progress(campaign: Campaign) -> dict[str, Any]:
     """Everything the campaign page shows and updates; shared by the page and its polling endpoint."""
     progress = selectors.campaign_progress(campaign)
@@ -124,7 +117,12 @@ def _campaign_progress(campaign: Campaign) -> dict[str, Any]:
     pending = counts[Message.Status.QUEUED] + counts[Message.Status.SENDING]
     failed = campaign.messages.filter(status=Message.Status.FAILED)
     failures = [
-        {"id": message.pk, "touser": message.touser, "errcode": message.errcode, "reason": _failure_reason(message)}
+        {
+            "id": message.pk,
+            "touser": message.touser,
+            "errcode": message.errcode,
+            "reason": describe_failure(message.errcode, message.errmsg),
+        }
         for message in failed.order_by("-finished_at", "-id")[:FAILURES_SHOWN]
     ]
     return {
@@ -139,8 +137,8 @@ def _campaign_progress(campaign: Campaign) -> dict[str, Any]:
         # message just finished waits for the pipeline (or the sweeper) to mark it done, so the page shows that too.
         "finished": campaign.state in (Campaign.State.DONE, Campaign.State.CANCELLED) and pending == 0,
         "failures": failures,
-        "can_cancel": campaign.state in (Campaign.State.EXPANDING, Campaign.State.RUNNING) and pending > 0,
-        "can_retry": campaign.state != Campaign.State.CANCELLED and counts[Message.Status.FAILED] > 0,
+        "can_cancel": rules.can_cancel(campaign),
+        "can_retry": rules.can_retry(campaign, counts[Message.Status.FAILED]),
     }
 
 
@@ -327,10 +325,14 @@ def campaign_progress(request: HttpRequest, pk: int) -> JsonResponse:
 @require_POST
 def campaign_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = _campaign_or_404(request, pk)
-    cancelled = services.cancel_campaign(campaign)
-    messages.success(
-        request, _("Campaign cancelled: %(count)d queued message(s) will not be sent.") % {"count": cancelled}
-    )
+    try:
+        cancelled = services.cancel_campaign(campaign)
+    except services.CampaignActionRefused as refused:
+        messages.error(request, str(refused))
+    else:
+        messages.success(
+            request, _("Campaign cancelled: %(count)d queued message(s) will not be sent.") % {"count": cancelled}
+        )
     return redirect("console:campaign", pk=campaign.pk)
 
 
@@ -338,20 +340,21 @@ def campaign_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def campaign_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = _campaign_or_404(request, pk)
-    if campaign.state == Campaign.State.CANCELLED:
-        messages.error(request, _("A cancelled campaign is not retried."))
-    else:
+    try:
         result = services.retry_failed(campaign, include_unknown=request.POST.get("include_unknown") == "1")
-        messages.success(request, _("%(count)d failed message(s) queued again.") % {"count": result.retried})
-        if result.left_unknown:
-            messages.warning(
-                request,
-                _(
-                    "%(count)d failed message(s) may have been delivered (WeChat did not answer) and were left alone; "
-                    "tick “also those that may have been delivered” to send them again."
-                )
-                % {"count": result.left_unknown},
+    except services.CampaignActionRefused as refused:
+        messages.error(request, str(refused))
+        return redirect("console:campaign", pk=campaign.pk)
+    messages.success(request, _("%(count)d failed message(s) queued again.") % {"count": result.retried})
+    if result.left_unknown:
+        messages.warning(
+            request,
+            _(
+                "%(count)d failed message(s) may have been delivered (WeChat did not answer) and were left alone; "
+                "tick “also those that may have been delivered” to send them again."
             )
+            % {"count": result.left_unknown},
+        )
     return redirect("console:campaign", pk=campaign.pk)
 
 
@@ -387,7 +390,12 @@ def history(request: HttpRequest) -> HttpResponse:
         )
         page = Paginator(queryset.order_by("-created_at", "-id"), PAGE_SIZE).get_page(request.GET.get("page"))
         rows = [
-            {"message": message, "reason": _failure_reason(message) if message.status == Message.Status.FAILED else ""}
+            {
+                "message": message,
+                "reason": describe_failure(message.errcode, message.errmsg)
+                if message.status == Message.Status.FAILED
+                else "",
+            }
             for message in page
         ]
     else:

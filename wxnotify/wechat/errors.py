@@ -257,6 +257,15 @@ def describe_errcode(errcode: int) -> str:
     return str(description)
 
 
+def describe_failure(errcode: int | None, errmsg: str) -> str:
+    """How a failed message's reason is shown to people (admin, console): the errcode with its meaning, and the
+    error text as WeChat (or wxnotify) wrote it; our own reasons carry no errcode and are shown as they are."""
+    if errcode is None:
+        return errmsg
+    meaning = describe_errcode(errcode)
+    return f"{errcode}: {meaning} ({errmsg})" if errmsg else f"{errcode}: {meaning}"
+
+
 def describe_wechat_error(error: WeChatError) -> str:
     """One line a person can act on, in the active language: the code, WeChat's own errmsg and what the code means.
 

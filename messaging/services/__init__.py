@@ -1,0 +1,44 @@
+"""Actions of the send pipeline: accept messages and campaigns, cancel, retry, apply delivery receipts.
+
+Accepting only writes rows and, once the transaction has committed, tells the workers there is work
+(:mod:`messaging.dispatch`): a campaign's id, or for single messages a shared signal that many requests coalesce
+into one delivery task.  The rows are the source of truth: if the broker loses the task (the Redis broker never
+re-delivers), the sweeper (:mod:`messaging.sweeper`) finds the due rows again, and the ``client_msg_id`` every
+attempt carries lets WeChat drop a resend.
+
+One module per job: :mod:`.checks` (validation shared by both kinds of send), :mod:`.sending` (one message),
+:mod:`.campaigns` and :mod:`.expansion` (bulk sends), :mod:`.receipts`.  Callers import from this package.
+"""
+
+from messaging.reasons import CANCELLED_REASON, UNSUBSCRIBED_REASON
+from messaging.services.campaigns import (
+    RecipientSpec,
+    RetryResult,
+    cancel_campaign,
+    create_campaign,
+    finish_campaigns,
+    retry_failed,
+)
+from messaging.services.checks import CampaignActionRefused, IdempotencyConflict, MessageRejected
+from messaging.services.receipts import apply_pending_receipts, record_delivery_receipt, resolve_stale_receipts
+from messaging.services.sending import SendResult, request_fingerprint, send_message
+
+__all__ = [
+    "CANCELLED_REASON",
+    "UNSUBSCRIBED_REASON",
+    "CampaignActionRefused",
+    "IdempotencyConflict",
+    "MessageRejected",
+    "RecipientSpec",
+    "RetryResult",
+    "SendResult",
+    "apply_pending_receipts",
+    "cancel_campaign",
+    "create_campaign",
+    "finish_campaigns",
+    "record_delivery_receipt",
+    "request_fingerprint",
+    "resolve_stale_receipts",
+    "retry_failed",
+    "send_message",
+]

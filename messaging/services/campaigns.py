@@ -1,0 +1,198 @@
+"""Campaigns: accept a bulk send of one template to many recipients, cancel it, retry its failures, finish it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts.models import OfficialAccount
+from messaging import dispatch, rules
+from messaging.models import Campaign, Message
+from messaging.reasons import CANCELLED_REASON
+from messaging.services.checks import (
+    CampaignActionRefused,
+    MessageRejected,
+    check_account,
+    check_data,
+    check_link,
+    check_template,
+    vanished_reference,
+)
+from messaging.services.expansion import CampaignRows, expand_openids, expand_usernames
+from wxnotify.tracing import get_trace_id, traced
+from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
+
+logger = logging.getLogger("wxnotify.messaging")
+
+
+@dataclass(frozen=True)
+class RecipientSpec:
+    """Who a campaign goes to: a list of openids, a list of usernames, or every subscribed follower.
+
+    ``values`` may be any iterable (a generator too): it is consumed once, in chunks.
+    """
+
+    kind: str
+    values: Iterable[str] = field(default=())
+
+    @classmethod
+    def openids(cls, openids: Iterable[str]) -> RecipientSpec:
+        return cls(Campaign.RecipientKind.OPENIDS, openids)
+
+    @classmethod
+    def usernames(cls, usernames: Iterable[str]) -> RecipientSpec:
+        return cls(Campaign.RecipientKind.USERNAMES, usernames)
+
+    @classmethod
+    def all_subscribed(cls) -> RecipientSpec:
+        return cls(Campaign.RecipientKind.ALL_SUBSCRIBED)
+
+
+def create_campaign(
+    *,
+    account: OfficialAccount,
+    template_id: str,
+    data: Any,
+    recipients: RecipientSpec,
+    url: str = "",
+    miniprogram: Mapping[str, str] | None = None,
+    name: str = "",
+    created_by: Any = None,
+    trace_id: str = "",
+) -> Campaign:
+    """Accept a bulk send: validate once, expand the recipients into queued messages, start delivery.
+
+    Expansion streams the recipients in chunks with bulk inserts (every subscribed follower in a single
+    INSERT … SELECT), so memory stays flat for 100,000 recipients.  Everything happens in one transaction:
+    a rejected campaign leaves nothing behind, and delivery starts only after the commit.  Campaign
+    messages keep ``data`` empty and send the campaign's data.
+    """
+    trace_id = trace_id or get_trace_id()
+    errors: dict[str, Any] = {}
+    check_account(account, errors)
+    template = check_template(account, template_id, errors)
+    normalized = check_data(template, data, errors)
+    mini = check_link(url or "", miniprogram, errors)
+    if recipients.kind not in Campaign.RecipientKind.values:
+        errors["recipients"] = [_("Give openids, usernames, or all subscribed followers.")]
+    if errors:
+        raise MessageRejected(errors)
+
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            campaign = Campaign.objects.create(
+                account=account,
+                template=template,
+                name=name,
+                data=normalized,
+                url=url or "",
+                miniprogram=mini,
+                recipient_kind=recipients.kind,
+                state=Campaign.State.EXPANDING,
+                created_by=created_by if getattr(created_by, "pk", None) else None,
+                trace_id=trace_id,
+            )
+            if recipients.kind == Campaign.RecipientKind.OPENIDS:
+                expand_openids(campaign, recipients.values, errors, now)
+            elif recipients.kind == Campaign.RecipientKind.USERNAMES:
+                expand_usernames(campaign, recipients.values, errors, now)
+            else:
+                CampaignRows(campaign, now).insert_all_subscribed()
+            count = Message.objects.filter(campaign=campaign).count()
+            if not count and not errors:
+                errors["recipients"] = [_("The campaign has no recipients.")]
+            if errors:
+                transaction.set_rollback(True)
+                raise MessageRejected(errors)
+            campaign.recipient_count = count
+            campaign.state = Campaign.State.RUNNING
+            campaign.save(update_fields=["recipient_count", "state"])
+            transaction.on_commit(partial(dispatch.enqueue_campaign, campaign.pk, trace_id))
+    except IntegrityError:
+        raise vanished_reference() from None
+    with traced(trace_id):
+        logger.info("Accepted campaign #%s with %d recipient(s)", campaign.pk, count)
+    return campaign
+
+
+def finish_campaigns(campaign_ids: Iterable[int] | None = None) -> int:
+    """Mark running campaigns with no queued or sending message left as done; returns how many."""
+    unfinished = Message.objects.filter(
+        campaign=OuterRef("pk"), status__in=[Message.Status.QUEUED, Message.Status.SENDING]
+    )
+    campaigns = Campaign.objects.filter(state=Campaign.State.RUNNING).exclude(Exists(unfinished))
+    if campaign_ids is not None:
+        campaigns = campaigns.filter(pk__in=list(campaign_ids))
+    return campaigns.update(state=Campaign.State.DONE, finished_at=timezone.now())
+
+
+def cancel_campaign(campaign: Campaign) -> int:
+    """Stop a campaign for good: its queued messages fail as cancelled, and a message already claimed is stopped
+    right before its WeChat call (messaging.delivery); returns how many queued messages were cancelled.
+
+    Raises :class:`CampaignActionRefused` when the campaign cannot be cancelled (messaging.rules.can_cancel).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        changed = Campaign.objects.filter(pk=campaign.pk, state__in=rules.CANCELLABLE_STATES).update(
+            state=Campaign.State.CANCELLED, cancelled_at=now
+        )
+        if not changed:
+            raise CampaignActionRefused(_("Only a campaign that is adding recipients or running can be cancelled."))
+        cancelled = Message.objects.filter(campaign=campaign, status=Message.Status.QUEUED).update(
+            status=Message.Status.FAILED, errcode=None, errmsg=CANCELLED_REASON, finished_at=now, updated_at=now
+        )
+    campaign.state, campaign.cancelled_at = Campaign.State.CANCELLED, now
+    logger.info("Cancelled campaign #%s: %d queued message(s) will not be sent", campaign.pk, cancelled)
+    return cancelled
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    """What :func:`retry_failed` did: messages queued again, and failed ones left alone because they may have been
+    delivered (their outcome is unknown; retry them only with ``include_unknown``)."""
+
+    retried: int
+    left_unknown: int
+
+
+def retry_failed(campaign: Campaign, *, include_unknown: bool = False) -> RetryResult:
+    """Queue a campaign's failed messages again (same client_msg_id).
+
+    A cancel is final: a cancelled campaign raises :class:`CampaignActionRefused`.  Messages whose outcome is unknown
+    (errcode -9001: WeChat may have delivered them, and its de-duplication of their client_msg_id has lapsed) are
+    left alone unless ``include_unknown``: retrying them may reach the user twice.
+    """
+    failed = Message.objects.filter(campaign=campaign, status=Message.Status.FAILED)
+    unknown = failed.filter(errcode=OUTCOME_UNKNOWN_ERRCODE)
+    if campaign.state == Campaign.State.CANCELLED:
+        raise CampaignActionRefused(_("A cancelled campaign is not retried."))
+    if not include_unknown:
+        failed = failed.exclude(errcode=OUTCOME_UNKNOWN_ERRCODE)
+    now = timezone.now()
+    with transaction.atomic():
+        retried = failed.update(
+            status=Message.Status.QUEUED,
+            attempts=0,
+            errcode=None,
+            errmsg="",
+            next_attempt_at=None,
+            outcome_unknown_since=None,
+            finished_at=None,
+            updated_at=now,
+        )
+        left_unknown = 0 if include_unknown else unknown.count()
+        if retried:
+            Campaign.objects.filter(pk=campaign.pk).update(state=Campaign.State.RUNNING, finished_at=None)
+            campaign.state, campaign.finished_at = Campaign.State.RUNNING, None
+            transaction.on_commit(partial(dispatch.enqueue_campaign, campaign.pk, campaign.trace_id))
+    return RetryResult(retried=retried, left_unknown=left_unknown)
