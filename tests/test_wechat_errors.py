@@ -1,4 +1,5 @@
-"""Error classification per wechat-api.md §5.2, retry hints and readable, secret-free messages."""
+"""Error classification per docs/wechat-api.md ("Errors and what we do about them"), retry hints and readable,
+secret-free messages."""
 
 import datetime as dt
 from zoneinfo import ZoneInfo

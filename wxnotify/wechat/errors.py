@@ -2,7 +2,7 @@
 
 Every failure the client raises is a :class:`WeChatError` whose ``kind`` tells the send pipeline how to react
 (retry, pause the account, drop the recipient, fix the payload, alert an operator). The classification follows
-the table in ``shared/docs/wechat-api.md`` §5.2; the error messages never carry tokens or secrets because
+the table in docs/wechat-api.md ("Errors and what we do about them"); the error messages never carry tokens or secrets because
 ``errmsg`` is redacted before it is stored.
 """
 
@@ -111,7 +111,7 @@ _ERROR_CLASSES: dict[ErrorKind, type[WeChatError]] = {
     ErrorKind.CONFIGURATION: ConfigurationError,
 }
 
-# wechat-api.md §5.2, row by row.
+# docs/wechat-api.md, "Errors and what we do about them", row by row.
 _KIND_BY_ERRCODE: dict[int, ErrorKind] = {
     **dict.fromkeys((-1, 45011, 43117), ErrorKind.TRANSIENT),
     **dict.fromkeys((45009, 48006), ErrorKind.QUOTA),
