@@ -2,8 +2,8 @@
 
 Every failure the client raises is a :class:`WeChatError` whose ``kind`` tells the send pipeline how to react
 (retry, pause the account, drop the recipient, fix the payload, alert an operator). The classification follows
-the table in docs/wechat-api.md ("Errors and what we do about them"); the error messages never carry tokens or secrets because
-``errmsg`` is redacted before it is stored.
+docs/wechat-api.md ("Errors and what we do about them"); the error messages never carry tokens or secrets
+because ``errmsg`` is redacted before it is stored.
 """
 
 from __future__ import annotations
