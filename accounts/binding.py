@@ -6,11 +6,12 @@ Two proofs that a WeChat user is the person logged in on ``/bind/`` exist:
   salted per account, so a token made for one account is worthless on another). Scanning it arrives at our
   callback as ``subscribe`` (``EventKey=qrscene_<scene>``) or ``SCAN`` (``EventKey=<scene>``) from the openid;
 * a short one-time code shown next to the QR code and sent to the account as a text message. Six digits
-  are guessable, so codes live only ~10 minutes in the shared cache, work once, and an openid gets only a few
-  wrong tries per window.
+  are guessable, so codes live only ~10 minutes in the shared cache, work once, and both an openid and the whole
+  account get only a limited number of wrong tries per window (so many openids cannot share out the guessing).
 
-Rebinding: an openid already bound to another user moves only with a QR token of the new user, never with a
-guessable code, so a stranger cannot take over someone's WeChat binding by guessing.
+Each proof binds once: a QR token that bound a WeChat is spent (a photo of the code is worth nothing afterwards),
+and a code is deleted when used.  A WeChat already bound to another user is never moved by a proof: the bound user
+unbinds it on their binding page (their own confirmation), or an administrator changes it in the admin.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
 from django.core.cache import cache
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.clients import wechat_client_for
@@ -45,6 +47,8 @@ QR_REUSE_MARGIN_SECONDS = 2 * 60
 CODE_DIGITS = 6
 CODE_TTL_SECONDS = 10 * 60
 MAX_CODE_FAILURES = 5
+# Wrong codes per account per CODE_TTL_SECONDS, whichever openids send them.
+MAX_CODE_FAILURES_PER_ACCOUNT = 50
 REAL_SHOWQRCODE_BASE = "https://mp.weixin.qq.com"
 
 _CODE_ATTEMPTS = 10
@@ -63,7 +67,6 @@ class BindingError(Exception):
 class BindOutcome(enum.Enum):
     BOUND = "bound"
     ALREADY_BOUND = "already_bound"
-    REBOUND = "rebound"
     BOUND_TO_OTHER_USER = "bound_to_other_user"
 
 
@@ -142,6 +145,27 @@ def _failures_key(account: OfficialAccount, openid: str) -> str:
     return f"accounts:bind-failures:{account.pk}:{digest}"
 
 
+def _account_failures_key(account: OfficialAccount) -> str:
+    return f"accounts:bind-failures:{account.pk}:all"
+
+
+def _spent_scene_key(account: OfficialAccount, scene: str) -> str:
+    digest = hashlib.sha256(scene.encode("utf-8")).hexdigest()[:32]
+    return f"accounts:bind-scene-spent:{account.pk}:{digest}"
+
+
+def _qr_cache_key(account: OfficialAccount, user_id: int) -> str:
+    return f"accounts:bind-qr:{account.pk}:{user_id}"
+
+
+def _count_failure(key: str) -> None:
+    cache.add(key, 0, CODE_TTL_SECONDS)
+    try:
+        cache.incr(key)
+    except ValueError:  # expired between add() and incr()
+        cache.set(key, 1, CODE_TTL_SECONDS)
+
+
 def is_code_candidate(text: str) -> bool:
     """Whether a text message looks like a binding code (and so gets a binding answer)."""
     text = text.strip()
@@ -167,7 +191,10 @@ def issue_code(account: OfficialAccount, user: AbstractBaseUser) -> str:
 def user_for_code(account: OfficialAccount, openid: str, text: str) -> AbstractBaseUser:
     """Consume a one-time code sent by ``openid``; ``BindingError`` when it is wrong, used or expired."""
     failures_key = _failures_key(account, openid)
-    if (cache.get(failures_key) or 0) >= MAX_CODE_FAILURES:
+    account_failures_key = _account_failures_key(account)
+    if (cache.get(failures_key) or 0) >= MAX_CODE_FAILURES or (
+        cache.get(account_failures_key) or 0
+    ) >= MAX_CODE_FAILURES_PER_ACCOUNT:
         raise BindingError(_("Too many wrong binding codes. Nothing was bound: try again in 10 minutes."))
     key = _code_key(account, text.strip())
     user_id = cache.get(key)
@@ -176,25 +203,36 @@ def user_for_code(account: OfficialAccount, openid: str, text: str) -> AbstractB
     if user_id is not None and cache.delete(key):
         user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
     if user is None:
-        cache.add(failures_key, 0, CODE_TTL_SECONDS)
-        try:
-            cache.incr(failures_key)
-        except ValueError:  # expired between add() and incr()
-            cache.set(failures_key, 1, CODE_TTL_SECONDS)
+        _count_failure(failures_key)
+        _count_failure(account_failures_key)
         raise BindingError(_("Wrong or expired binding code. Nothing was bound."))
     return user
 
 
-def bind_follower(follower: Follower, user: AbstractBaseUser, *, proof: Proof) -> BindOutcome:
-    """Bind ``follower`` to ``user`` unless a code would move it away from another user."""
+def bind_follower(follower: Follower, user: AbstractBaseUser, *, proof: Proof, scene: str = "") -> BindOutcome:
+    """Bind ``follower`` to ``user``: never away from another user, and a QR token (its ``scene``) only once.
+
+    Raises :class:`BindingError` when the token was already spent on an earlier binding.
+    """
     if follower.user_id == user.pk:
         return BindOutcome.ALREADY_BOUND
-    if follower.user_id is not None and proof is not Proof.TOKEN:
+    if follower.user_id is not None:
         return BindOutcome.BOUND_TO_OTHER_USER
-    outcome = BindOutcome.BOUND if follower.user_id is None else BindOutcome.REBOUND
+    if proof is Proof.TOKEN:
+        if not cache.add(_spent_scene_key(follower.account, scene), 1, TOKEN_MAX_AGE_SECONDS):
+            raise BindingError(
+                _("This binding QR code was already used. Nothing was bound: reload the binding page for a new one.")
+            )
+        # The binding page shows a new code from now on (it reuses a code only while unused).
+        cache.delete(_qr_cache_key(follower.account, user.pk))
     follower.user = user
     follower.save(update_fields=["user", "updated_at"])
-    return outcome
+    return BindOutcome.BOUND
+
+
+def unbind(user: AbstractBaseUser, account: OfficialAccount) -> int:
+    """Release the user's WeChat binding(s) on ``account`` (their own confirmation that it may move); how many."""
+    return Follower.objects.filter(account=account, user=user).update(user=None, updated_at=timezone.now())
 
 
 def outcome_reply(outcome: BindOutcome, user: AbstractBaseUser) -> str:
@@ -202,15 +240,11 @@ def outcome_reply(outcome: BindOutcome, user: AbstractBaseUser) -> str:
     name = user.get_username()
     if outcome is BindOutcome.BOUND:
         return _("Bound: this WeChat now receives notifications for %(user)s.") % {"user": name}
-    if outcome is BindOutcome.REBOUND:
-        return _("Re-bound: this WeChat was bound to another user and now receives notifications for %(user)s.") % {
-            "user": name
-        }
     if outcome is BindOutcome.ALREADY_BOUND:
         return _("This WeChat is already bound to %(user)s.") % {"user": name}
     return _(
-        "This WeChat is bound to another user, so the code changed nothing. To move it, scan the QR code "
-        "on the binding page while logged in as the new user."
+        "This WeChat is bound to another user, so nothing changed. To move it, that user unbinds it on their "
+        "binding page, or an administrator changes it."
     )
 
 
@@ -228,7 +262,7 @@ def bind_qr_code(account: OfficialAccount, user: AbstractBaseUser) -> BindQrCode
     Reuse spares WeChat's ``qrcode/create`` quota on page reloads; the cached entry holds only the ticket
     (which the page shows anyway), never the signed token.
     """
-    cache_key = f"accounts:bind-qr:{account.pk}:{user.pk}"
+    cache_key = _qr_cache_key(account, user.pk)
     cached = cache.get(cache_key)
     if cached is None:
         cached = _create_bind_qr_code(account, user, cache_key)

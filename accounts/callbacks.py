@@ -506,9 +506,9 @@ def bind_by_scene(follower: Follower, scene: str) -> str:
         return ""
     try:
         user = binding.user_for_scene(follower.account, scene)
+        outcome = binding.bind_follower(follower, user, proof=binding.Proof.TOKEN, scene=scene)
     except binding.BindingError as exc:
         return exc.reply
-    outcome = binding.bind_follower(follower, user, proof=binding.Proof.TOKEN)
     return binding.outcome_reply(outcome, user)
 
 

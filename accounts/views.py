@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import binding, callbacks
+from accounts.models import OfficialAccount
 from wxnotify.ops.metrics import count_callbacks
 
 logger = logging.getLogger("wxnotify.accounts.callbacks")
@@ -46,6 +49,17 @@ def wechat_callback(request: HttpRequest, appid: str) -> HttpResponse:
         logger.warning("Callback for %s refused with %s: %s", account.appid, exc.status, exc)
         return HttpResponse(status=exc.status, headers={"Retry-After": "1"} if exc.status == 503 else None)
     return HttpResponse(answer.body, content_type=answer.content_type)
+
+
+@never_cache
+@login_required
+@require_POST
+def unbind(request: HttpRequest, appid: str) -> HttpResponse:
+    """The logged-in user releases their WeChat on one account, so it can be bound again (by them or someone else)."""
+    account = get_object_or_404(OfficialAccount, appid=appid, is_active=True)
+    if binding.unbind(request.user, account):
+        messages.success(request, _("Your WeChat is no longer bound on %(account)s.") % {"account": account.name})
+    return redirect("accounts:bind")
 
 
 @never_cache

@@ -182,12 +182,43 @@ def test_foreign_scan_gets_no_binding_reply(safe):
     assert response.content == b"success"
 
 
-def test_token_of_new_user_rebinds_and_says_so(safe, alice, bob):
+def test_token_of_another_user_does_not_move_a_binding(safe, alice, bob):
     openid = new_openid()
     safe.post(event_xml(openid, "SCAN", EventKey=binding.make_scene(safe.account, alice)))
     response = safe.post(event_xml(openid, "SCAN", EventKey=binding.make_scene(safe.account, bob)))
-    assert "Re-bound" in reply_text(safe, response)
+    assert "bound to another user" in reply_text(safe, response)
+    assert bound_user(safe.account, openid) == alice
+
+
+def test_a_qr_token_binds_once(safe, alice):
+    scene = binding.make_scene(safe.account, alice)
+    first, second = new_openid(), new_openid()
+    safe.post(event_xml(first, "SCAN", EventKey=scene))
+    response = safe.post(event_xml(second, "SCAN", EventKey=scene))
+    assert "already used" in reply_text(safe, response)
+    assert (bound_user(safe.account, first), bound_user(safe.account, second)) == (alice, None)
+
+
+def test_the_bound_user_unbinds_and_then_another_user_can_bind(client, safe, alice, bob):
+    openid = new_openid()
+    safe.post(event_xml(openid, "SCAN", EventKey=binding.make_scene(safe.account, alice)))
+    client.force_login(alice)
+    page = client.get("/bind/")
+    assert f"/bind/{safe.account.appid}/unbind/" in page.content.decode()
+    assert client.post(f"/bind/{safe.account.appid}/unbind/").status_code == 302
+    assert bound_user(safe.account, openid) is None
+    response = safe.post(event_xml(openid, "SCAN", EventKey=binding.make_scene(safe.account, bob)))
+    assert "Bound" in reply_text(safe, response)
     assert bound_user(safe.account, openid) == bob
+
+
+def test_unbinding_needs_a_post_and_touches_only_ones_own_binding(client, safe, alice, bob):
+    openid = new_openid()
+    safe.post(event_xml(openid, "SCAN", EventKey=binding.make_scene(safe.account, alice)))
+    client.force_login(bob)
+    assert client.get(f"/bind/{safe.account.appid}/unbind/").status_code == 405
+    client.post(f"/bind/{safe.account.appid}/unbind/")
+    assert bound_user(safe.account, openid) == alice
 
 
 def test_scanning_own_code_again_says_already_bound(safe, alice):
@@ -251,6 +282,17 @@ def test_guessing_codes_is_cut_off(safe, alice):
     wrong_codes = [f"{(int(code) + n) % 10**6:06d}" for n in range(1, binding.MAX_CODE_FAILURES + 1)]
     for wrong in wrong_codes:
         assert "Wrong or expired" in reply_text(safe, safe.post(text_xml(openid, wrong)))
+    assert "Too many" in reply_text(safe, safe.post(text_xml(openid, code)))
+    assert bound_user(safe.account, openid) is None
+
+
+def test_guessing_from_many_openids_is_cut_off_for_the_whole_account(safe, alice, monkeypatch):
+    monkeypatch.setattr(binding, "MAX_CODE_FAILURES_PER_ACCOUNT", 3)
+    code = binding.issue_code(safe.account, alice)
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+    for _ in range(3):
+        assert "Wrong or expired" in reply_text(safe, safe.post(text_xml(new_openid(), wrong)))
+    openid = new_openid()
     assert "Too many" in reply_text(safe, safe.post(text_xml(openid, code)))
     assert bound_user(safe.account, openid) is None
 
