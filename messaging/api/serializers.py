@@ -238,7 +238,10 @@ class MessageSerializer(PrebuiltFieldsMixin, serializers.ModelSerializer):
         help_text=_("WeChat's msgid, as a string: it exceeds the integers JavaScript represents exactly."),
     )
     error_description = serializers.SerializerMethodField(help_text=_("The errcode in words."))
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True, help_text=_("Who sent it; null for a deleted user.")
+    )
+    url = serializers.CharField(read_only=True, help_text=_("The link's http(s) URL, or empty for none."))
 
     class Meta:
         model = Message
@@ -287,7 +290,10 @@ class CampaignSerializer(serializers.ModelSerializer):
     progress = serializers.SerializerMethodField(
         help_text=_("Percentage of messages with nothing left to do (sent, delivered or failed), 0-100.")
     )
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True, help_text=_("Who sent it; null for a deleted user.")
+    )
+    url = serializers.CharField(read_only=True, help_text=_("The link's http(s) URL, or empty for none."))
 
     class Meta:
         model = Campaign

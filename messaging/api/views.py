@@ -59,7 +59,11 @@ ERROR_RESPONSES = {
     403: OpenApiResponse(ErrorSerializer, description=_("Missing permission.")),
     429: OpenApiResponse(ErrorSerializer, description=_("Too many requests; see the Retry-After header.")),
 }
-LIST_ERRORS = {400: OpenApiResponse(ErrorSerializer, description=_("Invalid filter.")), **ERROR_RESPONSES}
+LIST_ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description=_("Invalid filter.")),
+    404: OpenApiResponse(ErrorSerializer, description=_("No such page.")),
+    **ERROR_RESPONSES,
+}
 DETAIL_ERRORS = {404: OpenApiResponse(ErrorSerializer, description=_("Not found.")), **ERROR_RESPONSES}
 SEND_ERRORS = {400: OpenApiResponse(ErrorSerializer, description=_("Invalid fields.")), **ERROR_RESPONSES}
 
@@ -75,6 +79,9 @@ class ApiViewSet(viewsets.GenericViewSet):
     throttle_classes = [BurstRateThrottle, SustainedRateThrottle]
     # Actions that send or control sending, throttled by the "send" scope as well.
     send_actions: frozenset[str] = frozenset()
+    # Any id segment reaches the view, which answers a JSON 404 for one that names nothing ("0.5", "abc"): DRF's
+    # default pattern leaves out dots, and a POST to a URL no pattern matches meets Django's HTML CSRF page.
+    lookup_value_regex = "[^/]+"
 
     def get_throttles(self) -> list[Any]:
         throttles = super().get_throttles()
