@@ -28,6 +28,7 @@ Results replace this benchmark's section of ``bench/RESULTS.md`` for the configu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -190,9 +192,33 @@ def drain(seconds: float) -> float:
     return time.monotonic() - started
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID
-    from sandbox.state import seeded_openid
+@dataclass
+class ApiStack:
+    """A running stack for API benchmarks: where to send, as whom, and a body maker."""
+
+    config: str
+    url: str
+    sandbox_url: str
+    sessions: ThreadSessions
+    template_id: str
+
+    def body(self, index: int, key: str) -> bytes:
+        from sandbox.demo import DEMO_APPID
+        from sandbox.state import seeded_openid
+
+        openid = seeded_openid(DEMO_APPID, index % FOLLOWERS)
+        return json.dumps(
+            {"account": DEMO_APPID, "touser": openid, "template_id": self.template_id, "data": TEMPLATE_DATA,
+             "client_msg_id": key}
+        ).encode()  # fmt: skip
+
+
+@contextlib.contextmanager
+def api_stack(config: str, *, qclusters: int | None = None) -> Iterator[ApiStack]:
+    """The sandbox (LATENCY_MS per send, no receipts), qcluster workers and gunicorn (gunicorn.conf.py) on the
+    embedded default (SQLite, database cache, ORM broker in a temporary directory) or on PostgreSQL + Redis; the
+    API's throttles raised out of the way; a warmed-up API.  Everything is stopped and removed on exit."""
+    from sandbox.demo import DEMO_ACCOUNT
 
     sandbox_port, web_port = free_port(), free_port()
     metrics_dir = tempfile.mkdtemp(prefix="wxnotify-bench-metrics-")
@@ -203,14 +229,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "WXNOTIFY_API_SUSTAINED_RATE": "10000000/h",
         "WXNOTIFY_API_SEND_RATE": "100000/s",
     }
-    if args.config == "services":
+    if config == "services":
         database_url, redis_url = SERVICES_DATABASE_URL, SERVICES_REDIS_URL
         recreate_database(database_url)
         flush_redis(redis_url)
-        qclusters = 2
     else:
         database_url = redis_url = ""
-        qclusters = 1
+    qclusters = qclusters or (2 if config == "services" else 1)
     env = stack_environment(database_url, redis_url, sandbox_port, metrics_dir, **extra)
     if not database_url:
         del env["DATABASE_URL"], env["REDIS_URL"]
@@ -220,7 +245,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     call_command("migrate", interactive=False, verbosity=0)
     if not database_url:
         call_command("createcachetable", verbosity=0)
-    figures: dict[str, Any] = {"config": args.config, "load_start": load_average(), "started": datetime.now(UTC)}
     stack = Stack(env)
     try:
         stack.manage(
@@ -246,40 +270,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "gunicorn",
             ["-m", "gunicorn", "wxnotify.wsgi:application", "-c", "gunicorn.conf.py", f"--bind=127.0.0.1:{web_port}"],
         )
-        sessions = ThreadSessions({"Authorization": f"Token {token}", "Content-Type": "application/json"})
-        web = f"http://127.0.0.1:{web_port}"
         stack.wait_for("gunicorn", lambda: port_is_open(web_port))
-        url = f"{web}/api/v1/messages/"
-
-        def make_body(index: int, key: str) -> bytes:
-            openid = seeded_openid(DEMO_APPID, index % FOLLOWERS)
-            return json.dumps(
-                {
-                    "account": DEMO_APPID,
-                    "touser": openid,
-                    "template_id": template_id,
-                    "data": TEMPLATE_DATA,
-                    "client_msg_id": key,
-                }
-            ).encode()
-
+        running = ApiStack(
+            config=config,
+            url=f"http://127.0.0.1:{web_port}/api/v1/messages/",
+            sandbox_url=f"http://127.0.0.1:{sandbox_port}",
+            sessions=ThreadSessions({"Authorization": f"Token {token}", "Content-Type": "application/json"}),
+            template_id=template_id,
+        )
         # Warm-up: the first requests of each gunicorn worker import and memoise.
         for index in range(20):
-            sessions.get().post(url, data=make_body(index, f"warm-{index}-{os.urandom(3).hex()}"), timeout=30)
+            running.sessions.get().post(
+                running.url, data=running.body(index, f"warm-{os.urandom(4).hex()}"), timeout=30
+            )
         drain(60)
-        twins = racing_twins(url, sessions, make_body, args.rounds, args.twins)
-        figures["twins"] = measure(twins, leftover_after=30)
-        drain(60)
-        requests.post(f"http://127.0.0.1:{sandbox_port}/sandbox/faults", json={"error_rate": 0.3}, timeout=10)
-        failing = failing_sends(url, sessions, make_body, args.failing, args.rate)
-        figures["failing"] = measure(failing, leftover_after=120)
-        requests.post(f"http://127.0.0.1:{sandbox_port}/sandbox/faults", json={"error_rate": 0.0}, timeout=10)
-        figures["drain_seconds"] = drain(300)
-        figures["load_end"] = load_average()
+        yield running
     finally:
         stack.stop_all()
         shutil.rmtree(metrics_dir, ignore_errors=True)
         shutil.rmtree(var_dir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    figures: dict[str, Any] = {"config": args.config, "load_start": load_average(), "started": datetime.now(UTC)}
+    with api_stack(args.config) as stack:
+        twins = racing_twins(stack.url, stack.sessions, stack.body, args.rounds, args.twins)
+        figures["twins"] = measure(twins, leftover_after=30)
+        drain(60)
+        requests.post(f"{stack.sandbox_url}/sandbox/faults", json={"error_rate": 0.3}, timeout=10)
+        failing = failing_sends(stack.url, stack.sessions, stack.body, args.failing, args.rate)
+        figures["failing"] = measure(failing, leftover_after=120)
+        requests.post(f"{stack.sandbox_url}/sandbox/faults", json={"error_rate": 0.0}, timeout=10)
+        figures["drain_seconds"] = drain(300)
+        figures["load_end"] = load_average()
     return figures
 
 

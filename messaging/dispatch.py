@@ -49,7 +49,9 @@ def request_singles_delivery() -> None:
     and each message's log lines carry the message's own.
     """
     try:
-        if cache.add(DELIVERY_ALIVE_KEY, 1, timeout=ALIVE_KEY_SECONDS):
+        # Reading first spares a write on every send while a task is alive (on the embedded default a cache write
+        # is a SQLite transaction); a key seen up is as good as a failed add.
+        if cache.get(DELIVERY_ALIVE_KEY) is None and cache.add(DELIVERY_ALIVE_KEY, 1, timeout=ALIVE_KEY_SECONDS):
             async_task("messaging.tasks.deliver_due_messages", save=False)
     except Exception:
         logger.exception("Could not signal single messages to the workers; the sweeper will pick them up")

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.test import Client
 from django.utils import translation
 
 from accounts.models import OfficialAccount
-from messaging.api.throttles import cache_outage
+from messaging.api.throttles import cache_outage, throttle_cache
 from sandbox.demo import DEMO_APPID, demo_config
 from sandbox.server import SandboxServer
 from sandbox.state import Account, SandboxState
@@ -122,8 +123,13 @@ def fresh_lookup_memo() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def no_past_cache_outage() -> Iterator[None]:
-    """A test that broke the cache leaves the API throttles' outage pause behind: the next test starts without it."""
+    """A test that broke the cache leaves the API throttles' outage pause behind: the next test starts without it.
+
+    Without Redis the throttles count in this process's memory, which outlives a test: each test starts at zero.
+    """
     cache_outage.reset()
+    if not settings.REDIS_URL:
+        throttle_cache().clear()
     yield
     cache_outage.reset()
 

@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 from django.contrib.staticfiles import finders
-from django.core.cache import cache
 from django.core.management import call_command
 from django.test import RequestFactory
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from messaging.api.exceptions import server_error
-from messaging.api.throttles import parse_rate
+from messaging.api.throttles import parse_rate, throttle_cache
 
 MESSAGES = "/api/v1/messages/"
 
@@ -31,13 +30,13 @@ def superuser_api(admin_user) -> APIClient:
 @pytest.fixture
 def throttle_rates(settings):
     """Set throttle rates for one test; windows left over from other tests are cleared first."""
-    cache.clear()
+    throttle_cache().clear()
 
     def set_rates(**rates: str) -> None:
         settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
 
     yield set_rates
-    cache.clear()
+    throttle_cache().clear()
 
 
 @pytest.mark.django_db
@@ -163,14 +162,15 @@ def test_windows_of_several_scopes_are_counted_together_and_read_back_through_th
 
     assert count_requests([("throttle:test:a", 60), ("throttle:test:b", 3600)]) == [1, 1]
     assert count_requests([("throttle:test:a", 60)]) == [2]
-    assert (cache.get("throttle:test:a"), cache.get("throttle:test:b")) == (2, 1)
-    assert cache.incr("throttle:test:a") == 3
+    counters = throttle_cache()
+    assert (counters.get("throttle:test:a"), counters.get("throttle:test:b")) == (2, 1)
+    assert counters.incr("throttle:test:a") == 3
 
 
 def test_a_send_counts_the_request_once_in_each_scope(superuser_api, throttle_rates):
     throttle_rates(burst="2/m", sustained="100/h", send="100/h")
     body: dict[str, Any] = {"account": "wx0000000000000000"}
     assert [superuser_api.post(MESSAGES, body, format="json").status_code for _ in range(3)] == [400, 400, 429]
-    cache.clear()
+    throttle_cache().clear()
     throttle_rates(burst="100/m", sustained="100/h", send="2/h")
     assert [superuser_api.post(MESSAGES, body, format="json").status_code for _ in range(3)] == [400, 400, 429]

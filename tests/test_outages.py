@@ -229,14 +229,12 @@ def throwaway_redis() -> Iterator[ThrowawayRedis]:
 def test_api_keeps_answering_while_redis_is_down_and_limits_again_when_it_returns(
     api, throwaway_redis, settings, monkeypatch
 ):
-    settings.CACHES = {
-        **settings.CACHES,
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": throwaway_redis.url,
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
-        },
+    redis_cache = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": throwaway_redis.url,
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
     }
+    settings.CACHES = {**settings.CACHES, "default": redis_cache, "throttles": redis_cache}
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"burst": "3/m"}}
     monkeypatch.setattr(throttles, "OUTAGE_PAUSE_SECONDS", 0.2)
     assert [api.get("/api/v1/messages/").status_code for _ in range(4)] == [200, 200, 200, 429]

@@ -181,6 +181,17 @@ CACHES["lookups"] = {
     "LOCATION": "wxnotify-lookups",
     "OPTIONS": {"MAX_ENTRIES": 10_000},
 }
+# The API throttles' request counters (messaging.api.throttles): in Redis, shared by every process and host; without
+# Redis in each web process's memory rather than in SQLite, whose single writer every request would queue behind.
+CACHES["throttles"] = (
+    {**CACHES["default"]}
+    if REDIS_URL
+    else {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "wxnotify-throttles",
+        "OPTIONS": {"MAX_ENTRIES": 100_000},
+    }
+)
 WXNOTIFY_LOOKUP_MEMO_SECONDS = env_int("WXNOTIFY_LOOKUP_MEMO_SECONDS", 10)
 
 Q_CLUSTER = {

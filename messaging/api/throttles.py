@@ -1,15 +1,15 @@
-"""Per-user request rate limits for the API, shared by every web process through the cache.
+"""Per-user request rate limits for the API, counted in the ``throttles`` cache (:func:`throttle_cache`).
 
 DRF's ``SimpleRateThrottle`` keeps a list of request timestamps per client and rewrites it on every request, which
 gets slow and racy at the rates an integration sends at (hundreds per second).  These throttles count requests in
-fixed windows instead: one ``incr`` per request (plus an ``add`` opening each window).  With django-redis the
-windows of all of a request's scopes are counted in one round trip (:func:`count_requests`), and the count is
-atomic, so the limit is exact across processes; the database cache implements ``incr`` as read-then-write, so
-concurrent requests can be undercounted a little — an approximation that is fine for a guard against runaway
-clients.  A fixed window lets a client spend up to twice the rate around a window boundary; rates are set with that
-in mind.
+fixed windows instead: one ``incr`` per request (plus an ``add`` opening each window).  With Redis (``REDIS_URL``)
+the windows of all of a request's scopes are counted in one round trip (:func:`count_requests`), and the count is
+atomic, so the limit is exact across processes and hosts.  On the embedded default the windows are counted in each
+web process's memory instead of the SQLite database (a write per request there would queue every request behind
+the database's single writer), so a limit holds per web process.  A fixed window lets a client spend up to twice
+the rate around a window boundary; rates are set with that in mind.
 
-When the cache is unavailable (Redis down, or the database cache's database), the throttles **fail open**: the
+When the cache is unavailable (Redis down), the throttles **fail open**: the
 request is allowed without being counted, the outage is logged once a minute per process
 (:func:`wxnotify.outages.log_outage`), and for :data:`OUTAGE_PAUSE_SECONDS` after a failure the cache is not asked
 at all, so requests do not each wait out Redis's connect timeout.  The first count after the pause that succeeds
@@ -29,7 +29,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from django.core.cache import cache
+from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
@@ -40,6 +41,15 @@ from wxnotify.outages import OUTAGE_ERRORS, log_outage
 logger = logging.getLogger("wxnotify.messaging.api")
 
 PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def throttle_cache() -> BaseCache:
+    """Where the windows are counted: Redis when configured, shared by every web process and host; on the embedded
+    default each process's memory (settings ``CACHES["throttles"]``), because counting in SQLite would make every
+    request wait for the database's single writer.  Limits then hold per web process."""
+    return caches["throttles"]
+
+
 # After the cache failed to count a request, it is left alone this long (seconds, per process) and requests pass.
 OUTAGE_PAUSE_SECONDS = 5.0
 
@@ -59,17 +69,17 @@ def _count(key: str, duration: int) -> int:
     The key outlives its window by a second so a request at the very end still finds it.
     """
     try:
-        return cache.incr(key)
+        return throttle_cache().incr(key)
     except ValueError:
         pass
     # First request of the window (or the key just expired): open it; a concurrent opener may win the add.
-    if cache.add(key, 1, timeout=duration + 1):
+    if throttle_cache().add(key, 1, timeout=duration + 1):
         return 1
     try:
-        return cache.incr(key)
+        return throttle_cache().incr(key)
     except ValueError:
         # Expired between add() and incr(): this request opens the count again.
-        cache.set(key, 1, timeout=duration + 1)
+        throttle_cache().set(key, 1, timeout=duration + 1)
         return 1
 
 
@@ -81,12 +91,12 @@ def count_requests(windows: Sequence[tuple[str, int]]) -> list[int]:
     key would leave a counter without expiry).  The integer is stored raw, as django-redis stores integers, so
     ``cache.get``/``incr`` read the same count.  Other caches count key by key.
     """
-    client_of = getattr(cache, "client", None)
+    client_of = getattr(throttle_cache(), "client", None)
     if client_of is None or not hasattr(client_of, "get_client"):
         return [_count(key, duration) for key, duration in windows]
     pipe = client_of.get_client(write=True).pipeline(transaction=True)
     for key, duration in windows:
-        full_key = cache.make_key(key)
+        full_key = throttle_cache().make_key(key)
         pipe.set(full_key, 0, ex=duration + 1, nx=True)
         pipe.incr(full_key)
     return [int(count) for count in pipe.execute()[1::2]]
