@@ -275,7 +275,7 @@ def test_client_msg_id_window_is_ten_minutes(wechat_sandbox, http, monkeypatch):
     openid = seeded_openid(DEMO_APPID, 0)
     original = send(wechat_sandbox, http, token, openid, client_msg_id="late").json()
     real_monotonic = time.monotonic
-    monkeypatch.setattr("sandbox.state.time.monotonic", lambda: real_monotonic() + 601)
+    monkeypatch.setattr(time, "monotonic", lambda: real_monotonic() + 601)
     wechat_sandbox.state.tokens[token].expires_at += 601
     later = send(wechat_sandbox, http, token, openid, client_msg_id="late").json()
     assert later["errcode"] == 0
