@@ -17,9 +17,10 @@ from urllib.parse import parse_qsl
 import requests
 
 from sandbox.callbacks import open_reply, post_callback
-from sandbox.state import ReplyDropped, SandboxError, SandboxState
+from sandbox.state import ApiFault, ReplyDropped, SandboxError, SandboxState
 
 JSON_TYPE = "application/json; charset=utf-8"
+TEXT_TYPE = "text/plain; charset=utf-8"
 logger = logging.getLogger(__name__)
 
 
@@ -91,14 +92,31 @@ class SandboxApp:
             ("POST", "/sandbox/faults"): self.control_faults,
             ("POST", "/sandbox/tokens/invalidate"): self.control_invalidate,
             ("POST", "/sandbox/accounts"): self.control_accounts,
+            ("POST", "/sandbox/api_faults"): self.control_api_faults,
         }
 
-    def handle(self, method: str, target: str, body: bytes) -> Reply:
+    def handle(self, method: str, target: str, body: bytes, content_type: str = "") -> Reply:
+        """Answer one request.  A WeChat API request is first logged, then answered by its API fault if one is
+        queued (see ``sandbox.state.api_faults``), else by its route."""
         path, _, query_string = target.partition("?")
+        query = dict(parse_qsl(query_string, keep_blank_values=True))
+        fault = None
+        if not path.startswith("/sandbox/"):
+            self.state.record_request(method, path, query, body, content_type)
+            fault = self.state.take_api_fault(path)
+            if fault is not None and fault.answers:
+                _sleep_ms(fault.delay_ms)
+                return self._fault_reply(fault)
+        try:
+            return self._route(method, path, query, body)
+        finally:
+            if fault is not None:
+                _sleep_ms(fault.delay_ms)
+
+    def _route(self, method: str, path: str, query: dict[str, str], body: bytes) -> Reply:
         route = self.routes.get((method, path))
         if route is None:
             return Reply(404, json_bytes({"errcode": -1, "errmsg": f"sandbox: no such API {method} {path}"}))
-        query = dict(parse_qsl(query_string, keep_blank_values=True))
         try:
             result = route(query, body)
         except SandboxError as exc:
@@ -114,6 +132,14 @@ class SandboxApp:
         if isinstance(result, Reply):
             return result
         return Reply(200, json_bytes(result))
+
+    def _fault_reply(self, fault: ApiFault) -> Reply:
+        if fault.drop is not None:
+            return NoReply(fault.drop, self.state.faults.drop_reply_hang_ms)
+        if fault.errcode is not None:
+            return Reply(200, json_bytes(SandboxError(fault.errcode).as_reply()))
+        # WeChat itself labels its JSON text/plain; a proxy's error page is text too.
+        return Reply(fault.status or 200, (fault.body or "").encode("utf-8"), TEXT_TYPE)
 
     # --- WeChat API -----------------------------------------------------------------------------
 
@@ -250,3 +276,8 @@ class SandboxApp:
     def control_accounts(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
         account = self.state.upsert_account(parse_json(body))
         return {"errcode": 0, "errmsg": "ok", "appid": account.appid, "followers": account.follower_count}
+
+    def control_api_faults(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        """Queue an API fault: ``{"api": "/cgi-bin/…", "errcode": …}`` and the other fields of ``ApiFault``."""
+        fault = self.state.add_api_fault(**parse_json(body))
+        return {"errcode": 0, "errmsg": "ok", "api_fault": fault.as_dict()}

@@ -28,7 +28,7 @@ from accounts.models import OfficialAccount
 from messaging.api.throttles import cache_outage
 from sandbox.demo import DEMO_APPID, demo_config
 from sandbox.server import SandboxServer
-from sandbox.state import Account, SandboxState
+from sandbox.state import Account, ApiFault, ReceivedRequest, SandboxState
 from tests import factories
 from wxnotify.memo import forget_lookups
 from wxnotify.wechat.tokens import default_token_manager
@@ -56,6 +56,15 @@ class SandboxHandle:
         """Change latency_ms, user_latency_ms, error_rate, error_code, token_ttl, receipts, receipt_delay_ms,
         drop_reply_rate, drop_reply_mode, drop_reply_hang_ms, dedupe_window_s (see ``sandbox.state.Faults``)."""
         return self.state.set_faults(**changes)
+
+    def add_api_fault(self, api: str, **spec: Any) -> ApiFault:
+        """Answer the next call(s) to ``api`` with an errcode, an HTTP status/body, no answer, or late
+        (see ``sandbox.state.ApiFault``)."""
+        return self.state.add_api_fault(api, **spec)
+
+    def requests(self, path: str | None = None) -> list[ReceivedRequest]:
+        """The API requests the sandbox received in this test, oldest first, only those to ``path`` when given."""
+        return self.state.received_requests(path)
 
     def add_account(self, **spec: Any) -> Account:
         """Add an account (appid and secret required; see ``sandbox.state`` for the other fields)."""

@@ -34,8 +34,9 @@ failed`` in TEMPLATESENDJOBFINISH).  ``reset()`` returns to exactly this configu
 
 The state is split by API area: ``accounts`` (accounts, followers, counters), ``tokens``, ``templates`` and
 ``sends`` (template sends with de-duplication), ``users``, ``qrcodes``, ``simulation`` (simulated users),
-``receipts``, ``faults`` and ``errors``; ``store`` assembles them into :class:`SandboxState`.  Every name is
-importable from ``sandbox.state`` itself.
+``receipts``, ``faults``, ``api_faults`` (one API answering wrong), ``request_log`` (what clients sent) and
+``errors``; ``store`` assembles them into :class:`SandboxState`.  Every name is importable from
+``sandbox.state`` itself.
 """
 
 from sandbox.state.accounts import (
@@ -48,10 +49,12 @@ from sandbox.state.accounts import (
     seeded_openid,
     special_openids,
 )
+from sandbox.state.api_faults import API_FAULT_DROPS, WECHAT_APIS, ApiFault
 from sandbox.state.errors import ERRMSG, ReplyDropped, SandboxError
 from sandbox.state.faults import DEDUPE_WINDOW_S, DROP_CLOSE, DROP_HANG, DROP_MIXED, DROP_REPLY_MODES, Faults
 from sandbox.state.qrcodes import QR_DEFAULT_EXPIRE_S, QR_LIMIT_SCENE_MAX, QR_MAX_EXPIRE_S, QrTicket
 from sandbox.state.receipts import RECEIPT_STATUS_BY_PREFIX
+from sandbox.state.request_log import REQUEST_LOG_CAPACITY, ReceivedRequest
 from sandbox.state.sends import NON_ASCII_ESCAPE_RE, SendRecord
 from sandbox.state.store import SandboxState
 from sandbox.state.templates import KEYWORD_RE, THING_MAX_CHARS, TRAILING_DIGITS_RE, Template, keyword_type
@@ -59,6 +62,7 @@ from sandbox.state.tokens import CLASSIC_OVERLAP_S, IssuedToken
 from sandbox.state.users import BATCHGET_MAX
 
 __all__ = [
+    "API_FAULT_DROPS",
     "BATCHGET_MAX",
     "CLASSIC_OVERLAP_S",
     "DEDUPE_WINDOW_S",
@@ -74,16 +78,20 @@ __all__ = [
     "QR_LIMIT_SCENE_MAX",
     "QR_MAX_EXPIRE_S",
     "RECEIPT_STATUS_BY_PREFIX",
+    "REQUEST_LOG_CAPACITY",
     "SPECIAL_FOLLOWERS_PER_PREFIX",
     "SUBSCRIBE_SCENES",
     "THING_MAX_CHARS",
     "TRAILING_DIGITS_RE",
+    "WECHAT_APIS",
     "Account",
+    "ApiFault",
     "Counters",
     "Faults",
     "Follower",
     "IssuedToken",
     "QrTicket",
+    "ReceivedRequest",
     "ReplyDropped",
     "SandboxError",
     "SandboxState",

@@ -13,13 +13,15 @@ from typing import Any
 from sandbox.callbacks import DelayQueue
 from sandbox.demo import demo_config
 from sandbox.state.accounts import Account
+from sandbox.state.api_faults import ApiFaultsMixin
 from sandbox.state.faults import Faults
+from sandbox.state.request_log import RequestLogMixin
 from sandbox.state.sends import SendsMixin
 from sandbox.state.simulation import SimulationMixin
 from sandbox.state.users import UsersMixin
 
 
-class SandboxState(SendsMixin, UsersMixin, SimulationMixin):
+class SandboxState(SendsMixin, UsersMixin, SimulationMixin, ApiFaultsMixin, RequestLogMixin):
     """All sandbox state behind one lock; every public method is safe to call from any thread."""
 
     def __init__(self, config: dict[str, Any] | None = None, *, message_capacity: int = 100_000) -> None:
@@ -38,7 +40,8 @@ class SandboxState(SendsMixin, UsersMixin, SimulationMixin):
         self.reset()
 
     def reset(self) -> None:
-        """Back to the start config: accounts, followers, tokens, QR tickets, messages, counters, faults."""
+        """Back to the start config: accounts, followers, tokens, QR tickets, messages, counters, faults, API faults,
+        and an empty request log."""
         accounts = {}
         for spec in self.config.get("accounts", []):
             account = Account(spec)
@@ -52,6 +55,8 @@ class SandboxState(SendsMixin, UsersMixin, SimulationMixin):
             self._reset_tokens()
             self._reset_qrcodes()
             self._reset_sends()
+            self._reset_api_faults()
+            self._reset_request_log()
             self.receipt_queue.clear()
 
     def set_faults(self, **changes: Any) -> dict[str, Any]:
