@@ -65,7 +65,11 @@ class _Handler(BaseHTTPRequestHandler):
         )
         if self.close_connection:
             head += "Connection: close\r\n"
-        self.wfile.write(head.encode("latin-1") + b"\r\n" + reply.body)
+        try:
+            self.wfile.write(head.encode("latin-1") + b"\r\n" + reply.body)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up first (its read timeout ran out during a slow answer): nothing left to tell it.
+            self.close_connection = True
 
     def _answer_nothing(self, reply: NoReply) -> None:
         """Close the connection without a byte of answer; in ``hang`` mode first wait until the client gives up
