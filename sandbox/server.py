@@ -18,6 +18,9 @@ from sandbox.callbacks import ReceiptDispatcher
 from sandbox.routes import NoReply, Reply, SandboxApp, json_bytes
 from sandbox.state import DROP_HANG, SandboxState
 
+# How often the accept loop checks for stop(): stopping waits up to this long (socketserver's default is 0.5 s).
+SHUTDOWN_POLL_S = 0.05
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -142,7 +145,12 @@ class SandboxServer:
 
     def start(self) -> SandboxServer:
         self._dispatcher.start()
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="wechat-sandbox", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": SHUTDOWN_POLL_S},
+            name="wechat-sandbox",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
