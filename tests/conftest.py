@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import requests
 from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.test import Client
@@ -105,6 +106,13 @@ def sandbox_api(wechat_sandbox: SandboxHandle, settings: Any) -> SandboxHandle:
     """The sandbox with ``settings.WECHAT_API_BASE`` pointing at it for this test."""
     settings.WECHAT_API_BASE = wechat_sandbox.base_url
     return wechat_sandbox
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    """A plain HTTP session for talking to the sandbox (or a stand-in server) directly, closed after the test."""
+    with requests.Session() as session:
+        yield session
 
 
 @pytest.fixture

@@ -23,12 +23,6 @@ ORDER_DATA = {keyword: {"value": value} for keyword, value in factories.ORDER_DA
 OPENID = seeded_openid(DEMO_APPID, 0)
 
 
-@pytest.fixture
-def http():
-    with requests.Session() as session:
-        yield session
-
-
 def stable_token(sandbox, http, timeout=5.0):
     return http.post(f"{sandbox.base_url}{STABLE_TOKEN}", json=TOKEN_BODY, timeout=timeout)
 

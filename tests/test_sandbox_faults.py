@@ -27,12 +27,6 @@ OPENID = seeded_openid(DEMO_APPID, 0)
 
 
 @pytest.fixture
-def http():
-    with requests.Session() as session:
-        yield session
-
-
-@pytest.fixture
 def token(wechat_sandbox, http):
     params = {"grant_type": "client_credential", "appid": DEMO_APPID, "secret": DEMO_ACCOUNT["secret"]}
     return http.get(f"{wechat_sandbox.base_url}/cgi-bin/token", params=params, timeout=5).json()["access_token"]
