@@ -14,7 +14,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from sandbox.callbacks import ReceiptDispatcher
+from sandbox.receipt_dispatch import ReceiptDispatcher
 from sandbox.routes import NoReply, Reply, SandboxApp, json_bytes
 from sandbox.state import DROP_HANG, SandboxState
 

@@ -12,7 +12,7 @@ import random
 import threading
 from collections.abc import Iterator
 
-from sandbox.callbacks import DelayQueue
+from sandbox.receipt_dispatch import DelayQueue
 from sandbox.state.accounts import Account
 from sandbox.state.errors import SandboxError
 from sandbox.state.faults import Faults

@@ -1,11 +1,12 @@
 """Delivery reports (TEMPLATESENDJOBFINISH): queued per delivered send, resolved and counted when pushed.
 
-The pushing itself (a delay queue and a pool of posting threads) lives in ``sandbox.callbacks``.
+The pushing itself (a delay queue and a pool of posting threads) lives in ``sandbox.receipt_dispatch``.
 """
 
 from __future__ import annotations
 
-from sandbox.callbacks import CallbackTarget, Receipt
+from sandbox.callbacks import CallbackTarget
+from sandbox.receipt_dispatch import Receipt
 from sandbox.state.accounts import Account
 from sandbox.state.base import StateBase
 

@@ -10,8 +10,8 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from sandbox.callbacks import DelayQueue
 from sandbox.demo import demo_config
+from sandbox.receipt_dispatch import DelayQueue
 from sandbox.state.accounts import Account
 from sandbox.state.api_faults import ApiFaultsMixin
 from sandbox.state.faults import Faults
