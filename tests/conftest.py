@@ -4,7 +4,9 @@
 its start state before every test that uses it, so tests never see each other's tokens, messages or
 faults.  Its start state is the demo account (``sandbox.demo.DEMO_ACCOUNT``) *without* a callback URL,
 so no test gets delivery receipts it did not ask for: point ``callback_url`` at your receiver with
-``wechat_sandbox.update_account(appid, callback_url=...)``.
+``wechat_sandbox.update_account(appid, callback_url=...)``.  It is the one fake WeChat of the unit tests: what a
+client sent is in ``wechat_sandbox.requests()`` (the bytes as they arrived), and ``add_api_fault`` makes one API
+answer an errcode, an HTTP error, a body that is not JSON, nothing, or late.
 
 The database fixtures are the set-up many test modules share, built by the helpers in ``tests.factories``:
 ``account_a`` (the demo account, safe mode, with the demo templates), ``account_b`` (another account with one
