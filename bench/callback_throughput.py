@@ -58,12 +58,12 @@ sys.path.insert(0, str(BASE_DIR))
 from bench._stack import (  # noqa: E402 -- importable once the project is on sys.path
     export_commit,
     flush_redis,
-    free_port,
     load_average,
     recreate_database,
     this_tree,
     write_results_section,
 )
+from tests.servers import free_port  # noqa: E402
 
 RESULTS_FILE = BASE_DIR / "bench" / "RESULTS.md"
 PLAINTEXT_APPID = "wxbe0c000000000001"

@@ -76,7 +76,6 @@ from bench._stack import (
     CpuMeter,
     Stack,
     ThrowawayPostgres,
-    free_port,
     load_average,
     port_is_open,
     redis_server_argv,
@@ -93,6 +92,7 @@ from bench.pipeline import (
     message_body,
     register_account,
 )
+from tests.servers import free_port
 
 SECTION_TITLE = "## Chaos run"
 DATABASE = "bench_chaos"

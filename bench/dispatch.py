@@ -50,7 +50,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._stack import (
     Stack,
     flush_redis,
-    free_port,
     load_average,
     port_is_open,
     recreate_database,
@@ -59,6 +58,7 @@ from bench._stack import (
     write_results_section,
 )
 from bench.pipeline import TEMPLATE_DATA, ThreadSessions, api_token, insert_followers, register_account
+from tests.servers import free_port
 
 SERVICES_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_dispatch"
 SERVICES_REDIS_URL = "redis://127.0.0.1:6379/11"

@@ -60,7 +60,6 @@ from bench._stack import (
     Stack,
     export_commit,
     flush_redis,
-    free_port,
     load_average,
     port_is_open,
     recreate_database,
@@ -70,6 +69,7 @@ from bench._stack import (
     write_results_section,
 )
 from bench.pipeline import register_account
+from tests.servers import free_port
 
 SECTION_TITLE = "## Follower sync"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_sync"

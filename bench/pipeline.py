@@ -56,7 +56,6 @@ from bench._stack import (
     CpuMeter,
     Stack,
     flush_redis,
-    free_port,
     load_average,
     memory_kib,
     port_is_open,
@@ -66,6 +65,7 @@ from bench._stack import (
     worker_pids,
     write_results_section,
 )
+from tests.servers import free_port
 
 SECTION_TITLE = "## Send pipeline"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_pipeline"

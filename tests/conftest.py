@@ -4,7 +4,9 @@
 its start state before every test that uses it, so tests never see each other's tokens, messages or
 faults.  Its start state is the demo account (``sandbox.demo.DEMO_ACCOUNT``) *without* a callback URL,
 so no test gets delivery receipts it did not ask for: point ``callback_url`` at your receiver with
-``wechat_sandbox.update_account(appid, callback_url=...)``.
+``wechat_sandbox.update_account(appid, callback_url=...)``.  It is the one fake WeChat of the unit tests: what a
+client sent is in ``wechat_sandbox.requests()`` (the bytes as they arrived), and ``add_api_fault`` makes one API
+answer an errcode, an HTTP error, a body that is not JSON, nothing, or late.
 
 The database fixtures are the set-up many test modules share, built by the helpers in ``tests.factories``:
 ``account_a`` (the demo account, safe mode, with the demo templates), ``account_b`` (another account with one
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import requests
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.cache import cache
@@ -29,7 +32,7 @@ from accounts.models import OfficialAccount
 from messaging.api.throttles import cache_outage, throttle_cache
 from sandbox.demo import DEMO_APPID, demo_config
 from sandbox.server import SandboxServer
-from sandbox.state import Account, SandboxState
+from sandbox.state import Account, ApiFault, ReceivedRequest, SandboxState
 from tests import factories
 from wxnotify.memo import forget_lookups
 from wxnotify.wechat.tokens import default_token_manager
@@ -57,6 +60,15 @@ class SandboxHandle:
         """Change latency_ms, user_latency_ms, error_rate, error_code, token_ttl, receipts, receipt_delay_ms,
         drop_reply_rate, drop_reply_mode, drop_reply_hang_ms, dedupe_window_s (see ``sandbox.state.Faults``)."""
         return self.state.set_faults(**changes)
+
+    def add_api_fault(self, api: str, **spec: Any) -> ApiFault:
+        """Answer the next call(s) to ``api`` with an errcode, an HTTP status/body, no answer, or late
+        (see ``sandbox.state.ApiFault``)."""
+        return self.state.add_api_fault(api, **spec)
+
+    def requests(self, path: str | None = None) -> list[ReceivedRequest]:
+        """The API requests the sandbox received in this test, oldest first, only those to ``path`` when given."""
+        return self.state.received_requests(path)
 
     def add_account(self, **spec: Any) -> Account:
         """Add an account (appid and secret required; see ``sandbox.state`` for the other fields)."""
@@ -97,6 +109,13 @@ def sandbox_api(wechat_sandbox: SandboxHandle, settings: Any) -> SandboxHandle:
     """The sandbox with ``settings.WECHAT_API_BASE`` pointing at it for this test."""
     settings.WECHAT_API_BASE = wechat_sandbox.base_url
     return wechat_sandbox
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    """A plain HTTP session for talking to the sandbox (or a stand-in server) directly, closed after the test."""
+    with requests.Session() as session:
+        yield session
 
 
 @pytest.fixture

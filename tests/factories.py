@@ -10,12 +10,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from socketserver import BaseServer
-from typing import Any, TypeVar
+from typing import Any
 
 from django.contrib.auth.models import Group, Permission
 from django.test import Client
@@ -110,21 +107,6 @@ def english_client(user: Any = None) -> Client:
     if user is not None:
         client.force_login(user)
     return client
-
-
-Server = TypeVar("Server", bound=BaseServer)
-
-
-@contextmanager
-def serving(server: Server) -> Iterator[Server]:
-    """Run a stand-in HTTP server (a fake WeChat or advisory service) in a thread; shut it and its socket after."""
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 BASE_DIR = Path(__file__).resolve().parent.parent

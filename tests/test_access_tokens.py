@@ -1,4 +1,5 @@
-"""AccessTokenManager: shared cache, memo, margin, compare-and-delete, force fallback and single-flight."""
+"""AccessTokenManager against the sandbox: shared cache, memo, margin, compare-and-delete, force fallback and
+single-flight (the access_token requests WeChat got are read from the sandbox's request log)."""
 
 import base64
 import json
@@ -10,7 +11,6 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from cryptography.fernet import Fernet
@@ -23,7 +23,6 @@ from accounts.apps import TOKEN_REFRESH_SCHEDULE_NAME, ensure_token_refresh_sche
 from accounts.clients import wechat_client_for
 from accounts.models import OfficialAccount
 from accounts.tasks import refresh_access_tokens
-from tests.factories import serving
 from wxnotify import encryption
 from wxnotify.locks import LockUnavailableError, distributed_lock
 from wxnotify.log import MASK, redact
@@ -42,81 +41,32 @@ from wxnotify.wechat.tokens import (
 SECRET = "app-secret-0123456789abcdef"
 
 
-class FakeWeChat(ThreadingHTTPServer):
-    """A local stand-in for /cgi-bin/stable_token and /cgi-bin/token that counts fetches.
-
-    Like WeChat, stable_token in normal mode hands out the current token again; force mode (and every classic
-    fetch) issues a new one. ``delay`` keeps concurrent callers waiting so races really happen.
-    """
-
-    daemon_threads = True
-
-    def __init__(self, delay: float = 0.0, expires_in: int = 7200):
-        super().__init__(("127.0.0.1", 0), FakeWeChatHandler)
-        self.delay = delay
-        self.expires_in = expires_in
-        self.lock = threading.Lock()
-        self.fetches: list[dict] = []
-        self.current: dict[str, str] = {}
-        self.repeat_current = False
-        self.wrong_secret: set[str] = set()
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def issue(self, appid: str, *, new: bool) -> str:
-        with self.lock:
-            if new or appid not in self.current:
-                self.current[appid] = f"TOKEN-{appid}-{len(self.fetches)}-{uuid.uuid4().hex}"
-            return self.current[appid]
-
-    def count(self, appid: str) -> int:
-        return sum(1 for fetch in self.fetches if fetch["appid"] == appid)
-
-
-class FakeWeChatHandler(BaseHTTPRequestHandler):
-    server: FakeWeChat
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self._answer(body["appid"], force=bool(body.get("force_refresh")), new=bool(body.get("force_refresh")))
-
-    def do_GET(self):
-        appid = self.path.split("appid=")[1].split("&")[0]
-        self._answer(appid, force=False, new=True)
-
-    def _answer(self, appid: str, *, force: bool, new: bool):
-        with self.server.lock:
-            self.server.fetches.append({"appid": appid, "force_refresh": force, "path": self.path.split("?")[0]})
-        time.sleep(self.server.delay)
-        if appid in self.server.wrong_secret:
-            reply = {"errcode": 40125, "errmsg": "invalid appsecret rid: 66b5fb8f-5e3c0071-3d7f539a"}
-        else:
-            token = self.server.issue(appid, new=new and not self.server.repeat_current)
-            reply = {"access_token": token, "expires_in": self.server.expires_in}
-        payload = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format, *args):
-        pass
+STABLE_TOKEN = "/cgi-bin/stable_token"
 
 
 @pytest.fixture
-def fake_wechat():
-    with serving(FakeWeChat()) as server:
-        yield server
-
-
-@pytest.fixture
-def appid():
+def appid(wechat_sandbox):
+    """A new account, known to the sandbox with ``SECRET``."""
     value = "wx" + uuid.uuid4().hex[:16]
+    wechat_sandbox.add_account(appid=value, secret=SECRET)
     yield value
     AccessTokenManager().forget(value)
+
+
+def token_requests(sandbox) -> list[dict]:
+    """Every access_token request the sandbox received in this test, oldest first."""
+    found = []
+    for request in sandbox.requests():
+        if request.path == "/cgi-bin/token":
+            found.append({"appid": request.query.get("appid"), "force_refresh": False, "path": request.path})
+        elif request.path == STABLE_TOKEN:
+            body = request.json()
+            found.append({"appid": body["appid"], "force_refresh": bool(body["force_refresh"]), "path": request.path})
+    return found
+
+
+def fetch_count(sandbox, appid: str) -> int:
+    return sum(1 for fetch in token_requests(sandbox) if fetch["appid"] == appid)
 
 
 def make_client(appid, base, manager, endpoint="stable"):
@@ -129,55 +79,55 @@ def store(appid: str, value: str, expires_in: float, fetched_ago: float = 3600) 
     cache.set(cache_key(appid), entry, timeout=3600)
 
 
-def test_token_is_fetched_once_and_shared_through_the_cache(db, fake_wechat, appid):
-    client = make_client(appid, fake_wechat.base, AccessTokenManager())
+def test_token_is_fetched_once_and_shared_through_the_cache(db, wechat_sandbox, appid):
+    client = make_client(appid, wechat_sandbox.base_url, AccessTokenManager())
 
     first = client.token_manager.get_token(client)
     other_process = AccessTokenManager()
 
-    assert other_process.get_token(make_client(appid, fake_wechat.base, other_process)) == first
-    assert fake_wechat.count(appid) == 1
+    assert other_process.get_token(make_client(appid, wechat_sandbox.base_url, other_process)) == first
+    assert fetch_count(wechat_sandbox, appid) == 1
     stored = cache.get(cache_key(appid))
     assert encryption.decrypt(stored["sealed"]) == first
     assert stored["expires_at"] == pytest.approx(time.time() + 7200, abs=5)
 
 
-def test_token_within_the_margin_is_replaced(db, fake_wechat, appid, settings):
+def test_token_within_the_margin_is_replaced(db, wechat_sandbox, appid, settings):
     settings.WECHAT_TOKEN_REFRESH_MARGIN = 300
     manager = AccessTokenManager()
     store(appid, "OLD-TOKEN-close-to-expiry", expires_in=200)
 
-    token = manager.get_token(make_client(appid, fake_wechat.base, manager))
+    token = manager.get_token(make_client(appid, wechat_sandbox.base_url, manager))
 
     assert token != "OLD-TOKEN-close-to-expiry"
-    assert fake_wechat.count(appid) == 1
+    assert fetch_count(wechat_sandbox, appid) == 1
 
 
-def test_token_outside_the_margin_is_reused(db, fake_wechat, appid, settings):
+def test_token_outside_the_margin_is_reused(db, wechat_sandbox, appid, settings):
     settings.WECHAT_TOKEN_REFRESH_MARGIN = 300
     manager = AccessTokenManager()
     store(appid, "STILL-GOOD-TOKEN-value", expires_in=1000)
 
-    assert manager.get_token(make_client(appid, fake_wechat.base, manager)) == "STILL-GOOD-TOKEN-value"
-    assert fake_wechat.count(appid) == 0
+    assert manager.get_token(make_client(appid, wechat_sandbox.base_url, manager)) == "STILL-GOOD-TOKEN-value"
+    assert fetch_count(wechat_sandbox, appid) == 0
 
 
-def test_a_token_just_fetched_is_not_fetched_again_even_inside_the_margin(db, appid, settings):
+def test_a_token_just_fetched_is_not_fetched_again_even_inside_the_margin(db, wechat_sandbox, appid, settings):
     settings.WECHAT_TOKEN_REFRESH_MARGIN = 600
-    with serving(FakeWeChat(expires_in=400)) as server:  # stable normal mode: WeChat has not rotated it yet
-        manager = AccessTokenManager()
-        client = make_client(appid, server.base, manager)
-        tokens = {manager.get_token(client) for _ in range(50)}
-        other_process = AccessTokenManager()
-        tokens.add(other_process.get_token(make_client(appid, server.base, other_process)))
+    wechat_sandbox.set_faults(token_ttl=400)  # stable normal mode: WeChat has not rotated it yet
+    manager = AccessTokenManager()
+    client = make_client(appid, wechat_sandbox.base_url, manager)
+    tokens = {manager.get_token(client) for _ in range(50)}
+    other_process = AccessTokenManager()
+    tokens.add(other_process.get_token(make_client(appid, wechat_sandbox.base_url, other_process)))
 
     assert len(tokens) == 1
-    assert server.count(appid) == 1
+    assert fetch_count(wechat_sandbox, appid) == 1
 
 
-def test_memo_spares_the_cache_on_the_hot_path(db, fake_wechat, appid, monkeypatch):
+def test_memo_spares_the_cache_on_the_hot_path(db, wechat_sandbox, appid, monkeypatch):
     manager = AccessTokenManager()
-    client = make_client(appid, fake_wechat.base, manager)
+    client = make_client(appid, wechat_sandbox.base_url, manager)
     token = manager.get_token(client)
     reads = []
     monkeypatch.setattr(manager, "peek", lambda appid: reads.append(appid))
@@ -186,29 +136,29 @@ def test_memo_spares_the_cache_on_the_hot_path(db, fake_wechat, appid, monkeypat
     assert reads == []
 
 
-def test_memo_is_reread_from_the_cache_after_its_ttl(db, fake_wechat, appid, monkeypatch):
+def test_memo_is_reread_from_the_cache_after_its_ttl(db, wechat_sandbox, appid, monkeypatch):
     monkeypatch.setattr(tokens_module, "MEMO_TTL", 0.0)
     manager = AccessTokenManager()
-    client = make_client(appid, fake_wechat.base, manager)
+    client = make_client(appid, wechat_sandbox.base_url, manager)
     manager.get_token(client)
     store(appid, "REFRESHED-ELSEWHERE-token", expires_in=7000)
 
     assert manager.get_token(client) == "REFRESHED-ELSEWHERE-token"
-    assert fake_wechat.count(appid) == 1
+    assert fetch_count(wechat_sandbox, appid) == 1
 
 
-def test_refresh_reuses_a_token_someone_else_already_refreshed(db, fake_wechat, appid):
+def test_refresh_reuses_a_token_someone_else_already_refreshed(db, wechat_sandbox, appid):
     manager = AccessTokenManager()
-    client = make_client(appid, fake_wechat.base, manager)
+    client = make_client(appid, wechat_sandbox.base_url, manager)
     store(appid, "NEWER-TOKEN-from-another-host", expires_in=7000)
 
     assert manager.refresh(client, failed_token="FAILED-TOKEN-value") == "NEWER-TOKEN-from-another-host"
-    assert fake_wechat.count(appid) == 0
+    assert fetch_count(wechat_sandbox, appid) == 0
 
 
-def test_refresh_of_the_cached_token_fetches_in_normal_mode(db, fake_wechat, appid):
+def test_refresh_of_the_cached_token_fetches_in_normal_mode(db, wechat_sandbox, appid):
     manager = AccessTokenManager()
-    client = make_client(appid, fake_wechat.base, manager, endpoint="classic")
+    client = make_client(appid, wechat_sandbox.base_url, manager, endpoint="classic")
     failed = manager.get_token(client)
 
     new = manager.refresh(client, failed_token=failed)
@@ -216,61 +166,63 @@ def test_refresh_of_the_cached_token_fetches_in_normal_mode(db, fake_wechat, app
     assert new != failed
     assert manager.get_token(client) == new
     assert encryption.decrypt(cache.get(cache_key(appid))["sealed"]) == new
-    assert [fetch["path"] for fetch in fake_wechat.fetches] == ["/cgi-bin/token", "/cgi-bin/token"]
+    assert [fetch["path"] for fetch in token_requests(wechat_sandbox)] == ["/cgi-bin/token", "/cgi-bin/token"]
 
 
-def test_stable_normal_mode_falls_back_to_force_refresh(db, fake_wechat, appid):
+def test_stable_normal_mode_falls_back_to_force_refresh(db, wechat_sandbox, appid):
     manager = AccessTokenManager()
-    client = make_client(appid, fake_wechat.base, manager)
+    client = make_client(appid, wechat_sandbox.base_url, manager)
     failed = manager.get_token(client)  # normal mode would hand this very token out again
 
     new = manager.refresh(client, failed_token=failed)
 
     assert new != failed
-    assert [fetch["force_refresh"] for fetch in fake_wechat.fetches] == [False, False, True]
+    assert [fetch["force_refresh"] for fetch in token_requests(wechat_sandbox)] == [False, False, True]
 
 
-def test_force_refresh_is_not_repeated_within_30_seconds(db, fake_wechat, appid):
+def test_force_refresh_is_not_repeated_within_30_seconds(db, wechat_sandbox, appid):
     manager = AccessTokenManager()
-    client = make_client(appid, fake_wechat.base, manager)
-    fake_wechat.repeat_current = True  # WeChat ignores a force refresh and keeps handing out the same token
+    client = make_client(appid, wechat_sandbox.base_url, manager)
     failed = manager.get_token(client)
+    # From now on WeChat ignores a force refresh and keeps handing out the same token.
+    same = json.dumps({"access_token": failed, "expires_in": 7200})
+    wechat_sandbox.add_api_fault(STABLE_TOKEN, body=same, times=None)
     manager.refresh(client, failed_token=failed)
 
     with pytest.raises(TransientError) as excinfo:
         manager.refresh(client, failed_token=failed)
 
     assert excinfo.value.retry_after == 30
-    assert [fetch["force_refresh"] for fetch in fake_wechat.fetches] == [False, False, True, False]
+    assert [fetch["force_refresh"] for fetch in token_requests(wechat_sandbox)] == [False, False, True, False]
 
 
-def test_refresh_without_a_failed_token_always_fetches(db, fake_wechat, appid):
+def test_refresh_without_a_failed_token_always_fetches(db, wechat_sandbox, appid):
     manager = AccessTokenManager()
-    client = make_client(appid, fake_wechat.base, manager, endpoint="classic")
+    client = make_client(appid, wechat_sandbox.base_url, manager, endpoint="classic")
     first = manager.get_token(client)
 
     assert manager.refresh(client) != first
-    assert fake_wechat.count(appid) == 2
+    assert fetch_count(wechat_sandbox, appid) == 2
 
 
-def test_refresh_if_expiring(db, fake_wechat, appid):
+def test_refresh_if_expiring(db, wechat_sandbox, appid):
     manager = AccessTokenManager()
-    client = make_client(appid, fake_wechat.base, manager, endpoint="classic")
+    client = make_client(appid, wechat_sandbox.base_url, manager, endpoint="classic")
     store(appid, "GOOD-FOR-A-WHILE-token", expires_in=2000)
 
     assert manager.refresh_if_expiring(client, 900) is False
-    assert fake_wechat.count(appid) == 0
+    assert fetch_count(wechat_sandbox, appid) == 0
 
     store(appid, "EXPIRING-SOON-token-value", expires_in=600)
     assert manager.refresh_if_expiring(client, 900) is True
-    assert fake_wechat.count(appid) == 1
+    assert fetch_count(wechat_sandbox, appid) == 1
     assert manager.refresh_if_expiring(client, 900) is False
-    assert fake_wechat.count(appid) == 1
+    assert fetch_count(wechat_sandbox, appid) == 1
 
 
-def test_peek_and_forget(db, fake_wechat, appid):
+def test_peek_and_forget(db, wechat_sandbox, appid):
     manager = AccessTokenManager()
-    client = make_client(appid, fake_wechat.base, manager)
+    client = make_client(appid, wechat_sandbox.base_url, manager)
     assert manager.peek(appid) is None
     value = manager.get_token(client)
 
@@ -283,10 +235,10 @@ def test_peek_and_forget(db, fake_wechat, appid):
     manager.forget(appid)
     assert manager.peek(appid) is None
     manager.get_token(client)
-    assert fake_wechat.count(appid) == 2
+    assert fetch_count(wechat_sandbox, appid) == 2
 
 
-def test_fetches_are_counted_and_signalled(db, fake_wechat, appid):
+def test_fetches_are_counted_and_signalled(db, wechat_sandbox, appid):
     manager = AccessTokenManager()
     received = []
 
@@ -295,7 +247,7 @@ def test_fetches_are_counted_and_signalled(db, fake_wechat, appid):
 
     token_fetched.connect(receiver)
     try:
-        manager.get_token(make_client(appid, fake_wechat.base, manager))
+        manager.get_token(make_client(appid, wechat_sandbox.base_url, manager))
     finally:
         token_fetched.disconnect(receiver)
 
@@ -309,17 +261,17 @@ def test_default_manager_is_process_wide():
     assert default_token_manager() is default_token_manager()
 
 
-def test_lock_wait_timeout_without_a_token_is_transient(transactional_db, fake_wechat, appid, monkeypatch):
+def test_lock_wait_timeout_without_a_token_is_transient(transactional_db, wechat_sandbox, appid, monkeypatch):
     monkeypatch.setattr(tokens_module, "LOCK_BLOCKING_TIMEOUT", 0.2)
     manager = AccessTokenManager()
     with distributed_lock(lock_name(appid), timeout=30, blocking_timeout=1) as held:
         assert held
         with pytest.raises(TransientError, match="timed out"):
-            manager.get_token(make_client(appid, fake_wechat.base, manager))
-    assert fake_wechat.count(appid) == 0
+            manager.get_token(make_client(appid, wechat_sandbox.base_url, manager))
+    assert fetch_count(wechat_sandbox, appid) == 0
 
 
-def test_unreachable_lock_backend_fetches_unlocked(db, fake_wechat, appid, monkeypatch):
+def test_unreachable_lock_backend_fetches_unlocked(db, wechat_sandbox, appid, monkeypatch):
     @contextmanager
     def redis_down(name, *, timeout, blocking_timeout):
         raise LockUnavailableError(name)
@@ -328,36 +280,36 @@ def test_unreachable_lock_backend_fetches_unlocked(db, fake_wechat, appid, monke
     monkeypatch.setattr(tokens_module, "distributed_lock", redis_down)
     manager = AccessTokenManager()
 
-    assert manager.get_token(make_client(appid, fake_wechat.base, manager))
-    assert fake_wechat.count(appid) == 1
+    assert manager.get_token(make_client(appid, wechat_sandbox.base_url, manager))
+    assert fetch_count(wechat_sandbox, appid) == 1
 
 
-def test_single_flight_across_32_threads(transactional_db, appid):
-    with serving(FakeWeChat(delay=0.5)) as server:
-        manager = AccessTokenManager()
-        client = make_client(appid, server.base, manager)
-        barrier = threading.Barrier(32)
-        results, errors = [], []
+def test_single_flight_across_32_threads(transactional_db, wechat_sandbox, appid):
+    wechat_sandbox.add_api_fault(STABLE_TOKEN, delay_ms=500, times=None)  # keeps the other threads waiting
+    manager = AccessTokenManager()
+    client = make_client(appid, wechat_sandbox.base_url, manager)
+    barrier = threading.Barrier(32)
+    results, errors = [], []
 
-        def worker():
-            try:
-                barrier.wait()
-                results.append(manager.get_token(client))
-            except Exception as exc:
-                errors.append(exc)
-            finally:
-                connections.close_all()
+    def worker():
+        try:
+            barrier.wait()
+            results.append(manager.get_token(client))
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
 
-        threads = [threading.Thread(target=worker) for _ in range(32)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+    threads = [threading.Thread(target=worker) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
     assert errors == []
     assert len(results) == 32
     assert len(set(results)) == 1
-    assert server.count(appid) == 1
+    assert fetch_count(wechat_sandbox, appid) == 1
 
 
 PROCESS_SCRIPT = """
@@ -398,39 +350,38 @@ print(json.dumps({"tokens": sorted(set(results)), "count": len(results), "errors
 """
 
 
-def test_single_flight_across_processes(transactional_db, appid):
+def test_single_flight_across_processes(transactional_db, wechat_sandbox, appid):
     process_count, thread_count = 3, 16
+    wechat_sandbox.update_account(appid, secret="secret-of-the-multiprocess-test")  # the processes' AppSecret
+    wechat_sandbox.add_api_fault(STABLE_TOKEN, delay_ms=500, times=None)  # keeps the other callers waiting
     env = {**os.environ, "WXNOTIFY_TEST_DB_NAME": str(connection.settings_dict["NAME"])}
-    with serving(FakeWeChat(delay=0.5)) as server:
-        processes = [
-            subprocess.Popen(
-                [sys.executable, "-c", PROCESS_SCRIPT, appid, server.base, str(thread_count)],
-                cwd=django_settings.BASE_DIR,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(process_count)
-        ]
-        try:
-            for process in processes:
-                assert process.stdout.readline().strip() == "ready"
-            for process in processes:
-                process.stdin.write("go\n")
-                process.stdin.flush()
-            reports = [
-                json.loads(process.communicate(timeout=120)[0].strip().splitlines()[-1]) for process in processes
-            ]
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROCESS_SCRIPT, appid, wechat_sandbox.base_url, str(thread_count)],
+            cwd=django_settings.BASE_DIR,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(process_count)
+    ]
+    try:
+        for process in processes:
+            assert process.stdout.readline().strip() == "ready"
+        for process in processes:
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        reports = [json.loads(process.communicate(timeout=120)[0].strip().splitlines()[-1]) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
 
     assert [report["errors"] for report in reports] == [[]] * process_count
     assert [report["count"] for report in reports] == [thread_count] * process_count
     assert len({token for report in reports for token in report["tokens"]}) == 1
-    assert server.count(appid) == 1
+    assert fetch_count(wechat_sandbox, appid) == 1
 
 
 def test_refresh_schedule_exists_after_migrate_and_stays_single(db):
@@ -463,13 +414,15 @@ def test_client_for_an_account(db, settings):
 
 
 def test_scheduled_refresh_renews_only_expiring_tokens_and_survives_a_failing_account(
-    db, fake_wechat, settings, caplog
+    db, sandbox_api, settings, caplog
 ):
-    settings.WECHAT_API_BASE = fake_wechat.base
     settings.WECHAT_TOKEN_PREFETCH_WINDOW = 900
     appids = {key: "wx" + uuid.uuid4().hex[:16] for key in ("broken", "expiring", "fresh", "missing", "inactive")}
     accounts = {key: make_account(appid, is_active=key != "inactive") for key, appid in appids.items()}
-    fake_wechat.wrong_secret.add(appids["broken"])
+    for key, account in accounts.items():
+        # WeChat holds another AppSecret for the broken account than we do: 40125.
+        secret = "changed-at-wechat" if key == "broken" else account.app_secret
+        sandbox_api.add_account(appid=account.appid, secret=secret)
     store(appids["expiring"], "EXPIRING-IN-TEN-MINUTES", expires_in=600)
     store(appids["fresh"], "FRESH-FOR-AN-HOUR-token", expires_in=3600)
     store(appids["inactive"], "INACTIVE-ACCOUNT-token", expires_in=60)
@@ -482,10 +435,10 @@ def test_scheduled_refresh_renews_only_expiring_tokens_and_survives_a_failing_ac
         for appid in appids.values():
             AccessTokenManager().forget(appid)
 
-    fetched = {fetch["appid"] for fetch in fake_wechat.fetches}
+    fetched = {fetch["appid"] for fetch in token_requests(sandbox_api)}
     assert fetched == {appids["broken"], appids["expiring"], appids["missing"]}
-    assert fake_wechat.count(appids["expiring"]) == 1
-    assert fake_wechat.count(appids["missing"]) == 1
+    assert fetch_count(sandbox_api, appids["expiring"]) == 1
+    assert fetch_count(sandbox_api, appids["missing"]) == 1
     assert appids["broken"] in caplog.text
     assert "40125" in caplog.text
     assert accounts["broken"].app_secret not in caplog.text
@@ -506,8 +459,8 @@ def raw_cache_entries() -> bytes:
         return b"".join(base64.b64decode(value) for (value,) in cursor.fetchall())
 
 
-def test_the_cached_token_is_ciphertext_in_the_cache_backend(db, fake_wechat, appid):
-    client = make_client(appid, fake_wechat.base, AccessTokenManager())
+def test_the_cached_token_is_ciphertext_in_the_cache_backend(db, wechat_sandbox, appid):
+    client = make_client(appid, wechat_sandbox.base_url, AccessTokenManager())
 
     token = client.token_manager.get_token(client)
 
@@ -520,29 +473,29 @@ def test_the_cached_token_is_ciphertext_in_the_cache_backend(db, fake_wechat, ap
     assert token.encode() not in raw
 
 
-def test_a_cached_token_no_key_opens_counts_as_absent_and_is_replaced(db, fake_wechat, appid, settings):
-    client = make_client(appid, fake_wechat.base, AccessTokenManager(), endpoint="classic")
+def test_a_cached_token_no_key_opens_counts_as_absent_and_is_replaced(db, wechat_sandbox, appid, settings):
+    client = make_client(appid, wechat_sandbox.base_url, AccessTokenManager(), endpoint="classic")
     old = client.token_manager.get_token(client)
     settings.WXNOTIFY_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the key it was sealed with is gone
 
     other_process = AccessTokenManager()
     assert other_process.peek(appid) is None
-    new = other_process.get_token(make_client(appid, fake_wechat.base, other_process, endpoint="classic"))
+    new = other_process.get_token(make_client(appid, wechat_sandbox.base_url, other_process, endpoint="classic"))
 
     assert new != old
-    assert fake_wechat.count(appid) == 2
+    assert fetch_count(wechat_sandbox, appid) == 2
     assert encryption.decrypt(cache.get(cache_key(appid))["sealed"]) == new
 
 
-def test_a_token_cached_in_clear_by_an_older_version_is_not_used(db, fake_wechat, appid):
+def test_a_token_cached_in_clear_by_an_older_version_is_not_used(db, wechat_sandbox, appid):
     now = time.time()
     cache.set(cache_key(appid), {"value": "TOKEN-IN-CLEAR", "expires_at": now + 7000, "fetched_at": now}, 3600)
     manager = AccessTokenManager()
 
-    token = manager.get_token(make_client(appid, fake_wechat.base, manager))
+    token = manager.get_token(make_client(appid, wechat_sandbox.base_url, manager))
 
     assert token != "TOKEN-IN-CLEAR"
-    assert fake_wechat.count(appid) == 1
+    assert fetch_count(wechat_sandbox, appid) == 1
     assert "value" not in cache.get(cache_key(appid))
 
 

@@ -5,20 +5,12 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
-from django.utils import translation
 
 from accounts.models import Follower, FollowerSync, OfficialAccount
 from sandbox.demo import DEMO_APPID
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def english(settings):
-    """Assertions read the English source strings, whatever translations the project ships."""
-    settings.LANGUAGE_CODE = "en"
-    with translation.override("en"):
-        yield
+# Assertions read the English source strings (the shared ``english`` fixture).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
 
 
 DEMO_SECRET = "5ec7e75ec7e75ec7e75ec7e75ec7e700"

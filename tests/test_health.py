@@ -15,16 +15,10 @@ from django_q.brokers.redis_broker import Redis as RedisBroker
 from accounts.models import OfficialAccount
 from messaging.models import Message
 from templates_app.models import MessageTemplate
+from tests.servers import free_port
 from wxnotify.ops import health
 
 pytestmark = pytest.mark.django_db
-
-
-def closed_port() -> int:
-    """A local port nothing listens on: bound to get a free one, then closed."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def queued_message(created_ago: timedelta, next_attempt_in: timedelta | None = None) -> Message:
@@ -65,7 +59,7 @@ def test_a_cache_on_a_closed_port_fails_the_cache_check(client, settings):
     settings.CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
             "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
         }
     }
@@ -105,7 +99,7 @@ def test_a_redis_that_stops_answering_fails_the_cache_check_within_its_timeout(c
 
 
 def test_a_broker_on_a_closed_port_fails_the_broker_check(client, monkeypatch):
-    port = closed_port()
+    port = free_port()
 
     class UnreachableRedisBroker(RedisBroker):
         @staticmethod

@@ -2,7 +2,6 @@
 
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -11,6 +10,7 @@ import pytest
 import redis
 from django.core.management import call_command
 
+from tests.servers import free_port
 from wxnotify.locks import LockUnavailableError, distributed_lock
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/1"
@@ -21,12 +21,6 @@ def redis_reachable() -> bool:
         return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping())
     except redis.RedisError:
         return False
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(params=["db", pytest.param("redis", marks=pytest.mark.redis)])
@@ -122,7 +116,7 @@ def test_redis_down_raises_lock_unavailable_and_warns(settings, caplog, name):
         **settings.CACHES,
         "down": {
             "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
             "OPTIONS": {"IGNORE_EXCEPTIONS": True, "SOCKET_CONNECT_TIMEOUT": 0.5},
         },
     }

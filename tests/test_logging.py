@@ -12,13 +12,13 @@ import logging
 import logging.config
 import secrets
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 from django.conf import settings
 
+from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID
+from sandbox.state import seeded_openid
 from wxnotify.log import MASK, MAX_REGISTERED_SECRETS, _SecretRegistry, is_registered, redact, register_secret
 from wxnotify.wechat import PRODUCTION_API_BASE
 
@@ -122,42 +122,28 @@ def test_django_q_logger_is_masked(log_output, token):
     assert "'batch': 7" in line
 
 
-class _OkHandler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b'{"errcode":0}')
-
-    def log_message(self, format, *args):
-        return
-
-
-@pytest.fixture
-def local_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _OkHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_urllib3_request_line_is_masked(log_output, local_server, token):
+def test_urllib3_request_line_is_masked(log_output, wechat_sandbox):
     """urllib3 logs every request line at DEBUG, query string included: a real request, really logged."""
+    token = requests.post(
+        f"{wechat_sandbox.base_url}/cgi-bin/stable_token",
+        json={"grant_type": "client_credential", "appid": DEMO_APPID, "secret": DEMO_ACCOUNT["secret"]},
+        timeout=5,
+    ).json()["access_token"]
+    register_secret(token)  # as the token manager registers every token it fetches
+    next_openid = seeded_openid(DEMO_APPID, 0)
     logging.getLogger("urllib3").setLevel(logging.DEBUG)
 
     response = requests.get(
-        f"{local_server}/cgi-bin/user/get", params={"access_token": token, "next_openid": "o1"}, timeout=5
+        f"{wechat_sandbox.base_url}/cgi-bin/user/get",
+        params={"access_token": token, "next_openid": next_openid},
+        timeout=5,
     )
 
-    assert response.json() == {"errcode": 0}
+    assert response.json()["total"] == len(wechat_sandbox.followers())
     assert token not in log_output.getvalue()
     (line,) = lines_with(log_output, "/cgi-bin/user/get")
     assert "DEBUG urllib3.connectionpool" in line
-    assert f'"GET /cgi-bin/user/get?access_token={MASK}&next_openid=o1 HTTP/1.1" 200' in line
+    assert f'"GET /cgi-bin/user/get?access_token={MASK}&next_openid={next_openid} HTTP/1.1" 200' in line
 
 
 # --- The registry of values to mask is bounded -------------------------------------------------------------------

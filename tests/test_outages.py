@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,15 +33,10 @@ from accounts import binding
 from messaging.api import throttles
 from messaging.api.authentication import MemoizedTokenAuthentication
 from messaging.api.exceptions import server_error
+from tests.servers import free_port
 from wxnotify import outages
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 import requests
 
 from sandbox.demo import DEMO_TEMPLATES
+from tests.servers import free_port
 from wxnotify.management.commands.run_demo import port_is_open
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -82,12 +82,6 @@ class Demo:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def process_group_alive(pgid: int) -> bool:

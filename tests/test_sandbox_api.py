@@ -7,7 +7,6 @@ import time
 from http.client import HTTPConnection
 
 import pytest
-import requests
 
 from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
 from sandbox.state import FOLLOWER_PAGE_SIZE, seeded_openid, special_openids
@@ -21,12 +20,6 @@ ORDER_DATA = {
     "time3": {"value": "2026年11月28日 10:30"},
     "amount4": {"value": "¥399.00"},
 }
-
-
-@pytest.fixture
-def http():
-    with requests.Session() as session:
-        yield session
 
 
 def classic_token(sandbox, http, appid=DEMO_APPID, secret=SECRET):
@@ -275,7 +268,7 @@ def test_client_msg_id_window_is_ten_minutes(wechat_sandbox, http, monkeypatch):
     openid = seeded_openid(DEMO_APPID, 0)
     original = send(wechat_sandbox, http, token, openid, client_msg_id="late").json()
     real_monotonic = time.monotonic
-    monkeypatch.setattr("sandbox.state.time.monotonic", lambda: real_monotonic() + 601)
+    monkeypatch.setattr(time, "monotonic", lambda: real_monotonic() + 601)
     wechat_sandbox.state.tokens[token].expires_at += 601
     later = send(wechat_sandbox, http, token, openid, client_msg_id="late").json()
     assert later["errcode"] == 0

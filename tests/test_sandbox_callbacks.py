@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 from xml.etree.ElementTree import Element
 
@@ -17,6 +16,7 @@ from defusedxml import ElementTree
 
 from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
 from sandbox.state import seeded_openid, special_openids
+from tests.servers import QuietHandler, free_port, serving
 from wxnotify.wechat.crypto import CallbackCrypto, verify_signature
 
 TOKEN = DEMO_ACCOUNT["token"]
@@ -39,7 +39,8 @@ class Push:
 
 
 class Receiver:
-    """Records every POST and answers with ``reply_body`` (``status`` 200 unless changed)."""
+    """Stands in for our callback endpoint: records every POST and answers with ``reply_body`` (``status`` 200
+    unless changed).  Served by the ``receiver`` fixture."""
 
     def __init__(self) -> None:
         self.pushes: list[Push] = []
@@ -48,11 +49,8 @@ class Receiver:
         self.arrived = threading.Condition()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, format, *args):
-                """Keep test output clean."""
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode("utf-8")
@@ -71,23 +69,18 @@ class Receiver:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/wechat/callback/{DEMO_APPID}/"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[Push]:
         with self.arrived:
             self.arrived.wait_for(lambda: len(self.pushes) >= count, timeout)
         return list(self.pushes)
 
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 @pytest.fixture
 def receiver():
     server = Receiver()
-    yield server
-    server.close()
+    with serving(server.httpd):
+        yield server
 
 
 @pytest.fixture
@@ -219,11 +212,8 @@ def test_unreachable_callback_is_counted_not_fatal(wechat_sandbox):
 
 
 def closed_port_url() -> str:
-    """A URL on a port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/unreachable/"
+    """A URL on a port nothing listens on."""
+    return f"http://127.0.0.1:{free_port()}/unreachable/"
 
 
 def simulate(sandbox, action: str, **body):

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,14 +14,9 @@ import pytest
 import requests
 
 from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, demo_config
+from tests.servers import free_port
 
 MANAGE_PY = Path(__file__).resolve().parent.parent / "manage.py"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_sandbox(*args: str) -> tuple[subprocess.Popen, str]:

@@ -11,12 +11,12 @@ import re
 import subprocess
 import sys
 from contextlib import AbstractContextManager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.factories import serving
+from tests.servers import QuietHandler, serving
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 AUDIT = BASE_DIR / "tools" / "audit_dependencies.py"
@@ -120,7 +120,7 @@ class FakeOsv(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}/v1/query"
 
 
-class FakeOsvHandler(BaseHTTPRequestHandler):
+class FakeOsvHandler(QuietHandler):
     server: FakeOsv
 
     def do_POST(self) -> None:
@@ -133,9 +133,6 @@ class FakeOsvHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 def fake_osv() -> AbstractContextManager[FakeOsv]:

@@ -50,10 +50,8 @@ class FakeTemplate:
     content: str
 
 
-@pytest.fixture(autouse=True)
-def english():
-    with translation.override("en"):
-        yield
+# Assertions read the English source strings (the shared ``english`` fixture).
+pytestmark = pytest.mark.usefixtures("english")
 
 
 def one(type_name: str, value):
