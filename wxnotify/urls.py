@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from messaging.api.exceptions import not_found as api_not_found
+from wxnotify.http_errors import not_found as api_not_found
 
 urlpatterns = [
     # /healthz, /metrics and the admin's operations dashboard (before admin.site.urls, which claims admin/<app>/).
@@ -19,5 +19,5 @@ urlpatterns = [
 ]
 
 # JSON under /api/, Django's pages elsewhere.
-handler400 = "messaging.api.exceptions.bad_request"
-handler500 = "messaging.api.exceptions.server_error"
+handler400 = "wxnotify.http_errors.bad_request"
+handler500 = "wxnotify.http_errors.server_error"
