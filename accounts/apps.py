@@ -6,8 +6,6 @@ from django.utils.translation import gettext_lazy as _
 
 TOKEN_REFRESH_SCHEDULE_NAME = "Refresh WeChat access tokens"
 TOKEN_REFRESH_TASK = "accounts.tasks.refresh_access_tokens"
-CALLBACK_PRUNE_SCHEDULE_NAME = "Prune processed WeChat callbacks"
-CALLBACK_PRUNE_TASK = "accounts.tasks.prune_processed_callbacks"
 
 
 def ensure_token_refresh_schedule(using: str = "default", **kwargs) -> None:
@@ -34,16 +32,6 @@ def register_account_secrets(sender: type, instance: Any, **kwargs: Any) -> None
         register_secret(loaded.get(name))
 
 
-def ensure_callback_prune_schedule(using: str = "default", **kwargs) -> None:
-    """Keep one every-10-minutes schedule that deletes processed-callback records past the replay window."""
-    from django_q.models import Schedule
-
-    Schedule.objects.using(using).update_or_create(
-        name=CALLBACK_PRUNE_SCHEDULE_NAME,
-        defaults={"func": CALLBACK_PRUNE_TASK, "schedule_type": Schedule.MINUTES, "minutes": 10, "repeats": -1},
-    )
-
-
 class AccountsConfig(AppConfig):
     name = "accounts"
     verbose_name = _("Official accounts")
@@ -51,9 +39,6 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         post_migrate.connect(
             ensure_token_refresh_schedule, sender=self, dispatch_uid="accounts.ensure_token_refresh_schedule"
-        )
-        post_migrate.connect(
-            ensure_callback_prune_schedule, sender=self, dispatch_uid="accounts.ensure_callback_prune_schedule"
         )
         from django.contrib.auth import get_user_model
         from django.contrib.auth.models import Group

@@ -5,6 +5,5 @@ from accounts import views
 app_name = "accounts"
 
 urlpatterns = [
-    path("wechat/callback/<str:appid>/", views.wechat_callback, name="wechat-callback"),
     path("bind/", views.bind, name="bind"),
 ]

@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "accounts",
     "templates_app",
     "messaging",
+    "callbacks",
     "sandbox",
 ]
 

@@ -15,6 +15,7 @@ urlpatterns = [
     re_path(r"^api/", api_not_found),
     path("console/", include("messaging.console.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("", include("callbacks.urls")),
     path("", include("accounts.urls")),
 ]
 

@@ -13,15 +13,13 @@ the same shared numbers.
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
@@ -37,19 +35,6 @@ logger = logging.getLogger("wxnotify.ops")
 
 # Sends take tens of milliseconds when WeChat is well; a batch waits for the send pool, timeouts take 10 s and more.
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-# The label of requests we cannot attribute to a known account (their AppID is whatever the caller typed).
-UNKNOWN_ACCOUNT = "unknown"
-# Callback outcomes by HTTP status (accounts.views answers refusals with a bare status).
-CALLBACK_OUTCOMES = {
-    200: "ok",
-    400: "bad_request",
-    403: "forbidden",
-    404: "unknown_account",
-    405: "method_not_allowed",
-    413: "too_large",
-    503: "unavailable",
-}
-
 SEND_LATENCY = Histogram(
     "wxnotify_send_latency_seconds",
     "Seconds from a delivery task claiming a message to WeChat's answer (or to giving up on one).",
@@ -80,11 +65,6 @@ SINGLE_CLAIM_WAIT = Histogram(
     "Seconds from accepting a single message to its first claim by a delivery task.",
     ["account"],
     buckets=WAIT_BUCKETS,
-)
-CALLBACK_REQUESTS = Counter(
-    "wxnotify_callback_requests",
-    "Requests to the WeChat callback endpoint, by outcome.",
-    ["account", "method", "outcome"],
 )
 
 
@@ -121,28 +101,6 @@ def record_send(message: Message, error: BaseException | None) -> None:
 def count_token_fetch(sender: Any, *, appid: str, force_refresh: bool, token_endpoint: str, **kwargs: Any) -> None:
     """Receiver of ``wxnotify.wechat.tokens.token_fetched``."""
     TOKEN_FETCHES.labels(appid, token_endpoint, "true" if force_refresh else "false").inc()
-
-
-def count_callbacks(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Count the requests of the callback view ``view(request, appid)`` by outcome.
-
-    The AppID label is kept only when the view found the account: a 404 carries whatever AppID a prober typed,
-    which must not create a new time series per request.
-    """
-
-    @functools.wraps(view)
-    def wrapper(request: HttpRequest, appid: str, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            response = view(request, appid, *args, **kwargs)
-        except Exception:
-            CALLBACK_REQUESTS.labels(UNKNOWN_ACCOUNT, request.method, "error").inc()
-            raise
-        outcome = CALLBACK_OUTCOMES.get(response.status_code, "other")
-        account = UNKNOWN_ACCOUNT if response.status_code in (404, 405) else appid
-        CALLBACK_REQUESTS.labels(account, request.method, outcome).inc()
-        return response
-
-    return wrapper
 
 
 class MessageLogCollector(Collector):
