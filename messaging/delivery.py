@@ -40,10 +40,9 @@ from django.utils import timezone
 
 from accounts.clients import wechat_client_for
 from accounts.models import Follower
-from messaging import claims, dispatch, services, sweeper
+from messaging import claims, dispatch, metrics, services, sweeper
 from messaging.models import Campaign, Message
 from messaging.outcomes import CancelledBeforeSend, Outcomes
-from wxnotify.ops import metrics
 from wxnotify.tracing import context_with_trace_id, traced
 from wxnotify.wechat.client import WeChatClient
 from wxnotify.wechat.errors import WeChatError

@@ -14,8 +14,8 @@ from django_q.brokers.redis_broker import Redis as RedisBroker
 
 from accounts.models import OfficialAccount
 from messaging.models import Message
+from operations import health
 from templates_app.models import MessageTemplate
-from wxnotify.ops import health
 
 pytestmark = pytest.mark.django_db
 

@@ -9,13 +9,14 @@ test compares every entry of our compiled catalogues with what the merged zh-han
 from __future__ import annotations
 
 import gettext
+import re
 from pathlib import Path
 
 import pytest
 from django.apps import apps
 from django.utils.translation import trans_real
 
-OUR_APPS = ["wxnotify.ops", "wxnotify", "accounts", "templates_app", "messaging", "sandbox"]
+OUR_APPS = ["operations", "wxnotify", "accounts", "templates_app", "messaging", "callbacks", "sandbox"]
 
 
 def _catalogue(app_name: str) -> dict:

@@ -6,7 +6,7 @@ from wxnotify.http_errors import not_found as api_not_found
 
 urlpatterns = [
     # /healthz, /metrics and the admin's operations dashboard (before admin.site.urls, which claims admin/<app>/).
-    path("", include("wxnotify.ops.urls")),
+    path("", include("operations.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("messaging.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
