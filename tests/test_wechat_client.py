@@ -312,28 +312,6 @@ def test_private_templates(wechat, mocked):
     assert mocked.calls[1].request.body is None
 
 
-def test_follower_pages_until_next_openid_is_empty(wechat, mocked):
-    stable_token_replies(mocked, TOKEN_1)
-    url = API + "/cgi-bin/user/get"
-    mocked.add(responses.GET, url, json={"total": 3, "count": 2, "data": {"openid": ["A", "B"]}, "next_openid": "B"})
-    mocked.add(responses.GET, url, json={"total": 3, "count": 1, "data": {"openid": ["C"]}, "next_openid": "C"})
-    mocked.add(responses.GET, url, json={"total": 3, "count": 0, "next_openid": ""})
-
-    pages = list(wechat.iter_follower_openids())
-
-    assert pages == [["A", "B"], ["C"]]
-    sent = [query(call).get("next_openid") for call in mocked.calls[1:]]
-    assert sent == [None, "B", "C"]
-
-
-def test_follower_pages_from_a_start_openid(wechat, mocked):
-    stable_token_replies(mocked, TOKEN_1)
-    mocked.add(responses.GET, API + "/cgi-bin/user/get", json={"total": 1, "count": 0, "next_openid": ""})
-
-    assert list(wechat.iter_follower_openids(start="X")) == []
-    assert query(mocked.calls[1])["next_openid"] == "X"
-
-
 def test_user_info(wechat, mocked):
     stable_token_replies(mocked, TOKEN_1)
     mocked.add(responses.GET, API + "/cgi-bin/user/info", json={"subscribe": 1, "openid": "O", "qr_scene_str": "s"})

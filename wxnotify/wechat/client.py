@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import requests
@@ -275,19 +275,6 @@ class WeChatClient:
     def get_followers(self, next_openid: str | None = None) -> dict:
         """One page (≤10,000 openids) of the follower list."""
         return self.call("GET", "/cgi-bin/user/get", params={"next_openid": next_openid} if next_openid else None)
-
-    def iter_follower_openids(self, start: str | None = None) -> Iterator[list[str]]:
-        """Every follower openid, one page at a time, until WeChat returns an empty ``next_openid`` or no data."""
-        next_openid = start
-        while True:
-            page = self.get_followers(next_openid)
-            openids = (page.get("data") or {}).get("openid") or []
-            if openids:
-                yield openids
-            following = page.get("next_openid")
-            if not openids or not following or following == next_openid:
-                return
-            next_openid = following
 
     def get_user_info(self, openid: str, lang: str = "zh_CN") -> dict:
         return self.call("GET", "/cgi-bin/user/info", params={"openid": openid, "lang": lang})
