@@ -4,18 +4,15 @@ from django.apps import AppConfig
 from django.db.models.signals import post_init, post_migrate, post_save
 from django.utils.translation import gettext_lazy as _
 
+from wxnotify.schedules import keep_schedule
+
 TOKEN_REFRESH_SCHEDULE_NAME = "Refresh WeChat access tokens"
 TOKEN_REFRESH_TASK = "accounts.tasks.refresh_access_tokens"
 
 
 def ensure_token_refresh_schedule(using: str = "default", **kwargs) -> None:
-    """Keep one every-minute schedule that renews access_tokens early; re-running migrate leaves one row."""
-    from django_q.models import Schedule
-
-    Schedule.objects.using(using).update_or_create(
-        name=TOKEN_REFRESH_SCHEDULE_NAME,
-        defaults={"func": TOKEN_REFRESH_TASK, "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
-    )
+    """Keep one every-minute schedule that renews access_tokens early."""
+    keep_schedule(using=using, name=TOKEN_REFRESH_SCHEDULE_NAME, func=TOKEN_REFRESH_TASK, minutes=1)
 
 
 def register_account_secrets(sender: type, instance: Any, **kwargs: Any) -> None:

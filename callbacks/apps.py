@@ -2,18 +2,15 @@ from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
 
+from wxnotify.schedules import keep_schedule
+
 CALLBACK_PRUNE_SCHEDULE_NAME = "Prune processed WeChat callbacks"
 CALLBACK_PRUNE_TASK = "callbacks.tasks.prune_processed_callbacks"
 
 
 def ensure_callback_prune_schedule(using: str = "default", **kwargs) -> None:
     """Keep one every-10-minutes schedule that deletes processed-callback records past the replay window."""
-    from django_q.models import Schedule
-
-    Schedule.objects.using(using).update_or_create(
-        name=CALLBACK_PRUNE_SCHEDULE_NAME,
-        defaults={"func": CALLBACK_PRUNE_TASK, "schedule_type": Schedule.MINUTES, "minutes": 10, "repeats": -1},
-    )
+    keep_schedule(using=using, name=CALLBACK_PRUNE_SCHEDULE_NAME, func=CALLBACK_PRUNE_TASK, minutes=10)
 
 
 class CallbacksConfig(AppConfig):
