@@ -28,7 +28,7 @@ BOOTSTRAP_PYTHON ?= $(shell for p in python3.11 python3; do \
 help:
 	@echo "make demo      run the whole service locally against the WeChat sandbox (http://127.0.0.1:8000/admin/)"
 	@echo "make test      run the test suite (SQLite by default; PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set)"
-	@echo "make lint      ruff check + ruff format --check"
+	@echo "make lint      ruff check + ruff format --check + lint-imports (the import contracts in pyproject.toml)"
 	@echo "make format    ruff format + ruff check --fix"
 	@echo "make migrate   apply database migrations"
 	@echo "make audit     check every locked dependency against the known-vulnerability services (pip-audit)"
@@ -58,6 +58,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
@@ -82,7 +83,7 @@ lock: $(STAMP)
 
 clean:
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
-	rm -rf .pytest_cache .ruff_cache .hypothesis test-artifacts
+	rm -rf .pytest_cache .ruff_cache .import_linter_cache .hypothesis test-artifacts
 	rm -f var/test-*.sqlite3 var/test-*.sqlite3-wal var/test-*.sqlite3-shm var/test-*.sqlite3-journal
 
 distclean: clean

@@ -7,15 +7,15 @@ operate (and their followers); anything else answers 404, as if it did not exist
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
 from django.db.models import Count, OuterRef, QuerySet, Subquery
-from django.http import Http404, HttpRequest
+from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from accounts.forms import SECRET_FIELDS, OfficialAccountAdminForm
 from accounts.models import Follower, FollowerSync, OfficialAccount
+from accounts.scoping import ScopedAdminMixin
 from accounts.selectors import (
     accounts_for_user,
     follower_syncs_for_user,
@@ -25,26 +25,6 @@ from accounts.selectors import (
 from accounts.services import check_connection, queue_follower_sync, record_wechat_error
 from templates_app.services import sync_templates
 from wxnotify.wechat.errors import WeChatError, describe_wechat_error
-
-
-class ScopedAdminMixin:
-    """Answer 404 for objects outside the user's scope instead of Django's redirect to the index."""
-
-    def _require_in_scope(self, request: HttpRequest, object_id: str | None) -> None:
-        if object_id and not self.get_queryset(request).filter(pk=unquote(object_id)).exists():
-            raise Http404
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        self._require_in_scope(request, object_id)
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    def history_view(self, request, object_id, extra_context=None):
-        self._require_in_scope(request, object_id)
-        return super().history_view(request, object_id, extra_context)
-
-    def delete_view(self, request, object_id, extra_context=None):
-        self._require_in_scope(request, object_id)
-        return super().delete_view(request, object_id, extra_context)
 
 
 def _sync_progress(status: str | None, processed: int | None, total: int | None) -> str:

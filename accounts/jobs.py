@@ -1,13 +1,11 @@
-"""django-q2 task entry points of the accounts app (``accounts.tasks`` holds the token refresh schedule)."""
+"""The old home of ``accounts.tasks.run_follower_sync``, kept importable for task rows that name it.
 
-from __future__ import annotations
+Follower syncs were queued as ``accounts.jobs.run_follower_sync`` until task entry points moved to the
+``tasks`` module of their app.  A sync queued before an upgrade and not yet run keeps that dotted path in its
+task row (rows cannot be rewritten), so the name must resolve until no queue can hold such a row; then delete
+this module.
+"""
 
-from accounts.models import FollowerSync
-from accounts.services import run_follower_sync as run_sync
+from accounts.tasks import run_follower_sync
 
-
-def run_follower_sync(sync_id: int) -> None:
-    """Queued by the admin's "Sync followers": run the recorded sync, whose row tells the outcome."""
-    sync = FollowerSync.objects.select_related("account").filter(pk=sync_id).first()
-    if sync is not None:
-        run_sync(sync)
+__all__ = ["run_follower_sync"]

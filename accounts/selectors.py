@@ -63,10 +63,6 @@ def usable_account(user: AbstractBaseUser | AnonymousUser, appid: str) -> Offici
     return account
 
 
-def user_can_use_account(user: AbstractBaseUser | AnonymousUser, account: OfficialAccount) -> bool:
-    return accounts_for_user(user).filter(pk=account.pk).exists()
-
-
 def followers_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Follower]:
     return Follower.objects.filter(account__in=accounts_for_user(user))
 

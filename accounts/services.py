@@ -19,7 +19,7 @@ from django.utils.translation import gettext as _
 from django_q.tasks import async_task
 
 from accounts.clients import wechat_client_for
-from accounts.models import Follower, FollowerSync, OfficialAccount, ProcessedCallback
+from accounts.models import Follower, FollowerSync, OfficialAccount
 from wxnotify.wechat.client import WeChatClient
 from wxnotify.wechat.errors import (
     SECRET_UNREADABLE_ERRCODE,
@@ -54,8 +54,6 @@ _SUBSCRIBED_UPDATE_FIELDS = [
     "synced_at",
     "updated_at",
 ]
-# Processed-callback rows deleted per statement: short write transactions, so SQLite's callback writers wait little.
-PRUNE_BATCH_SIZE = 5000
 # An unfollowed user's batchget entry carries only openid (and maybe unionid): keep what we knew.
 _UNSUBSCRIBED_UPDATE_FIELDS = ["subscribed", "unsubscribed_at", "synced_at", "updated_at"]
 
@@ -385,11 +383,11 @@ def start_follower_sync(
 def queue_follower_sync(
     account: OfficialAccount, *, requested_by: AbstractBaseUser | None = None
 ) -> FollowerSync | None:
-    """Start a follower sync in the task queue (see ``accounts.jobs.run_follower_sync``)."""
+    """Start a follower sync in the task queue (see ``accounts.tasks.run_follower_sync``)."""
     sync = start_follower_sync(account, requested_by=requested_by)
     if sync is not None:
         async_task(
-            "accounts.jobs.run_follower_sync",
+            "accounts.tasks.run_follower_sync",
             sync.pk,
             task_name=f"Sync followers of {account.appid}",
             timeout=FOLLOWER_SYNC_TIMEOUT,
@@ -450,6 +448,36 @@ def _finish(sync: FollowerSync, **fields) -> None:
 # --- Encryption key rotation ------------------------------------------------------------------------------------------
 
 
+def update_follower_profile(follower_id: int) -> None:
+    """Fill a follower's unionid, subscribe scene (and a missing remark) from ``user/info``.
+
+    Queued by the callbacks for a follower they just met (``accounts.tasks.fetch_follower_profile``).
+
+    Only those columns are written (``update``), so a subscribe or unsubscribe processed meanwhile is not
+    overwritten; a user who no longer follows gets nothing back from WeChat and is left alone.
+    """
+    follower = Follower.objects.select_related("account").filter(pk=follower_id).first()
+    if follower is None or not follower.account.is_active:
+        return
+    try:
+        info = wechat_client_for(follower.account).get_user_info(follower.openid)
+    except WeChatError as exc:
+        logger.warning("Profile of follower %s not fetched: %s", follower_id, exc)
+        return
+    if not info.get("subscribe"):
+        return
+    now = timezone.now()
+    changes = {
+        "unionid": str(info.get("unionid") or "")[:64],
+        "subscribe_scene": str(info.get("subscribe_scene") or "")[:64],
+        "synced_at": now,
+        "updated_at": now,
+    }
+    if not follower.remark:  # once set, the remark is our operators' note (as in the follower sync)
+        changes["remark"] = str(info.get("remark") or "")[:100]
+    Follower.objects.filter(pk=follower_id).update(**changes)
+
+
 @dataclass(frozen=True)
 class KeyRotationReport:
     """What ``reencrypt_secrets`` found or did: AppSecrets under the first key before and after, cached tokens."""
@@ -498,22 +526,3 @@ def reencrypt_secrets(*, dry_run: bool = False) -> KeyRotationReport:
         for appid in OfficialAccount.objects.values_list("appid", flat=True):
             cached_tokens += manager.reencrypt_cached(appid)
     return KeyRotationReport(app_secrets=total, moved=moved, cached_tokens=cached_tokens)
-
-
-def prune_processed_callbacks(older_than: datetime) -> int:
-    """Delete the records of callbacks processed before ``older_than``; returns how many.
-
-    Deleted in batches of :data:`PRUNE_BATCH_SIZE`, each its own short transaction: a burst of receipts leaves
-    hundreds of thousands of rows, and one long delete would hold SQLite's write lock against the callbacks
-    arriving meanwhile.
-    """
-    deleted = 0
-    while True:
-        batch = list(
-            ProcessedCallback.objects.filter(processed_at__lt=older_than).values_list("pk", flat=True)[
-                :PRUNE_BATCH_SIZE
-            ]
-        )
-        if not batch:
-            return deleted
-        deleted += ProcessedCallback.objects.filter(pk__in=batch).delete()[0]

@@ -5,7 +5,6 @@ from accounts import views
 app_name = "accounts"
 
 urlpatterns = [
-    path("wechat/callback/<str:appid>/", views.wechat_callback, name="wechat-callback"),
     path("bind/", views.bind, name="bind"),
     path("bind/<str:appid>/unbind/", views.unbind, name="unbind"),
 ]

@@ -292,7 +292,8 @@ def internal_prepare(count: int, run: int) -> dict:
     """In a child with the configuration's environment: N messages just sent by a campaign, nothing else left."""
     from django.core.cache import cache
 
-    from accounts.models import OfficialAccount, ProcessedCallback
+    from accounts.models import OfficialAccount
+    from callbacks.models import ProcessedCallback
     from messaging.models import DeliveryReceipt, Message
     from templates_app.models import MessageTemplate
 

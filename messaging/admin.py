@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from accounts.admin import ScopedAdminMixin
+from accounts.scoping import ScopedAdminMixin
 from messaging import rules
 from messaging.models import Campaign, DeliveryReceipt, Message
 from messaging.selectors import campaign_progress, campaigns_for_user, messages_for_user, receipts_for_user

@@ -36,12 +36,11 @@ from django.utils import timezone
 
 from accounts.clients import wechat_client_for
 from accounts.models import Follower
-from messaging import claims, dispatch, reasons, services, sweeper
+from messaging import claims, dispatch, metrics, reasons, services, sweeper
 from messaging.models import Campaign, Message
 from messaging.outcomes import Outcomes
 from messaging.sendpool import send_one, send_pool
 from messaging.work import Work
-from wxnotify.ops import metrics
 from wxnotify.tracing import context_with_trace_id, traced
 from wxnotify.wechat.client import WeChatClient
 from wxnotify.wechat.errors import WeChatError

@@ -14,8 +14,8 @@ from django.test import RequestFactory
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from messaging.api.exceptions import server_error
 from messaging.api.throttles import parse_rate, throttle_cache
+from wxnotify.http_errors import server_error
 
 MESSAGES = "/api/v1/messages/"
 

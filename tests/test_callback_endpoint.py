@@ -17,8 +17,9 @@ from django.db import OperationalError
 from django.test import Client
 from redis.exceptions import RedisError
 
-from accounts import callbacks
-from accounts.models import Follower, OfficialAccount, ProcessedCallback
+from accounts.models import Follower, OfficialAccount
+from callbacks import messages, services
+from callbacks.models import ProcessedCallback
 from messaging.models import DeliveryReceipt, Message
 from templates_app.models import MessageTemplate
 from wxnotify.wechat.crypto import CallbackCrypto, compute_signature
@@ -133,7 +134,7 @@ def frozen_clock(monkeypatch):
     """Set our clock (as the callback sees it) to a vector's timestamp."""
 
     def freeze(timestamp: str | int) -> None:
-        monkeypatch.setattr(callbacks, "current_timestamp", lambda: int(timestamp))
+        monkeypatch.setattr(messages, "current_timestamp", lambda: int(timestamp))
 
     return freeze
 
@@ -353,13 +354,13 @@ def test_encrypted_callbacks_in_safe_mode_work(safe):
     ],
 )
 def test_receipt_status_is_normalised(given, expected):
-    assert callbacks.normalise_receipt_status(given) == expected
+    assert services.normalise_receipt_status(given) == expected
 
 
 @pytest.fixture
 def receipts(monkeypatch) -> list[dict]:
     recorded: list[dict] = []
-    monkeypatch.setattr(callbacks, "record_delivery_receipt", lambda **kwargs: recorded.append(kwargs))
+    monkeypatch.setattr(services, "record_delivery_receipt", lambda **kwargs: recorded.append(kwargs))
     return recorded
 
 
@@ -434,8 +435,8 @@ def test_captured_signed_query_cannot_carry_another_body(plain):
 
 def test_retried_text_message_is_not_processed_twice(plain, monkeypatch):
     dispatched = []
-    real_dispatch = callbacks.dispatch
-    monkeypatch.setattr(callbacks, "dispatch", lambda *args: dispatched.append(args) or real_dispatch(*args))
+    real_dispatch = services.dispatch
+    monkeypatch.setattr(services, "dispatch", lambda *args: dispatched.append(args) or real_dispatch(*args))
     xml = text_xml(new_openid(), "hello", msg_id=6054768590064713728)
     assert plain.post(xml).status_code == 200
     assert plain.post(xml).status_code == 200
@@ -444,8 +445,8 @@ def test_retried_text_message_is_not_processed_twice(plain, monkeypatch):
 
 def test_messages_are_deduplicated_per_account(plain, safe, monkeypatch):
     dispatched = []
-    real_dispatch = callbacks.dispatch
-    monkeypatch.setattr(callbacks, "dispatch", lambda *args: dispatched.append(args) or real_dispatch(*args))
+    real_dispatch = services.dispatch
+    monkeypatch.setattr(services, "dispatch", lambda *args: dispatched.append(args) or real_dispatch(*args))
     xml = text_xml(new_openid(), "hello", msg_id=42)
     plain.post(xml)
     safe.post(xml)
@@ -632,13 +633,13 @@ def test_cache_outage_while_binding_by_code_is_503(plain, monkeypatch):
 def test_database_failure_releases_the_claim_so_the_retry_is_processed(plain, monkeypatch):
     openid = new_openid()
     xml = text_xml(openid, "hi")
-    real_touch = callbacks.touch_follower
+    real_touch = services.touch_follower
 
     def failing_once(*args):
-        monkeypatch.setattr(callbacks, "touch_follower", real_touch)
+        monkeypatch.setattr(services, "touch_follower", real_touch)
         raise OperationalError("server closed the connection")
 
-    monkeypatch.setattr(callbacks, "touch_follower", failing_once)
+    monkeypatch.setattr(services, "touch_follower", failing_once)
     assert plain.post(xml).status_code == 503
     assert not Follower.objects.filter(openid=openid).exists()
     assert plain.post(xml).status_code == 200  # WeChat's retry

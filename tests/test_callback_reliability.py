@@ -18,9 +18,10 @@ from django.db import DatabaseError, OperationalError, connection
 from django.utils import timezone
 from django_q.models import Schedule
 
-from accounts import callbacks, tasks
-from accounts.apps import CALLBACK_PRUNE_SCHEDULE_NAME, CALLBACK_PRUNE_TASK
-from accounts.models import Follower, OfficialAccount, ProcessedCallback
+from accounts.models import Follower, OfficialAccount
+from callbacks import messages, services, tasks
+from callbacks.apps import CALLBACK_PRUNE_SCHEDULE_NAME, CALLBACK_PRUNE_TASK
+from callbacks.models import ProcessedCallback
 from messaging.models import DeliveryReceipt, Message
 from templates_app.models import MessageTemplate
 from tests.test_callback_endpoint import (
@@ -69,13 +70,13 @@ def safe(db, client) -> WeChat:
 def test_receipt_whose_database_write_fails_is_503_and_applied_by_the_retry(safe, monkeypatch):
     """The same request sent again (same query, same body) after a 503 is processed, not refused."""
     message = sent_messages(safe.account, 1)[0]
-    real = callbacks.record_delivery_receipt
+    real = services.record_delivery_receipt
 
     def locked_once(**kwargs):
-        monkeypatch.setattr(callbacks, "record_delivery_receipt", real)
+        monkeypatch.setattr(services, "record_delivery_receipt", real)
         raise OperationalError("database is locked")
 
-    monkeypatch.setattr(callbacks, "record_delivery_receipt", locked_once)
+    monkeypatch.setattr(services, "record_delivery_receipt", locked_once)
     query = safe.query()
     encrypt = safe.crypto().encrypt(receipt_for(message))
     query.update(
@@ -129,7 +130,7 @@ def test_account_look_up_failure_is_503(safe, monkeypatch, error):
     def failing(appid):
         raise error
 
-    monkeypatch.setattr(callbacks, "active_account", failing)
+    monkeypatch.setattr(services, "active_account", failing)
     response = safe.post(event_xml(new_openid(), "subscribe"))
     assert response.status_code == 503
     assert response["Retry-After"] == "1"
@@ -145,7 +146,7 @@ def test_failure_answering_a_repeat_is_503_not_success(safe, monkeypatch):
     def failing(*args, **kwargs):
         raise OperationalError("connection reset")
 
-    monkeypatch.setattr(callbacks, "answer_already_given", failing)
+    monkeypatch.setattr(services, "answer_already_given", failing)
     assert safe.post(xml).status_code == 503
 
 
@@ -156,8 +157,8 @@ def test_retry_of_a_processed_subscribe_gets_the_first_reply_and_is_not_applied_
     safe.account.welcome_reply = "欢迎"
     safe.account.save()
     applied = []
-    real = callbacks.dispatch
-    monkeypatch.setattr(callbacks, "dispatch", lambda *args: applied.append(args) or real(*args))
+    real = services.dispatch
+    monkeypatch.setattr(services, "dispatch", lambda *args: applied.append(args) or real(*args))
     xml = event_xml(new_openid(), "subscribe")
     query = safe.query()
     first = safe.open_reply(safe.post(xml, timestamp=int(query["timestamp"]), nonce=query["nonce"]))
@@ -196,24 +197,24 @@ def test_copies_of_one_receipt_racing_each_other_are_applied_once(monkeypatch):
         status=Message.Status.SENT,
         msgid=8_000_001,
     )
-    parsed = callbacks.parse_xml(receipt_xml(message.touser, message.msgid, "success"))
+    parsed = messages.parse_xml(receipt_xml(message.touser, message.msgid, "success"))
     applied = []
-    real = callbacks.record_receipt
+    real = services.record_receipt
 
     def slow_record(*args):
         applied.append(args)
         time.sleep(0.2)  # keep the first transaction open while the others arrive
         return real(*args)
 
-    monkeypatch.setattr(callbacks, "record_receipt", slow_record)
+    monkeypatch.setattr(services, "record_receipt", slow_record)
     start = threading.Barrier(4)
     answers: list[object] = []
 
     def hand_in(index: int) -> None:
         try:
             start.wait()
-            answers.append(callbacks.dispatch_once(account, parsed, signed_query=f"{time.time()}:{index}"))
-        except callbacks.CallbackRejected as exc:
+            answers.append(services.dispatch_once(account, parsed, signed_query=f"{time.time()}:{index}"))
+        except messages.CallbackRejected as exc:
             answers.append(exc.status)
         finally:
             connection.close()
@@ -238,7 +239,7 @@ def test_pruning_forgets_records_past_the_replay_window_only(safe):
     messages = sent_messages(safe.account, 3)
     for message in messages:
         safe.post(receipt_for(message))
-    old = timezone.now() - timedelta(seconds=callbacks.dedup_seconds() + 5)
+    old = timezone.now() - timedelta(seconds=services.dedup_seconds() + 5)
     first = ProcessedCallback.objects.order_by("pk").first()
     ProcessedCallback.objects.filter(pk=first.pk).update(processed_at=old)
     assert tasks.prune_processed_callbacks() == 1
@@ -247,8 +248,6 @@ def test_pruning_forgets_records_past_the_replay_window_only(safe):
 
 
 def test_pruning_deletes_in_batches(safe, monkeypatch):
-    from accounts import services
-
     monkeypatch.setattr(services, "PRUNE_BATCH_SIZE", 2)
     old = timezone.now() - timedelta(hours=1)
     ProcessedCallback.objects.bulk_create(
@@ -291,7 +290,7 @@ def test_raw_only_request_is_403_on_compatible_and_safe_accounts(db, client, mod
 def test_callback_writers_take_turns_on_sqlite_only(db):
     """On SQLite the threads of a process queue for the one write lock instead of polling it (starvation);
     PostgreSQL writes rows concurrently, so nothing is serialised there."""
-    with callbacks.one_sqlite_writer():
-        held = callbacks._sqlite_write_turn.locked()
+    with services.one_sqlite_writer():
+        held = services._sqlite_write_turn.locked()
     assert held is (connection.vendor == "sqlite")
-    assert not callbacks._sqlite_write_turn.locked()
+    assert not services._sqlite_write_turn.locked()

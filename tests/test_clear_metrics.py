@@ -1,6 +1,6 @@
 from django.core.management import call_command
 
-from wxnotify.ops import metrics
+from operations import metrics
 
 
 def test_clear_metrics_removes_only_metric_files(settings, tmp_path, capsys):

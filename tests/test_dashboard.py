@@ -16,9 +16,9 @@ from accounts.clients import wechat_client_for
 from accounts.models import OfficialAccount
 from accounts.selectors import STAFF_GROUP
 from messaging.models import Message
+from operations.dashboard import build_dashboard, hour_chart
 from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID
 from templates_app.models import MessageTemplate
-from wxnotify.ops.dashboard import build_dashboard, hour_chart
 from wxnotify.wechat.errors import describe_errcode
 from wxnotify.wechat.tokens import default_token_manager
 

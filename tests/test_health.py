@@ -14,9 +14,9 @@ from django_q.brokers.redis_broker import Redis as RedisBroker
 
 from accounts.models import OfficialAccount
 from messaging.models import Message
+from operations import health
 from templates_app.models import MessageTemplate
 from tests.servers import free_port
-from wxnotify.ops import health
 
 pytestmark = pytest.mark.django_db
 

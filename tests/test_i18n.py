@@ -9,13 +9,14 @@ test compares every entry of our compiled catalogues with what the merged zh-han
 from __future__ import annotations
 
 import gettext
+import re
 from pathlib import Path
 
 import pytest
 from django.apps import apps
 from django.utils.translation import trans_real
 
-OUR_APPS = ["wxnotify.ops", "wxnotify", "accounts", "templates_app", "messaging", "sandbox"]
+OUR_APPS = ["operations", "wxnotify", "accounts", "templates_app", "messaging", "callbacks", "sandbox"]
 
 
 def _catalogue(app_name: str) -> dict:
@@ -44,3 +45,20 @@ def test_the_admin_names_the_task_queue_in_the_admins_language(admin_client):
 
     assert "任务队列" in chinese and "Task queue" not in chinese
     assert "Task queue" in english
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("language", "header", "title"),
+    [("zh-hans", "wxnotify 管理", "wxnotify 管理后台"), ("en", "wxnotify administration", "wxnotify admin")],
+)
+def test_the_admin_is_named_after_the_product(admin_client, client, language, header, title):
+    """Header and browser title name wxnotify on the index and on the sign-in page, in either language."""
+    for page in (
+        admin_client.get("/admin/", headers={"accept-language": language}),
+        client.get("/admin/login/", headers={"accept-language": language}),
+    ):
+        html = page.content.decode()
+        site_name = re.search(r'<div id="site-name"><a href="/admin/">(.*?)</a></div>', html, re.S)
+        assert site_name is not None and site_name.group(1).strip() == header
+        assert re.search(r"<title>(.*?)</title>", html, re.S).group(1).strip().endswith(f"| {title}")

@@ -16,11 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from accounts.clients import wechat_client_for
 from accounts.models import Follower, OfficialAccount
+from messaging import metrics
 from messaging.models import Message
 from messaging.services import send_message
 from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID
 from tests.factories import ORDER_DATA, ORDER_TEMPLATE, create_demo_account, create_templates
-from wxnotify.ops import metrics
 from wxnotify.wechat.crypto import compute_signature
 from wxnotify.wechat.errors import NetworkError, RecipientError
 from wxnotify.wechat.tokens import default_token_manager

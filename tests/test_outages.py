@@ -32,9 +32,9 @@ from rest_framework.test import APIClient
 from accounts import binding
 from messaging.api import throttles
 from messaging.api.authentication import MemoizedTokenAuthentication
-from messaging.api.exceptions import server_error
 from tests.servers import free_port
 from wxnotify import outages
+from wxnotify.http_errors import server_error
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

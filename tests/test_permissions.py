@@ -18,7 +18,6 @@ from accounts.selectors import (
     STAFF_GROUP,
     accounts_for_user,
     followers_for_user,
-    user_can_use_account,
 )
 
 pytestmark = pytest.mark.django_db
@@ -96,7 +95,6 @@ def test_accounts_for_user(two_accounts):
     assert list(accounts_for_user(operator_without_group)) == []
     assert list(accounts_for_user(inactive_admin)) == []
     assert list(accounts_for_user(AnonymousUser())) == []
-    assert user_can_use_account(staff_a, a) and not user_can_use_account(staff_a, b)
     assert list(followers_for_user(staff_a).values_list("openid", flat=True)) == ["oFollowerOfA"]
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from operations.management.commands.run_demo import port_is_open
 from sandbox.demo import DEMO_TEMPLATES
 from tests.servers import free_port
-from wxnotify.management.commands.run_demo import port_is_open
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 READY_LINE = "Press Ctrl-C to stop everything."

@@ -5,7 +5,6 @@ What the client sent is read from the sandbox's request log (the bytes as they a
 the sandbox's own answers or its API faults (``sandbox.state.api_faults``).
 """
 
-import json
 import logging
 import time
 import uuid
@@ -321,38 +320,6 @@ def test_private_templates(wechat, wechat_sandbox):
     ]
     listing = wechat_sandbox.requests()[1]
     assert (listing.method, listing.body, listing.content_type) == ("GET", b"", "")
-
-
-def test_follower_pages_until_next_openid_is_empty(wechat, wechat_sandbox):
-    openids = [f"o{index:05d}" for index in range(10_001)]
-    wechat_sandbox.update_account(wechat.credentials.appid, followers=openids)
-
-    pages = list(wechat.iter_follower_openids())
-
-    assert pages == [openids[:10_000], openids[10_000:]]
-    sent = [call.query.get("next_openid") for call in wechat_sandbox.requests(USER_GET)]
-    assert sent == [None, openids[9_999]]
-
-
-def test_follower_pages_in_the_shape_wechat_documents(wechat, wechat_sandbox):
-    """WeChat's own example: the last page with data still names its last openid; the next one is empty."""
-    for page in (
-        {"total": 3, "count": 2, "data": {"openid": ["A", "B"]}, "next_openid": "B"},
-        {"total": 3, "count": 1, "data": {"openid": ["C"]}, "next_openid": "C"},
-        {"total": 3, "count": 0, "next_openid": ""},
-    ):
-        wechat_sandbox.add_api_fault(USER_GET, body=json.dumps(page))
-
-    pages = list(wechat.iter_follower_openids())
-
-    assert pages == [["A", "B"], ["C"]]
-    sent = [call.query.get("next_openid") for call in wechat_sandbox.requests(USER_GET)]
-    assert sent == [None, "B", "C"]
-
-
-def test_follower_pages_from_a_start_openid(wechat, wechat_sandbox):
-    assert list(wechat.iter_follower_openids(start="C")) == []  # the last follower: nothing after it
-    assert wechat_sandbox.requests(USER_GET)[0].query["next_openid"] == "C"
 
 
 def test_user_info(wechat, wechat_sandbox):

@@ -1,4 +1,7 @@
-"""The admin's page of sign-in attempts (django-axes), with an action that unlocks locked-out sign-ins."""
+"""The admin's name (the product's, not Django's) and its page of sign-in attempts (django-axes).
+
+Sign-in attempts get an action that unlocks locked-out sign-ins.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+
+# Shown in every admin page's header, on the sign-in page and in the browser's title bar.
+admin.site.site_header = _("wxnotify administration")
+admin.site.site_title = _("wxnotify admin")
 
 admin.site.unregister(AccessAttempt)
 

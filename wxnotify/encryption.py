@@ -96,8 +96,3 @@ def is_under_first_key(token: str) -> bool:
     except (InvalidToken, UnicodeError):
         return False
     return True
-
-
-def reencrypt(token: str) -> str:
-    """``token`` opened with any key and sealed again under the first one."""
-    return encrypt(decrypt(token))

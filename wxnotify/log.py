@@ -95,11 +95,6 @@ def register_secret(value: str | None) -> None:
         _registry.add(value)
 
 
-def is_registered(value: str) -> bool:
-    """Whether ``value`` is currently masked (for tests and diagnostics)."""
-    return value in _registry
-
-
 def redact(text: str) -> str:
     """Return ``text`` with every known or secret-shaped value masked."""
     for pattern in _PATTERNS:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from messaging.api.exceptions import outage_response
+from wxnotify.http_errors import outage_response
 from wxnotify.outages import is_outage, log_outage
 from wxnotify.tracing import clean_trace_id, new_trace_id, trace_id_var
 

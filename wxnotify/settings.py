@@ -64,7 +64,7 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     # Before the admin: its admin/index.html adds the operations dashboard link to the admin's index.
-    "wxnotify.ops.apps.OpsConfig",
+    "operations.apps.OperationsConfig",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "accounts",
     "templates_app",
     "messaging",
+    "callbacks",
     "sandbox",
 ]
 

@@ -2,11 +2,11 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from messaging.api.exceptions import not_found as api_not_found
+from wxnotify.http_errors import not_found as api_not_found
 
 urlpatterns = [
     # /healthz, /metrics and the admin's operations dashboard (before admin.site.urls, which claims admin/<app>/).
-    path("", include("wxnotify.ops.urls")),
+    path("", include("operations.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("messaging.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
@@ -15,9 +15,10 @@ urlpatterns = [
     re_path(r"^api/", api_not_found),
     path("console/", include("messaging.console.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("", include("callbacks.urls")),
     path("", include("accounts.urls")),
 ]
 
 # JSON under /api/, Django's pages elsewhere.
-handler400 = "messaging.api.exceptions.bad_request"
-handler500 = "messaging.api.exceptions.server_error"
+handler400 = "wxnotify.http_errors.bad_request"
+handler500 = "wxnotify.http_errors.server_error"

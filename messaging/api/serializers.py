@@ -392,7 +392,7 @@ class TemplateSerializer(serializers.ModelSerializer):
 
 
 class ErrorSerializer(serializers.Serializer):
-    """The body of every error answer (see ``messaging.api.exceptions``)."""
+    """The body of every error answer (see ``wxnotify.http_errors.error_body``)."""
 
     status = serializers.IntegerField()
     code = serializers.CharField(help_text=_("Stable machine-readable code, e.g. invalid, not_found, throttled."))

@@ -13,9 +13,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 import requests
 from django.conf import settings
@@ -29,9 +28,7 @@ from wxnotify.wechat.errors import (
     TokenInvalidError,
     error_from_reply,
 )
-
-if TYPE_CHECKING:
-    from wxnotify.wechat.tokens import AccessTokenManager
+from wxnotify.wechat.tokens import AccessToken, AccessTokenManager, Credentials, default_token_manager
 
 logger = logging.getLogger("wxnotify.wechat")
 
@@ -39,24 +36,6 @@ JSON_CONTENT_TYPE = {"Content-Type": "application/json; charset=utf-8"}
 BATCH_USER_INFO_MAX = 100
 QRCODE_MAX_EXPIRE_SECONDS = 2_592_000
 QRCODE_SCENE_STR_MAX = 64
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """What it takes to fetch an account's access_token; ``secret`` never shows in a repr."""
-
-    appid: str
-    secret: str = field(repr=False)
-    token_endpoint: str = "stable"
-
-
-@dataclass(frozen=True)
-class AccessToken:
-    """An access_token with its validity; times are Unix timestamps so every host agrees on them."""
-
-    value: str = field(repr=False)
-    expires_at: float
-    fetched_at: float
 
 
 _session: requests.Session | None = None
@@ -127,11 +106,7 @@ class WeChatClient:
     ) -> None:
         self.credentials = credentials
         register_secret(credentials.secret)
-        if token_manager is None:
-            from wxnotify.wechat.tokens import default_token_manager
-
-            token_manager = default_token_manager()
-        self.token_manager = token_manager
+        self.token_manager = token_manager if token_manager is not None else default_token_manager()
         self._api_base = api_base.rstrip("/") if api_base else None
         self._session = session
 
@@ -300,19 +275,6 @@ class WeChatClient:
     def get_followers(self, next_openid: str | None = None) -> dict:
         """One page (≤10,000 openids) of the follower list."""
         return self.call("GET", "/cgi-bin/user/get", params={"next_openid": next_openid} if next_openid else None)
-
-    def iter_follower_openids(self, start: str | None = None) -> Iterator[list[str]]:
-        """Every follower openid, one page at a time, until WeChat returns an empty ``next_openid`` or no data."""
-        next_openid = start
-        while True:
-            page = self.get_followers(next_openid)
-            openids = (page.get("data") or {}).get("openid") or []
-            if openids:
-                yield openids
-            following = page.get("next_openid")
-            if not openids or not following or following == next_openid:
-                return
-            next_openid = following
 
     def get_user_info(self, openid: str, lang: str = "zh_CN") -> dict:
         return self.call("GET", "/cgi-bin/user/info", params={"openid": openid, "lang": lang})

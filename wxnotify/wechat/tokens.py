@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from django.conf import settings
 from django.core.cache import caches
@@ -24,11 +25,7 @@ from django.dispatch import Signal
 from wxnotify import encryption
 from wxnotify.locks import LockUnavailableError, distributed_lock
 from wxnotify.log import register_secret
-from wxnotify.wechat.client import AccessToken
 from wxnotify.wechat.errors import TransientError
-
-if TYPE_CHECKING:
-    from wxnotify.wechat.client import WeChatClient
 
 logger = logging.getLogger("wxnotify.wechat")
 
@@ -44,6 +41,38 @@ MEMO_TTL = 30.0
 MIN_REFETCH_INTERVAL = 10.0
 # WeChat allows a force refresh at most every 30 s (and 20 times a day).
 FORCE_REFRESH_SPACING = 30
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What it takes to fetch an account's access_token; ``secret`` never shows in a repr."""
+
+    appid: str
+    secret: str = field(repr=False)
+    token_endpoint: str = "stable"
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """An access_token with its validity; times are Unix timestamps so every host agrees on them."""
+
+    value: str = field(repr=False)
+    expires_at: float
+    fetched_at: float
+
+
+class TokenFetcher(Protocol):
+    """What the manager needs of a client: whose token it is, and a way to ask WeChat for a new one.
+
+    ``wxnotify.wechat.client.WeChatClient`` is one; a protocol rather than the class keeps the import one way
+    (the client uses the manager, the manager only calls back through this).
+    """
+
+    @property
+    def credentials(self) -> Credentials: ...
+
+    def fetch_access_token(self, *, force_refresh: bool = False) -> AccessToken: ...
+
 
 # Sent after every successful fetch from WeChat, with appid, force_refresh and token_endpoint; for metrics.
 token_fetched = Signal()
@@ -101,7 +130,7 @@ class AccessTokenManager:
 
     # --- public API ------------------------------------------------------------------------------
 
-    def get_token(self, client: WeChatClient) -> str:
+    def get_token(self, client: TokenFetcher) -> str:
         """A token with more than WECHAT_TOKEN_REFRESH_MARGIN seconds left, fetched only if none is cached."""
         appid = client.credentials.appid
         now = time.time()
@@ -115,7 +144,7 @@ class AccessTokenManager:
         self._remember(appid, token)
         return token.value
 
-    def refresh(self, client: WeChatClient, *, failed_token: str | None = None) -> str:
+    def refresh(self, client: TokenFetcher, *, failed_token: str | None = None) -> str:
         """Replace a token WeChat rejected; compare-and-delete so a refresh done by someone else is reused.
 
         If the shared token is no longer ``failed_token``, another thread or host already refreshed it and we
@@ -133,7 +162,7 @@ class AccessTokenManager:
         self._remember(appid, token)
         return token.value
 
-    def refresh_if_expiring(self, client: WeChatClient, within: int) -> bool:
+    def refresh_if_expiring(self, client: TokenFetcher, within: int) -> bool:
         """Fetch a new token if the shared one expires within ``within`` seconds; True if WeChat was asked.
 
         Idempotent: run twice at once, the second run finds the first one's token under the lock.
@@ -186,7 +215,7 @@ class AccessTokenManager:
 
     def _obtain(
         self,
-        client: WeChatClient,
+        client: TokenFetcher,
         *,
         reuse_within: float,
         failed_token: str | None = None,
@@ -216,7 +245,7 @@ class AccessTokenManager:
         raise TransientError("timed out waiting for another process to fetch the access_token")
 
     def _reuse_or_fetch(
-        self, client: WeChatClient, reuse_within: float, failed_token: str | None, always_fetch: bool
+        self, client: TokenFetcher, reuse_within: float, failed_token: str | None, always_fetch: bool
     ) -> tuple[AccessToken, bool]:
         appid = client.credentials.appid
         cached = self.peek(appid)
@@ -240,7 +269,7 @@ class AccessTokenManager:
         self._store(appid, token)
         return token, True
 
-    def _fetch(self, client: WeChatClient, *, force_refresh: bool) -> AccessToken:
+    def _fetch(self, client: TokenFetcher, *, force_refresh: bool) -> AccessToken:
         appid = client.credentials.appid
         token = client.fetch_access_token(force_refresh=force_refresh)
         fetch_counter.increment(appid)

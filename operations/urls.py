@@ -1,9 +1,9 @@
 from django.contrib import admin
 from django.urls import path
 
-from wxnotify.ops import views
+from operations import views
 
-app_name = "ops"
+app_name = "operations"
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),

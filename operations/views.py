@@ -12,8 +12,8 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from wxnotify.ops import health, metrics
-from wxnotify.ops.dashboard import build_dashboard
+from operations import health, metrics
+from operations.dashboard import build_dashboard
 
 
 @never_cache
@@ -51,4 +51,4 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
         "title": _("Operations dashboard"),
         "dashboard": build_dashboard(request.user),
     }
-    return TemplateResponse(request, "ops/dashboard.html", context)
+    return TemplateResponse(request, "operations/dashboard.html", context)

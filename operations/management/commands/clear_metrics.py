@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from wxnotify.ops.metrics import clear_multiprocess_files
+from operations.metrics import clear_multiprocess_files
 
 
 class Command(BaseCommand):

@@ -1,0 +1,86 @@
+"""Prometheus metrics: ``/metrics`` exposes what the send pipeline, the callbacks and the token manager did, and
+the message log now.  Each app declares the series of its own work (``messaging.metrics``, ``callbacks.metrics``;
+token fetches here, counted from ``wxnotify.wechat.tokens.token_fetched``); this module exposes them all.
+
+Sends happen in qcluster worker processes and callbacks in web workers, so counters live in prometheus_client's
+multiprocess mode: each process writes its own values to files under ``PROMETHEUS_MULTIPROC_DIR`` (set by the
+settings, ``WXNOTIFY_METRICS_DIR``) and ``/metrics`` sums the files of every process on the host. Each host
+therefore exposes the counters of its own processes, and Prometheus scrapes every host (the standard per-host
+scrape; sum across ``instance`` in queries). The directory must be emptied whenever the host's services are
+(re)started, before they start, never while they run.
+
+Message counts by status are not counters: they are read from the database at scrape time, so every host reports
+the same shared numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.db.models import Count
+from django.utils import timezone
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from messaging.models import Message
+from operations.health import queue_lag_seconds
+
+logger = logging.getLogger("wxnotify.ops")
+
+TOKEN_FETCHES = Counter(
+    "wxnotify_token_fetches",
+    "access_tokens fetched from WeChat.",
+    ["account", "endpoint", "force_refresh"],
+)
+
+
+def count_token_fetch(sender: Any, *, appid: str, force_refresh: bool, token_endpoint: str, **kwargs: Any) -> None:
+    """Receiver of ``wxnotify.wechat.tokens.token_fetched``."""
+    TOKEN_FETCHES.labels(appid, token_endpoint, "true" if force_refresh else "false").inc()
+
+
+class MessageLogCollector(Collector):
+    """Gauges read from the shared database at scrape time: messages by status and the queue lag."""
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts = dict(Message.objects.order_by().values_list("status").annotate(count=Count("pk")))
+            lag = queue_lag_seconds(timezone.now())
+        except DatabaseError:
+            logger.warning("Message gauges left out of /metrics: the database is unavailable", exc_info=True)
+            return
+        messages = GaugeMetricFamily("wxnotify_messages", "Messages in the log by current status.", labels=["status"])
+        for status in Message.Status.values:
+            messages.add_metric([status], counts.get(status, 0))
+        yield messages
+        yield GaugeMetricFamily(
+            "wxnotify_queue_lag_seconds",
+            "Age of the oldest due queued message since it became due (0 when none waits).",
+            value=lag,
+        )
+
+
+def render(accept: str | None) -> tuple[bytes, str]:
+    """The exposition of this host's processes and the database gauges, in the format ``accept`` asks for."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    registry.register(MessageLogCollector())
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
+
+
+def clear_multiprocess_files() -> int:
+    """Delete the per-process metric files of earlier runs; call it before a host's services start, never while
+    they run (a live process would lose its counters). Returns how many files were removed."""
+    removed = 0
+    for path in settings.WXNOTIFY_METRICS_DIR.glob("*.db"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
