@@ -27,7 +27,7 @@ from accounts.models import OfficialAccount
 from accounts.selectors import accounts_for_user
 from templates_app.keywords import render_card, type_label
 from templates_app.models import MessageTemplate, TemplateSync
-from templates_app.selectors import latest_template_syncs, template_syncs_for_user
+from templates_app.selectors import latest_template_syncs, template_syncs_for_user, templates_for_user
 from templates_app.services import clear_template_problem, sync_templates
 from wxnotify.wechat.errors import WeChatError, describe_wechat_error
 
@@ -80,7 +80,7 @@ class MessageTemplateForm(forms.ModelForm):
 
 
 @admin.register(MessageTemplate)
-class MessageTemplateAdmin(admin.ModelAdmin):
+class MessageTemplateAdmin(ScopedAdminMixin, admin.ModelAdmin):
     """Templates come from WeChat: editing them here would make our history disagree with what was sent."""
 
     form = MessageTemplateForm
@@ -93,7 +93,8 @@ class MessageTemplateAdmin(admin.ModelAdmin):
         "problem_summary",
         "synced_at",
     ]
-    list_filter = ["account", "is_active", HasProblemFilter]
+    # RelatedOnlyFieldListFilter lists only accounts present in the scoped queryset, never other accounts' names.
+    list_filter = [("account", admin.RelatedOnlyFieldListFilter), "is_active", HasProblemFilter]
     list_select_related = ["account"]
     search_fields = ["title", "template_id"]
     actions = ["sync_from_wechat"]
@@ -122,6 +123,9 @@ class MessageTemplateAdmin(admin.ModelAdmin):
         (_("Sync"), {"fields": ["primary_industry", "deputy_industry", "synced_at", "removed_at"]}),
         (pgettext_lazy("message template", "History"), {"fields": ["created_at", "updated_at"]}),
     ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[MessageTemplate]:
+        return templates_for_user(request.user)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -79,6 +79,37 @@ def assert_nothing_of_b(text: str) -> None:
 # --- scoping --------------------------------------------------------------------------------------------------------
 
 
+def test_staff_see_only_their_accounts_templates_and_filter_choices(staff_client, account_a, account_a2, template_b):
+    page = staff_client.get(reverse(CHANGELIST))
+
+    assert page.status_code == 200
+    assert set(page.context["cl"].queryset) == set(MessageTemplate.objects.filter(account__in=[account_a, account_a2]))
+    assert_nothing_of_b(page.text)
+    assert account_filter_choices(page) == {account_a.pk, account_a2.pk}
+
+
+def test_filtering_or_searching_for_another_account_finds_nothing(staff_client, account_a, account_b, template_b):
+    by_account = staff_client.get(reverse(CHANGELIST), {"account__id__exact": account_b.pk})
+    assert by_account.status_code == 200
+    assert not by_account.context["cl"].queryset.filter(account=account_b).exists()
+    assert_nothing_of_b(by_account.text)
+
+    by_title = staff_client.get(reverse(CHANGELIST), {"q": B_ONLY_TITLE})
+    assert list(by_title.context["cl"].queryset) == []
+    assert template_b.template_id not in by_title.text and "Other B" not in by_title.text
+
+
+def test_another_accounts_template_answers_404(staff_client, account_a, template_b):
+    own = MessageTemplate.objects.filter(account=account_a).first()
+    assert staff_client.get(reverse("admin:templates_app_messagetemplate_change", args=[own.pk])).status_code == 200
+    for view in ("change", "history", "delete"):
+        url = reverse(f"admin:templates_app_messagetemplate_{view}", args=[template_b.pk])
+        assert staff_client.get(url).status_code == 404, view
+    # A POST on the change page is refused too (staff only view templates; B's is out of scope anyway).
+    url = reverse("admin:templates_app_messagetemplate_change", args=[template_b.pk])
+    assert staff_client.post(url, {"clear_problem": "on"}).status_code == 404
+
+
 def test_staff_see_only_their_accounts_syncs(staff_client, account_a, account_a2, sync_b):
     sync_a, sync_a2 = (
         TemplateSync.objects.create(
@@ -102,7 +133,26 @@ def test_staff_see_only_their_accounts_syncs(staff_client, account_a, account_a2
 
 def test_wxnotify_admins_see_every_account(wxnotify_admin, account_a, template_b, sync_b):
     client = english_client(wxnotify_admin)
+    assert B_ONLY_TITLE in client.get(reverse(CHANGELIST)).text
     assert "Other B" in client.get(reverse(SYNC_CHANGELIST)).text
+
+
+def test_template_autocomplete_offers_only_the_users_templates(staff_client, account_a, account_b, template_b):
+    """Django answers autocomplete for any relation to a model whose admin has search fields, whether or not a form
+    uses it: the answer comes from the scoped queryset.  B holds the demo's first template too, under the same title."""
+    shared_title = DEMO_TEMPLATES[0]["title"]
+    answers = [
+        staff_client.get(
+            reverse("admin:autocomplete"),
+            {"app_label": "messaging", "model_name": "message", "field_name": "template", "term": term},
+        )
+        for term in (shared_title, B_ONLY_TITLE)
+    ]
+
+    assert [answer.status_code for answer in answers] == [200, 200]
+    own = MessageTemplate.objects.get(account=account_a, title=shared_title)
+    assert [item["id"] for item in answers[0].json()["results"]] == [str(own.pk)]
+    assert answers[1].json()["results"] == []
 
 
 # --- starting a sync ------------------------------------------------------------------------------------------------
