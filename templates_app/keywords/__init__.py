@@ -5,7 +5,7 @@ pipeline all share one definition of "a valid value", and the console can check 
 
 * :mod:`~templates_app.keywords.parsing`: ``{{NAME.DATA}}`` placeholders, keyword types, legacy templates.
 * :mod:`~templates_app.keywords.characters`: the character classes the rules are written in.
-* :mod:`~templates_app.keywords.checks`: WeChat's value rule per keyword type (docs/wechat-api.md §2.4).
+* :mod:`~templates_app.keywords.checks`: WeChat's value rule per keyword type (docs/keywords.md).
 * :mod:`~templates_app.keywords.rules`: which rule applies to a keyword, type names in words, rules for the console.
 * :mod:`~templates_app.keywords.validation`: ``validate_template_data``, the check every sender goes through.
 * :mod:`~templates_app.keywords.rendering`: filled-in content and the phone-card preview.
@@ -15,10 +15,12 @@ The names below are the package's interface; import them from ``templates_app.ke
 
 from templates_app.keywords.checks import (
     AMOUNT_MAX_DIGITS,
+    AMOUNT_MAX_LENGTH,
     CAR_NUMBER_MAX_LENGTH,
     CHARACTER_STRING_MAX_LENGTH,
     CONST_MAX_LENGTH,
     LETTER_MAX_LENGTH,
+    MOMENT_MAX_LENGTH,
     NAME_MAX_CHINESE,
     NAME_MAX_LATIN,
     NUMBER_MAX_DIGITS,
@@ -42,6 +44,7 @@ from templates_app.keywords.rules import (
     HIDDEN_LEGACY_RULE,
     LEGACY_BODY_MAX_LENGTH,
     LEGACY_RULE,
+    LEGACY_VALUE_MAX_LENGTH,
     TYPE_LABELS,
     TYPE_RULES,
     UNKNOWN_RULE,
@@ -53,6 +56,7 @@ from templates_app.keywords.validation import NON_FIELD_ERRORS, ValidationResult
 
 __all__ = [
     "AMOUNT_MAX_DIGITS",
+    "AMOUNT_MAX_LENGTH",
     "CAR_NUMBER_MAX_LENGTH",
     "CHARACTER_STRING_MAX_LENGTH",
     "CONST_MAX_LENGTH",
@@ -61,8 +65,10 @@ __all__ = [
     "LEGACY_BODY_MAX_LENGTH",
     "LEGACY_RULE",
     "LEGACY_TYPES",
+    "LEGACY_VALUE_MAX_LENGTH",
     "LETTER_MAX_LENGTH",
     "MISSING_VALUE_MARK",
+    "MOMENT_MAX_LENGTH",
     "NAME_MAX_CHINESE",
     "NAME_MAX_LATIN",
     "NON_FIELD_ERRORS",

@@ -43,6 +43,22 @@ _CONTROL_RE = re.compile(
 )
 
 
+# Unicode's Bidi_Control characters: embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069) and the
+# invisible direction marks (U+061C, U+200E, U+200F).  They make text display in another order than it is written:
+# after a right-to-left override (U+202E) "exe.txt" displays as "txt.exe", and an amount reads backwards.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Characters that take no space: two names that look the same can differ by one of them.  U+200D (zero-width
+# joiner) also glues emoji into one picture; between two emoji it is part of them, not hidden text.
+ZERO_WIDTH_CHARS = frozenset("\u200b\u200c\u200d\u2060\ufeff")
+_EMOJI_CLASS = "[" + "".join(f"\\U{low:08x}-\\U{high:08x}" for low, high in _EMOJI_RANGES if low != 0x200D) + "]"
+_INVISIBLE_RE = re.compile(
+    "["
+    + "".join(re.escape(char) for char in sorted((BIDI_CONTROLS | ZERO_WIDTH_CHARS) - {"\u200d"}))
+    + "]"
+    + f"|(?<!{_EMOJI_CLASS})\u200d|\u200d(?!{_EMOJI_CLASS})"
+)
+
+
 def is_emoji(char: str) -> bool:
     return _EMOJI_RE.match(char) is not None
 
@@ -74,6 +90,11 @@ def has_emoji(value: str) -> bool:
 
 def has_control(value: str) -> bool:
     return _CONTROL_RE.search(value) is not None
+
+
+def has_invisible(value: str) -> bool:
+    """A bidirectional control or a zero-width character, other than a zero-width joiner between two emoji."""
+    return _INVISIBLE_RE.search(value) is not None
 
 
 def without_newlines(value: str) -> str:

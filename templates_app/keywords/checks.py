@@ -1,4 +1,4 @@
-"""WeChat's value rule for each keyword type of category templates (docs/wechat-api.md §2.4), one check per type.
+"""WeChat's value rule for each keyword type of category templates (docs/keywords.md), one check per type.
 
 Each check takes a non-empty value without line breaks, emoji or control characters (``validation`` refuses those
 first) and returns readable, translated error messages; an empty list means the value is acceptable.  WeChat
@@ -21,6 +21,11 @@ SYMBOL_MAX_LENGTH = 5
 CHARACTER_STRING_MAX_LENGTH = 32
 # Two copies of WeChat's table disagree (10 or 12 digits); the stricter figure never causes a 47003.
 AMOUNT_MAX_DIGITS = 10
+# What the amount pattern lets through at most: a currency symbol, the digits, a decimal point and 元.
+AMOUNT_MAX_LENGTH = 1 + AMOUNT_MAX_DIGITS + 1 + 1
+# WeChat documents no length for time and date.  Ours fits a range of two dates with times and seconds, spaced
+# ("2019年10月01日 15:01:00 ~ 2019年10月01日 16:01:00" is 43), and stops a 1 MB "range" before it is parsed.
+MOMENT_MAX_LENGTH = 50
 PHONE_NUMBER_MAX_LENGTH = 17
 CAR_NUMBER_MAX_LENGTH = 8
 NAME_MAX_CHINESE = 10
@@ -113,12 +118,16 @@ def _check_moments(value: str, first_kinds: set[str]) -> bool:
 
 
 def check_time(value: str) -> list[str]:
+    if len(value) > MOMENT_MAX_LENGTH:
+        return too_long(value, MOMENT_MAX_LENGTH)
     if not _check_moments(value, {"clock", "datetime"}):
         return [_("A 24-hour time, optionally after a date, e.g. 15:01 or 2019年10月1日 15:01; join a range with ~.")]
     return []
 
 
 def check_date(value: str) -> list[str]:
+    if len(value) > MOMENT_MAX_LENGTH:
+        return too_long(value, MOMENT_MAX_LENGTH)
     if not _check_moments(value, {"date", "datetime"}):
         return [
             _("A date, optionally with a 24-hour time, e.g. 2019年10月1日 or 2019-10-01 15:01; join a range with ~.")

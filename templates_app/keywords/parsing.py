@@ -2,7 +2,7 @@
 
 Category templates (类目模板, the only kind addable since 2023) use typed names (``thing1``, ``time3``,
 ``character_string9``): the type is the name with its trailing digits stripped.  Legacy industry templates use
-``first`` / ``keywordN`` / ``remark`` (docs/wechat-api.md §2.2).
+``first`` / ``keywordN`` / ``remark`` (docs/keywords.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Category templates get their type's check (``checks``); legacy templates (first/keywordN/remark) only earn warnings,
 because since 2023-05-04 WeChat silently cuts each body field to 20 characters without line breaks and hides
-``first`` and ``remark``, and still delivers (docs/wechat-api.md §2.3).
+``first`` and ``remark``, and still delivers (docs/keywords.md).
 """
 
 from __future__ import annotations
@@ -27,14 +27,22 @@ from templates_app.keywords.parsing import (
 )
 
 LEGACY_BODY_MAX_LENGTH = 20
+# Legacy values are free text WeChat cuts to 20 characters; past that, only a warning.  The hard cap is the longest
+# value WeChat documents for any template-style message (the one-time subscribe message's ``content``, 200), so a
+# value is never refused for a length WeChat would take, while a 1,000,000-character one is.
+LEGACY_VALUE_MAX_LENGTH = 200
 
 
 @dataclass(frozen=True)
 class TypeRule:
-    """How one keyword type is checked and described; ``help`` is called per use so it follows the active language."""
+    """How one keyword type is checked and described; ``help`` is called per use so it follows the active language.
+
+    ``max_length`` is the hard cap in characters every value of the type is held to (see docs/keywords.md);
+    ``check`` is the type's own rule (None for legacy fields, which only earn warnings).
+    """
 
     check: Callable[[str], list[str]] | None
-    max_length: int | None
+    max_length: int
     pattern: str | None
     help: Callable[[], str]
 
@@ -62,19 +70,19 @@ TYPE_RULES: dict[str, TypeRule] = {
     ),
     "time": TypeRule(
         checks.check_time,
-        None,
+        checks.MOMENT_MAX_LENGTH,
         None,
         lambda: _("A 24-hour time, optionally after a date (15:01, 2019年10月1日 15:01); a range joined with ~."),
     ),
     "date": TypeRule(
         checks.check_date,
-        None,
+        checks.MOMENT_MAX_LENGTH,
         None,
         lambda: _("A date, optionally with a 24-hour time (2019年10月1日, 2019-10-01 15:01); a range joined with ~."),
     ),
     "amount": TypeRule(
         checks.check_amount,
-        None,
+        checks.AMOUNT_MAX_LENGTH,
         None,
         lambda: _("An optional currency symbol and up to 10 digits, decimals allowed, may end with 元 (¥12.50, 8元)."),
     ),
@@ -114,18 +122,18 @@ UNKNOWN_RULE = TypeRule(
 )
 LEGACY_RULE = TypeRule(
     None,
-    None,
+    LEGACY_VALUE_MAX_LENGTH,
     None,
     lambda: _("Legacy field: WeChat shows at most 20 characters on one line and cuts the rest."),
 )
 HIDDEN_LEGACY_RULE = TypeRule(
     None,
-    None,
+    LEGACY_VALUE_MAX_LENGTH,
     None,
     lambda: _("Legacy field WeChat no longer shows (since 2023-05-04); optional."),
 )
 
-# What each type is called in words (WeChat's own Chinese names, docs/wechat-api.md §2.4), for people who should not
+# What each type is called in words (WeChat's own Chinese names, docs/keywords.md), for people who should not
 # need to know what ``character_string`` means; the raw type stays in the keyword name and in the API's ``type``.
 # The context keeps other apps' catalogues, which translate "date", "time" or "name" their own way, out of these.
 TYPE_LABELS: dict[str, Promise] = {
@@ -166,7 +174,7 @@ def keyword_rules(template: TemplateLike | str) -> list[dict[str, Any]]:
     """A JSON-serialisable description of each keyword, for the console to check fields as people type.
 
     ``type_label`` is the type in words (:func:`type_label`); ``label`` is the text before the placeholder in the
-    content. ``max_length`` is the hard character limit where there is one (None otherwise); ``pattern`` is a
+    content. ``max_length`` is the hard character limit of the keyword's type (docs/keywords.md); ``pattern`` is a
     JavaScript regular expression for the whole value where one captures the rule (a hint: the server's check
     decides); ``required`` is False for fields WeChat no longer shows.
     """

@@ -13,7 +13,8 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-from templates_app.keywords.characters import has_control, has_emoji, has_newline
+from templates_app.keywords.characters import has_control, has_emoji, has_invisible, has_newline
+from templates_app.keywords.checks import too_long
 from templates_app.keywords.parsing import HIDDEN_LEGACY_TYPES, Keyword, as_keywords, is_legacy_template
 from templates_app.keywords.rules import LEGACY_BODY_MAX_LENGTH, TypeRule, rule_for
 
@@ -57,14 +58,38 @@ def coerce_value(raw: Any) -> tuple[str | None, str | None]:
     return None, _("The value must be a string.")
 
 
+def _refused_characters(value: str) -> list[str]:
+    """Characters no keyword value may hold, whatever its type: control characters (NUL among them, which
+    PostgreSQL cannot store) and invisible formatting, which makes a value read differently from what it is.
+    Most types refuse them by their own character rule anyway; free-text types (thing, name, phrase, const,
+    undocumented types and legacy fields) have no other defence, and all get the same clear message."""
+    if has_control(value):
+        return [_("Control characters are not allowed.")]
+    if has_invisible(value):
+        return [
+            _(
+                "Invisible characters are not allowed (bidirectional controls such as U+202E, zero-width spaces "
+                "or joiners, byte order marks): they make the text read differently from what it is."
+            )
+        ]
+    return []
+
+
 def _check_category_value(value: str, rule: TypeRule) -> list[str]:
     if has_newline(value):
         return [_("Line breaks are not allowed: WeChat drops them from template messages.")]
+    refused = _refused_characters(value)
+    if refused:
+        return refused
     if has_emoji(value):
         return [_("Emoji are not allowed: WeChat drops them from template messages.")]
-    if has_control(value):
-        return [_("Control characters are not allowed.")]
     return rule.check(value)
+
+
+def _check_legacy_value(value: str, rule: TypeRule) -> list[str]:
+    """Legacy values are free text: line breaks and emoji only earn warnings (WeChat removes them and delivers),
+    but the hard cap and the refused characters apply as to every value."""
+    return too_long(value, rule.max_length) or _refused_characters(value)
 
 
 def _legacy_warnings(keyword: Keyword, value: str) -> list[str]:
@@ -91,8 +116,10 @@ def validate_template_data(template_or_keywords: Any, data: Any) -> ValidationRe
     ``{"value": ...}`` (WeChat's shape; a ``color`` key is ignored with a warning, WeChat no longer shows colours).
 
     Errors: missing, unknown and empty values and the per-type rules of category templates, which WeChat enforces
-    with 47003. Legacy templates (first/keywordN/remark) only get warnings for what WeChat silently cuts, because
-    those messages are still delivered. ``first`` and ``remark`` are never required since WeChat hides them.
+    with 47003; for every value, legacy ones included, a length over its type's cap, control characters (NUL
+    among them) and invisible bidirectional or zero-width characters (docs/keywords.md). Legacy templates
+    (first/keywordN/remark) otherwise only get warnings for what WeChat silently cuts, because those messages are
+    still delivered. ``first`` and ``remark`` are never required since WeChat hides them.
     """
     keywords = as_keywords(template_or_keywords)
     legacy = is_legacy_template(keywords)
@@ -120,7 +147,8 @@ def validate_template_data(template_or_keywords: Any, data: Any) -> ValidationRe
             continue
         result.data[keyword.name] = {"value": value}
         rule = rule_for(keyword, legacy)
-        if not value.strip():
+        # Blank means nothing to show; a blank value that is too long or holds control characters is judged below.
+        if not value.strip() and len(value) <= rule.max_length and not has_control(value):
             if keyword.type in HIDDEN_LEGACY_TYPES:
                 continue
             if keyword.type == "const" and not legacy:
@@ -128,10 +156,10 @@ def validate_template_data(template_or_keywords: Any, data: Any) -> ValidationRe
                 continue
             result.add_error(keyword.name, _("This value is empty."))
             continue
-        if legacy:
+        messages = _check_legacy_value(value, rule) if legacy else _check_category_value(value, rule)
+        for message in messages:
+            result.add_error(keyword.name, message)
+        if legacy and not messages:
             for warning in _legacy_warnings(keyword, value):
                 result.add_warning(keyword.name, warning)
-            continue
-        for message in _check_category_value(value, rule):
-            result.add_error(keyword.name, message)
     return result
