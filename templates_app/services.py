@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -85,53 +84,36 @@ def sync_templates(
     The WeChat call happens before the transaction (no database lock held over the network); the writes are one
     transaction holding the account row, so two concurrent syncs of one account apply one after the other.
     """
-    started_at = timezone.now()
+    run = TemplateSync(account=account, source=source, requested_by=requested_by, started_at=timezone.now())
     try:
         result = _apply_template_list(account)
     except WeChatError as error:
         record_wechat_error(account, error)
-        _record_failure(account, started_at, source, requested_by, describe_wechat_error(error))
+        _record_failure(run, describe_wechat_error(error))
         raise
     except Exception as error:
-        _record_failure(account, started_at, source, requested_by, _("Unexpected error: %s") % type(error).__name__)
+        _record_failure(run, _("Unexpected error: %s") % type(error).__name__)
         raise
-    TemplateSync.objects.create(
-        account=account,
-        status=TemplateSync.Status.DONE,
-        source=source,
-        requested_by=requested_by,
-        started_at=started_at,
-        finished_at=timezone.now(),
-        created=result.created,
-        updated=result.updated,
-        deactivated=result.deactivated,
-        reactivated=result.reactivated,
-    )
+    _finish(run, status=TemplateSync.Status.DONE, **asdict(result))
     logger.info("Synced templates of %s: %s", account.appid, result)
     return result
 
 
-def _record_failure(
-    account: OfficialAccount,
-    started_at: dt.datetime,
-    source: str,
-    requested_by: AbstractBaseUser | None,
-    error: str,
-) -> None:
+def _finish(run: TemplateSync, **outcome: Any) -> None:
+    """Write the run's row once it has an outcome (status, counts or error)."""
+    for name, value in outcome.items():
+        setattr(run, name, value)
+    run.finished_at = timezone.now()
+    run.save(force_insert=True)
+
+
+def _record_failure(run: TemplateSync, error: str) -> None:
     """Write the failed run; when even that fails (the database is what broke), log it and let the first error
     speak, since that is the one the caller must see."""
     try:
-        TemplateSync.objects.create(
-            account=account,
-            status=TemplateSync.Status.FAILED,
-            source=source,
-            requested_by=requested_by,
-            started_at=started_at,
-            finished_at=timezone.now(),
-            error=error,
-        )
+        _finish(run, status=TemplateSync.Status.FAILED, error=error)
     except DatabaseError:
-        logger.exception("Could not record the failed template sync of %s", account.appid)
+        logger.exception("Could not record the failed template sync of %s", run.account.appid)
 
 
 def _apply_template_list(account: OfficialAccount) -> TemplateSyncResult:
