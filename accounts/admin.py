@@ -6,9 +6,12 @@ operate (and their followers); anything else answers 404, as if it did not exist
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import admin, messages
 from django.db.models import Count, OuterRef, QuerySet, Subquery
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -23,7 +26,6 @@ from accounts.selectors import (
     latest_follower_sync,
 )
 from accounts.services import check_connection, queue_follower_sync, record_wechat_error
-from templates_app.services import sync_templates
 from wxnotify.wechat.errors import WeChatError, describe_wechat_error
 
 
@@ -161,29 +163,11 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
                 self.message_user(request, _("%(account)s: OK") % {"account": account}, messages.SUCCESS)
 
     @admin.action(description=_("Sync templates"), permissions=["change"])
-    def sync_templates(self, request: HttpRequest, queryset: QuerySet[OfficialAccount]) -> None:
-        for account in queryset:
-            try:
-                result = sync_templates(account)
-            except WeChatError as error:
-                record_wechat_error(account, error)
-                self.message_user(request, f"{account}: {describe_wechat_error(error)}", messages.ERROR)
-                continue
-            self.message_user(
-                request,
-                _(
-                    "%(account)s: templates synced (%(created)d new, %(updated)d updated, %(deactivated)d removed, "
-                    "%(reactivated)d back)."
-                )
-                % {
-                    "account": account,
-                    "created": result.created,
-                    "updated": result.updated,
-                    "deactivated": result.deactivated,
-                    "reactivated": result.reactivated,
-                },
-                messages.SUCCESS,
-            )
+    def sync_templates(self, request: HttpRequest, queryset: QuerySet[OfficialAccount]) -> HttpResponseRedirect:
+        """To the templates app's start page for these accounts (by URL name: this app imports no templates code);
+        it asks to confirm, syncs and records each run."""
+        query = urlencode([("account", pk) for pk in queryset.values_list("pk", flat=True)])
+        return HttpResponseRedirect(f"{reverse('admin:templates_app_templatesync_start')}?{query}")
 
     @admin.action(description=_("Sync followers"), permissions=["change"])
     def sync_followers(self, request: HttpRequest, queryset: QuerySet[OfficialAccount]) -> None:

@@ -1,21 +1,55 @@
-"""Admin for message templates: what WeChat holds is read-only here, only our own switches are editable."""
+"""Admin for message templates and their syncs, scoped by ``accounts.selectors`` like the other admins.
+
+What WeChat holds is read-only here, only our own switches are editable.  A business staff member sees and opens
+only the templates and syncs of the accounts they operate; anything else answers 404, and the account filters list
+only those accounts.  Template sync is started here (the template list's action, or the start page the account
+list's action leads to) and always through ``templates_app.services.sync_templates``, which records each run.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
+from accounts.models import OfficialAccount
+from accounts.scoping import ScopedAdminMixin
+from accounts.selectors import accounts_for_user
 from templates_app.keywords import render_card, type_label
-from templates_app.models import MessageTemplate
+from templates_app.models import MessageTemplate, TemplateSync
+from templates_app.selectors import latest_template_syncs, template_syncs_for_user, templates_for_user
 from templates_app.services import clear_template_problem, sync_templates
 from wxnotify.wechat.errors import WeChatError, describe_wechat_error
+
+# Starting a sync rewrites an account's templates, so it takes the right to change templates.
+SYNC_PERMISSION = "templates_app.change_messagetemplate"
+VIEW_PERMISSION = "templates_app.view_messagetemplate"
+
+
+def sync_and_report(model_admin: admin.ModelAdmin, request: HttpRequest, accounts: Iterable[OfficialAccount]) -> None:
+    """Sync each account (``sync_templates`` records the run) and tell the admin user how each went."""
+    for account in sorted(accounts, key=lambda a: a.name):
+        try:
+            result = sync_templates(account, source=TemplateSync.Source.ADMIN, requested_by=request.user)
+        except WeChatError as exc:
+            model_admin.message_user(request, f"{account}: {describe_wechat_error(exc)}", messages.ERROR)
+            continue
+        # Not str(result): that stays English for the logs and the sync_templates command.
+        text = _(
+            "%(account)s: %(created)d created, %(updated)d updated, %(deactivated)d deactivated, "
+            "%(reactivated)d reactivated"
+        ) % {"account": account, **asdict(result)}
+        model_admin.message_user(request, text, messages.SUCCESS)
 
 
 class HasProblemFilter(admin.SimpleListFilter):
@@ -46,7 +80,7 @@ class MessageTemplateForm(forms.ModelForm):
 
 
 @admin.register(MessageTemplate)
-class MessageTemplateAdmin(admin.ModelAdmin):
+class MessageTemplateAdmin(ScopedAdminMixin, admin.ModelAdmin):
     """Templates come from WeChat: editing them here would make our history disagree with what was sent."""
 
     form = MessageTemplateForm
@@ -59,7 +93,8 @@ class MessageTemplateAdmin(admin.ModelAdmin):
         "problem_summary",
         "synced_at",
     ]
-    list_filter = ["account", "is_active", HasProblemFilter]
+    # RelatedOnlyFieldListFilter lists only accounts present in the scoped queryset, never other accounts' names.
+    list_filter = [("account", admin.RelatedOnlyFieldListFilter), "is_active", HasProblemFilter]
     list_select_related = ["account"]
     search_fields = ["title", "template_id"]
     actions = ["sync_from_wechat"]
@@ -88,6 +123,9 @@ class MessageTemplateAdmin(admin.ModelAdmin):
         (_("Sync"), {"fields": ["primary_industry", "deputy_industry", "synced_at", "removed_at"]}),
         (pgettext_lazy("message template", "History"), {"fields": ["created_at", "updated_at"]}),
     ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[MessageTemplate]:
+        return templates_for_user(request.user)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -131,15 +169,88 @@ class MessageTemplateAdmin(admin.ModelAdmin):
     def sync_from_wechat(self, request: HttpRequest, queryset: QuerySet[MessageTemplate]) -> None:
         """Sync every account the selected templates belong to (WeChat lists a whole account's templates at once)."""
         accounts = {template.account_id: template.account for template in queryset.select_related("account")}
-        for account in sorted(accounts.values(), key=lambda a: a.name):
-            try:
-                result = sync_templates(account)
-            except WeChatError as exc:
-                self.message_user(request, f"{account}: {describe_wechat_error(exc)}", messages.ERROR)
-                continue
-            # Not str(result): that stays English for the logs and the sync_templates command.
-            text = _(
-                "%(account)s: %(created)d created, %(updated)d updated, %(deactivated)d deactivated, "
-                "%(reactivated)d reactivated"
-            ) % {"account": account, **asdict(result)}
-            self.message_user(request, text, messages.SUCCESS)
+        sync_and_report(self, request, accounts.values())
+
+
+@admin.register(TemplateSync)
+class TemplateSyncAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    """Every template sync and how it went, whoever started it; read-only, and the place to start one.
+
+    The rows carry no permissions of their own: whoever may see an account's templates sees its syncs, and whoever
+    may change templates may start one (``SYNC_PERMISSION``).
+    """
+
+    list_display = [
+        "account",
+        "status",
+        "created",
+        "updated",
+        "deactivated",
+        "reactivated",
+        "error",
+        "source",
+        "requested_by",
+        "started_at",
+    ]
+    list_filter = [("account", admin.RelatedOnlyFieldListFilter), "status", "source"]
+    list_select_related = ["account", "requested_by"]
+    search_fields = ["account__name", "account__appid"]
+    date_hierarchy = "started_at"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TemplateSync]:
+        return template_syncs_for_user(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: TemplateSync | None = None) -> bool:
+        return request.user.has_perm(VIEW_PERMISSION) or request.user.has_perm(SYNC_PERMISSION)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: TemplateSync | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: TemplateSync | None = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[URLPattern]:
+        start = path("start/", self.admin_site.admin_view(self.start_view), name="templates_app_templatesync_start")
+        return [start, *super().get_urls()]
+
+    def start_view(self, request: HttpRequest) -> HttpResponse:
+        """Sync the accounts named by ``?account=<id>`` (repeatable): GET asks to confirm, POST syncs.
+
+        The account list's "Sync templates" action leads here by URL name, so ``accounts`` needs no import of this
+        app.  Accounts the user may not see answer 404, as everywhere in the admin.
+        """
+        if not request.user.has_perm(SYNC_PERMISSION):
+            raise PermissionDenied
+        accounts = self._accounts_to_sync(request)
+        if request.method == "POST":
+            sync_and_report(self, request, accounts)
+            changelist = reverse("admin:templates_app_templatesync_changelist")
+            if len(accounts) == 1:
+                changelist = f"{changelist}?account__id__exact={accounts[0].pk}"
+            return HttpResponseRedirect(changelist)
+        latest = latest_template_syncs(accounts)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Sync templates from WeChat"),
+            "opts": self.opts,
+            "rows": [(account, latest.get(account.pk)) for account in accounts],
+            "account_ids": [account.pk for account in accounts],
+        }
+        return TemplateResponse(request, "admin/templates_app/templatesync/start.html", context)
+
+    def _accounts_to_sync(self, request: HttpRequest) -> list[OfficialAccount]:
+        raw = request.POST.getlist("account") if request.method == "POST" else request.GET.getlist("account")
+        try:
+            wanted = {int(value) for value in raw}
+        except ValueError:
+            raise Http404 from None
+        accounts = list(accounts_for_user(request.user).filter(pk__in=wanted).order_by("name"))
+        if not wanted or len(accounts) != len(wanted):
+            raise Http404
+        return accounts

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -75,3 +76,60 @@ class MessageTemplate(models.Model):
     def is_legacy(self) -> bool:
         """Legacy industry template (first/keywordN/remark) rather than a category template with typed keywords."""
         return is_legacy_template(self.keyword_list())
+
+
+class TemplateSync(models.Model):
+    """One run of "sync templates from WeChat" for one account, whoever started it.
+
+    The admin (from the account page or the template list), the ``sync_templates`` command and the demo all go
+    through ``templates_app.services.sync_templates``, which writes this row, so the admin shows when each
+    account's templates were last fetched and what came of it: the counts, or the error in words.  Rows carry no
+    permissions of their own: whoever may see an account's templates may see its syncs (``TemplateSyncAdmin``).
+    """
+
+    class Status(models.TextChoices):
+        DONE = "done", pgettext_lazy("template sync", "done")
+        FAILED = "failed", pgettext_lazy("template sync", "failed")
+
+    class Source(models.TextChoices):
+        ADMIN = "admin", pgettext_lazy("template sync started from", "admin")
+        COMMAND = "command", pgettext_lazy("template sync started from", "sync_templates command")
+        OTHER = "other", pgettext_lazy("template sync started from", "other")
+
+    account = models.ForeignKey(
+        "accounts.OfficialAccount",
+        on_delete=models.CASCADE,
+        related_name="template_syncs",
+        verbose_name=_("official account"),
+    )
+    status = models.CharField(pgettext_lazy("template sync", "status"), max_length=16, choices=Status.choices)
+    created = models.PositiveIntegerField(_("new templates"), default=0)
+    updated = models.PositiveIntegerField(_("updated templates"), default=0)
+    deactivated = models.PositiveIntegerField(_("no longer listed"), default=0)
+    reactivated = models.PositiveIntegerField(_("listed again"), default=0)
+    error = models.TextField(pgettext_lazy("template sync", "error"), blank=True)
+    source = models.CharField(
+        pgettext_lazy("template sync", "started from"), max_length=16, choices=Source.choices, default=Source.OTHER
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=pgettext_lazy("template sync", "requested by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    started_at = models.DateTimeField(pgettext_lazy("template sync", "started at"))
+    finished_at = models.DateTimeField(pgettext_lazy("template sync", "finished at"))
+
+    class Meta:
+        verbose_name = _("template sync")
+        verbose_name_plural = _("template syncs")
+        ordering = ["-started_at", "-id"]
+        default_permissions = ()
+        indexes = [models.Index(fields=["account", "-started_at"], name="templates_sync_latest_idx")]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.account.appid} {self.get_status_display()} {timezone.localtime(self.started_at):%Y-%m-%d %H:%M:%S}"
+        )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
 from accounts.models import OfficialAccount
-from templates_app.models import MessageTemplate
+from accounts.selectors import accounts_for_user
+from templates_app.models import MessageTemplate, TemplateSync
 from wxnotify.memo import memo_key, remember, remembered
 
 
@@ -41,3 +45,23 @@ def templates_with_problems(account: OfficialAccount | None = None) -> QuerySet[
     if account is not None:
         queryset = queryset.filter(account=account)
     return queryset.order_by("-problem_at")
+
+
+def templates_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[MessageTemplate]:
+    """Templates of the accounts ``user`` may see (``accounts.selectors.accounts_for_user``)."""
+    return MessageTemplate.objects.filter(account__in=accounts_for_user(user))
+
+
+def template_syncs_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[TemplateSync]:
+    """Template sync records of the accounts ``user`` may see."""
+    return TemplateSync.objects.filter(account__in=accounts_for_user(user))
+
+
+def latest_template_syncs(accounts: Iterable[OfficialAccount]) -> dict[int, TemplateSync]:
+    """Each account's most recent template sync by account id; an account never synced is absent."""
+    latest: dict[int, TemplateSync] = {}
+    for account in accounts:
+        sync = account.template_syncs.order_by("-started_at", "-id").first()
+        if sync is not None:
+            latest[account.pk] = sync
+    return latest

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from django.db import transaction
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import DatabaseError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.clients import wechat_client_for
 from accounts.models import OfficialAccount
+from accounts.services import record_wechat_error
 from templates_app.keywords import parse_keywords
-from templates_app.models import MessageTemplate
+from templates_app.models import MessageTemplate, TemplateSync
 from wxnotify.log import redact
-from wxnotify.wechat.errors import describe_errcode
+from wxnotify.wechat.errors import WeChatError, describe_errcode, describe_wechat_error
 
 logger = logging.getLogger("wxnotify.templates")
 
@@ -60,18 +63,61 @@ def _fields_from_item(item: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def sync_templates(account: OfficialAccount) -> TemplateSyncResult:
-    """Make our copy of ``account``'s templates match ``get_all_private_template``.
+def sync_templates(
+    account: OfficialAccount,
+    *,
+    source: str = TemplateSync.Source.OTHER,
+    requested_by: AbstractBaseUser | None = None,
+) -> TemplateSyncResult:
+    """Make our copy of ``account``'s templates match ``get_all_private_template``, and record how it went.
 
     Templates are matched by WeChat's template_id. One WeChat no longer lists is marked inactive with
     ``removed_at`` rather than deleted, because messages refer to it; when it is listed again it is reactivated.
     A template staff deactivated while WeChat still lists it stays inactive. ``synced_at`` records the last time
     WeChat confirmed each template; apart from that a second run changes nothing.
 
+    Every run writes a :class:`~templates_app.models.TemplateSync` row (the counts, or the error in words) with
+    ``source`` and ``requested_by``, whoever started it, so the admin shows each account's last sync; a WeChat
+    error is also recorded on the account (its "last WeChat error").  The error then propagates with no template
+    changed, for the caller to report in its own way.
+
     The WeChat call happens before the transaction (no database lock held over the network); the writes are one
     transaction holding the account row, so two concurrent syncs of one account apply one after the other.
-    A :class:`~wxnotify.wechat.errors.WeChatError` propagates with nothing changed.
     """
+    run = TemplateSync(account=account, source=source, requested_by=requested_by, started_at=timezone.now())
+    try:
+        result = _apply_template_list(account)
+    except WeChatError as error:
+        record_wechat_error(account, error)
+        _record_failure(run, describe_wechat_error(error))
+        raise
+    except Exception as error:
+        _record_failure(run, _("Unexpected error: %s") % type(error).__name__)
+        raise
+    _finish(run, status=TemplateSync.Status.DONE, **asdict(result))
+    logger.info("Synced templates of %s: %s", account.appid, result)
+    return result
+
+
+def _finish(run: TemplateSync, **outcome: Any) -> None:
+    """Write the run's row once it has an outcome (status, counts or error)."""
+    for name, value in outcome.items():
+        setattr(run, name, value)
+    run.finished_at = timezone.now()
+    run.save(force_insert=True)
+
+
+def _record_failure(run: TemplateSync, error: str) -> None:
+    """Write the failed run; when even that fails (the database is what broke), log it and let the first error
+    speak, since that is the one the caller must see."""
+    try:
+        _finish(run, status=TemplateSync.Status.FAILED, error=error)
+    except DatabaseError:
+        logger.exception("Could not record the failed template sync of %s", run.account.appid)
+
+
+def _apply_template_list(account: OfficialAccount) -> TemplateSyncResult:
+    """Fetch the account's template list from WeChat and apply it (see :func:`sync_templates`)."""
     items = wechat_client_for(account).get_all_private_templates()
     remote: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -118,9 +164,7 @@ def sync_templates(account: OfficialAccount) -> TemplateSyncResult:
                 template.save(update_fields=["is_active", "removed_at", "updated_at"])
                 deactivated += 1
 
-    result = TemplateSyncResult(created=created, updated=updated, deactivated=deactivated, reactivated=reactivated)
-    logger.info("Synced templates of %s: %s", account.appid, result)
-    return result
+    return TemplateSyncResult(created=created, updated=updated, deactivated=deactivated, reactivated=reactivated)
 
 
 def flag_template_problem(template: MessageTemplate, errcode: int, message: str = "") -> None:

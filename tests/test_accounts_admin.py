@@ -147,12 +147,21 @@ def test_sync_followers_action_runs_the_job(admin_client, account, sandbox_api):
     assert admin_client.get(reverse("admin:accounts_followersync_change", args=[sync.pk])).status_code == 200
 
 
-def test_sync_templates_action(admin_client, account, sandbox_api):
-    response = run_action(admin_client, "sync_templates", account)
+def test_sync_templates_action_hands_over_to_the_template_admin(admin_client, account, sandbox_api):
+    """The account list's action leads to the templates app's start page (by URL name); nothing syncs before the
+    confirmation, and the sync done there is recorded."""
+    start = reverse("admin:templates_app_templatesync_start")
+    confirm = run_action(admin_client, "sync_templates", account)
+    assert confirm.request["PATH_INFO"] == start and confirm.request["QUERY_STRING"] == f"account={account.pk}"
+    assert str(account) in confirm.text
+    assert account.templates.count() == 0
+
+    response = admin_client.post(start, {"account": [account.pk]}, follow=True)
     [message] = page_messages(response)
     count = len(sandbox_api.account().templates)
-    assert message == f"{account}: templates synced ({count} new, 0 updated, 0 removed, 0 back)."
+    assert message == f"{account}: {count} created, 0 updated, 0 deactivated, 0 reactivated"
     assert account.templates.count() == count
+    assert account.template_syncs.get().created == count
 
 
 def test_follower_admin_only_binding_and_remark_editable(admin_client, account):

@@ -1,7 +1,9 @@
 """Keyword parsing, per-type validation, rule descriptions and previews (pure functions, no database)."""
 
 import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from django.utils import translation
@@ -22,6 +24,7 @@ from templates_app.keywords import (
     type_label,
     validate_template_data,
 )
+from templates_app.keywords.characters import BIDI_CONTROLS, NEWLINE_CHARS, ZERO_WIDTH_CHARS, has_control, has_invisible
 
 CATEGORY_CONTENT = (
     "工单类型:{{const3.DATA}}\n工单名称:{{thing1.DATA}}\n单号:{{character_string9.DATA}}\n时间:{{time2.DATA}}"
@@ -156,8 +159,10 @@ def test_any_text_gets_a_verdict_and_valid_values_respect_max_length(type_name, 
     name = f"{type_name}1"
     result = validate_template_data([Keyword(name=name, type=type_name)], {name: value})
     rule = keyword_rules(f"{{{{{name}.DATA}}}}")[0]
-    if result.is_valid and rule["max_length"] is not None:
+    if result.is_valid:
         assert len(value) <= rule["max_length"]
+        assert not has_control(value)
+        assert not has_invisible(value)
     if not result.is_valid:
         assert all(isinstance(message, str) and message for message in result.errors[name])
 
@@ -293,6 +298,145 @@ def test_free_named_keywords_of_a_legacy_template_follow_legacy_rules():
     assert "withdrawMoney" in result.warnings
 
 
+# --- caps and refused characters (docs/keywords.md) --------------------------------------------------------------
+
+CAPS = {
+    "thing": 20,
+    "number": 33,
+    "letter": 32,
+    "symbol": 5,
+    "character_string": 32,
+    "time": 50,
+    "date": 50,
+    "amount": 13,
+    "phone_number": 17,
+    "car_number": 8,
+    "name": 20,
+    "phrase": 5,
+    "const": 20,
+    "short_thing": 20,
+}
+LEGACY_CAP = 200
+CONTROL = "Control characters are not allowed."
+INVISIBLE = (
+    "Invisible characters are not allowed (bidirectional controls such as U+202E, zero-width spaces or joiners, "
+    "byte order marks): they make the text read differently from what it is."
+)
+# Cc, the control characters, other than the line breaks (which have their own error, or warning on legacy fields).
+CONTROLS = [chr(code) for code in [*range(0x20), *range(0x7F, 0xA0)] if chr(code) not in NEWLINE_CHARS]
+FREE_TEXT_TYPES = ["thing", "name", "phrase", "const", "short_thing"]
+
+
+def test_every_type_has_a_cap_and_the_rules_serve_it():
+    rules = keyword_rules("".join(f"{{{{{type_name}1.DATA}}}}" for type_name in CAPS))
+    assert {rule["type"]: rule["max_length"] for rule in rules} == CAPS
+    legacy = keyword_rules(LEGACY_CONTENT)
+    assert {rule["name"]: rule["max_length"] for rule in legacy} == dict.fromkeys(
+        ["first", "keyword1", "keyword2", "remark"], LEGACY_CAP
+    )
+
+
+def test_the_documented_caps_are_the_enforced_ones():
+    """docs/keywords.md is where callers read the caps: its table must say what the code does."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "keywords.md").read_text(encoding="utf-8")
+    documented = dict(re.findall(r"^\| `(\w+)` \| [^|]+ \| (\d+) \|", text, flags=re.MULTILINE))
+    assert {name: int(cap) for name, cap in documented.items()} == {
+        **CAPS,
+        "first": LEGACY_CAP,
+        "keyword": LEGACY_CAP,
+        "remark": LEGACY_CAP,
+    }
+
+
+def test_time_and_date_have_a_cap_even_when_the_pattern_fits():
+    moment = "2019年10月01日 15:01:00"
+    assert one("time", f"{moment} ~ {moment}").is_valid
+    assert one("date", f"{moment} ~ {moment}").is_valid
+    spaced = f"{moment}{' ' * 10}~{' ' * 10}{moment}"
+    assert one("time", spaced).errors == {"time1": ["At most 50 characters (this has 61)."]}
+    assert one("date", "15:00~" * 1000).errors == {"date1": ["At most 50 characters (this has 6000)."]}
+
+
+def test_legacy_values_are_capped_at_200_characters():
+    at_cap = validate_template_data(LEGACY_CONTENT, {"keyword1": "元" * LEGACY_CAP, "keyword2": "1"})
+    assert at_cap.is_valid
+    assert at_cap.warnings["keyword1"] == ["WeChat shows only the first 20 characters of this field (this has 200)."]
+
+    for name in ("keyword1", "first", "remark"):
+        result = validate_template_data(LEGACY_CONTENT, {"keyword1": "a", "keyword2": "1", name: "x" * 1_000_000})
+        assert result.errors == {name: ["At most 200 characters (this has 1000000)."]}, name
+
+
+def test_blank_values_are_capped_too():
+    result = validate_template_data(LEGACY_CONTENT, {"keyword1": "a", "keyword2": "1", "remark": " " * 201})
+    assert result.errors == {"remark": ["At most 200 characters (this has 201)."]}
+    assert one("thing", " " * 21).errors == {"thing1": ["At most 20 characters (this has 21)."]}
+
+
+@pytest.mark.parametrize("char", CONTROLS, ids=[f"U+{ord(c):04X}" for c in CONTROLS])
+def test_control_characters_are_errors_in_every_type_and_legacy_field(char):
+    for type_name in [*VALID_TYPES, "short_thing"]:
+        assert one(type_name, f"1{char}2").errors == {f"{type_name}1": [CONTROL]}, type_name
+    for name in ("first", "keyword1", "remark"):
+        data = {"keyword1": "巧克力", "keyword2": "39.80元", name: f"a{char}"}
+        assert validate_template_data(LEGACY_CONTENT, data).errors == {name: [CONTROL]}, name
+
+
+def test_a_value_of_control_characters_only_is_not_taken_for_blank():
+    """ "\x1f" and "\t" are whitespace to str.strip(); an optional legacy field would have stored them."""
+    for value in ("\x1f", "\t", "\x00"):
+        result = validate_template_data(LEGACY_CONTENT, {"keyword1": "a", "keyword2": "1", "remark": value})
+        assert result.errors == {"remark": [CONTROL]}
+        assert one("const", value).errors == {"const1": [CONTROL]}
+
+
+INVISIBLES = sorted(BIDI_CONTROLS | ZERO_WIDTH_CHARS)
+
+
+@pytest.mark.parametrize("char", INVISIBLES, ids=[f"U+{ord(c):04X}" for c in INVISIBLES])
+def test_bidi_controls_and_zero_width_characters_are_errors_in_free_text(char):
+    for type_name in FREE_TEXT_TYPES:
+        assert one(type_name, f"张{char}三").errors == {f"{type_name}1": [INVISIBLE]}, type_name
+    for name in ("first", "keyword1", "remark"):
+        data = {"keyword1": "巧克力", "keyword2": "39.80元", name: f"39.80{char}元"}
+        assert validate_template_data(LEGACY_CONTENT, data).errors == {name: [INVISIBLE]}, name
+
+
+@pytest.mark.parametrize("char", INVISIBLES, ids=[f"U+{ord(c):04X}" for c in INVISIBLES])
+def test_the_other_types_refuse_invisible_characters_with_the_same_message(char):
+    samples = {
+        "number": "12",
+        "letter": "ab",
+        "symbol": "--",
+        "character_string": "SO1",
+        "time": "15:01",
+        "date": "2019-10-01",
+        "amount": "¥12",
+        "phone_number": "138",
+        "car_number": "京A12345",
+    }
+    for type_name, sample in samples.items():
+        assert one(type_name, sample[:1] + char + sample[1:]).errors == {f"{type_name}1": [INVISIBLE]}, type_name
+
+
+def test_a_zero_width_joiner_inside_an_emoji_is_part_of_the_emoji():
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    legacy = validate_template_data("{{keyword1.DATA}}", {"keyword1": f"家庭{family}"})
+    assert legacy.is_valid and legacy.warnings == {"keyword1": ["WeChat removes emoji from this field."]}
+    assert one("thing", f"家庭{family}").errors == {
+        "thing1": ["Emoji are not allowed: WeChat drops them from template messages."]
+    }
+    lone = validate_template_data("{{keyword1.DATA}}", {"keyword1": "家\u200d庭"})
+    assert lone.errors == {"keyword1": [INVISIBLE]}
+
+
+def test_ordinary_text_is_untouched_by_the_character_checks():
+    assert one("thing", "北京市 (海淀区) 中关村-1号").is_valid
+    assert one("name", "O'Brien-Lee").is_valid
+    legacy = validate_template_data(LEGACY_CONTENT, {"keyword1": "巧克力\n大礼包", "keyword2": "39.80元"})
+    assert legacy.is_valid and legacy.warnings == {"keyword1": ["WeChat removes line breaks from this field."]}
+
+
 # --- keyword_rules ------------------------------------------------------------------------------------------------
 
 
@@ -303,7 +447,7 @@ def test_keyword_rules_describe_each_keyword_and_are_json_serialisable():
         ("const3", "const", "工单类型", 20),
         ("thing1", "thing", "工单名称", 20),
         ("character_string9", "character_string", "单号", 32),
-        ("time2", "time", "时间", None),
+        ("time2", "time", "时间", 50),
     ]
     assert all(r["help"] and r["required"] and not r["legacy"] for r in rules)
     assert rules[2]["pattern"] == r"[\x21-\x7e]+"
@@ -327,7 +471,7 @@ def test_keyword_rules_label_with_fullwidth_colon_and_several_placeholders_per_l
 
 # --- type labels --------------------------------------------------------------------------------------------------
 
-# WeChat's own Chinese names of its keyword types (docs/wechat-api.md §2.4) and names for the legacy fields.
+# WeChat's own Chinese names of its keyword types (docs/keywords.md) and names for the legacy fields.
 CHINESE_TYPE_LABELS = {
     "thing": "事物",
     "number": "数字",

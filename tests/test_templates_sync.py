@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from accounts.models import OfficialAccount
 from sandbox.demo import DEMO_APPID, DEMO_TEMPLATES
-from templates_app.models import MessageTemplate
+from templates_app.models import MessageTemplate, TemplateSync
 from templates_app.selectors import active_templates, get_active_template, templates_with_problems
 from templates_app.services import (
     TemplateSyncResult,
@@ -154,6 +154,66 @@ def test_templates_protect_their_account(account):
     sync_templates(account)
     with pytest.raises(ProtectedError):
         account.delete()
+
+
+# --- recorded outcome -----------------------------------------------------------------------------------------------
+
+
+def test_every_sync_records_its_outcome(account, wechat_sandbox):
+    sync_templates(account)
+    set_remote_templates(wechat_sandbox, DEMO_TEMPLATES[:3])
+    sync_templates(account)
+
+    second, first = TemplateSync.objects.filter(account=account)
+    assert (first.status, first.created, first.updated, first.deactivated, first.reactivated) == (
+        TemplateSync.Status.DONE,
+        len(DEMO_TEMPLATES),
+        0,
+        0,
+        0,
+    )
+    assert (second.status, second.deactivated, second.error) == (TemplateSync.Status.DONE, 1, "")
+    assert (second.source, second.requested_by) == (TemplateSync.Source.OTHER, None)
+    assert first.started_at <= first.finished_at <= second.started_at <= second.finished_at
+
+
+@pytest.mark.usefixtures("english")
+def test_failed_sync_records_the_error_in_words_on_the_sync_and_the_account(account):
+    break_secret(account)
+
+    with pytest.raises(WeChatError):
+        sync_templates(account)
+
+    sync = TemplateSync.objects.get(account=account)
+    assert sync.status == TemplateSync.Status.FAILED
+    assert sync.error.startswith("WeChat error 40125: invalid appsecret")
+    assert sync.error.endswith(" — Invalid AppSecret.")
+    assert WRONG_SECRET not in sync.error
+    assert (sync.created, sync.updated, sync.deactivated, sync.reactivated) == (0, 0, 0, 0)
+    account.refresh_from_db()
+    assert account.last_error_code == 40125
+    assert account.last_error_message == sync.error
+
+
+class _BrokenClient:
+    def get_all_private_templates(self):
+        raise LookupError("a bug in our code")
+
+
+@pytest.mark.usefixtures("english")
+def test_unexpected_failure_is_recorded_by_class_and_raised(account, monkeypatch):
+    monkeypatch.setattr("templates_app.services.wechat_client_for", lambda _account: _BrokenClient())
+
+    with pytest.raises(LookupError):
+        sync_templates(account)
+
+    sync = TemplateSync.objects.get(account=account)
+    assert (sync.status, sync.error) == (TemplateSync.Status.FAILED, "Unexpected error: LookupError")
+
+
+def test_command_records_its_runs(account):
+    run_command()
+    assert TemplateSync.objects.get(account=account).source == TemplateSync.Source.COMMAND
 
 
 # --- problem flag ---------------------------------------------------------------------------------------------------

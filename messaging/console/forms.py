@@ -11,6 +11,7 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.validators import ProhibitNullCharactersValidator
 from django.utils.translation import gettext_lazy as _
 
 from accounts.selectors import accounts_for_user
@@ -88,13 +89,16 @@ class CampaignForm(forms.Form):
             # The validator decides (one definition of "valid"); the browser only gets the hard limit as a hint.
             if rule["max_length"]:
                 attrs["data-max-length"] = rule["max_length"]
-            self.fields[keyword_field_name(rule["name"])] = forms.CharField(
+            field = forms.CharField(
                 label=rule["label"],
                 required=False,
                 strip=False,
                 help_text=rule["help"],
                 widget=forms.TextInput(attrs=attrs),
             )
+            # Django's own NUL check would say it twice: the validator refuses every control character already.
+            field.validators = [v for v in field.validators if not isinstance(v, ProhibitNullCharactersValidator)]
+            self.fields[keyword_field_name(rule["name"])] = field
 
     def keyword_fields(self) -> list[dict[str, Any]]:
         """Per keyword, in the template's order: its rule, bound field, warnings and current length (as WeChat

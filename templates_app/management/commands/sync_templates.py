@@ -1,10 +1,14 @@
-"""``manage.py sync_templates [--appid APPID]``: fetch template lists from WeChat and report what changed."""
+"""``manage.py sync_templates [--appid APPID]``: fetch template lists from WeChat and report what changed.
+
+Each account's run is recorded by the service like a sync started in the admin, so the admin shows it too.
+"""
 
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import OfficialAccount
+from templates_app.models import TemplateSync
 from templates_app.services import sync_templates
 from wxnotify.wechat.errors import WeChatError, describe_wechat_error
 
@@ -29,7 +33,7 @@ class Command(BaseCommand):
         failed = []
         for account in accounts:
             try:
-                result = sync_templates(account)
+                result = sync_templates(account, source=TemplateSync.Source.COMMAND)
             except WeChatError as exc:
                 failed.append(account.appid)
                 self.stderr.write(self.style.ERROR(f"{account}: {describe_wechat_error(exc)}"))
