@@ -42,8 +42,11 @@ $(PY):
 		echo "error: '$(BOOTSTRAP_PYTHON) -m venv' failed (on Debian's own Python: apt-get install python3-venv)" >&2; exit 1; }
 
 # Hash-checking mode: a file whose hash is not in the lock is refused, and so is any package the lock does not pin.
-# The lock pins pip itself, so this also replaces the venv's bundled pip with the locked one.
+# The locked pip goes in first, on its own: the pip a new venv bundles (23.2 with Python 3.11.7) refuses a
+# locked package asked for with an extra (pip-audit's CacheControl[filecache]) in hash-checking mode.
 $(STAMP): $(DEV_LOCK) | $(PY)
+	awk '/^pip==/ {p=1; print; next} p && /^ +--hash/ {print; next} {p=0}' $(DEV_LOCK) > $(VENV)/pip.lock
+	$(PY) -m pip install --disable-pip-version-check --quiet --require-hashes --no-deps -r $(VENV)/pip.lock
 	$(PY) -m pip install --disable-pip-version-check --quiet --require-hashes -r $(DEV_LOCK)
 	@touch $@
 
