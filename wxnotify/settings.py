@@ -335,7 +335,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# Where collectstatic puts the files the web server (nginx, deploy/nginx/wxnotify.conf) serves: on its own so that it
+# can be a directory the web server may read, apart from the service's private VAR_DIR.
+STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT", VAR_DIR / "static"))
 
 # --- REST framework -------------------------------------------------------------------------------
 
