@@ -26,6 +26,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from accounts.models import OfficialAccount
+from wxnotify.middleware import drain_body
 from wxnotify.wechat.crypto import CallbackCrypto, CallbackCryptoError, verify_signature
 
 OPENID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -130,23 +131,13 @@ def read_body(request: HttpRequest) -> bytes:
         declared = 0
     if declared > limit:
         if declared <= settings.WECHAT_CALLBACK_MAX_DRAIN_BYTES:
-            drain(request, declared)
+            drain_body(request, declared)
         raise CallbackRejected(413, f"body of {declared} bytes declared")
     body = request.read(limit + 1)
     if len(body) > limit:
-        drain(request, settings.WECHAT_CALLBACK_MAX_DRAIN_BYTES)
+        drain_body(request, settings.WECHAT_CALLBACK_MAX_DRAIN_BYTES)
         raise CallbackRejected(413, "body larger than the limit")
     return body
-
-
-def drain(request: HttpRequest, at_most: int) -> None:
-    """Read and drop what is left of the request body, ``at_most`` bytes in all, in 64 KiB pieces."""
-    left = at_most
-    while left > 0:
-        chunk = request.read(min(left, 64 * 1024))
-        if not chunk:
-            return
-        left -= len(chunk)
 
 
 def check_request(account: OfficialAccount, query: Mapping[str, str]) -> bool:

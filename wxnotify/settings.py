@@ -88,8 +88,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "wxnotify.middleware.UnreadBodyMiddleware",
     "wxnotify.middleware.RequestIdMiddleware",
     "wxnotify.middleware.OutageMiddleware",
+    "wxnotify.middleware.ForwardedHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -227,6 +229,10 @@ WECHAT_CALLBACK_MAX_BODY_BYTES = env_int("WECHAT_CALLBACK_MAX_BODY_BYTES", 64 * 
 # An oversized body up to this size is read and dropped before the 413, so the client reads the 413 instead of a
 # connection reset; a larger one is not read at all.
 WECHAT_CALLBACK_MAX_DRAIN_BYTES = env_int("WECHAT_CALLBACK_MAX_DRAIN_BYTES", 1024 * 1024)
+# Any other request body a view left unread, up to this size, is read and dropped before the answer (so a client or
+# proxy reads a 401 or a redirect instead of a reset): the largest body the API takes (BULK_BODY_MAX_BYTES) and nginx
+# lets through (deploy/nginx/wxnotify.conf).  A larger one is not read.
+WXNOTIFY_UNREAD_BODY_DRAIN_BYTES = env_int("WXNOTIFY_UNREAD_BODY_DRAIN_BYTES", 16 * 1024 * 1024)
 # Our replay policy (WeChat documents none): a callback whose signed timestamp is further than this many
 # seconds from our clock is refused (403).
 WECHAT_CALLBACK_MAX_CLOCK_SKEW = env_int("WECHAT_CALLBACK_MAX_CLOCK_SKEW", 300)
@@ -374,6 +380,11 @@ SPECTACULAR_SETTINGS = {
 # to X-Forwarded-For.  Only then are those headers believed: without a proxy that overwrites them, any client could
 # claim to be on HTTPS or to come from another address.
 WXNOTIFY_BEHIND_PROXY = env_bool("WXNOTIFY_BEHIND_PROXY", default=False)
+# The proxy's own addresses (or networks): the headers are believed only on connections from them
+# (wxnotify.middleware.ForwardedHeadersMiddleware), so a client reaching gunicorn directly cannot claim HTTPS or
+# another address.  The variable is gunicorn's own (its forwarded_allow_ips), with gunicorn's default: one list for
+# both.
+WXNOTIFY_PROXY_ADDRESSES = env_list("FORWARDED_ALLOW_IPS", ["127.0.0.1", "::1"])
 if WXNOTIFY_BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
