@@ -92,12 +92,16 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[OfficialAccount]:
         latest = FollowerSync.objects.filter(account=OuterRef("pk")).order_by("-queued_at", "-id")
-        return accounts_for_user(request.user).annotate(
-            operators_total=Count("operators", distinct=True),
-            latest_sync_status=Subquery(latest.values("status")[:1]),
-            latest_sync_processed=Subquery(latest.values("processed")[:1]),
-            latest_sync_total=Subquery(latest.values("total")[:1]),
-        )
+        return (
+            accounts_for_user(request.user)
+            .annotate(
+                operators_total=Count("operators", distinct=True),
+                latest_sync_status=Subquery(latest.values("status")[:1]),
+                latest_sync_processed=Subquery(latest.values("processed")[:1]),
+                latest_sync_total=Subquery(latest.values("total")[:1]),
+            )
+            .order_by("name", "pk")
+        )  # an aggregate drops Meta.ordering; autocomplete pages need a stable order
 
     def get_fieldsets(self, request: HttpRequest, obj: OfficialAccount | None = None):
         """No status fields before the account exists; no secret fields for read-only viewers.
