@@ -61,6 +61,8 @@ if not DEBUG and SECRET_KEY == INSECURE_DEFAULT_SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+# JSON under /api/, Django's page elsewhere (like handler400 and handler500 in wxnotify.urls).
+CSRF_FAILURE_VIEW = "wxnotify.http_errors.csrf_failure"
 
 INSTALLED_APPS = [
     # Before the admin: its admin/index.html adds the operations dashboard link to the admin's index.
