@@ -173,7 +173,7 @@ def report(command: str, args, versions, fill_seconds: float, loads: tuple[str, 
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other work (load average {loads[0]} at "
         f"the start, {loads[1]} at the end); PostgreSQL and Redis on 127.0.0.1, production settings (DEBUG off, a "
         f"metrics token). {args.rows:,} messages in one account over a month ({args.queued:,} queued, "
-        f"{args.sending:,} sending, the rest 90 % sent or delivered and 5 % failed), filled with one "
+        f"{args.sending:,} sending; of the rest 85 % delivered, 10 % sent, 5 % failed), filled with one "
         f"`INSERT ... SELECT generate_series` and `VACUUM ANALYZE` in {fill_seconds:.0f} s. Each request once to "
         f"warm up, then best of {REPEAT}, in the Django test client (no HTTP server); queries counted with "
         "`CaptureQueriesContext`.",
