@@ -119,12 +119,16 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
             hidden |= {*self.readonly_fields}
         elif not self.has_change_permission(request, obj):
             hidden |= set(SECRET_FIELDS)
-        if not is_account_admin(request.user):
+        account_admin = is_account_admin(request.user)
+        if not account_admin:
             hidden |= CALLBACK_SECRET_FIELDS
-        return [
-            (title, {**options, "fields": [name for name in options["fields"] if name not in hidden]})
-            for title, options in super().get_fieldsets(request, obj)
-        ]
+        fieldsets = []
+        for title, options in super().get_fieldsets(request, obj):
+            options = {**options, "fields": [name for name in options["fields"] if name not in hidden]}
+            if not account_admin and "callback_settings" in options["fields"]:
+                options["description"] = _("The callback secrets are shown to account admins only.")
+            fieldsets.append((title, options))
+        return fieldsets
 
     @admin.display(description=_("operators"), ordering="operators_total")
     def operators_count(self, account: OfficialAccount) -> int:

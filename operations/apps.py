@@ -11,7 +11,7 @@ class OperationsConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
 
-        from operations import metrics
+        from operations import checks, metrics  # noqa: F401  (checks registers itself)
         from wxnotify.log import register_secret
         from wxnotify.wechat.tokens import token_fetched
 

@@ -85,6 +85,8 @@ def test_view_only_staff_see_neither_the_token_nor_the_key(account):
     assert TOKEN not in page.text
     assert AES_KEY not in page.text
     assert "EncodingAESKey" not in page.text
+    assert "Paste the URL and the Token" not in page.text
+    assert "The callback secrets are shown to account admins only." in page.text
     shown = flatten_fieldsets(page.context["adminform"].fieldsets)
     assert "name" in shown
     assert set(shown).isdisjoint({"token", "encoding_aes_key", "encoding_aes_key_status"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.apps import apps
 
+from operations.checks import metrics_reachable
 from tests.factories import run_manage_py
 from wxnotify.log import MASK, redact
 
@@ -32,6 +33,15 @@ def test_without_a_token_production_metrics_do_not_exist(client, production):
     assert response.status_code == 404
     assert b"wxnotify_" not in response.content
     assert client.get("/metrics", **bearer()).status_code == 404
+
+
+def test_check_deploy_warns_when_metrics_are_unreachable(production):
+    assert [warning.id for warning in metrics_reachable()] == ["operations.W001"]
+    production.WXNOTIFY_METRICS_TOKEN = TOKEN
+    assert metrics_reachable() == []
+    production.WXNOTIFY_METRICS_TOKEN = ""
+    production.WXNOTIFY_METRICS_PUBLIC = True
+    assert metrics_reachable() == []
 
 
 def test_production_metrics_need_the_bearer_token(client, production):
