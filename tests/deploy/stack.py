@@ -23,7 +23,14 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 DEPLOY = BASE_DIR / "deploy"
 SERVER_NAME = "notify.example.com"
 # The variables of the example the test sets to its own values; the other uncommented lines are used as they are.
-OWN_VALUES = ("DJANGO_SECRET_KEY", "WXNOTIFY_ENCRYPTION_KEYS", "DATABASE_URL", "REDIS_URL", "WXNOTIFY_VAR_DIR")
+OWN_VALUES = (
+    "DJANGO_SECRET_KEY",
+    "WXNOTIFY_ENCRYPTION_KEYS",
+    "WXNOTIFY_METRICS_TOKEN",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "WXNOTIFY_VAR_DIR",
+)
 
 
 def env_example() -> dict[str, str]:

@@ -46,6 +46,7 @@ def stack(deploy_tools, django_db_setup, django_db_blocker, tmp_path_factory) ->
         url = database_url()
     app_env = {
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "WXNOTIFY_METRICS_TOKEN": secrets.token_urlsafe(32),
         # The keys of this test process, which stores the accounts the server reads.
         "WXNOTIFY_ENCRYPTION_KEYS": ",".join([Fernet.generate_key().decode(), *settings.WXNOTIFY_ENCRYPTION_KEYS]),
         "DATABASE_URL": url,
