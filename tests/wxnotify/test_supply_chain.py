@@ -18,7 +18,7 @@ import pytest
 
 from tests.servers import QuietHandler, serving
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
 AUDIT = BASE_DIR / "tools" / "audit_dependencies.py"
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", re.MULTILINE)
 

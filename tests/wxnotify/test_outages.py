@@ -36,7 +36,7 @@ from tests.servers import free_port
 from wxnotify import outages
 from wxnotify.http_errors import server_error
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
 
 
 def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:

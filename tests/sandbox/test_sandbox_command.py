@@ -16,7 +16,7 @@ import requests
 from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, demo_config
 from tests.servers import free_port
 
-MANAGE_PY = Path(__file__).resolve().parent.parent / "manage.py"
+MANAGE_PY = Path(__file__).resolve().parents[2] / "manage.py"
 
 
 def start_sandbox(*args: str) -> tuple[subprocess.Popen, str]:
@@ -85,7 +85,7 @@ def test_command_reads_a_config_file(tmp_path):
 
 
 def test_the_shipped_demo_config_matches_the_demo_account():
-    shipped = json.loads((Path(__file__).resolve().parent.parent / "sandbox" / "demo.json").read_text("utf-8"))
+    shipped = json.loads((Path(__file__).resolve().parents[2] / "sandbox" / "demo.json").read_text("utf-8"))
     assert shipped["accounts"] == demo_config()["accounts"]
 
 

@@ -16,9 +16,9 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts import fields
 from messaging.models import Message
-from tests.test_api import MESSAGES, _send_body
-from tests.test_api import api_a as api_a
-from tests.test_api import followers_a as followers_a
+from tests.messaging.test_api import MESSAGES, _send_body
+from tests.messaging.test_api import api_a as api_a
+from tests.messaging.test_api import followers_a as followers_a
 
 # The first send of a caller: token auth, the user's and groups' permissions (2), the user's groups, the
 # account, the follower, the template and the INSERT.  Later sends find token, permissions, account and template
@@ -111,7 +111,7 @@ def test_prebuilt_message_fields_answer_like_drfs_own_and_are_never_shared(accou
     from rest_framework import serializers
 
     from messaging.api.serializers import MessageSerializer
-    from tests.test_api import _make_message
+    from tests.messaging.test_api import _make_message
 
     class Introspected(serializers.ModelSerializer):
         """MessageSerializer as DRF builds it for every instance."""
