@@ -23,10 +23,14 @@ from accounts.selectors import (
     accounts_for_user,
     follower_syncs_for_user,
     followers_for_user,
+    is_account_admin,
     latest_follower_sync,
 )
 from accounts.services import check_connection, queue_follower_sync, record_wechat_error
 from wxnotify.wechat.errors import WeChatError, describe_wechat_error
+
+# The callback secrets, with the read-only field that says whether the key is set: for account admins only.
+CALLBACK_SECRET_FIELDS = {"token", "encoding_aes_key", "encoding_aes_key_status"}
 
 
 def _sync_progress(status: str | None, processed: int | None, total: int | None) -> str:
@@ -92,28 +96,39 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[OfficialAccount]:
         latest = FollowerSync.objects.filter(account=OuterRef("pk")).order_by("-queued_at", "-id")
-        return accounts_for_user(request.user).annotate(
-            operators_total=Count("operators", distinct=True),
-            latest_sync_status=Subquery(latest.values("status")[:1]),
-            latest_sync_processed=Subquery(latest.values("processed")[:1]),
-            latest_sync_total=Subquery(latest.values("total")[:1]),
-        )
+        return (
+            accounts_for_user(request.user)
+            .annotate(
+                operators_total=Count("operators", distinct=True),
+                latest_sync_status=Subquery(latest.values("status")[:1]),
+                latest_sync_processed=Subquery(latest.values("processed")[:1]),
+                latest_sync_total=Subquery(latest.values("total")[:1]),
+            )
+            .order_by("name", "pk")
+        )  # an aggregate drops Meta.ordering; autocomplete pages need a stable order
 
     def get_fieldsets(self, request: HttpRequest, obj: OfficialAccount | None = None):
-        """No status fields before the account exists; no secret fields for read-only viewers.
+        """No status fields before the account exists; no secret fields for read-only viewers; the callback Token
+        and EncodingAESKey for account admins only (:func:`accounts.selectors.is_account_admin`).
 
-        A read-only field is rendered with its stored value, which for a secret must never happen.
+        A read-only field is rendered with its stored value, which for a secret must never happen; a field left out
+        of the fieldsets is left out of the form too, so it can be neither seen nor posted.
         """
+        hidden = set()
         if obj is None:
-            hidden = {*self.readonly_fields}
+            hidden |= {*self.readonly_fields}
         elif not self.has_change_permission(request, obj):
-            hidden = set(SECRET_FIELDS)
-        else:
-            hidden = set()
-        return [
-            (title, {**options, "fields": [name for name in options["fields"] if name not in hidden]})
-            for title, options in super().get_fieldsets(request, obj)
-        ]
+            hidden |= set(SECRET_FIELDS)
+        account_admin = is_account_admin(request.user)
+        if not account_admin:
+            hidden |= CALLBACK_SECRET_FIELDS
+        fieldsets = []
+        for title, options in super().get_fieldsets(request, obj):
+            options = {**options, "fields": [name for name in options["fields"] if name not in hidden]}
+            if not account_admin and "callback_settings" in options["fields"]:
+                options["description"] = _("The callback secrets are shown to account admins only.")
+            fieldsets.append((title, options))
+        return fieldsets
 
     @admin.display(description=_("operators"), ordering="operators_total")
     def operators_count(self, account: OfficialAccount) -> int:
@@ -149,7 +164,7 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=_("callback URL"))
     def callback_settings(self, account: OfficialAccount) -> str:
-        return format_html("<code>{}</code><br>{}: <code>{}</code>", account.callback_url(), _("Token"), account.token)
+        return format_html("<code>{}</code>", account.callback_url())
 
     @admin.action(description=_("Test connection"), permissions=["view"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[OfficialAccount]) -> None:

@@ -47,6 +47,13 @@ def accounts_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Offici
     return accounts.none()
 
 
+def is_account_admin(user: AbstractBaseUser | AnonymousUser) -> bool:
+    """Superusers and wxnotify admins: the only ones who see and change an account's callback Token and
+    EncodingAESKey.  With the Token alone anyone can sign callbacks (and read a plaintext one), so business staff,
+    even with a change permission given by hand, never get it."""
+    return user.is_authenticated and user.is_active and _account_scope(user) == _ALL
+
+
 def usable_account(user: AbstractBaseUser | AnonymousUser, appid: str) -> OfficialAccount | None:
     """The account with ``appid`` if ``user`` may use it, else None; what every send request asks first.
 

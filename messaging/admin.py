@@ -164,7 +164,8 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Campaign]:
-        return campaigns_for_user(request.user).annotate(**_STATUS_COUNTS)
+        # An aggregate drops Meta.ordering; autocomplete pages need a stable order.
+        return campaigns_for_user(request.user).annotate(**_STATUS_COUNTS).order_by("-created_at", "-id")
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return rules.may_operate_campaigns(request.user)

@@ -9,8 +9,14 @@ class OperationsConfig(AppConfig):
     verbose_name = _("Operations")
 
     def ready(self) -> None:
-        from operations import metrics
+        from django.conf import settings
+
+        from operations import checks, metrics  # noqa: F401  (checks registers itself)
+        from wxnotify.log import register_secret
         from wxnotify.wechat.tokens import token_fetched
+
+        # The bearer token of /metrics and /healthz is a secret like an AppSecret: masked in every log line.
+        register_secret(settings.WXNOTIFY_METRICS_TOKEN)
 
         # A signal rather than a call inside the token manager: wxnotify.wechat stays free of metrics code.
         token_fetched.connect(metrics.count_token_fetch, dispatch_uid="operations.count_token_fetch")

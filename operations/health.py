@@ -1,6 +1,7 @@
 """The checks behind ``GET /healthz``: can this process reach what it needs, and is the send queue keeping up?
 
-Load balancers and orchestrators call it often and without credentials, so each check is one cheap round trip,
+Load balancers and orchestrators call it often and without credentials (they read only ok / not ok; the details
+below need the operations token, :mod:`operations.access`), so each check is one cheap round trip,
 catches its own failure (the endpoint answers 503 naming the failed check, never 500) and reports only the
 exception's class: messages of database or Redis errors can carry host names and user names.
 """
@@ -49,9 +50,13 @@ class HealthReport:
     def failed(self) -> list[str]:
         return [name for name, check in self.checks.items() if not check.ok]
 
+    def summary(self) -> dict[str, str]:
+        """What anyone may read: ok or not, nothing about which dependency failed or how deep the queue is."""
+        return {"status": "ok" if self.ok else "fail"}
+
     def as_dict(self) -> dict[str, Any]:
         report: dict[str, Any] = {
-            "status": "ok" if self.ok else "fail",
+            **self.summary(),
             "checks": {name: check.as_dict() for name, check in self.checks.items()},
         }
         if not self.ok:

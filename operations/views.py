@@ -2,43 +2,41 @@
 
 from __future__ import annotations
 
-import hmac
-
 from django.conf import settings
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotFound, JsonResponse
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from operations import health, metrics
+from operations import access, health, metrics
 from operations.dashboard import build_dashboard
 
 
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when every check passes, else 503 naming the failed ones; open to anyone, so it shows no secrets."""
+    """200 when every check passes, else 503.  Anonymous callers (load balancers) read only ``{"status": "ok"}`` or
+    ``{"status": "fail"}``; the checks, queue depth and lag need what ``/metrics`` needs (:mod:`operations.access`)."""
     report = health.run_checks()
-    return JsonResponse(report.as_dict(), status=200 if report.ok else 503)
-
-
-def _metrics_authorized(request: HttpRequest) -> bool:
-    expected = settings.WXNOTIFY_METRICS_TOKEN
-    if not expected:
-        return True
-    scheme, _space, token = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+    body = report.as_dict() if access.may_read_details(request) else report.summary()
+    return JsonResponse(body, status=200 if report.ok else 503)
 
 
 @never_cache
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus exposition of this host's processes; needs ``Authorization: Bearer`` when a token is set."""
-    if not _metrics_authorized(request):
+    """Prometheus exposition of this host's processes, for the bearer token (or open: :mod:`operations.access`).
+
+    Without a configured token (and not made public) production has no way in, so the endpoint answers 404 as if it
+    did not exist; with one, a missing or wrong token answers 401 with the ``WWW-Authenticate`` challenge.
+    """
+    if not access.may_read_details(request):
+        if not settings.WXNOTIFY_METRICS_TOKEN:
+            return HttpResponseNotFound()
         response = HttpResponse(status=401)
-        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        response["WWW-Authenticate"] = access.BEARER_CHALLENGE
         return response
     body, content_type = metrics.render(request.headers.get("Accept"))
     return HttpResponse(body, content_type=content_type)

@@ -41,6 +41,7 @@ STAFF_PERMISSIONS = (
     "add_message",
     "view_campaign",
     "add_campaign",
+    "view_deliveryreceipt",
 )
 
 

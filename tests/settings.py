@@ -14,6 +14,9 @@ os.environ.setdefault("WECHAT_API_BASE", "http://127.0.0.1:9")
 # one step of the pipeline at a time.  Tests of waiting turn these back on.
 os.environ.setdefault("WXNOTIFY_DELIVERY_IDLE_SECONDS", "0")
 os.environ.setdefault("WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS", "0")
+# pytest-django runs tests with DEBUG off, where /metrics and the details of /healthz need a token: tests of what they
+# show read them openly; tests/operations/test_endpoint_access.py turns this off to test who may read them.
+os.environ.setdefault("WXNOTIFY_METRICS_PUBLIC", "1")
 
 from wxnotify.settings import *  # noqa: F403
 

@@ -1,4 +1,5 @@
-"""How the whole site answers errors Django raises before or around any view: 400, unknown API URLs, 500, outages.
+"""How the whole site answers errors Django raises before or around any view: 400, CSRF failures, unknown API URLs,
+500, outages.
 
 Under ``/api/`` every answer has the API's JSON error shape (:func:`error_body`), so a client never has to parse
 an HTML page; elsewhere Django's own pages are kept.  A brief outage of the database or of Redis
@@ -18,7 +19,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
-from django.views import defaults
+from django.views import csrf, defaults
 from rest_framework import exceptions, status
 
 from wxnotify.outages import RETRY_AFTER_SECONDS, is_outage, log_outage
@@ -57,6 +58,25 @@ def bad_request(request: HttpRequest, exception: Exception, *args: Any, **kwargs
             status=status.HTTP_400_BAD_REQUEST,
         )
     return defaults.bad_request(request, exception, *args, **kwargs)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "", **kwargs: Any) -> HttpResponse:
+    """The project's ``CSRF_FAILURE_VIEW``: under ``/api/`` a JSON 403 like the one DRF's session authentication
+    answers (views outside DRF, such as unknown API URLs, are checked by Django's middleware); elsewhere Django's page.
+
+    ``reason`` is one of Django's fixed sentences, at most naming the Origin or Referer the client itself sent.
+    """
+    if request.path.startswith(API_PATH_PREFIX):
+        return JsonResponse(
+            error_body(
+                status.HTTP_403_FORBIDDEN,
+                "permission_denied",
+                _("CSRF check failed: %(reason)s Session-authenticated writes need the CSRF token.")
+                % {"reason": reason},
+            ),
+            status=status.HTTP_403_FORBIDDEN,
+        )
+    return csrf.csrf_failure(request, reason=reason, **kwargs)
 
 
 def outage_response(request: HttpRequest) -> HttpResponse:

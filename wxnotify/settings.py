@@ -61,6 +61,8 @@ if not DEBUG and SECRET_KEY == INSECURE_DEFAULT_SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+# JSON under /api/, Django's page elsewhere (like handler400 and handler500 in wxnotify.urls).
+CSRF_FAILURE_VIEW = "wxnotify.http_errors.csrf_failure"
 
 INSTALLED_APPS = [
     # Before the admin: its admin/index.html adds the operations dashboard link to the admin's index.
@@ -290,8 +292,18 @@ WXNOTIFY_DEFAULT_SEND_RATE_LIMIT = env_int("WXNOTIFY_DEFAULT_SEND_RATE_LIMIT", 0
 
 # /healthz fails when the oldest due queued message has waited longer than this many seconds.
 WXNOTIFY_HEALTH_MAX_QUEUE_LAG_SECONDS = env_int("WXNOTIFY_HEALTH_MAX_QUEUE_LAG_SECONDS", 300)
-# Bearer token required by /metrics; empty leaves it open (e.g. behind a private network).
-WXNOTIFY_METRICS_TOKEN = os.environ.get("WXNOTIFY_METRICS_TOKEN", "")
+# /metrics and the details of /healthz (operations.access): once this bearer token is set, only for requests with
+# "Authorization: Bearer <token>".  Without a token, open to anyone with WXNOTIFY_METRICS_PUBLIC=1 (e.g. a port only
+# Prometheus reaches) or in DEBUG runs (the demo); otherwise /metrics answers 404 and /healthz only ok / not ok.  The
+# token is a secret: masked in logs (operations.apps), never shown, long enough that it cannot be guessed.
+WXNOTIFY_METRICS_TOKEN = os.environ.get("WXNOTIFY_METRICS_TOKEN", "").strip()
+WXNOTIFY_METRICS_TOKEN_MIN_LENGTH = 16
+if WXNOTIFY_METRICS_TOKEN and len(WXNOTIFY_METRICS_TOKEN) < WXNOTIFY_METRICS_TOKEN_MIN_LENGTH:
+    raise ImproperlyConfigured(
+        f"WXNOTIFY_METRICS_TOKEN must be at least {WXNOTIFY_METRICS_TOKEN_MIN_LENGTH} characters; generate one with: "
+        "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )
+WXNOTIFY_METRICS_PUBLIC = env_bool("WXNOTIFY_METRICS_PUBLIC", default=False)
 # prometheus_client's multiprocess mode: every web and qcluster process of this host writes its counters here and
 # /metrics sums them. It must be set before prometheus_client is imported, and emptied when the host's services
 # (re)start, never while they run.

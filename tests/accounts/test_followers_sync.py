@@ -12,8 +12,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from accounts import services
 from accounts.models import Follower, FollowerSync, OfficialAccount
+from accounts.services import followers as services
 from accounts.services import run_follower_sync, start_follower_sync, sync_followers
 from sandbox.demo import DEMO_APPID
 from tests.factories import create_demo_account

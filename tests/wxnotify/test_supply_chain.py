@@ -84,10 +84,26 @@ def test_the_dev_lock_pins_what_production_runs_at_the_same_versions_and_pip_its
 def test_make_installs_only_from_the_lock_with_hashes():
     makefile = (BASE_DIR / "Makefile").read_text(encoding="utf-8")
 
-    install = re.search(r"^\t\$\(PY\) -m pip install .*$", makefile, re.MULTILINE).group(0)
-    assert "--require-hashes -r $(DEV_LOCK)" in install
+    installs = re.findall(r"^\t\$\(PY\) -m pip install .*$", makefile, re.MULTILINE)
+    assert installs, "no pip install in the Makefile"
+    assert all("--require-hashes" in line and " -r " in line for line in installs)
+    assert installs[-1].endswith("--require-hashes -r $(DEV_LOCK)")
     assert "DEV_LOCK := requirements-dev.lock" in makefile
     assert re.search(r"^\$\(STAMP\): \$\(DEV_LOCK\)", makefile, re.MULTILINE)
+
+
+def test_the_locked_pip_is_installed_first_from_the_lock_itself():
+    """A new venv's pip (23.2) refuses a locked package asked for with an extra in hash-checking mode, so make
+    installs the lock's own pip entry first; the awk that cuts it out must give exactly that entry."""
+    makefile = (BASE_DIR / "Makefile").read_text(encoding="utf-8")
+    awk = re.search(r"^\tawk '([^']+)' \$\(DEV_LOCK\) > \$\(VENV\)/pip.lock$", makefile, re.MULTILINE)
+    assert awk, "the Makefile no longer cuts pip's entry out of the lock"
+    cut = subprocess.run(
+        ["awk", awk.group(1), str(BASE_DIR / "requirements-dev.lock")], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert re.fullmatch(r"pip==[\d.]+ \\", cut[0])
+    assert len(cut) >= 2
+    assert all(re.fullmatch(r" +--hash=sha256:[0-9a-f]{64}( \\)?", line) for line in cut[1:])
 
 
 # --- The audit ------------------------------------------------------------------------------------------------------

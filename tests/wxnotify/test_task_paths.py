@@ -17,8 +17,8 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django_q.models import Schedule
 
-from accounts import services as accounts_services
 from accounts import tasks as accounts_tasks
+from accounts.services import followers as accounts_services
 from callbacks import tasks as callbacks_tasks
 from callbacks.models import ProcessedCallback
 from callbacks.services import dedup_seconds

@@ -1,5 +1,5 @@
-"""Actions on official accounts and their followers: syncing followers, checking credentials, recording errors,
-pruning the record of processed callbacks."""
+"""Followers from WeChat: the full sync (paged openids, profiles in concurrent batches, upserts in bulk), its
+queueing and bookkeeping, and the profile fetched for a follower a callback just met."""
 
 from __future__ import annotations
 
@@ -12,26 +12,20 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, connections, transaction
-from django.db.models import Q, TextField
-from django.db.models.functions import Cast
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_q.tasks import async_task
 
 from accounts.clients import wechat_client_for
 from accounts.models import Follower, FollowerSync, OfficialAccount
+from accounts.services.credentials import record_wechat_error
 from wxnotify.wechat.client import WeChatClient
-from wxnotify.wechat.errors import (
-    SECRET_UNREADABLE_ERRCODE,
-    WeChatError,
-    describe_errcode,
-    describe_wechat_error,
-)
+from wxnotify.wechat.errors import WeChatError, describe_wechat_error
 
 logger = logging.getLogger("wxnotify.accounts")
 
 # A sync writes about 20,000 followers a second against the sandbox (bench/RESULTS.md), fewer behind WeChat's
-# round trips: accounts with millions of followers run far past the cluster's task timeout, so its task gets
 # its own.  A sync still unfinished after this long lost its worker; a re-delivered copy of the running task
 # finds the row claimed and does nothing.
 FOLLOWER_SYNC_TIMEOUT = 3600
@@ -56,42 +50,6 @@ _SUBSCRIBED_UPDATE_FIELDS = [
 ]
 # An unfollowed user's batchget entry carries only openid (and maybe unionid): keep what we knew.
 _UNSUBSCRIBED_UPDATE_FIELDS = ["subscribed", "unsubscribed_at", "synced_at", "updated_at"]
-
-
-def record_wechat_error(account: OfficialAccount, error: WeChatError) -> None:
-    """Remember the latest WeChat error of an account so the admin shows it next to the account."""
-    now = timezone.now()
-    message = describe_wechat_error(error)[:500]
-    OfficialAccount.objects.filter(pk=account.pk).update(
-        last_error_code=error.errcode, last_error_message=message, last_error_at=now
-    )
-    account.last_error_code, account.last_error_message, account.last_error_at = error.errcode, message, now
-
-
-def flag_unreadable_secret(account_id: int) -> None:
-    """Say on the account that its AppSecret cannot be decrypted with the configured keys (sending is held).
-
-    Written without loading the account: loading is what fails.
-    """
-    OfficialAccount.objects.filter(pk=account_id).update(
-        last_error_code=SECRET_UNREADABLE_ERRCODE,
-        last_error_message=describe_errcode(SECRET_UNREADABLE_ERRCODE)[:500],
-        last_error_at=timezone.now(),
-    )
-
-
-def check_connection(account: OfficialAccount) -> None:
-    """Prove the credentials work without invalidating a token anyone else uses; raise ``WeChatError`` if not.
-
-    A stable_token fetch in normal mode returns the token already in force, so it is harmless.  A classic
-    ``/cgi-bin/token`` fetch would invalidate the token every other system holds, so for those accounts the
-    token manager's cached token is used for a cheap read call instead (it fetches only when none is cached).
-    """
-    client = wechat_client_for(account)
-    if account.token_endpoint == OfficialAccount.TokenEndpoint.STABLE:
-        client.fetch_access_token()
-    else:
-        client.get_all_private_templates()
 
 
 @dataclass(frozen=True)
@@ -445,9 +403,6 @@ def _finish(sync: FollowerSync, **fields) -> None:
         setattr(sync, name, value)
 
 
-# --- Encryption key rotation ------------------------------------------------------------------------------------------
-
-
 def update_follower_profile(follower_id: int) -> None:
     """Fill a follower's unionid, subscribe scene (and a missing remark) from ``user/info``.
 
@@ -476,53 +431,3 @@ def update_follower_profile(follower_id: int) -> None:
     if not follower.remark:  # once set, the remark is our operators' note (as in the follower sync)
         changes["remark"] = str(info.get("remark") or "")[:100]
     Follower.objects.filter(pk=follower_id).update(**changes)
-
-
-@dataclass(frozen=True)
-class KeyRotationReport:
-    """What ``reencrypt_secrets`` found or did: AppSecrets under the first key before and after, cached tokens."""
-
-    app_secrets: int
-    moved: int
-    cached_tokens: int
-
-
-def reencrypt_secrets(*, dry_run: bool = False) -> KeyRotationReport:
-    """Seal every AppSecret, and every access_token in the shared cache, under the first WXNOTIFY_ENCRYPTION_KEYS key.
-
-    Only values under another key are rewritten (``moved``), with ``update()`` so that a rotation changes no
-    ``updated_at``; the AppSecrets in one transaction, so a value no configured key opens stops the run before
-    anything changed, naming its account. With ``dry_run`` nothing is written: ``moved`` is what a run would move,
-    and 0 means the other keys can be dropped. Cached tokens expire within two hours anyway; re-sealing them keeps
-    every host from fetching a new one once the old key is gone.
-    """
-    from wxnotify import encryption
-    from wxnotify.wechat.tokens import default_token_manager
-
-    moved = 0
-    with transaction.atomic():
-        rows = (
-            OfficialAccount.objects.select_for_update()
-            .exclude(app_secret="")
-            .annotate(sealed=Cast("app_secret", output_field=TextField()))  # the stored ciphertext, not decrypted
-            .values_list("pk", "appid", "sealed")
-        )
-        for pk, appid, sealed in rows:
-            if encryption.is_under_first_key(sealed):
-                continue
-            try:
-                plain = encryption.decrypt(sealed)
-            except encryption.UndecryptableError:
-                raise encryption.UndecryptableError(
-                    f"The AppSecret of {appid} opens with no key of WXNOTIFY_ENCRYPTION_KEYS; nothing was changed."
-                ) from None
-            moved += 1
-            if not dry_run:
-                OfficialAccount.objects.filter(pk=pk).update(app_secret=plain)
-        total = len(rows)
-    cached_tokens = 0
-    if not dry_run:
-        manager = default_token_manager()
-        for appid in OfficialAccount.objects.values_list("appid", flat=True):
-            cached_tokens += manager.reencrypt_cached(appid)
-    return KeyRotationReport(app_secrets=total, moved=moved, cached_tokens=cached_tokens)

@@ -1,0 +1,39 @@
+"""Who may read ``/metrics`` and the details of ``/healthz``.
+
+Both show the same class of operational data (the AppIDs served, per-account volumes and errcodes, queue depth and
+lag), so one rule decides for both.  When ``WXNOTIFY_METRICS_TOKEN`` is set, a request must present
+``Authorization: Bearer <token>``, whatever else is set.  Without a token they are open to anyone only when
+``WXNOTIFY_METRICS_PUBLIC=1`` (a port only Prometheus reaches) or in a DEBUG run (the demo); otherwise ``/metrics``
+does not exist (404).  Anonymous ``/healthz`` always answers ok / not ok: load balancers call it without credentials.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from django.conf import settings
+from django.http import HttpRequest
+
+BEARER_CHALLENGE = 'Bearer realm="wxnotify operations"'
+
+
+def open_to_anyone() -> bool:
+    """True when no token is configured and the details are made public on purpose, or in a DEBUG run."""
+    return not settings.WXNOTIFY_METRICS_TOKEN and (settings.WXNOTIFY_METRICS_PUBLIC or settings.DEBUG)
+
+
+def presents_token(request: HttpRequest) -> bool:
+    """True when the request carries the configured bearer token.
+
+    Compared in constant time over bytes (a string compare would return at the first differing character, and
+    ``hmac.compare_digest`` refuses non-ASCII ``str``); no configured token matches nothing.
+    """
+    expected = settings.WXNOTIFY_METRICS_TOKEN
+    if not expected:
+        return False
+    scheme, _space, token = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+
+
+def may_read_details(request: HttpRequest) -> bool:
+    return open_to_anyone() or presents_token(request)

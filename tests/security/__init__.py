@@ -1,0 +1,1 @@
+"""Security tests that walk the whole project: scoping between accounts."""
