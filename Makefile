@@ -31,8 +31,8 @@ BOOTSTRAP_PYTHON ?= $(shell for p in python3.11 python3; do \
 
 help:
 	@echo "make demo      run the whole service locally against the WeChat sandbox (http://127.0.0.1:8000/admin/)"
-	@echo "make test      run the test suite in parallel (SQLite by default; PostgreSQL/Redis when DATABASE_URL/REDIS_URL"
-	@echo "               are set)"
+	@echo "make test      run the whole test suite in parallel (SQLite by default; PostgreSQL/Redis when DATABASE_URL/"
+	@echo "               REDIS_URL are set); installs chromium for the browser tests first when it can (root, apt-get)"
 	@echo "make lint      ruff check + ruff format --check + lint-imports (the import contracts in pyproject.toml)"
 	@echo "make format    ruff format + ruff check --fix"
 	@echo "make migrate   apply database migrations"
@@ -57,7 +57,10 @@ $(STAMP): $(DEV_LOCK) | $(PY)
 
 venv: $(STAMP)
 
+# tools/ensure_browser installs chromium and the CJK font for the browser tests when it can (root with apt-get) and
+# never fails; where it cannot, pytest leaves those tests out with one line in its summary (not in CI).
 test: $(STAMP)
+	@tools/ensure_browser
 	$(PY) -m pytest $(XDIST) $(ARGS)
 
 demo: $(STAMP)

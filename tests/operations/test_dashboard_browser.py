@@ -26,6 +26,8 @@ from tests.factories import ORDER_DATA, create_demo_account, create_templates
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 
+pytestmark = pytest.mark.browser
+
 
 @pytest.fixture
 def chromium(monkeypatch):
