@@ -27,12 +27,13 @@ BOOTSTRAP_PYTHON ?= $(shell for p in python3.11 python3; do \
 	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; \
 	then echo $$p; break; fi; done)
 
-.PHONY: help venv test demo lint format migrate audit lock clean distclean
+.PHONY: help venv test test-fast demo lint format migrate audit lock clean distclean
 
 help:
 	@echo "make demo      run the whole service locally against the WeChat sandbox (http://127.0.0.1:8000/admin/)"
 	@echo "make test      run the whole test suite in parallel (SQLite by default; PostgreSQL/Redis when DATABASE_URL/"
 	@echo "               REDIS_URL are set); installs chromium for the browser tests first when it can (root, apt-get)"
+	@echo "make test-fast the inner loop: make test without the browser tests and the tests that start processes (slow)"
 	@echo "make lint      ruff check + ruff format --check + lint-imports (the import contracts in pyproject.toml)"
 	@echo "make format    ruff format + ruff check --fix"
 	@echo "make migrate   apply database migrations"
@@ -62,6 +63,10 @@ venv: $(STAMP)
 test: $(STAMP)
 	@tools/ensure_browser
 	$(PY) -m pytest $(XDIST) $(ARGS)
+
+# The inner loop: everything but the browser tests and the tests that start processes (marked slow).
+test-fast: $(STAMP)
+	$(PY) -m pytest $(XDIST) -m "not slow and not browser" $(ARGS)
 
 demo: $(STAMP)
 	DJANGO_DEBUG=1 $(PY) manage.py run_demo

@@ -26,7 +26,7 @@ from django.db import connection
 from tests.factories import create_demo_account
 from tests.servers import free_port
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 LIMIT = 64 * 1024

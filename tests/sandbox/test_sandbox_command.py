@@ -41,6 +41,7 @@ def token(base_url: str, appid: str = DEMO_APPID, secret: str = DEMO_ACCOUNT["se
     return requests.get(f"{base_url}/cgi-bin/token", params=params, timeout=5).json()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_command_serves_the_demo_account_until_signalled(stop_signal):
     port = free_port()
@@ -65,6 +66,7 @@ def test_command_serves_the_demo_account_until_signalled(stop_signal):
         process.stderr.close()
 
 
+@pytest.mark.slow
 def test_command_reads_a_config_file(tmp_path):
     config = demo_config(appid="wx00000000000000cc", secret="config-file-secret", followers=3)
     config["faults"] = {"error_rate": 1.0, "error_code": 45011}
@@ -89,6 +91,7 @@ def test_the_shipped_demo_config_matches_the_demo_account():
     assert shipped["accounts"] == demo_config()["accounts"]
 
 
+@pytest.mark.slow
 def test_command_takes_the_delivery_fault_options():
     process, base_url = start_sandbox(
         "--port", str(free_port()), "--followers", "3", "--no-receipts", "--drop-reply-rate", "0.05",

@@ -24,6 +24,9 @@ from wxnotify.wechat import PRODUCTION_API_BASE
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
+# Every test here reads the settings in a fresh interpreter.
+pytestmark = pytest.mark.slow
+
 DUMP_SETTINGS = """
 import json
 from django.conf import settings as s

@@ -174,6 +174,7 @@ def audit(lock: Path, osv_url: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_a_known_vulnerability_fails_the_audit_and_is_named(tmp_path):
     lock = write_lock(tmp_path, VULNERABLE, ("asgiref", "3.13.0"))
 
@@ -185,6 +186,7 @@ def test_a_known_vulnerability_fails_the_audit_and_is_named(tmp_path):
     assert {query["package"]["name"] for query in osv.queries} == {"django", "asgiref"}
 
 
+@pytest.mark.slow
 def test_no_known_vulnerability_passes(tmp_path):
     lock = write_lock(tmp_path, ("django", "5.2.19"), ("asgiref", "3.13.0"))
 
@@ -196,6 +198,7 @@ def test_no_known_vulnerability_passes(tmp_path):
     assert "NOT AUDITED" not in result.stdout
 
 
+@pytest.mark.slow
 def test_an_unreachable_advisory_service_is_reported_not_failed(tmp_path):
     lock = write_lock(tmp_path, VULNERABLE)
     with fake_osv() as osv:
@@ -208,6 +211,7 @@ def test_an_unreachable_advisory_service_is_reported_not_failed(tmp_path):
     assert "NOT AUDITED: no advisory service could be asked; the dependencies were not checked." in result.stdout
 
 
+@pytest.mark.slow
 def test_a_malformed_lock_fails_the_audit(tmp_path):
     lock = tmp_path / "broken.lock"
     lock.write_text("django>=4 \\\n    --hash=sha256:" + "ab" * 32 + "\n", encoding="utf-8")
