@@ -92,6 +92,7 @@ def test_make_installs_only_from_the_lock_with_hashes():
     assert re.search(r"^\$\(STAMP\): \$\(DEV_LOCK\)", makefile, re.MULTILINE)
 
 
+@pytest.mark.slow
 def test_the_locked_pip_is_installed_first_from_the_lock_itself():
     """A new venv's pip (23.2) refuses a locked package asked for with an extra in hash-checking mode, so make
     installs the lock's own pip entry first; the awk that cuts it out must give exactly that entry."""
