@@ -16,9 +16,6 @@ from messaging.models import Message
 from templates_app.models import MessageTemplate
 from templates_app.selectors import get_active_template
 from tests.messaging.test_api import MESSAGES, SHIPPED, TICKET, _send_body
-from tests.messaging.test_api import api_a as api_a
-from tests.messaging.test_api import followers_a as followers_a
-from tests.messaging.test_api_send_cost import no_broker as no_broker
 from wxnotify.memo import lookup_memo
 
 pytestmark = pytest.mark.django_db(transaction=True)
