@@ -17,17 +17,23 @@ DEV_LOCK := requirements-dev.lock
 LOCK_ARGS ?=
 # Extra arguments for pytest, e.g. `make test ARGS="-k tokens -x"`.
 ARGS ?=
+# The suite runs in parallel (pytest-xdist): a worker per core, at most 4, each with its own test database, Redis
+# database (REDIS_URL's number + the worker's index) and metrics directory (tests/settings.py).  ARGS=-n0 runs it
+# in one process.
+XDIST := --numprocesses=auto --maxprocesses=4
 
 # The interpreter that creates the venv: python3.11, else python3 when it is 3.11 or newer.
 BOOTSTRAP_PYTHON ?= $(shell for p in python3.11 python3; do \
 	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; \
 	then echo $$p; break; fi; done)
 
-.PHONY: help venv test demo lint format migrate audit lock clean distclean
+.PHONY: help venv test test-fast demo lint format migrate audit lock clean distclean
 
 help:
 	@echo "make demo      run the whole service locally against the WeChat sandbox (http://127.0.0.1:8000/admin/)"
-	@echo "make test      run the test suite (SQLite by default; PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set)"
+	@echo "make test      run the whole test suite in parallel (SQLite by default; PostgreSQL/Redis when DATABASE_URL/"
+	@echo "               REDIS_URL are set); installs chromium for the browser tests first when it can (root, apt-get)"
+	@echo "make test-fast the inner loop: make test without the browser tests and the tests that start processes (slow)"
 	@echo "make lint      ruff check + ruff format --check + lint-imports (the import contracts in pyproject.toml)"
 	@echo "make format    ruff format + ruff check --fix"
 	@echo "make migrate   apply database migrations"
@@ -52,8 +58,15 @@ $(STAMP): $(DEV_LOCK) | $(PY)
 
 venv: $(STAMP)
 
+# tools/ensure_browser installs chromium and the CJK font for the browser tests when it can (root with apt-get) and
+# never fails; where it cannot, pytest leaves those tests out with one line in its summary (not in CI).
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	@tools/ensure_browser
+	$(PY) -m pytest $(XDIST) $(ARGS)
+
+# The inner loop: everything but the browser tests and the tests that start processes (marked slow).
+test-fast: $(STAMP)
+	$(PY) -m pytest $(XDIST) -m "not slow and not browser" $(ARGS)
 
 demo: $(STAMP)
 	DJANGO_DEBUG=1 $(PY) manage.py run_demo
@@ -87,7 +100,7 @@ lock: $(STAMP)
 clean:
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
 	rm -rf .pytest_cache .ruff_cache .import_linter_cache .hypothesis test-artifacts
-	rm -f var/test-*.sqlite3 var/test-*.sqlite3-wal var/test-*.sqlite3-shm var/test-*.sqlite3-journal
+	rm -f var/test-*.sqlite3*
 
 distclean: clean
 	rm -rf $(VENV) var

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,9 +34,33 @@ from messaging.api.throttles import cache_outage, throttle_cache
 from sandbox.demo import DEMO_APPID, demo_config
 from sandbox.server import SandboxServer
 from sandbox.state import Account, ApiFault, ReceivedRequest, SandboxState
-from tests import factories
+from tests import chromium, factories
 from wxnotify.memo import forget_lookups
 from wxnotify.wechat.tokens import default_token_manager
+
+BROWSER_TESTS = Path(__file__).resolve().parent / "browser"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
+    """Mark tests/browser ``browser`` before ``-m`` filters the items; then leave out what cannot run here."""
+    for item in items:
+        if item.path.is_relative_to(BROWSER_TESTS):
+            item.add_marker(pytest.mark.browser)
+    result = yield
+    chromium.deselect_browser_tests(config, items)
+    return result
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """An xdist worker finished: keep the number of browser tests it left out, for the summary line."""
+    chromium.record_worker_count(node.config, getattr(node, "workeroutput", {}))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if line := chromium.summary_line(config):
+        terminalreporter.write_sep("-", line, yellow=True)
 
 
 @dataclass

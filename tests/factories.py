@@ -16,6 +16,8 @@ from typing import Any
 
 from django.contrib.auth.models import Group, Permission
 from django.test import Client
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from accounts.models import OfficialAccount
 from accounts.selectors import STAFF_GROUP
@@ -107,6 +109,14 @@ def english_client(user: Any = None) -> Client:
     client = Client(HTTP_ACCEPT_LANGUAGE="en")
     if user is not None:
         client.force_login(user)
+    return client
+
+
+def api_client_for(user: Any) -> APIClient:
+    """An API client with ``user``'s token, asking for English answers (assertions read the source strings)."""
+    client = APIClient(HTTP_ACCEPT_LANGUAGE="en")
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
 
 

@@ -1,8 +1,8 @@
 """Browser tests: Playwright (pytest-playwright) driving Debian's chromium against pytest-django's live server.
 
-No ``playwright install``: the browser is the system's ``/usr/bin/chromium`` (see ``tests.chromium``).  Without
-it these tests fail with a message saying so, unless ``WXNOTIFY_SKIP_BROWSER=1`` is set outside CI, which skips
-them on a machine that cannot have a browser.  The accounts and staff members are the suite's (``tests/conftest.py``);
+No ``playwright install``: the browser is the system's ``/usr/bin/chromium`` (see ``tests.chromium``).  Every test
+here is marked ``browser``: without chromium (outside CI) they are left out of the run, with one line in its summary
+saying how to enable them.  The accounts and staff members are the suite's (``tests/conftest.py``);
 every test here uses the live server, so their database is transactional.
 
 Screenshots of every step go to ``test-artifacts/browser/<test>/`` (gitignored).  Browser tests belong in this

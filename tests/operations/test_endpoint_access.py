@@ -118,6 +118,7 @@ def test_the_token_is_masked_in_logs(settings):
     assert redact(f"Authorization: Bearer {settings.WXNOTIFY_METRICS_TOKEN}") == f"Authorization: Bearer {MASK}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("token", "starts"),
     [("short-token", False), ("a-token-long-enough-0123", True)],

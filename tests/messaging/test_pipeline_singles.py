@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from messaging import dispatch, ratelimit
 from messaging.models import Message
 from messaging.tasks import deliver_due_messages
-from tests import test_pipeline
+from tests.messaging import test_pipeline
 
 # The demo account with its templates and followers, and the send shortcut, as in the main pipeline tests.
 pipeline = test_pipeline.pipeline

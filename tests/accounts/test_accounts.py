@@ -159,6 +159,7 @@ def test_add_official_account_bad_input_fails_in_words_without_the_secret():
     assert not OfficialAccount.objects.exists()
 
 
+@pytest.mark.slow
 def test_add_official_account_exit_code_and_output_in_a_process(tmp_path):
     """The real command line: exit status 1 and the reason on stderr, never the secret."""
     env = {

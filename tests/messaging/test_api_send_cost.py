@@ -6,19 +6,14 @@ was cut down to from growing back unnoticed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts import fields
 from messaging.models import Message
-from tests.test_api import MESSAGES, _send_body
-from tests.test_api import api_a as api_a
-from tests.test_api import followers_a as followers_a
+from tests.messaging.test_api import MESSAGES, _send_body
 
 # The first send of a caller: token auth, the user's and groups' permissions (2), the user's groups, the
 # account, the follower, the template and the INSERT.  Later sends find token, permissions, account and template
@@ -26,20 +21,6 @@ from tests.test_api import followers_a as followers_a
 # re-reads the delivery columns for the answer.
 FIRST_SEND_QUERIES = 8
 SEND_QUERIES = 2
-
-
-@pytest.fixture
-def no_broker(monkeypatch) -> Iterator[list[str]]:
-    """Keep delivery out of the measurement: enqueued tasks are only recorded.
-
-    The cache is cleared before and after: a delivery-alive signal left up by a recorded (never run) task
-    would keep later tests' messages from being enqueued.
-    """
-    cache.clear()
-    enqueued: list[str] = []
-    monkeypatch.setattr("messaging.dispatch.async_task", lambda func, *args, **kwargs: enqueued.append(func))
-    yield enqueued
-    cache.clear()
 
 
 @pytest.mark.parametrize("client_msg_id", [None, "order-42-shipped"], ids=["generated key", "caller's key"])
@@ -111,7 +92,7 @@ def test_prebuilt_message_fields_answer_like_drfs_own_and_are_never_shared(accou
     from rest_framework import serializers
 
     from messaging.api.serializers import MessageSerializer
-    from tests.test_api import _make_message
+    from tests.messaging.test_api import _make_message
 
     class Introspected(serializers.ModelSerializer):
         """MessageSerializer as DRF builds it for every instance."""

@@ -18,7 +18,7 @@ import pytest
 
 from tests.servers import QuietHandler, serving
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
 AUDIT = BASE_DIR / "tools" / "audit_dependencies.py"
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", re.MULTILINE)
 
@@ -92,6 +92,7 @@ def test_make_installs_only_from_the_lock_with_hashes():
     assert re.search(r"^\$\(STAMP\): \$\(DEV_LOCK\)", makefile, re.MULTILINE)
 
 
+@pytest.mark.slow
 def test_the_locked_pip_is_installed_first_from_the_lock_itself():
     """A new venv's pip (23.2) refuses a locked package asked for with an extra in hash-checking mode, so make
     installs the lock's own pip entry first; the awk that cuts it out must give exactly that entry."""
@@ -174,6 +175,7 @@ def audit(lock: Path, osv_url: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_a_known_vulnerability_fails_the_audit_and_is_named(tmp_path):
     lock = write_lock(tmp_path, VULNERABLE, ("asgiref", "3.13.0"))
 
@@ -185,6 +187,7 @@ def test_a_known_vulnerability_fails_the_audit_and_is_named(tmp_path):
     assert {query["package"]["name"] for query in osv.queries} == {"django", "asgiref"}
 
 
+@pytest.mark.slow
 def test_no_known_vulnerability_passes(tmp_path):
     lock = write_lock(tmp_path, ("django", "5.2.19"), ("asgiref", "3.13.0"))
 
@@ -196,6 +199,7 @@ def test_no_known_vulnerability_passes(tmp_path):
     assert "NOT AUDITED" not in result.stdout
 
 
+@pytest.mark.slow
 def test_an_unreachable_advisory_service_is_reported_not_failed(tmp_path):
     lock = write_lock(tmp_path, VULNERABLE)
     with fake_osv() as osv:
@@ -208,6 +212,7 @@ def test_an_unreachable_advisory_service_is_reported_not_failed(tmp_path):
     assert "NOT AUDITED: no advisory service could be asked; the dependencies were not checked." in result.stdout
 
 
+@pytest.mark.slow
 def test_a_malformed_lock_fails_the_audit(tmp_path):
     lock = tmp_path / "broken.lock"
     lock.write_text("django>=4 \\\n    --hash=sha256:" + "ab" * 32 + "\n", encoding="utf-8")

@@ -24,7 +24,7 @@ from messaging.models import DeliveryReceipt, Message
 from templates_app.models import MessageTemplate
 from wxnotify.wechat.crypto import CallbackCrypto, compute_signature
 
-VECTORS = json.loads((Path(__file__).with_name("data") / "test-vectors.json").read_text(encoding="utf-8"))
+VECTORS = json.loads((Path(__file__).resolve().parents[1] / "data" / "test-vectors.json").read_text(encoding="utf-8"))
 PLAIN_APPID = "wx00000000000000a1"
 SAFE_APPID = "wx00000000000000a2"
 TOKEN = "callbacktoken"

@@ -23,7 +23,7 @@ from operations.management.commands.run_demo import port_is_open
 from sandbox.demo import DEMO_TEMPLATES
 from tests.servers import free_port
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
 READY_LINE = "Press Ctrl-C to stop everything."
 START_TIMEOUT = 45.0
 DEMO_TITLES = [template["title"] for template in DEMO_TEMPLATES]

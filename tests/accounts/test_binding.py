@@ -15,8 +15,7 @@ from django.utils import translation
 
 from accounts import binding
 from accounts.models import Follower, OfficialAccount
-from tests.factories import create_demo_account
-from tests.test_callback_endpoint import (
+from tests.callbacks.test_callback_endpoint import (
     PLAIN_APPID,
     SAFE_APPID,
     WeChat,
@@ -25,6 +24,7 @@ from tests.test_callback_endpoint import (
     new_openid,
     text_xml,
 )
+from tests.factories import create_demo_account
 from wxnotify.wechat import PRODUCTION_API_BASE
 
 # Codes, failure counters and de-duplication live in the shared cache: every test starts and ends with it empty.

@@ -26,9 +26,9 @@ from django.db import connection
 from tests.factories import create_demo_account
 from tests.servers import free_port
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
 LIMIT = 64 * 1024
 # Larger than the socket buffers on both ends, so a client is still sending when an early answer arrives.
 DRAIN = 16 * 1024 * 1024

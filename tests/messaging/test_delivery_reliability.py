@@ -22,7 +22,7 @@ from messaging.sweeper import recover_expired_leases, settle
 from messaging.tasks import deliver_campaign, deliver_due_messages, deliver_messages, sweep_messages
 from sandbox.demo import DEMO_APPID
 from tests.factories import ORDER_DATA, ORDER_TEMPLATE
-from tests.test_pipeline import pipeline, refreshed, send, slow_retries, stored_message, sync_followers_from
+from tests.messaging.test_pipeline import pipeline, refreshed, send, slow_retries, stored_message, sync_followers_from
 from wxnotify.wechat.client import WeChatClient
 from wxnotify.wechat.errors import INTERNAL_ERROR_ERRCODE, OUTCOME_UNKNOWN_ERRCODE, SECRET_UNREADABLE_ERRCODE
 

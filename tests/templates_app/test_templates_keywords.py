@@ -338,7 +338,7 @@ def test_every_type_has_a_cap_and_the_rules_serve_it():
 
 def test_the_documented_caps_are_the_enforced_ones():
     """docs/keywords.md is where callers read the caps: its table must say what the code does."""
-    text = (Path(__file__).resolve().parent.parent / "docs" / "keywords.md").read_text(encoding="utf-8")
+    text = (Path(__file__).resolve().parents[2] / "docs" / "keywords.md").read_text(encoding="utf-8")
     documented = dict(re.findall(r"^\| `(\w+)` \| [^|]+ \| (\d+) \|", text, flags=re.MULTILINE))
     assert {name: int(cap) for name, cap in documented.items()} == {
         **CAPS,

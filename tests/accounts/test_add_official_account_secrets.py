@@ -136,6 +136,7 @@ def read_until(fd: int, marker: bytes, seen: bytearray, timeout: float = 60.0) -
             seen.extend(chunk)
 
 
+@pytest.mark.slow
 def test_the_prompt_on_a_terminal_does_not_echo(tmp_path):
     """A real pseudo-terminal: what is typed at the prompts never appears on the screen."""
     env = {

@@ -22,7 +22,10 @@ from tests.factories import run_manage_py
 from wxnotify.encryption import derived_key
 from wxnotify.wechat import PRODUCTION_API_BASE
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+# Every test here reads the settings in a fresh interpreter.
+pytestmark = pytest.mark.slow
 
 DUMP_SETTINGS = """
 import json

@@ -350,6 +350,7 @@ print(json.dumps({"tokens": sorted(set(results)), "count": len(results), "errors
 """
 
 
+@pytest.mark.slow
 def test_single_flight_across_processes(transactional_db, wechat_sandbox, appid):
     process_count, thread_count = 3, 16
     wechat_sandbox.update_account(appid, secret="secret-of-the-multiprocess-test")  # the processes' AppSecret

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -26,9 +25,8 @@ from messaging.api.parsers import BulkJSONParser
 from messaging.models import Campaign, Message
 from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
 from templates_app.models import MessageTemplate
-from tests.factories import ORDER_DATA, OTHER_APPID
+from tests.factories import ORDER_DATA, OTHER_APPID, api_client_for
 from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
-from wxnotify.wechat.tokens import default_token_manager
 
 SHIPPED = DEMO_TEMPLATES[0]["template_id"]  # character_string1, thing2, time3, amount4
 TICKET = DEMO_TEMPLATES[2]["template_id"]  # thing1, character_string2, time3
@@ -40,42 +38,6 @@ BIG_MSGID = 3487542469355618313  # > 2**53: JavaScript would round it
 # Tests whose requests really send: delivery is queued on commit, so they run in autocommit like production and
 # the (inline) task has run when the response comes back.
 sends = pytest.mark.django_db(transaction=True)
-
-
-def _client_for(user) -> APIClient:
-    # English answers, so the assertions on messages hold whatever translations exist.
-    client = APIClient(HTTP_ACCEPT_LANGUAGE="en")
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
-
-
-@pytest.fixture
-def api_a(staff_a) -> APIClient:
-    return _client_for(staff_a)
-
-
-@pytest.fixture
-def api_b(staff_b) -> APIClient:
-    return _client_for(staff_b)
-
-
-@pytest.fixture
-def followers_a(account_a, sandbox_api, django_user_model) -> Iterator[list[Follower]]:
-    """The first five sandbox followers of A; the first is bound to user "alice".
-
-    The sandbox starts every test afresh, so no access_token cached by an earlier test may be used.
-    """
-    default_token_manager().forget(DEMO_APPID)
-    alice = django_user_model.objects.create_user("alice")
-    followers = [
-        Follower.objects.create(account=account_a, openid=openid, subscribed_at=timezone.now())
-        for openid in sandbox_api.followers()[:5]
-    ]
-    followers[0].user = alice
-    followers[0].save()
-    yield followers
-    default_token_manager().forget(DEMO_APPID)
 
 
 def _send_body(openid: str, **overrides: Any) -> dict[str, Any]:
@@ -298,7 +260,7 @@ def test_two_racing_requests_with_one_key_make_one_message(staff_a, followers_a,
     responses: list[Any] = []
 
     def send() -> None:
-        client = _client_for(staff_a)
+        client = api_client_for(staff_a)
         barrier.wait()
         try:
             responses.append(client.post(MESSAGES, body, format="json"))
@@ -414,7 +376,7 @@ def test_staff_of_b_cannot_see_or_send_for_a(api_a, api_b, account_a, account_b,
 
 
 def test_user_without_group_is_forbidden(django_user_model, account_a):
-    outsider = _client_for(django_user_model.objects.create_user("outsider"))
+    outsider = api_client_for(django_user_model.objects.create_user("outsider"))
     assert_error(outsider.get(MESSAGES), 403, "permission_denied")
     assert_error(outsider.post(MESSAGES, _send_body("oX"), format="json"), 403, "permission_denied")
 
@@ -426,7 +388,7 @@ def test_viewing_without_add_permission_cannot_send(
     viewer = django_user_model.objects.create_user("viewer")
     viewer.groups.add(staff_group)
     account_a.operators.add(viewer)
-    client = _client_for(viewer)
+    client = api_client_for(viewer)
     assert client.get(MESSAGES).status_code == 200
     assert_error(client.post(MESSAGES, _send_body(followers_a[1].openid), format="json"), 403, "permission_denied")
     assert sandbox_api.messages() == []
@@ -435,7 +397,7 @@ def test_viewing_without_add_permission_cannot_send(
 def test_superuser_sees_every_account(admin_user, account_a, account_b):
     _make_message(account_a, "oA")
     _make_message(account_b, "oB")
-    assert len(_client_for(admin_user).get(MESSAGES).json()["results"]) == 2
+    assert len(api_client_for(admin_user).get(MESSAGES).json()["results"]) == 2
 
 
 # --- Campaigns ----------------------------------------------------------------------------------------------------
@@ -740,7 +702,7 @@ def test_unknown_api_urls_and_methods_answer_json(api_a, account_a):
 
 @sends
 def test_responses_never_contain_secrets(admin_user, account_a, followers_a, sandbox_api):
-    client = _client_for(admin_user)
+    client = api_client_for(admin_user)
     send = client.post(MESSAGES, _send_body(followers_a[1].openid), format="json")
     assert send.status_code == 202
     pages = [

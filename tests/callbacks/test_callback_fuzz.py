@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from accounts import binding
 from accounts.models import OfficialAccount
-from tests.test_callback_endpoint import AES_KEY, TOKEN, make_account
+from tests.callbacks.test_callback_endpoint import AES_KEY, TOKEN, make_account
 from wxnotify.wechat.crypto import CallbackCrypto, compute_signature
 
 pytestmark = pytest.mark.django_db

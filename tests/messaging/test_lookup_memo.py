@@ -15,10 +15,7 @@ from rest_framework.authtoken.models import Token
 from messaging.models import Message
 from templates_app.models import MessageTemplate
 from templates_app.selectors import get_active_template
-from tests.test_api import MESSAGES, SHIPPED, TICKET, _send_body
-from tests.test_api import api_a as api_a
-from tests.test_api import followers_a as followers_a
-from tests.test_api_send_cost import no_broker as no_broker
+from tests.messaging.test_api import MESSAGES, SHIPPED, TICKET, _send_body
 from wxnotify.memo import lookup_memo
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import django.urls
 import pytest
 
-CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
+CONF = Path(__file__).resolve().parents[2] / "gunicorn.conf.py"
 
 
 @pytest.fixture

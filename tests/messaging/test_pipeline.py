@@ -625,6 +625,7 @@ print("finished", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice(pipeline, sandbox_api, settings):
     """A real OS process delivers a batch against the file database and is killed with SIGKILL halfway.
 

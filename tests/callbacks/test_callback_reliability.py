@@ -24,7 +24,7 @@ from callbacks.apps import CALLBACK_PRUNE_SCHEDULE_NAME, CALLBACK_PRUNE_TASK
 from callbacks.models import ProcessedCallback
 from messaging.models import DeliveryReceipt, Message
 from templates_app.models import MessageTemplate
-from tests.test_callback_endpoint import (
+from tests.callbacks.test_callback_endpoint import (
     SAFE_APPID,
     WeChat,
     event_xml,

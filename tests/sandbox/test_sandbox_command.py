@@ -16,7 +16,7 @@ import requests
 from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, demo_config
 from tests.servers import free_port
 
-MANAGE_PY = Path(__file__).resolve().parent.parent / "manage.py"
+MANAGE_PY = Path(__file__).resolve().parents[2] / "manage.py"
 
 
 def start_sandbox(*args: str) -> tuple[subprocess.Popen, str]:
@@ -41,6 +41,7 @@ def token(base_url: str, appid: str = DEMO_APPID, secret: str = DEMO_ACCOUNT["se
     return requests.get(f"{base_url}/cgi-bin/token", params=params, timeout=5).json()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_command_serves_the_demo_account_until_signalled(stop_signal):
     port = free_port()
@@ -65,6 +66,7 @@ def test_command_serves_the_demo_account_until_signalled(stop_signal):
         process.stderr.close()
 
 
+@pytest.mark.slow
 def test_command_reads_a_config_file(tmp_path):
     config = demo_config(appid="wx00000000000000cc", secret="config-file-secret", followers=3)
     config["faults"] = {"error_rate": 1.0, "error_code": 45011}
@@ -85,10 +87,11 @@ def test_command_reads_a_config_file(tmp_path):
 
 
 def test_the_shipped_demo_config_matches_the_demo_account():
-    shipped = json.loads((Path(__file__).resolve().parent.parent / "sandbox" / "demo.json").read_text("utf-8"))
+    shipped = json.loads((Path(__file__).resolve().parents[2] / "sandbox" / "demo.json").read_text("utf-8"))
     assert shipped["accounts"] == demo_config()["accounts"]
 
 
+@pytest.mark.slow
 def test_command_takes_the_delivery_fault_options():
     process, base_url = start_sandbox(
         "--port", str(free_port()), "--followers", "3", "--no-receipts", "--drop-reply-rate", "0.05",

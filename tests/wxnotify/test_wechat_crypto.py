@@ -17,7 +17,7 @@ from wxnotify.wechat.crypto import (
     verify_signature,
 )
 
-VECTORS_FILE = Path(__file__).with_name("data") / "test-vectors.json"
+VECTORS_FILE = Path(__file__).resolve().parents[1] / "data" / "test-vectors.json"
 VECTORS = json.loads(VECTORS_FILE.read_text(encoding="utf-8"))
 
 

@@ -36,7 +36,7 @@ from tests.servers import free_port
 from wxnotify import outages
 from wxnotify.http_errors import server_error
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
 
 
 def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
@@ -220,6 +220,7 @@ def throwaway_redis() -> Iterator[ThrowawayRedis]:
         server.stop()
 
 
+@pytest.mark.slow
 def test_api_keeps_answering_while_redis_is_down_and_limits_again_when_it_returns(
     api, throwaway_redis, settings, monkeypatch
 ):
@@ -340,6 +341,7 @@ def _up(base_url: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_web_process_answers_503_while_postgres_is_down_and_reconnects_by_itself(throwaway_postgres, web_on):
     callback = f"{web_on}/wechat/callback/wx0000000000000000/"  # looks the account up: touches the database
     api = f"{web_on}/api/v1/messages/"  # looks the token up

@@ -25,13 +25,14 @@ from wxnotify.wechat.crypto import compute_signature
 from wxnotify.wechat.errors import NetworkError, RecipientError
 from wxnotify.wechat.tokens import default_token_manager
 
-FAMILIES = {
+# What sends move.  A family appears once one of its counters moved in this run: wxnotify_callback_requests after a
+# callback (test_callback_requests_are_counted_by_outcome), which a send does not make.
+SEND_FAMILIES = {
     "wxnotify_messages",
     "wxnotify_queue_lag_seconds",
     "wxnotify_send_latency_seconds",
     "wxnotify_wechat_errors",
     "wxnotify_token_fetches",
-    "wxnotify_callback_requests",
 }
 
 
@@ -76,7 +77,7 @@ def test_sends_move_the_latency_histogram_errors_token_fetches_and_the_status_ga
     send_to(demo_account, sandbox_api.followers()[3:5])
     after = scrape(client)
 
-    assert set(after) >= FAMILIES
+    assert set(after) >= SEND_FAMILIES
     latency = "wxnotify_send_latency_seconds"
     for result, sent in (("ok", 3), ("wechat_error", 2)):
         labels = {"account": DEMO_APPID, "result": result}

@@ -24,7 +24,9 @@ from templates_app.models import MessageTemplate
 from tests.chromium import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.factories import ORDER_DATA, create_demo_account, create_templates
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
+
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
