@@ -1,5 +1,8 @@
 """Followers from WeChat: the full sync (paged openids, profiles in concurrent batches, upserts in bulk), its
-queueing and bookkeeping, and the profile fetched for a follower a callback just met."""
+queueing and bookkeeping, and the profile fetched for a follower a callback just met.
+
+A little over 400 lines: the sync's pieces (pages, batchget pool, upsert shapes) only make sense together.
+"""
 
 from __future__ import annotations
 
