@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, QuerySet
 
-from accounts.selectors import accounts_for_user
+from accounts.selectors import accounts_for_user, in_user_accounts
 from messaging.models import Campaign, DeliveryReceipt, Message
 
 FINAL_STATUSES = (Message.Status.DELIVERED, Message.Status.FAILED)
@@ -17,7 +17,7 @@ DONE_STATUSES = (Message.Status.SENT, *FINAL_STATUSES)
 
 
 def messages_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Message]:
-    return Message.objects.filter(account__in=accounts_for_user(user))
+    return Message.objects.filter(in_user_accounts(user))
 
 
 def campaigns_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Campaign]:
