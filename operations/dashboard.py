@@ -127,11 +127,21 @@ def _messages(account_ids: list[int]) -> QuerySet[Message]:
     return Message.objects.filter(account_id__in=account_ids).order_by()
 
 
-def status_summary(account_ids: list[int], since: datetime, label: str) -> StatusSummary:
-    counts = dict.fromkeys(Message.Status.values, 0)
-    rows = _messages(account_ids).filter(created_at__gte=since).values_list("status").annotate(count=Count("pk"))
-    counts.update(dict(rows))
-    return StatusSummary(label=label, counts=counts)
+def status_summaries(account_ids: list[int], windows: list[tuple[datetime, str]]) -> list[StatusSummary]:
+    """Messages by status accepted since each window's start, in one pass over the widest window: every count is
+    counted on ``status``, which the covering ``message_account_created_cover`` index holds, so PostgreSQL answers
+    from the index without reading the table (``COUNT(id)`` would read every row: the index has no id)."""
+    widest = min(since for since, _label in windows)
+    counts = {
+        f"w{index}_{status}": Count("status", filter=Q(status=status, created_at__gte=since))
+        for index, (since, _label) in enumerate(windows)
+        for status in Message.Status.values
+    }
+    row = _messages(account_ids).filter(created_at__gte=widest).aggregate(**counts)
+    return [
+        StatusSummary(label=label, counts={status: row[f"w{index}_{status}"] for status in Message.Status.values})
+        for index, (_since, label) in enumerate(windows)
+    ]
 
 
 def sends_per_hour(account_ids: list[int], now: datetime, hours: int = CHART_HOURS) -> list[tuple[datetime, int]]:
@@ -143,7 +153,7 @@ def sends_per_hour(account_ids: list[int], now: datetime, hours: int = CHART_HOU
         .filter(created_at__gte=first_hour - SEND_DELAY_ALLOWANCE, sent_at__gte=first_hour, sent_at__lte=now)
         .annotate(hour=TruncHour("sent_at"))
         .values_list("hour")
-        .annotate(count=Count("pk"))
+        .annotate(count=Count("*"))
     )
     counts = {timezone.localtime(hour): count for hour, count in rows}
     return [(first_hour + timedelta(hours=i), counts.get(first_hour + timedelta(hours=i), 0)) for i in range(hours)]
@@ -174,7 +184,7 @@ def top_errcodes(account_ids: list[int], since: datetime, limit: int = TOP_ERRCO
         _messages(account_ids)
         .filter(created_at__gte=since, status=Message.Status.FAILED)
         .values_list("errcode")
-        .annotate(count=Count("pk"))
+        .annotate(count=Count("*"))
         .order_by("-count", "errcode")[:limit]
     )
     return [
@@ -249,10 +259,9 @@ def build_dashboard(user: AbstractBaseUser | AnonymousUser, now: datetime | None
     ids = [account.pk for account in accounts]
     return Dashboard(
         generated_at=now,
-        summaries=[
-            status_summary(ids, now - timedelta(hours=24), _("Last 24 hours")),
-            status_summary(ids, now - timedelta(days=7), _("Last 7 days")),
-        ],
+        summaries=status_summaries(
+            ids, [(now - timedelta(hours=24), _("Last 24 hours")), (now - timedelta(days=7), _("Last 7 days"))]
+        ),
         chart=hour_chart(sends_per_hour(ids, now)),
         top_errcodes=top_errcodes(ids, now - timedelta(days=7)),
         accounts=account_health(accounts, now),
