@@ -256,6 +256,9 @@ class Message(models.Model):
                 name="message_account_created_cover",
                 include=["status", "sent_at", "errcode"],
             ),
+            # An account's messages of one status, newest first (the API's and the admin's status filter): without
+            # it a status an account rarely has meant walking back through all of the account's messages.
+            models.Index(fields=["account", "status", "-created_at", "-id"], name="message_account_status_created"),
             models.Index(fields=["touser", "-created_at"], name="message_touser_created"),
             models.Index(fields=["-created_at"], name="message_created"),
         ]

@@ -30,6 +30,12 @@ class Migration(migrations.Migration):
                 name="message_account_created_cover",
             ),
         ),
+        migrations.AddIndex(
+            model_name="message",
+            index=models.Index(
+                fields=["account", "status", "-created_at", "-id"], name="message_account_status_created"
+            ),
+        ),
         migrations.RemoveIndex(
             model_name="message",
             name="message_account_created",
