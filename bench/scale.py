@@ -52,8 +52,8 @@ REPEAT = 3
 TARGET_MS = 500
 SUPERUSER, STAFF = "bench-admin", "bench-staff"
 APPIDS = ("wx00000000000benca", "wx00000000000bencb", "wx00000000000bencc")
-# (label, path, who, how): "session" logs the user in, "token" sends their DRF token.  {big} is the big campaign's id,
-# {appid} account A's AppID.
+# (label, path, how): "session" logs the user in, "token" sends their DRF token.  {big} is the big campaign's id,
+# {appid} account A's AppID, {appid_c} account C's.
 REQUESTS = [
     ("admin message changelist", "/admin/messaging/message/", "session"),
     ("admin message changelist, failed", "/admin/messaging/message/?status__exact=failed", "session"),
@@ -63,6 +63,8 @@ REQUESTS = [
     ("console campaign page", "/console/campaigns/{big}/", "session"),
     ("API messages of account A", "/api/v1/messages/?account={appid}", "token"),
     ("API messages of account A, failed", "/api/v1/messages/?account={appid}&status=failed", "token"),
+    # Account C has no failed message: nothing to find, however far back one looks (and staff may not see C).
+    ("API messages of account C, failed (none)", "/api/v1/messages/?account={appid_c}&status=failed", "token"),
 ]
 # Account of row g: A for g % 20 in 0..15, B for 16..18, C for 19; campaigns: A's big one for g % 20 in 0..7, A's
 # small one for 8, B's for 16; the rest are single messages.
@@ -208,7 +210,7 @@ def measure(show_queries: bool) -> dict[str, dict[str, dict[str, float]]]:
         session.force_login(user)
         anonymous = Client(HTTP_ACCEPT_LANGUAGE="en")
         for label, template, how in REQUESTS:
-            path = template.format(big=big, appid=APPIDS[0])
+            path = template.format(big=big, appid=APPIDS[0], appid_c=APPIDS[2])
             if how == "session":
                 client, headers = session, {}
             else:
