@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from accounts.models import Follower, OfficialAccount
-from messaging.models import Message
+from messaging.models import Campaign, Message
 from tests import factories
 from wxnotify import pagination
 from wxnotify.pagination import EstimatedCountPaginator
@@ -148,3 +148,50 @@ def test_admin_lists_neither_count_nor_scan_every_row(
         assert account_b.name not in response.content.decode()
         assert client.get(f"{url}{query}p=3").status_code == 200
         assert client.get(f"{url}{query}p=4").status_code == 302
+
+
+def test_campaign_page_counts_its_messages_once_without_joining_them(account_a: OfficialAccount, staff_a: Any) -> None:
+    """The change page shows the counts by status and the progress, from one GROUP BY over the (campaign, status)
+    index; the scope check and the form's look-up no longer join every message of the campaign."""
+    staff_a.is_staff = True
+    staff_a.save()
+    template = account_a.templates.first()
+    campaign = Campaign.objects.create(
+        account=account_a,
+        template=template,
+        name="Weekly",
+        data={"thing1": {"value": "x"}},
+        recipient_kind=Campaign.RecipientKind.ALL_SUBSCRIBED,
+        recipient_count=5,
+        state=Campaign.State.RUNNING,
+    )
+    add_messages(account_a, 3, campaign=campaign, status=Message.Status.DELIVERED)
+    add_messages(account_a, 2, campaign=campaign, status=Message.Status.QUEUED)
+    client = factories.english_client(staff_a)
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(reverse("admin:messaging_campaign_change", args=[campaign.pk]))
+    content = response.content.decode()
+    assert "Queued: 2, Delivered: 3" in content
+    assert "60%" in content
+    message_queries = [q["sql"] for q in captured.captured_queries if '"messaging_message"' in q["sql"]]
+    assert len(message_queries) == 1
+    assert "GROUP BY" in message_queries[0]
+    assert "JOIN" not in message_queries[0]
+
+
+def test_the_api_filters_by_the_account_id_not_a_join_on_the_appid(
+    account_a: OfficialAccount, account_b: OfficialAccount, staff_a: Any
+) -> None:
+    add_messages(account_a, 3, status=Message.Status.FAILED)
+    add_messages(account_b, 2, status=Message.Status.FAILED)
+    client = factories.english_client(staff_a)
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(f"/api/v1/messages/?account={account_a.appid}&status=failed")
+    assert len(response.json()["results"]) == 3
+    listed = [q["sql"] for q in captured.captured_queries if 'FROM "messaging_message"' in q["sql"]]
+    assert len(listed) == 1
+    where = listed[0].split(" WHERE ", 1)[1]
+    assert '"appid"' not in where
+    assert f'"account_id" IN ({account_a.pk})' in where
+    assert client.get(f"/api/v1/messages/?account={account_b.appid}").json()["results"] == []
+    assert client.get("/api/v1/messages/?account=wx0000000000unknown").json()["results"] == []
