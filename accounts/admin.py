@@ -18,7 +18,7 @@ from django.utils.translation import ngettext
 
 from accounts.forms import SECRET_FIELDS, OfficialAccountAdminForm
 from accounts.models import Follower, FollowerSync, OfficialAccount
-from accounts.scoping import ScopedAdminMixin
+from accounts.scoping import AccountScopedRelatedFilter, ScopedAdminMixin
 from accounts.selectors import (
     accounts_for_user,
     follower_syncs_for_user,
@@ -27,6 +27,7 @@ from accounts.selectors import (
     latest_follower_sync,
 )
 from accounts.services import check_connection, queue_follower_sync, record_wechat_error
+from wxnotify.pagination import EstimatedCountPaginator
 from wxnotify.wechat.errors import WeChatError, describe_wechat_error
 
 # The callback secrets, with the read-only field that says whether the key is set: for account admins only.
@@ -227,12 +228,15 @@ class BoundFilter(admin.SimpleListFilter):
 @admin.register(Follower)
 class FollowerAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_display = ["openid", "account", "user", "subscribed", "source", "subscribed_at", "last_interaction_at"]
-    # RelatedOnlyFieldListFilter lists only accounts present in the scoped queryset, never other accounts' names.
-    list_filter = [("account", admin.RelatedOnlyFieldListFilter), "subscribed", "source", BoundFilter]
+    # Only the user's accounts, never other accounts' names.
+    list_filter = [("account", AccountScopedRelatedFilter), "subscribed", "source", BoundFilter]
     search_fields = ["openid", "unionid", "user__username"]
     list_select_related = ["account", "user"]
     # Newest first by primary key: the model's default ordering joins the account, too slow for big lists.
     ordering = ["-id"]
+    # A million followers: no count of the unfiltered list, an estimated count past 10,000 rows.
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
     raw_id_fields = ["user"]
     # Only the binding and our note are editable: the rest mirrors WeChat and history refers to it.
     fields = [

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from accounts.models import Follower, FollowerSync, OfficialAccount
 from wxnotify.memo import memo_key, remember, remembered
@@ -47,6 +47,24 @@ def accounts_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Offici
     return accounts.none()
 
 
+def in_user_accounts(user: AbstractBaseUser | AnonymousUser) -> Q:
+    """A filter for rows with an ``account`` foreign key: those of the accounts the user may see.
+
+    The same rows as ``account__in=accounts_for_user(user)``, but with no condition at all for every account and the
+    account ids written out for business staff (one small query).  Over a million messages or followers this lets
+    PostgreSQL's planner use its statistics of each account's rows, where the subquery left it guessing: slow plans
+    for filtered lists, and page counts estimated six times too low (``wxnotify.pagination``).
+    """
+    if not user.is_authenticated or not user.is_active:
+        return Q(pk__in=[])
+    scope = _account_scope(user)
+    if scope == _ALL:
+        return Q()
+    if scope == _OPERATED:
+        return Q(account_id__in=list(OfficialAccount.objects.filter(operators=user).values_list("pk", flat=True)))
+    return Q(pk__in=[])
+
+
 def is_account_admin(user: AbstractBaseUser | AnonymousUser) -> bool:
     """Superusers and wxnotify admins: the only ones who see and change an account's callback Token and
     EncodingAESKey.  With the Token alone anyone can sign callbacks (and read a plaintext one), so business staff,
@@ -71,7 +89,7 @@ def usable_account(user: AbstractBaseUser | AnonymousUser, appid: str) -> Offici
 
 
 def followers_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Follower]:
-    return Follower.objects.filter(account__in=accounts_for_user(user))
+    return Follower.objects.filter(in_user_accounts(user))
 
 
 @dataclass(frozen=True)

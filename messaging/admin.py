@@ -7,18 +7,26 @@ view-only, campaigns are changed only through the cancel and retry actions, whic
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import Count, Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from accounts.scoping import ScopedAdminMixin
+from accounts.scoping import AccountScopedRelatedFilter, ScopedAdminMixin
 from messaging import rules
 from messaging.models import Campaign, DeliveryReceipt, Message
-from messaging.selectors import campaign_progress, campaigns_for_user, messages_for_user, receipts_for_user
+from messaging.selectors import (
+    campaign_progress,
+    campaign_status_counts,
+    campaigns_for_user,
+    messages_for_user,
+    receipts_for_user,
+    status_counts_by_campaign,
+)
 from messaging.services import CampaignActionRefused, cancel_campaign, retry_failed
+from wxnotify.pagination import EstimatedCountPaginator
 from wxnotify.wechat.errors import describe_failure
 
 
@@ -59,16 +67,18 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     ]
     list_filter = [
         "status",
-        ("account", admin.RelatedOnlyFieldListFilter),
-        ("template", admin.RelatedOnlyFieldListFilter),
-        ("campaign", admin.RelatedOnlyFieldListFilter),
+        ("account", AccountScopedRelatedFilter),
+        ("template", AccountScopedRelatedFilter),
+        ("campaign", AccountScopedRelatedFilter),
         ("created_at", admin.DateFieldListFilter),
     ]
     list_select_related = ["account", "template", "campaign"]
     search_fields = ["touser", "client_msg_id", "trace_id"]
     search_help_text = _("Search by openid, client_msg_id, trace id, or a WeChat msgid (digits).")
-    date_hierarchy = "created_at"
+    # Over millions of rows: no count of the unfiltered list, an estimated count past 10,000 rows, and no
+    # date_hierarchy (its year and month links need a DISTINCT over every row; the created_at filter has the dates).
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
     fieldsets = [
         (None, {"fields": ["account", "template", "template_id_sent", "touser", "follower_link", "campaign_link"]}),
         (_("Content"), {"fields": ["data", "url", "miniprogram"]}),
@@ -120,11 +130,6 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         return _link(obj.campaign)
 
 
-_STATUS_COUNTS = {
-    f"count_{status}": Count("messages", filter=Q(messages__status=status)) for status in Message.Status.values
-}
-
-
 @admin.register(Campaign)
 class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
@@ -164,14 +169,26 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Campaign]:
-        # An aggregate drops Meta.ordering; autocomplete pages need a stable order.
-        return campaigns_for_user(request.user).annotate(**_STATUS_COUNTS).order_by("-created_at", "-id")
+        # A stable order for autocomplete pages.  No counts here: joined to the messages, every look-up of one
+        # campaign (the scope check, the change page) aggregated all its messages, 0.7 s for 400,000 of them.
+        return campaigns_for_user(request.user).order_by("-created_at", "-id")
+
+    def get_changelist_instance(self, request: HttpRequest):
+        """The page's campaigns with their counts by status, in one GROUP BY over the (campaign, status) index."""
+        changelist = super().get_changelist_instance(request)
+        counts = status_counts_by_campaign(campaign.pk for campaign in changelist.result_list)
+        for campaign in changelist.result_list:
+            campaign.status_counts_by_status = counts[campaign.pk]
+        return changelist
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return rules.may_operate_campaigns(request.user)
 
     def _counts(self, obj: Campaign) -> dict[str, int]:
-        return {status: getattr(obj, f"count_{status}", 0) for status in Message.Status.values}
+        """Counted for the list's page at once, or here once for the change page (which shows them twice)."""
+        if not hasattr(obj, "status_counts_by_status"):
+            obj.status_counts_by_status = campaign_status_counts(obj)
+        return obj.status_counts_by_status
 
     @admin.display(description=_("messages by status"))
     def status_counts(self, obj: Campaign) -> str:
@@ -247,7 +264,7 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 @admin.register(DeliveryReceipt)
 class DeliveryReceiptAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "account", "msgid", "openid", "wechat_status", "state", "message_link", "received_at"]
-    list_filter = ["state", ("account", admin.RelatedOnlyFieldListFilter), ("received_at", admin.DateFieldListFilter)]
+    list_filter = ["state", ("account", AccountScopedRelatedFilter), ("received_at", admin.DateFieldListFilter)]
     list_select_related = ["account", "message"]
     search_fields = ["openid"]
 

@@ -16,16 +16,28 @@ from rest_framework import serializers
 from rest_framework.filters import BaseFilterBackend
 from rest_framework.request import Request
 
+from accounts.models import OfficialAccount
 from messaging.models import Campaign, Message
 
 
 class QueryFilter(serializers.Serializer):
-    """Base class: ``lookups`` maps each parameter to the ORM lookup it filters on."""
+    """Base class: ``lookups`` maps each parameter to the ORM lookup it filters on.
+
+    An ``account`` (AppID) is first turned into the account's id, in one small query: filtered through a join on
+    the AppID, PostgreSQL cannot tell which account's statistics apply and, over a million messages, walked the
+    whole table for a status the account rarely has (0.5 s); with the id it reads the (account, status) index.
+    """
 
     lookups: ClassVar[dict[str, str]] = {}
 
     def filter_queryset(self, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(**{self.lookups[name]: value for name, value in self.validated_data.items()})
+        conditions = {self.lookups[name]: value for name, value in self.validated_data.items()}
+        appid = conditions.pop("account__appid", None)
+        if appid is not None:
+            conditions["account_id__in"] = list(
+                OfficialAccount.objects.filter(appid=appid).values_list("pk", flat=True)
+            )
+        return queryset.filter(**conditions)
 
 
 class QueryFilterBackend(BaseFilterBackend):
