@@ -17,7 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from accounts.forms import SECRET_FIELDS, OfficialAccountAdminForm
-from accounts.models import Follower, FollowerSync, OfficialAccount
+from accounts.models import AccessTokenRead, Follower, FollowerSync, OfficialAccount
 from accounts.scoping import ScopedAdminMixin
 from accounts.selectors import (
     accounts_for_user,
@@ -25,6 +25,7 @@ from accounts.selectors import (
     followers_for_user,
     is_account_admin,
     latest_follower_sync,
+    token_reads_for_user,
 )
 from accounts.services import check_connection, queue_follower_sync, record_wechat_error
 from wxnotify.wechat.errors import WeChatError, describe_wechat_error
@@ -283,4 +284,29 @@ class FollowerSyncAdmin(ScopedAdminMixin, admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: FollowerSync | None = None) -> bool:
+        return False
+
+
+@admin.register(AccessTokenRead)
+class AccessTokenReadAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    """Who read which account's access_token through the token API, when and from where: a record, never edited."""
+
+    list_display = ["read_at", "account", "username", "address", "min_ttl", "refreshed", "expires_at"]
+    list_filter = [("account", admin.RelatedOnlyFieldListFilter), "refreshed"]
+    list_select_related = ["account"]
+    search_fields = ["username", "address", "account__appid"]
+    date_hierarchy = "read_at"
+    fields = ["account", "user", "username", "address", "min_ttl", "refreshed", "expires_at", "read_at"]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AccessTokenRead]:
+        return token_reads_for_user(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AccessTokenRead | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AccessTokenRead | None = None) -> bool:
         return False

@@ -80,6 +80,9 @@ class OfficialAccount(models.Model):
         verbose_name = _("official account")
         verbose_name_plural = _("official accounts")
         ordering = ["name"]
+        permissions = [
+            ("read_access_token", _("Can read the access_token of the accounts one operates (token API)")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.appid})"
@@ -204,3 +207,37 @@ class FollowerSync(models.Model):
         if self.total is None:
             return str(self.processed)
         return f"{self.processed}/{self.total}"
+
+
+class AccessTokenRead(models.Model):
+    """One answer of the token API (``/api/v1/accounts/<appid>/access-token/``), kept so that who obtained an
+    account's access_token, when and from where can be told afterwards.  Never the token itself."""
+
+    account = models.ForeignKey(
+        OfficialAccount, verbose_name=_("official account"), on_delete=models.CASCADE, related_name="token_reads"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    # Kept as written at the time: the user may be renamed or deleted later.
+    username = models.CharField(_("username"), max_length=150)
+    # None when the request carried no usable address (see wxnotify.login_throttling.client_address).
+    address = models.GenericIPAddressField(_("address"), unpack_ipv4=True, null=True, blank=True)
+    min_ttl = models.PositiveIntegerField(_("minimum validity asked (s)"))
+    refreshed = models.BooleanField(_("fetched from WeChat"), help_text=_("Whether this read made WeChat issue one."))
+    expires_at = models.DateTimeField(_("token expires at"))
+    read_at = models.DateTimeField(_("read at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("access_token read")
+        verbose_name_plural = _("access_token reads")
+        ordering = ["-read_at", "-id"]
+        indexes = [models.Index(fields=["account", "-read_at"], name="accounts_tokenread_latest_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.account.appid} {self.username} {self.read_at:%Y-%m-%d %H:%M:%S}"

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
-from accounts.models import Follower, FollowerSync, OfficialAccount
+from accounts.models import AccessTokenRead, Follower, FollowerSync, OfficialAccount
 from wxnotify.memo import memo_key, remember, remembered
 
 ADMINS_GROUP = "wxnotify admins"
 STAFF_GROUP = "business staff"
+# Services that take their access_token from wxnotify (the token API), for the accounts they operate.
+TOKEN_READERS_GROUP = "token readers"
 
 
 # What a user's groups let them see: every account, the accounts they operate, or none.
@@ -27,15 +29,18 @@ def _account_scope(user: AbstractBaseUser) -> str:
     key = memo_key("account-scope", user.pk)
     scope = remembered(key)
     if scope is None:
-        groups = set(user.groups.filter(name__in=[ADMINS_GROUP, STAFF_GROUP]).values_list("name", flat=True))
-        scope = _ALL if ADMINS_GROUP in groups else _OPERATED if STAFF_GROUP in groups else _NONE
+        groups = set(
+            user.groups.filter(name__in=[ADMINS_GROUP, STAFF_GROUP, TOKEN_READERS_GROUP]).values_list("name", flat=True)
+        )
+        scope = _ALL if ADMINS_GROUP in groups else _OPERATED if groups else _NONE
         if scope != _NONE:
             remember(key, scope)
     return scope
 
 
 def accounts_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[OfficialAccount]:
-    """Superusers and wxnotify admins see every account; business staff the accounts they operate; others none."""
+    """Superusers and wxnotify admins see every account; business staff and token readers the accounts they
+    operate; others none."""
     accounts = OfficialAccount.objects.all()
     if not user.is_authenticated or not user.is_active:
         return accounts.none()
@@ -106,3 +111,7 @@ def follower_syncs_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[
 
 def latest_follower_sync(account: OfficialAccount) -> FollowerSync | None:
     return account.follower_syncs.order_by("-queued_at", "-id").first()
+
+
+def token_reads_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[AccessTokenRead]:
+    return AccessTokenRead.objects.filter(account__in=accounts_for_user(user))

@@ -144,6 +144,20 @@ class AccessTokenManager:
         self._remember(appid, token)
         return token.value
 
+    def get_token_valid_for(self, client: TokenFetcher, min_ttl: float) -> tuple[AccessToken, bool]:
+        """The shared token if it has more than ``min_ttl`` seconds left, else one fetched through the single-flight
+        lock (concurrent callers share one fetch); returns it and whether WeChat was asked.
+
+        For callers outside this process (the token API), so the memo is not consulted: it may lag the shared cache
+        by up to ``MEMO_TTL``.  A token fetched moments ago counts as good whatever ``min_ttl`` asks (see
+        ``MIN_REFETCH_INTERVAL``): stable_token in normal mode keeps the current token until its last 5 minutes,
+        so asking again could not get a longer-lived one.
+        """
+        token = self.peek(client.credentials.appid)
+        if token is not None and _good_for(token, min_ttl, time.time()):
+            return token, False
+        return self._obtain(client, reuse_within=min_ttl)
+
     def refresh(self, client: TokenFetcher, *, failed_token: str | None = None) -> str:
         """Replace a token WeChat rejected; compare-and-delete so a refresh done by someone else is reused.
 
