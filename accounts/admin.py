@@ -6,12 +6,15 @@ operate (and their followers); anything else answers 404, as if it did not exist
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -20,15 +23,20 @@ from accounts.forms import SECRET_FIELDS, OfficialAccountAdminForm
 from accounts.models import AccessTokenRead, Follower, FollowerSync, OfficialAccount
 from accounts.scoping import ScopedAdminMixin
 from accounts.selectors import (
+    TOKEN_CONFLICT_ALARM_THRESHOLD,
+    TOKEN_CONFLICT_ALARM_WINDOW,
     accounts_for_user,
     follower_syncs_for_user,
     followers_for_user,
     is_account_admin,
     latest_follower_sync,
+    token_conflict_alarms,
+    token_conflict_counts,
     token_reads_for_user,
 )
 from accounts.services import check_connection, queue_follower_sync, record_wechat_error
 from wxnotify.wechat.errors import WeChatError, describe_wechat_error
+from wxnotify.wechat.tokens import FORCE_REFRESH_DAILY_LIMIT, default_token_manager
 
 # The callback secrets, with the read-only field that says whether the key is set: for account admins only.
 CALLBACK_SECRET_FIELDS = {"token", "encoding_aes_key", "encoding_aes_key_status"}
@@ -82,7 +90,16 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
         ),
         (
             _("Status"),
-            {"fields": ["last_error_code", "last_error_message", "last_error_at", "latest_follower_sync_detail"]},
+            {
+                "fields": [
+                    "last_error_code",
+                    "last_error_message",
+                    "last_error_at",
+                    "token_conflicts",
+                    "force_refreshes",
+                    "latest_follower_sync_detail",
+                ]
+            },
         ),
     ]
     readonly_fields = [
@@ -92,6 +109,8 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
         "last_error_code",
         "last_error_message",
         "last_error_at",
+        "token_conflicts",
+        "force_refreshes",
         "latest_follower_sync_detail",
     ]
 
@@ -130,6 +149,32 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
                 options["description"] = _("The callback secrets are shown to account admins only.")
             fieldsets.append((title, options))
         return fieldsets
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """Say at the top of the page when another system keeps replacing the account's access_token."""
+        response = super().change_view(request, object_id, form_url, extra_context)
+        if request.method == "GET" and object_id:
+            alarms = token_conflict_alarms([int(unquote(object_id))], timezone.now())
+            if alarms:
+                self.message_user(request, conflict_alarm_text(next(iter(alarms.values()))), messages.WARNING)
+        return response
+
+    @admin.display(description=_("access_token conflicts"))
+    def token_conflicts(self, account: OfficialAccount) -> str:
+        now = timezone.now()
+        hour = token_conflict_counts([account.pk], now - TOKEN_CONFLICT_ALARM_WINDOW).get(account.pk, 0)
+        day = token_conflict_counts([account.pk], now - timedelta(days=1)).get(account.pk, 0)
+        text = _("%(hour)d in the last hour, %(day)d in the last 24 hours.") % {"hour": hour, "day": day}
+        if hour >= TOKEN_CONFLICT_ALARM_THRESHOLD:
+            return f"{text} {conflict_alarm_text(hour)}"
+        return text
+
+    @admin.display(description=_("force refreshes today"))
+    def force_refreshes(self, account: OfficialAccount) -> str:
+        return _(
+            "%(used)d of the %(limit)d WeChat allows a day (stable_token force_refresh, at least 30 s apart; the "
+            "day is Beijing time). Past the limit wxnotify stays in normal mode."
+        ) % {"used": default_token_manager().force_refreshes_today(account.appid), "limit": FORCE_REFRESH_DAILY_LIMIT}
 
     @admin.display(description=_("operators"), ordering="operators_total")
     def operators_count(self, account: OfficialAccount) -> int:
@@ -208,6 +253,17 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
                 % {"count": queued},
                 messages.SUCCESS,
             )
+
+
+def conflict_alarm_text(count: int) -> str:
+    """The warning of an account in token-conflict alarm, with what to do about it."""
+    return _(
+        "WeChat rejected %(count)d access_tokens of this account in the last hour while they were still valid: "
+        "another system is fetching tokens with this AppSecret and invalidating ours. Find that system (a test "
+        "environment, an old deployment, a WeChat SDK in another service) and have it read the token from wxnotify's "
+        "token API (GET /api/v1/accounts/<appid>/access-token/) instead, or switch it to stable_token; if the "
+        "AppSecret may have leaked, reset it in WeChat's console."
+    ) % {"count": count}
 
 
 class BoundFilter(admin.SimpleListFilter):

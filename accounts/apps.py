@@ -41,8 +41,12 @@ class AccountsConfig(AppConfig):
         from django.contrib.auth.models import Group
 
         from accounts.models import OfficialAccount
+        from accounts.services import record_token_conflict
         from wxnotify.memo import forget_lookups_on_change
+        from wxnotify.wechat.tokens import token_conflict
 
+        # A signal: wxnotify.wechat knows no models; the token manager reports, this app records.
+        token_conflict.connect(record_token_conflict, dispatch_uid="accounts.record_token_conflict")
         post_init.connect(register_account_secrets, sender=OfficialAccount, dispatch_uid="accounts.secrets_on_init")
         post_save.connect(register_account_secrets, sender=OfficialAccount, dispatch_uid="accounts.secrets_on_save")
 

@@ -241,3 +241,24 @@ class AccessTokenRead(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account.appid} {self.username} {self.read_at:%Y-%m-%d %H:%M:%S}"
+
+
+class TokenConflict(models.Model):
+    """WeChat rejected (40001/42001) an access_token we held as fresh: another system replaced it, most likely by
+    fetching tokens with the same AppSecret.  Recorded once per rejected token; a few within an hour raise an alarm
+    (``accounts.selectors.token_conflict_alarms``)."""
+
+    account = models.ForeignKey(
+        OfficialAccount, verbose_name=_("official account"), on_delete=models.CASCADE, related_name="token_conflicts"
+    )
+    errcode = models.IntegerField(_("WeChat error code"))
+    detected_at = models.DateTimeField(_("detected at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("access_token conflict")
+        verbose_name_plural = _("access_token conflicts")
+        ordering = ["-detected_at", "-id"]
+        indexes = [models.Index(fields=["account", "-detected_at"], name="accounts_tokenconflict_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.account.appid} {self.errcode} {self.detected_at:%Y-%m-%d %H:%M:%S}"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
-from accounts.models import AccessTokenRead, Follower, FollowerSync, OfficialAccount
+from accounts.models import AccessTokenRead, Follower, FollowerSync, OfficialAccount, TokenConflict
 from wxnotify.memo import memo_key, remember, remembered
 
 ADMINS_GROUP = "wxnotify admins"
@@ -16,6 +17,11 @@ STAFF_GROUP = "business staff"
 # Services that take their access_token from wxnotify (the token API), for the accounts they operate.
 TOKEN_READERS_GROUP = "token readers"
 
+
+# This many access_token conflicts of an account within the window raise an alarm: one can be a fluke (a token
+# revoked by hand in WeChat's console), three in an hour is another system fetching tokens with the AppSecret.
+TOKEN_CONFLICT_ALARM_THRESHOLD = 3
+TOKEN_CONFLICT_ALARM_WINDOW = timedelta(hours=1)
 
 # What a user's groups let them see: every account, the accounts they operate, or none.
 _ALL, _OPERATED, _NONE = "all", "operated", "none"
@@ -115,3 +121,30 @@ def latest_follower_sync(account: OfficialAccount) -> FollowerSync | None:
 
 def token_reads_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[AccessTokenRead]:
     return AccessTokenRead.objects.filter(account__in=accounts_for_user(user))
+
+
+def token_conflict_counts(account_ids: Iterable[int], since: datetime) -> dict[int, int]:
+    """Access_token conflicts per account since ``since``; accounts without any are absent."""
+    return dict(
+        TokenConflict.objects.filter(account_id__in=list(account_ids), detected_at__gte=since)
+        .order_by()
+        .values_list("account_id")
+        .annotate(count=Count("pk"))
+    )
+
+
+def token_conflict_alarms(account_ids: Iterable[int], now: datetime) -> dict[int, int]:
+    """The accounts in alarm (``TOKEN_CONFLICT_ALARM_THRESHOLD`` conflicts or more within the window) and their
+    count in the window."""
+    counts = token_conflict_counts(account_ids, now - TOKEN_CONFLICT_ALARM_WINDOW)
+    return {pk: count for pk, count in counts.items() if count >= TOKEN_CONFLICT_ALARM_THRESHOLD}
+
+
+def token_conflicts_per_appid(since: datetime) -> dict[str, int]:
+    """Access_token conflicts since ``since`` by AppID, every account (for ``/metrics``); one indexed query."""
+    return dict(
+        TokenConflict.objects.filter(detected_at__gte=since)
+        .order_by()
+        .values_list("account__appid")
+        .annotate(count=Count("pk"))
+    )

@@ -2,7 +2,8 @@
 
 One module per job: :mod:`.credentials` (checking an account's credentials, recording WeChat's errors on it),
 :mod:`.followers` (the follower sync and profile fetches), :mod:`.keys` (re-encrypting secrets under a new key),
-:mod:`.token_reads` (handing access_tokens to the company's other services, on record).
+:mod:`.token_reads` (handing access_tokens to the company's other services, on record), :mod:`.token_conflicts`
+(recording tokens another system replaced).
 Callers import from this package.
 """
 
@@ -17,6 +18,7 @@ from accounts.services.followers import (
     update_follower_profile,
 )
 from accounts.services.keys import KeyRotationReport, reencrypt_secrets
+from accounts.services.token_conflicts import record_token_conflict
 from accounts.services.token_reads import DEFAULT_MIN_TTL, MAX_MIN_TTL, TokenGrant, read_access_token
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "flag_unreadable_secret",
     "queue_follower_sync",
     "read_access_token",
+    "record_token_conflict",
     "record_wechat_error",
     "reencrypt_secrets",
     "run_follower_sync",

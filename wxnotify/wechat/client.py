@@ -218,8 +218,8 @@ class WeChatClient:
         token = manager.get_token(self)
         try:
             return self._request(method, path, params=self._with_token(params, token), body=body)
-        except TokenInvalidError:
-            token = manager.refresh(self, failed_token=token)
+        except TokenInvalidError as exc:
+            token = manager.refresh(self, failed_token=token, errcode=exc.errcode)
         try:
             return self._request(method, path, params=self._with_token(params, token), body=body)
         except TokenInvalidError as exc:
