@@ -72,7 +72,19 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
         (None, {"fields": ["name", "appid", "is_active", "operators", "send_rate_limit"]}),
         (
             _("WeChat credentials"),
-            {"fields": ["app_secret_status", "app_secret", "token_endpoint"]},
+            {
+                "fields": [
+                    "app_secret_status",
+                    "app_secret",
+                    "token_endpoint",
+                    "token_source_url",
+                    "token_source_secret",
+                ],
+                "description": _(
+                    "An external token source replaces WeChat's token endpoints for this account: wxnotify then "
+                    "reads the access_token from that authority and never fetches one with the AppSecret."
+                ),
+            },
         ),
         (
             _("Callbacks"),

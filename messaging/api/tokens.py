@@ -126,7 +126,8 @@ class AccessTokenView(APIView):
                 _("No access_token could be obtained from WeChat for this account: %(error)s")
                 % {"error": describe_wechat_error(error)}
             )
-            if isinstance(error, TransientError):
-                unavailable.wait = error.retry_after or RETRY_AFTER_SECONDS
+            wait = error.retry_after or (RETRY_AFTER_SECONDS if isinstance(error, TransientError) else None)
+            if wait:
+                unavailable.wait = wait
             raise unavailable from None
         return Response(AccessTokenSerializer(grant).data)

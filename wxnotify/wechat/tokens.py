@@ -53,11 +53,18 @@ CONFLICT_MIN_REMAINING = 60.0
 
 @dataclass(frozen=True)
 class Credentials:
-    """What it takes to fetch an account's access_token; ``secret`` never shows in a repr."""
+    """What it takes to fetch an account's access_token; no secret shows in a repr.
+
+    ``token_endpoint`` is "stable", "classic" or "external": with "external" the token comes from another token
+    authority at ``source_url`` (answering ``{access_token, expires_in}`` to ``Authorization: Bearer
+    <source_secret>``) and WeChat's token endpoints are never called.
+    """
 
     appid: str
     secret: str = field(repr=False)
     token_endpoint: str = "stable"
+    source_url: str = field(default="", repr=False)
+    source_secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
