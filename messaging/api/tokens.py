@@ -130,4 +130,5 @@ class AccessTokenView(APIView):
             if wait:
                 unavailable.wait = wait
             raise unavailable from None
-        return Response(AccessTokenSerializer(grant).data)
+        # A secret: no proxy or client cache may keep the answer.
+        return Response(AccessTokenSerializer(grant).data, headers={"Cache-Control": "no-store"})

@@ -78,6 +78,7 @@ def test_a_reader_gets_the_token_wechat_issued_and_the_read_is_recorded(api, rea
     response = api.get(URL)
 
     assert response.status_code == 200, response.content
+    assert response["Cache-Control"] == "no-store"
     body = response.json()
     assert set(body) == {"access_token", "expires_at"}
     assert sandbox_api.state.authenticate(body["access_token"]).appid == DEMO_APPID
