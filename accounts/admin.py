@@ -6,29 +6,38 @@ operate (and their followers); anything else answers 404, as if it did not exist
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from accounts.forms import SECRET_FIELDS, OfficialAccountAdminForm
-from accounts.models import Follower, FollowerSync, OfficialAccount
+from accounts.models import AccessTokenRead, Follower, FollowerSync, OfficialAccount
 from accounts.scoping import AccountScopedRelatedFilter, ScopedAdminMixin
 from accounts.selectors import (
+    TOKEN_CONFLICT_ALARM_THRESHOLD,
+    TOKEN_CONFLICT_ALARM_WINDOW,
     accounts_for_user,
     follower_syncs_for_user,
     followers_for_user,
     is_account_admin,
     latest_follower_sync,
+    token_conflict_alarms,
+    token_conflict_counts,
+    token_reads_for_user,
 )
 from accounts.services import check_connection, queue_follower_sync, record_wechat_error
 from wxnotify.pagination import EstimatedCountPaginator
 from wxnotify.wechat.errors import WeChatError, describe_wechat_error
+from wxnotify.wechat.tokens import FORCE_REFRESH_DAILY_LIMIT, default_token_manager
 
 # The callback secrets, with the read-only field that says whether the key is set: for account admins only.
 CALLBACK_SECRET_FIELDS = {"token", "encoding_aes_key", "encoding_aes_key_status"}
@@ -64,7 +73,19 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
         (None, {"fields": ["name", "appid", "is_active", "operators", "send_rate_limit"]}),
         (
             _("WeChat credentials"),
-            {"fields": ["app_secret_status", "app_secret", "token_endpoint"]},
+            {
+                "fields": [
+                    "app_secret_status",
+                    "app_secret",
+                    "token_endpoint",
+                    "token_source_url",
+                    "token_source_secret",
+                ],
+                "description": _(
+                    "An external token source replaces WeChat's token endpoints for this account: wxnotify then "
+                    "reads the access_token from that authority and never fetches one with the AppSecret."
+                ),
+            },
         ),
         (
             _("Callbacks"),
@@ -82,7 +103,16 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
         ),
         (
             _("Status"),
-            {"fields": ["last_error_code", "last_error_message", "last_error_at", "latest_follower_sync_detail"]},
+            {
+                "fields": [
+                    "last_error_code",
+                    "last_error_message",
+                    "last_error_at",
+                    "token_conflicts",
+                    "force_refreshes",
+                    "latest_follower_sync_detail",
+                ]
+            },
         ),
     ]
     readonly_fields = [
@@ -92,6 +122,8 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
         "last_error_code",
         "last_error_message",
         "last_error_at",
+        "token_conflicts",
+        "force_refreshes",
         "latest_follower_sync_detail",
     ]
 
@@ -130,6 +162,32 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
                 options["description"] = _("The callback secrets are shown to account admins only.")
             fieldsets.append((title, options))
         return fieldsets
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """Say at the top of the page when another system keeps replacing the account's access_token."""
+        response = super().change_view(request, object_id, form_url, extra_context)
+        if request.method == "GET" and object_id:
+            alarms = token_conflict_alarms([int(unquote(object_id))], timezone.now())
+            if alarms:
+                self.message_user(request, conflict_alarm_text(next(iter(alarms.values()))), messages.WARNING)
+        return response
+
+    @admin.display(description=_("access_token conflicts"))
+    def token_conflicts(self, account: OfficialAccount) -> str:
+        now = timezone.now()
+        hour = token_conflict_counts([account.pk], now - TOKEN_CONFLICT_ALARM_WINDOW).get(account.pk, 0)
+        day = token_conflict_counts([account.pk], now - timedelta(days=1)).get(account.pk, 0)
+        text = _("%(hour)d in the last hour, %(day)d in the last 24 hours.") % {"hour": hour, "day": day}
+        if hour >= TOKEN_CONFLICT_ALARM_THRESHOLD:
+            return f"{text} {conflict_alarm_text(hour)}"
+        return text
+
+    @admin.display(description=_("force refreshes today"))
+    def force_refreshes(self, account: OfficialAccount) -> str:
+        return _(
+            "%(used)d of the %(limit)d WeChat allows a day (stable_token force_refresh, at least 30 s apart; the "
+            "day is Beijing time). Past the limit wxnotify stays in normal mode."
+        ) % {"used": default_token_manager().force_refreshes_today(account.appid), "limit": FORCE_REFRESH_DAILY_LIMIT}
 
     @admin.display(description=_("operators"), ordering="operators_total")
     def operators_count(self, account: OfficialAccount) -> int:
@@ -210,6 +268,17 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
             )
 
 
+def conflict_alarm_text(count: int) -> str:
+    """The warning of an account in token-conflict alarm, with what to do about it."""
+    return _(
+        "WeChat rejected %(count)d access_tokens of this account in the last hour while they were still valid: "
+        "another system is fetching tokens with this AppSecret and invalidating ours. Find that system (a test "
+        "environment, an old deployment, a WeChat SDK in another service) and have it read the token from wxnotify's "
+        "token API (GET /api/v1/accounts/<appid>/access-token/) instead, or switch it to stable_token; if the "
+        "AppSecret may have leaked, reset it in WeChat's console."
+    ) % {"count": count}
+
+
 class BoundFilter(admin.SimpleListFilter):
     title = _("bound to a user")
     parameter_name = "bound"
@@ -287,4 +356,29 @@ class FollowerSyncAdmin(ScopedAdminMixin, admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: FollowerSync | None = None) -> bool:
+        return False
+
+
+@admin.register(AccessTokenRead)
+class AccessTokenReadAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    """Who read which account's access_token through the token API, when and from where: a record, never edited."""
+
+    list_display = ["read_at", "account", "username", "address", "min_ttl", "refreshed", "expires_at"]
+    list_filter = [("account", admin.RelatedOnlyFieldListFilter), "refreshed"]
+    list_select_related = ["account"]
+    search_fields = ["username", "address", "account__appid"]
+    date_hierarchy = "read_at"
+    fields = ["account", "user", "username", "address", "min_ttl", "refreshed", "expires_at", "read_at"]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AccessTokenRead]:
+        return token_reads_for_user(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AccessTokenRead | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AccessTokenRead | None = None) -> bool:
         return False

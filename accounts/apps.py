@@ -16,7 +16,7 @@ def ensure_token_refresh_schedule(using: str = "default", **kwargs) -> None:
 
 
 def register_account_secrets(sender: type, instance: Any, **kwargs: Any) -> None:
-    """Mask an account's AppSecret, callback Token and EncodingAESKey in every log line of this process.
+    """Mask an account's AppSecret, callback Token, EncodingAESKey and token source in every log line of this process.
 
     Runs whenever an account is loaded or saved, so every secret the process handles is registered (and stays among
     the most recent in ``wxnotify.log``'s bounded registry while it is in use).  Reads only loaded fields: touching a
@@ -25,7 +25,7 @@ def register_account_secrets(sender: type, instance: Any, **kwargs: Any) -> None
     from wxnotify.log import register_secret
 
     loaded = instance.__dict__
-    for name in ("app_secret", "token", "encoding_aes_key"):
+    for name in ("app_secret", "token", "encoding_aes_key", "token_source_url", "token_source_secret"):
         register_secret(loaded.get(name))
 
 
@@ -41,8 +41,12 @@ class AccountsConfig(AppConfig):
         from django.contrib.auth.models import Group
 
         from accounts.models import OfficialAccount
+        from accounts.services import record_token_conflict
         from wxnotify.memo import forget_lookups_on_change
+        from wxnotify.wechat.tokens import token_conflict
 
+        # A signal: wxnotify.wechat knows no models; the token manager reports, this app records.
+        token_conflict.connect(record_token_conflict, dispatch_uid="accounts.record_token_conflict")
         post_init.connect(register_account_secrets, sender=OfficialAccount, dispatch_uid="accounts.secrets_on_init")
         post_save.connect(register_account_secrets, sender=OfficialAccount, dispatch_uid="accounts.secrets_on_save")
 

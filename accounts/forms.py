@@ -8,7 +8,13 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import OfficialAccount
 
 # Fields whose stored value must never be rendered: a password input, blank on change keeps the stored one.
-SECRET_FIELDS = {"app_secret": _("Replace AppSecret"), "encoding_aes_key": _("Replace EncodingAESKey")}
+SECRET_FIELDS = {
+    "app_secret": _("Replace AppSecret"),
+    "encoding_aes_key": _("Replace EncodingAESKey"),
+    "token_source_url": _("Replace token source URL"),
+    "token_source_secret": _("Replace token source secret"),
+}
+_PASSWORD_INPUT = {"autocomplete": "new-password"}
 
 
 class OfficialAccountAdminForm(forms.ModelForm):
@@ -22,15 +28,14 @@ class OfficialAccountAdminForm(forms.ModelForm):
             "send_rate_limit",
             "app_secret",
             "token_endpoint",
+            "token_source_url",
+            "token_source_secret",
             "token",
             "message_mode",
             "encoding_aes_key",
             "welcome_reply",
         ]
-        widgets = {
-            "app_secret": forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-            "encoding_aes_key": forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        }
+        widgets = {name: forms.PasswordInput(render_value=False, attrs=_PASSWORD_INPUT) for name in SECRET_FIELDS}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -59,3 +64,9 @@ class OfficialAccountAdminForm(forms.ModelForm):
 
     def clean_encoding_aes_key(self) -> str:
         return self._keep_stored("encoding_aes_key")
+
+    def clean_token_source_url(self) -> str:
+        return self._keep_stored("token_source_url")
+
+    def clean_token_source_secret(self) -> str:
+        return self._keep_stored("token_source_secret")

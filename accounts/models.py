@@ -8,7 +8,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from accounts.fields import EncryptedTextField
-from wxnotify.wechat.client import Credentials
+from wxnotify.wechat.client import Credentials, is_allowed_source_url
 
 appid_validator = RegexValidator(
     regex=r"^wx[0-9a-f]{16}$",
@@ -31,6 +31,7 @@ class OfficialAccount(models.Model):
     class TokenEndpoint(models.TextChoices):
         STABLE = "stable", _("stable_token (recommended)")
         CLASSIC = "classic", _("token (classic)")
+        EXTERNAL = "external", _("external token source")
 
     name = models.CharField(_("name"), max_length=100)
     appid = models.CharField(_("AppID"), max_length=32, unique=True, validators=[appid_validator])
@@ -48,6 +49,19 @@ class OfficialAccount(models.Model):
     )
     token_endpoint = models.CharField(
         _("token endpoint"), max_length=16, choices=TokenEndpoint.choices, default=TokenEndpoint.STABLE
+    )
+    token_source_url = EncryptedTextField(
+        _("token source URL"),
+        blank=True,
+        help_text=_(
+            "With an external token source: the HTTPS URL of the token authority that owns this account's "
+            "access_token, answering {access_token, expires_in}. Stored encrypted."
+        ),
+    )
+    token_source_secret = EncryptedTextField(
+        _("token source secret"),
+        blank=True,
+        help_text=_("Sent to the token source as 'Authorization: Bearer <secret>'. Stored encrypted."),
     )
     is_active = models.BooleanField(pgettext_lazy("official account", "active"), default=True)
     welcome_reply = models.TextField(
@@ -80,17 +94,27 @@ class OfficialAccount(models.Model):
         verbose_name = _("official account")
         verbose_name_plural = _("official accounts")
         ordering = ["name"]
+        permissions = [
+            ("read_access_token", _("Can read the access_token of the accounts one operates (token API)")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.appid})"
 
     def clean(self) -> None:
-        """Encrypted callbacks cannot be read or answered without the EncodingAESKey."""
+        """Encrypted callbacks cannot be read or answered without the EncodingAESKey; an external token source needs
+        its URL (https, or http to this host only) and its secret."""
         super().clean()
+        errors = {}
         if self.message_mode != self.MessageMode.PLAINTEXT and not self.encoding_aes_key:
-            raise ValidationError(
-                {"encoding_aes_key": _("An EncodingAESKey is required in compatible and safe message modes.")}
-            )
+            errors["encoding_aes_key"] = _("An EncodingAESKey is required in compatible and safe message modes.")
+        if self.token_endpoint == self.TokenEndpoint.EXTERNAL:
+            if not is_allowed_source_url(self.token_source_url):
+                errors["token_source_url"] = _("Give the token source's https URL (http only to 127.0.0.1).")
+            if not self.token_source_secret:
+                errors["token_source_secret"] = _("Give the secret the token source expects.")
+        if errors:
+            raise ValidationError(errors)
 
     def callback_path(self) -> str:
         """The path of this account's callback endpoint (the URL configured in WeChat's console)."""
@@ -102,7 +126,13 @@ class OfficialAccount(models.Model):
 
     def credentials(self) -> Credentials:
         """What the WeChat client needs to fetch this account's access_token."""
-        return Credentials(appid=self.appid, secret=self.app_secret, token_endpoint=self.token_endpoint)
+        return Credentials(
+            appid=self.appid,
+            secret=self.app_secret,
+            token_endpoint=self.token_endpoint,
+            source_url=self.token_source_url,
+            source_secret=self.token_source_secret,
+        )
 
 
 class Follower(models.Model):
@@ -204,3 +234,58 @@ class FollowerSync(models.Model):
         if self.total is None:
             return str(self.processed)
         return f"{self.processed}/{self.total}"
+
+
+class AccessTokenRead(models.Model):
+    """One answer of the token API (``/api/v1/accounts/<appid>/access-token/``), kept so that who obtained an
+    account's access_token, when and from where can be told afterwards.  Never the token itself."""
+
+    account = models.ForeignKey(
+        OfficialAccount, verbose_name=_("official account"), on_delete=models.CASCADE, related_name="token_reads"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    # Kept as written at the time: the user may be renamed or deleted later.
+    username = models.CharField(_("username"), max_length=150)
+    # None when the request carried no usable address (see wxnotify.login_throttling.client_address).
+    address = models.GenericIPAddressField(_("address"), unpack_ipv4=True, null=True, blank=True)
+    min_ttl = models.PositiveIntegerField(_("minimum validity asked (s)"))
+    refreshed = models.BooleanField(_("fetched from WeChat"), help_text=_("Whether this read made WeChat issue one."))
+    expires_at = models.DateTimeField(_("token expires at"))
+    read_at = models.DateTimeField(_("read at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("access_token read")
+        verbose_name_plural = _("access_token reads")
+        ordering = ["-read_at", "-id"]
+        indexes = [models.Index(fields=["account", "-read_at"], name="accounts_tokenread_latest_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.account.appid} {self.username} {self.read_at:%Y-%m-%d %H:%M:%S}"
+
+
+class TokenConflict(models.Model):
+    """WeChat rejected (40001/42001) an access_token we held as fresh: another system replaced it, most likely by
+    fetching tokens with the same AppSecret.  Recorded once per rejected token; a few within an hour raise an alarm
+    (``accounts.selectors.token_conflict_alarms``)."""
+
+    account = models.ForeignKey(
+        OfficialAccount, verbose_name=_("official account"), on_delete=models.CASCADE, related_name="token_conflicts"
+    )
+    errcode = models.IntegerField(_("WeChat error code"))
+    detected_at = models.DateTimeField(_("detected at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("access_token conflict")
+        verbose_name_plural = _("access_token conflicts")
+        ordering = ["-detected_at", "-id"]
+        indexes = [models.Index(fields=["account", "-detected_at"], name="accounts_tokenconflict_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.account.appid} {self.errcode} {self.detected_at:%Y-%m-%d %H:%M:%S}"

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 
-from accounts.models import Follower, FollowerSync, OfficialAccount
+from accounts.models import AccessTokenRead, Follower, FollowerSync, OfficialAccount, TokenConflict
 from wxnotify.memo import memo_key, remember, remembered
 
 ADMINS_GROUP = "wxnotify admins"
 STAFF_GROUP = "business staff"
+# Services that take their access_token from wxnotify (the token API), for the accounts they operate.
+TOKEN_READERS_GROUP = "token readers"
 
+
+# This many access_token conflicts of an account within the window raise an alarm: one can be a fluke (a token
+# revoked by hand in WeChat's console), three in an hour is another system fetching tokens with the AppSecret.
+TOKEN_CONFLICT_ALARM_THRESHOLD = 3
+TOKEN_CONFLICT_ALARM_WINDOW = timedelta(hours=1)
 
 # What a user's groups let them see: every account, the accounts they operate, or none.
 _ALL, _OPERATED, _NONE = "all", "operated", "none"
@@ -27,15 +35,18 @@ def _account_scope(user: AbstractBaseUser) -> str:
     key = memo_key("account-scope", user.pk)
     scope = remembered(key)
     if scope is None:
-        groups = set(user.groups.filter(name__in=[ADMINS_GROUP, STAFF_GROUP]).values_list("name", flat=True))
-        scope = _ALL if ADMINS_GROUP in groups else _OPERATED if STAFF_GROUP in groups else _NONE
+        groups = set(
+            user.groups.filter(name__in=[ADMINS_GROUP, STAFF_GROUP, TOKEN_READERS_GROUP]).values_list("name", flat=True)
+        )
+        scope = _ALL if ADMINS_GROUP in groups else _OPERATED if groups else _NONE
         if scope != _NONE:
             remember(key, scope)
     return scope
 
 
 def accounts_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[OfficialAccount]:
-    """Superusers and wxnotify admins see every account; business staff the accounts they operate; others none."""
+    """Superusers and wxnotify admins see every account; business staff and token readers the accounts they
+    operate; others none."""
     accounts = OfficialAccount.objects.all()
     if not user.is_authenticated or not user.is_active:
         return accounts.none()
@@ -124,3 +135,34 @@ def follower_syncs_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[
 
 def latest_follower_sync(account: OfficialAccount) -> FollowerSync | None:
     return account.follower_syncs.order_by("-queued_at", "-id").first()
+
+
+def token_reads_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[AccessTokenRead]:
+    return AccessTokenRead.objects.filter(account__in=accounts_for_user(user))
+
+
+def token_conflict_counts(account_ids: Iterable[int], since: datetime) -> dict[int, int]:
+    """Access_token conflicts per account since ``since``; accounts without any are absent."""
+    return dict(
+        TokenConflict.objects.filter(account_id__in=list(account_ids), detected_at__gte=since)
+        .order_by()
+        .values_list("account_id")
+        .annotate(count=Count("pk"))
+    )
+
+
+def token_conflict_alarms(account_ids: Iterable[int], now: datetime) -> dict[int, int]:
+    """The accounts in alarm (``TOKEN_CONFLICT_ALARM_THRESHOLD`` conflicts or more within the window) and their
+    count in the window."""
+    counts = token_conflict_counts(account_ids, now - TOKEN_CONFLICT_ALARM_WINDOW)
+    return {pk: count for pk, count in counts.items() if count >= TOKEN_CONFLICT_ALARM_THRESHOLD}
+
+
+def token_conflicts_per_appid(since: datetime) -> dict[str, int]:
+    """Access_token conflicts since ``since`` by AppID, every account (for ``/metrics``); one indexed query."""
+    return dict(
+        TokenConflict.objects.filter(detected_at__gte=since)
+        .order_by()
+        .values_list("account__appid")
+        .annotate(count=Count("pk"))
+    )

@@ -157,7 +157,7 @@ class Outcomes:
             self._retry_or_fail(message, error.errcode, reason, unknown=True)
         elif kind in (ErrorKind.TRANSIENT, ErrorKind.TOKEN_INVALID):
             self._retry_or_fail(message, error.errcode, reason, retry_after=error.retry_after)
-        elif kind == ErrorKind.QUOTA:
+        elif kind in (ErrorKind.QUOTA, ErrorKind.TOKEN_SOURCE):
             self._hold(message, error)
         else:
             self.fail(message, error.errcode, reason)
@@ -207,7 +207,12 @@ class Outcomes:
             self.held[message.account_id] = until
             ratelimit.hold_account(message.account_id, until)
             record_wechat_error(message.account, error)
-            logger.warning("Account %s reached its daily quota; holding its queue until %s", message.account_id, until)
+            logger.warning(
+                "Account %s: %s; holding its queue until %s",
+                message.account_id,
+                "its token source gave no token" if error.kind == ErrorKind.TOKEN_SOURCE else "daily quota reached",
+                until,
+            )
         self.release([message], self.held[message.account_id])
 
     def release(self, messages: list[Message], until: float) -> None:

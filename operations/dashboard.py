@@ -19,7 +19,7 @@ from django.utils.translation import gettext as _
 from redis.exceptions import RedisError
 
 from accounts.models import OfficialAccount
-from accounts.selectors import accounts_for_user
+from accounts.selectors import accounts_for_user, token_conflict_alarms
 from messaging.models import Message, due_condition
 from templates_app.models import MessageTemplate
 from templates_app.selectors import templates_with_problems
@@ -100,6 +100,8 @@ class AccountHealth:
     token_unavailable: bool
     last_error_meaning: str
     flagged_templates: list[MessageTemplate]
+    # access_tokens another system replaced in the last hour, when that many raise the alarm; else 0.
+    token_conflict_alarm: int
     queued: int
     due: int
     sending: int
@@ -113,6 +115,11 @@ class Dashboard:
     chart: HourChart
     top_errcodes: list[ErrcodeRow]
     accounts: list[AccountHealth]
+
+    @property
+    def token_conflict_alarms(self) -> list[AccountHealth]:
+        """The accounts whose access_token another system keeps replacing, for the warning atop the page."""
+        return [item for item in self.accounts if item.token_conflict_alarm]
 
     @property
     def status_rows(self) -> list[tuple[str, str, list[int]]]:
@@ -224,8 +231,8 @@ def token_state(appid: str, now: float) -> TokenState | None:
 
 
 def account_health(accounts: list[OfficialAccount], now: datetime) -> list[AccountHealth]:
-    """Per account: token, last WeChat error, flagged templates and the backlog, in two queries plus a cache read
-    per account."""
+    """Per account: token, conflict alarm, last WeChat error, flagged templates and the backlog, in three queries
+    plus a cache read per account."""
     ids = [account.pk for account in accounts]
     backlog = (
         _messages(ids)
@@ -242,6 +249,7 @@ def account_health(accounts: list[OfficialAccount], now: datetime) -> list[Accou
     flagged: dict[int, list[MessageTemplate]] = defaultdict(list)
     for template in templates_with_problems().filter(account_id__in=ids):
         flagged[template.account_id].append(template)
+    alarms = token_conflict_alarms(ids, now)
     epoch = now.timestamp()
     health = []
     for account in accounts:
@@ -259,6 +267,7 @@ def account_health(accounts: list[OfficialAccount], now: datetime) -> list[Accou
                 if account.last_error_code is not None
                 else "",
                 flagged_templates=flagged[account.pk],
+                token_conflict_alarm=alarms.get(account.pk, 0),
                 queued=queued,
                 due=due,
                 sending=sending,

@@ -34,6 +34,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from accounts.selectors import TOKEN_CONFLICT_ALARM_THRESHOLD, TOKEN_CONFLICT_ALARM_WINDOW, token_conflicts_per_appid
 from messaging.models import Message
 from operations.health import queue_lag_seconds
 
@@ -44,6 +45,18 @@ TOKEN_FETCHES = Counter(
     "access_tokens fetched from WeChat.",
     ["account", "endpoint", "force_refresh"],
 )
+
+
+TOKEN_CONFLICTS = Counter(
+    "wxnotify_token_conflicts",
+    "access_tokens WeChat rejected (40001/42001) while we held them as fresh: another system replaced them.",
+    ["account", "errcode"],
+)
+
+
+def count_token_conflict(sender: Any, *, appid: str, errcode: int, **kwargs: Any) -> None:
+    """Receiver of ``wxnotify.wechat.tokens.token_conflict``."""
+    TOKEN_CONFLICTS.labels(appid, str(errcode)).inc()
 
 
 def count_token_fetch(sender: Any, *, appid: str, force_refresh: bool, token_endpoint: str, **kwargs: Any) -> None:
@@ -89,11 +102,39 @@ class MessageLogCollector(Collector):
         )
 
 
+class TokenConflictCollector(Collector):
+    """Conflicts in the last hour per account, read from the shared database at scrape time so every host reports
+    the same numbers; ``TOKEN_CONFLICT_ALARM_THRESHOLD`` (3) or more is the alarm the dashboard shows."""
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts = token_conflicts_per_appid(timezone.now() - TOKEN_CONFLICT_ALARM_WINDOW)
+        except DatabaseError:
+            logger.warning("Token conflict gauges left out of /metrics: the database is unavailable", exc_info=True)
+            return
+        recent = GaugeMetricFamily(
+            "wxnotify_token_conflicts_last_hour",
+            "access_token conflicts in the last hour, accounts with any; 3 or more is an alarm.",
+            labels=["account"],
+        )
+        alarm = GaugeMetricFamily(
+            "wxnotify_token_conflict_alarm",
+            "1 while an account has 3 or more access_token conflicts within an hour, else 0 (accounts with any).",
+            labels=["account"],
+        )
+        for appid, count in sorted(counts.items()):
+            recent.add_metric([appid], count)
+            alarm.add_metric([appid], 1 if count >= TOKEN_CONFLICT_ALARM_THRESHOLD else 0)
+        yield recent
+        yield alarm
+
+
 def render(accept: str | None) -> tuple[bytes, str]:
     """The exposition of this host's processes and the database gauges, in the format ``accept`` asks for."""
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
     registry.register(MessageLogCollector())
+    registry.register(TokenConflictCollector())
     encoder, content_type = choose_encoder(accept or "")
     return encoder(registry), content_type
 

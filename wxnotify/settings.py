@@ -370,11 +370,14 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "messaging.api.exceptions.api_exception_handler",
-    # Per-user limits of the API (messaging.api.throttles); "send" applies on top to sending requests.
+    # Per-user limits of the API (messaging.api.throttles); "send" applies on top to sending requests, "token_read"
+    # to reads of an account's access_token.
     "DEFAULT_THROTTLE_RATES": {
         "burst": os.environ.get("WXNOTIFY_API_BURST_RATE", "300/s"),
         "sustained": os.environ.get("WXNOTIFY_API_SUSTAINED_RATE", "200000/h"),
         "send": os.environ.get("WXNOTIFY_API_SEND_RATE", "250/s"),
+        # Reads of an account's access_token (messaging.api.tokens); a service keeps the token until near expiry.
+        "token_read": os.environ.get("WXNOTIFY_API_TOKEN_READ_RATE", "60/m"),
     },
 }
 SPECTACULAR_SETTINGS = {

@@ -31,10 +31,15 @@ def create_groups(apps, schema_editor):
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     admins, _ = Group.objects.get_or_create(name=ADMINS_GROUP)
+    # The models of this migration's state only: rerun later, it must not grant rights on models added since
+    # (the read-only log of token reads, accounts 0008).
+    models = [model._meta.model_name for label in ADMIN_APPS for model in apps.get_app_config(label).get_models()]
     admins.permissions.add(
         *[
             permission
-            for permission in Permission.objects.filter(content_type__app_label__in=ADMIN_APPS)
+            for permission in Permission.objects.filter(
+                content_type__app_label__in=ADMIN_APPS, content_type__model__in=models
+            )
             if permission.codename.split("_", 1)[0] in ADMIN_ACTIONS
         ]
     )

@@ -1,7 +1,9 @@
 """Actions on official accounts and their followers.
 
 One module per job: :mod:`.credentials` (checking an account's credentials, recording WeChat's errors on it),
-:mod:`.followers` (the follower sync and profile fetches), :mod:`.keys` (re-encrypting secrets under a new key).
+:mod:`.followers` (the follower sync and profile fetches), :mod:`.keys` (re-encrypting secrets under a new key),
+:mod:`.token_reads` (handing access_tokens to the company's other services, on record), :mod:`.token_conflicts`
+(recording tokens another system replaced).
 Callers import from this package.
 """
 
@@ -16,14 +18,21 @@ from accounts.services.followers import (
     update_follower_profile,
 )
 from accounts.services.keys import KeyRotationReport, reencrypt_secrets
+from accounts.services.token_conflicts import record_token_conflict
+from accounts.services.token_reads import DEFAULT_MIN_TTL, MAX_MIN_TTL, TokenGrant, read_access_token
 
 __all__ = [
+    "DEFAULT_MIN_TTL",
     "FOLLOWER_SYNC_TIMEOUT",
+    "MAX_MIN_TTL",
     "FollowerSyncResult",
     "KeyRotationReport",
+    "TokenGrant",
     "check_connection",
     "flag_unreadable_secret",
     "queue_follower_sync",
+    "read_access_token",
+    "record_token_conflict",
     "record_wechat_error",
     "reencrypt_secrets",
     "run_follower_sync",

@@ -10,10 +10,18 @@ from django.db.models.functions import Cast
 
 from accounts.models import OfficialAccount
 
+# The encrypted columns of an account, with how errors name them.
+ENCRYPTED_FIELDS = {
+    "app_secret": "AppSecret",
+    "token_source_url": "token source URL",
+    "token_source_secret": "token source secret",
+}
+
 
 @dataclass(frozen=True)
 class KeyRotationReport:
-    """What ``reencrypt_secrets`` found or did: AppSecrets under the first key before and after, cached tokens."""
+    """What ``reencrypt_secrets`` found or did: the AppSecrets, the secrets it moved (AppSecrets and token source
+    URLs and secrets), the cached tokens it sealed again."""
 
     app_secrets: int
     moved: int
@@ -21,7 +29,8 @@ class KeyRotationReport:
 
 
 def reencrypt_secrets(*, dry_run: bool = False) -> KeyRotationReport:
-    """Seal every AppSecret, and every access_token in the shared cache, under the first WXNOTIFY_ENCRYPTION_KEYS key.
+    """Seal every AppSecret and token source, and every access_token in the shared cache, under the first
+    WXNOTIFY_ENCRYPTION_KEYS key.
 
     Only values under another key are rewritten (``moved``), with ``update()`` so that a rotation changes no
     ``updated_at``; the AppSecrets in one transaction, so a value no configured key opens stops the run before
@@ -32,27 +41,29 @@ def reencrypt_secrets(*, dry_run: bool = False) -> KeyRotationReport:
     from wxnotify import encryption
     from wxnotify.wechat.tokens import default_token_manager
 
-    moved = 0
+    moved = total = 0
     with transaction.atomic():
-        rows = (
-            OfficialAccount.objects.select_for_update()
-            .exclude(app_secret="")
-            .annotate(sealed=Cast("app_secret", output_field=TextField()))  # the stored ciphertext, not decrypted
-            .values_list("pk", "appid", "sealed")
-        )
-        for pk, appid, sealed in rows:
-            if encryption.is_under_first_key(sealed):
-                continue
-            try:
-                plain = encryption.decrypt(sealed)
-            except encryption.UndecryptableError:
-                raise encryption.UndecryptableError(
-                    f"The AppSecret of {appid} opens with no key of WXNOTIFY_ENCRYPTION_KEYS; nothing was changed."
-                ) from None
-            moved += 1
-            if not dry_run:
-                OfficialAccount.objects.filter(pk=pk).update(app_secret=plain)
-        total = len(rows)
+        for field, label in ENCRYPTED_FIELDS.items():
+            rows = (
+                OfficialAccount.objects.select_for_update()
+                .exclude(**{field: ""})
+                .annotate(sealed=Cast(field, output_field=TextField()))  # the stored ciphertext, not decrypted
+                .values_list("pk", "appid", "sealed")
+            )
+            for pk, appid, sealed in rows:
+                if encryption.is_under_first_key(sealed):
+                    continue
+                try:
+                    plain = encryption.decrypt(sealed)
+                except encryption.UndecryptableError:
+                    raise encryption.UndecryptableError(
+                        f"The {label} of {appid} opens with no key of WXNOTIFY_ENCRYPTION_KEYS; nothing was changed."
+                    ) from None
+                moved += 1
+                if not dry_run:
+                    OfficialAccount.objects.filter(pk=pk).update(**{field: plain})
+            if field == "app_secret":
+                total = len(rows)
     cached_tokens = 0
     if not dry_run:
         manager = default_token_manager()

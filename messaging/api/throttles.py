@@ -227,3 +227,10 @@ class SendRateThrottle(FixedWindowRateThrottle):
     """Limit on requests that send or control sending (messages, campaigns), on top of the general limits."""
 
     scope = "send"
+
+
+class TokenReadRateThrottle(FixedWindowRateThrottle):
+    """Limit on reads of the token API, on top of the general limits: a service polling for the token on every call
+    instead of keeping it until ``expires_at`` is told so early."""
+
+    scope = "token_read"

@@ -1,8 +1,9 @@
 """Routes of ``/api/v1/`` (included by ``wxnotify.urls`` under the ``api`` namespace)."""
 
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from messaging.api import views
+from messaging.api import tokens, views
 
 app_name = "api"
 
@@ -12,4 +13,7 @@ router.register("campaigns", views.CampaignViewSet, basename="campaign")
 router.register("followers", views.FollowerViewSet, basename="follower")
 router.register("templates", views.TemplateViewSet, basename="template")
 
-urlpatterns = router.urls
+urlpatterns = [
+    *router.urls,
+    path("accounts/<str:appid>/access-token/", tokens.AccessTokenView.as_view(), name="account-access-token"),
+]

@@ -43,7 +43,7 @@ def test_groups_exist_with_expected_permissions_after_migrate():
         ]
         for action in ("add", "change", "view")
     }
-    assert perms(ADMINS_GROUP) == expected_admin
+    assert perms(ADMINS_GROUP) == {*expected_admin, "accounts.view_accesstokenread"}
     assert perms(STAFF_GROUP) == {
         "accounts.view_officialaccount",
         "accounts.view_follower",

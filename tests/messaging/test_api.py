@@ -715,11 +715,13 @@ def test_responses_never_contain_secrets(admin_user, account_a, followers_a, san
         client.get("/api/v1/templates/"),
         client.get("/api/schema/"),
     ]
+    held_token = default_token_manager().peek(DEMO_APPID).value
     for response in pages:
         content = response.content.decode()
-        for secret in (DEMO_ACCOUNT["secret"], DEMO_ACCOUNT["encoding_aes_key"], DEMO_ACCOUNT["token"]):
+        for secret in (DEMO_ACCOUNT["secret"], DEMO_ACCOUNT["encoding_aes_key"], DEMO_ACCOUNT["token"], held_token):
             assert secret not in content
-        assert "access_token" not in content
+        if response is not pages[-1]:  # the schema documents the token API, and with it the word
+            assert "access_token" not in content
 
 
 def test_error_answers_keep_one_shape_for_service_errors(api_a, followers_a, sandbox_api):

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -26,6 +27,7 @@ from wxnotify.wechat.errors import (
     ConfigurationError,
     NetworkError,
     TokenInvalidError,
+    TokenSourceError,
     error_from_reply,
 )
 from wxnotify.wechat.tokens import AccessToken, AccessTokenManager, Credentials, default_token_manager
@@ -36,6 +38,7 @@ JSON_CONTENT_TYPE = {"Content-Type": "application/json; charset=utf-8"}
 BATCH_USER_INFO_MAX = 100
 QRCODE_MAX_EXPIRE_SECONDS = 2_592_000
 QRCODE_SCENE_STR_MAX = 64
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 _session: requests.Session | None = None
@@ -76,6 +79,15 @@ def _proxies_for(api_base: str) -> dict[str, str]:
     return requests.utils.get_environ_proxies(api_base)
 
 
+def is_allowed_source_url(url: str) -> bool:
+    """Whether an external token source may be asked at ``url``: https, or http to this host (a local sidecar),
+    since the answer is a token and the request carries the shared secret."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+
+
 def encode_json(payload: Any) -> bytes:
     """UTF-8 JSON without \\uXXXX escapes (WeChat answers those with 40033) and without spaces."""
     return jsonlib.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -106,6 +118,7 @@ class WeChatClient:
     ) -> None:
         self.credentials = credentials
         register_secret(credentials.secret)
+        register_secret(credentials.source_secret)
         self.token_manager = token_manager if token_manager is not None else default_token_manager()
         self._api_base = api_base.rstrip("/") if api_base else None
         self._session = session
@@ -182,8 +195,11 @@ class WeChatClient:
     # --- access_token ----------------------------------------------------------------------------
 
     def fetch_access_token(self, *, force_refresh: bool = False) -> AccessToken:
-        """Fetch a token from WeChat, bypassing every cache; only the token manager should call this."""
+        """Fetch a token from WeChat (or the account's external source), bypassing every cache; only the token
+        manager should call this."""
         credentials = self.credentials
+        if credentials.token_endpoint == "external":
+            return self._fetch_from_source()
         if credentials.token_endpoint == "classic":
             reply = self._request(
                 "GET",
@@ -209,6 +225,41 @@ class WeChatClient:
         now = time.time()
         return AccessToken(value=value, expires_at=now + float(reply.get("expires_in", 7200)), fetched_at=now)
 
+    def _fetch_from_source(self) -> AccessToken:
+        """Read the token from the account's external token authority; any failure is a :class:`TokenSourceError`
+        that names what went wrong but neither the URL (it may carry a key) nor the shared secret."""
+        url, secret = self.credentials.source_url, self.credentials.source_secret
+        if not is_allowed_source_url(url):
+            raise self._source_failed("its URL must be https (http only to this host)")
+        session = self._session or shared_session()
+        try:
+            response = session.get(
+                url,
+                headers={"Authorization": f"Bearer {secret}", "Accept": "application/json"},
+                timeout=(settings.WECHAT_CONNECT_TIMEOUT, settings.WECHAT_READ_TIMEOUT),
+                proxies=_proxies_for(url),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise self._source_failed(f"{type(exc).__name__} calling it") from None
+        if response.status_code != 200:
+            raise self._source_failed(f"it answered HTTP {response.status_code}")
+        try:
+            reply = jsonlib.loads(response.content)
+            value, expires_in = reply["access_token"], float(reply["expires_in"])
+        except (ValueError, TypeError, KeyError):
+            raise self._source_failed("its answer is not {access_token, expires_in}") from None
+        if not isinstance(value, str) or not value or expires_in <= 0:
+            raise self._source_failed("its answer holds no usable access_token")
+        register_secret(value)
+        now = time.time()
+        return AccessToken(value=value, expires_at=now + expires_in, fetched_at=now)
+
+    def _source_failed(self, what: str) -> TokenSourceError:
+        error = TokenSourceError(f"The external token source of {self.credentials.appid} gave no token: {what}")
+        logger.warning("%s", error.errmsg)
+        return error
+
     # --- authenticated calls ---------------------------------------------------------------------
 
     def call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None) -> dict:
@@ -218,8 +269,8 @@ class WeChatClient:
         token = manager.get_token(self)
         try:
             return self._request(method, path, params=self._with_token(params, token), body=body)
-        except TokenInvalidError:
-            token = manager.refresh(self, failed_token=token)
+        except TokenInvalidError as exc:
+            token = manager.refresh(self, failed_token=token, errcode=exc.errcode)
         try:
             return self._request(method, path, params=self._with_token(params, token), body=body)
         except TokenInvalidError as exc:

@@ -29,6 +29,10 @@ OUTCOME_UNKNOWN_ERRCODE = -9001
 INTERNAL_ERROR_ERRCODE = -9002
 # The account's AppSecret cannot be decrypted with the configured keys; its messages are held, not sent.
 SECRET_UNREADABLE_ERRCODE = -9003
+# The account takes its access_token from another authority, which gave none; its messages are held, not sent.
+TOKEN_SOURCE_ERRCODE = -9004
+# How long an account's messages wait after its token source failed before delivery asks it again.
+TOKEN_SOURCE_RETRY_SECONDS = 60.0
 
 
 class ErrorKind(StrEnum):
@@ -38,6 +42,8 @@ class ErrorKind(StrEnum):
     RECIPIENT = "recipient"
     PAYLOAD = "payload"
     CONFIGURATION = "configuration"
+    # The account's external token source gave no token: hold its messages, as for a quota.
+    TOKEN_SOURCE = "token_source"
 
 
 class WeChatError(Exception):
@@ -100,6 +106,15 @@ class PayloadError(WeChatError):
 
 class ConfigurationError(WeChatError):
     kind = ErrorKind.CONFIGURATION
+
+
+class TokenSourceError(WeChatError):
+    """The external token authority of an account failed (unreachable, refused, or an answer without a token)."""
+
+    kind = ErrorKind.TOKEN_SOURCE
+
+    def __init__(self, errmsg: str) -> None:
+        super().__init__(errmsg, errcode=TOKEN_SOURCE_ERRCODE, retry_after=TOKEN_SOURCE_RETRY_SECONDS)
 
 
 _ERROR_CLASSES: dict[ErrorKind, type[WeChatError]] = {
@@ -195,6 +210,9 @@ _DESCRIPTIONS = {
     INTERNAL_ERROR_ERRCODE: _("wxnotify: an internal error stopped the send; the error text names it."),
     SECRET_UNREADABLE_ERRCODE: _(
         "wxnotify: the AppSecret cannot be decrypted with WXNOTIFY_ENCRYPTION_KEYS; sending is held until it can."
+    ),
+    TOKEN_SOURCE_ERRCODE: _(
+        "wxnotify: the account's external token source gave no access_token; sending is held until it does."
     ),
     -1: _("WeChat system busy; retry later."),
     0: _("OK."),

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 from django.conf import settings
@@ -39,17 +40,31 @@ MEMO_TTL = 30.0
 # refresh margin above that a token fetched a moment ago can already look due. Asking again this soon cannot get
 # a better one and would put a lock and a fetch on every send, so a token this young counts as good.
 MIN_REFETCH_INTERVAL = 10.0
-# WeChat allows a force refresh at most every 30 s (and 20 times a day).
+# WeChat allows a force refresh at most every 30 s and 20 times a day (its day: Beijing time).
 FORCE_REFRESH_SPACING = 30
+FORCE_REFRESH_DAILY_LIMIT = 20
+_BEIJING = timezone(timedelta(hours=8))
+# The errcodes of a token rejected as superseded or expired.  When WeChat gives one of them for a token we hold as
+# fresh (more than CONFLICT_MIN_REMAINING seconds left by our records), someone else has replaced it: another system
+# fetching tokens with the same AppSecret.  40014 (malformed token) is not one of them.
+CONFLICT_ERRCODES = frozenset({40001, 42001})
+CONFLICT_MIN_REMAINING = 60.0
 
 
 @dataclass(frozen=True)
 class Credentials:
-    """What it takes to fetch an account's access_token; ``secret`` never shows in a repr."""
+    """What it takes to fetch an account's access_token; no secret shows in a repr.
+
+    ``token_endpoint`` is "stable", "classic" or "external": with "external" the token comes from another token
+    authority at ``source_url`` (answering ``{access_token, expires_in}`` to ``Authorization: Bearer
+    <source_secret>``) and WeChat's token endpoints are never called.
+    """
 
     appid: str
     secret: str = field(repr=False)
     token_endpoint: str = "stable"
+    source_url: str = field(default="", repr=False)
+    source_secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,9 @@ class TokenFetcher(Protocol):
 
 # Sent after every successful fetch from WeChat, with appid, force_refresh and token_endpoint; for metrics.
 token_fetched = Signal()
+# Sent with appid and errcode when WeChat rejected a token we held as fresh (see CONFLICT_ERRCODES), once per
+# rejected token whatever the number of threads and hosts that saw it rejected.  Receivers must not raise.
+token_conflict = Signal()
 
 
 class _FetchCounter:
@@ -116,6 +134,11 @@ def _force_refresh_key(appid: str) -> str:
     return f"wechat:access_token-forced:{appid}"
 
 
+def _force_refresh_count_key(appid: str, now: float) -> str:
+    day = datetime.fromtimestamp(now, tz=_BEIJING).strftime("%Y%m%d")
+    return f"wechat:access_token-forced-count:{appid}:{day}"
+
+
 class AccessTokenManager:
     """Hands out valid access_tokens, fetching each at most once across all threads and processes."""
 
@@ -144,7 +167,21 @@ class AccessTokenManager:
         self._remember(appid, token)
         return token.value
 
-    def refresh(self, client: TokenFetcher, *, failed_token: str | None = None) -> str:
+    def get_token_valid_for(self, client: TokenFetcher, min_ttl: float) -> tuple[AccessToken, bool]:
+        """The shared token if it has more than ``min_ttl`` seconds left, else one fetched through the single-flight
+        lock (concurrent callers share one fetch); returns it and whether WeChat was asked.
+
+        For callers outside this process (the token API), so the memo is not consulted: it may lag the shared cache
+        by up to ``MEMO_TTL``.  A token fetched moments ago counts as good whatever ``min_ttl`` asks (see
+        ``MIN_REFETCH_INTERVAL``): stable_token in normal mode keeps the current token until its last 5 minutes,
+        so asking again could not get a longer-lived one.
+        """
+        token = self.peek(client.credentials.appid)
+        if token is not None and _good_for(token, min_ttl, time.time()):
+            return token, False
+        return self._obtain(client, reuse_within=min_ttl)
+
+    def refresh(self, client: TokenFetcher, *, failed_token: str | None = None, errcode: int | None = None) -> str:
         """Replace a token WeChat rejected; compare-and-delete so a refresh done by someone else is reused.
 
         If the shared token is no longer ``failed_token``, another thread or host already refreshed it and we
@@ -152,12 +189,18 @@ class AccessTokenManager:
         is free of side effects. Only when normal mode hands back the very token that failed do we use force mode,
         which invalidates the token for everyone and which WeChat limits to 20 calls a day, at least 30 s apart
         (a second force refresh inside 30 s is silently ignored by WeChat, so we refuse it with retry_after).
-        Without ``failed_token`` the token is always fetched again.
+        Past the day's budget of force refreshes the normal-mode token is kept (see ``force_refreshes_today``).
+        ``errcode`` is WeChat's answer to ``failed_token``: a conflict is reported for 40001 and 42001 (see
+        ``token_conflict``).  Without ``failed_token`` the token is always fetched again.
         """
         appid = client.credentials.appid
         self._memo.pop(appid, None)
         token, _fetched = self._obtain(
-            client, reuse_within=0.0, failed_token=failed_token, always_fetch=failed_token is None
+            client,
+            reuse_within=0.0,
+            failed_token=failed_token,
+            failed_errcode=errcode,
+            always_fetch=failed_token is None,
         )
         self._remember(appid, token)
         return token.value
@@ -193,6 +236,10 @@ class AccessTokenManager:
         register_secret(value)
         return AccessToken(value=value, expires_at=stored["expires_at"], fetched_at=stored["fetched_at"])
 
+    def force_refreshes_today(self, appid: str) -> int:
+        """Force refreshes of ``appid``'s stable token made today (WeChat's day, Beijing time), by any process."""
+        return int(self.cache.get(_force_refresh_count_key(appid, time.time())) or 0)
+
     def reencrypt_cached(self, appid: str) -> bool:
         """Store the cached token of ``appid`` again under the first key (key rotation); False if none is cached."""
         token = self.peek(appid)
@@ -219,6 +266,7 @@ class AccessTokenManager:
         *,
         reuse_within: float,
         failed_token: str | None = None,
+        failed_errcode: int | None = None,
         always_fetch: bool = False,
     ) -> tuple[AccessToken, bool]:
         """Single-flight: under the lock, reuse the shared token if it is good enough, else fetch one.
@@ -231,13 +279,13 @@ class AccessTokenManager:
                 lock_name(appid), timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_BLOCKING_TIMEOUT
             ) as acquired:
                 if acquired:
-                    return self._reuse_or_fetch(client, reuse_within, failed_token, always_fetch)
+                    return self._reuse_or_fetch(client, reuse_within, failed_token, failed_errcode, always_fetch)
         except LockUnavailableError:
             # Redis is down. Fetching without the lock is safe with stable_token in normal mode: WeChat returns
             # the same token to every caller within its validity, so concurrent fetches cannot invalidate each
             # other (they only cost quota, 10,000/min). With the classic endpoint it risks superseding a token
             # another host holds, which then self-heals through the token-invalid refresh path.
-            return self._reuse_or_fetch(client, reuse_within, failed_token, always_fetch)
+            return self._reuse_or_fetch(client, reuse_within, failed_token, failed_errcode, always_fetch)
         # The holder has not finished within blocking_timeout; use its token if it stored one meanwhile.
         token = self.peek(appid)
         if token is not None and token.value != failed_token:
@@ -245,29 +293,63 @@ class AccessTokenManager:
         raise TransientError("timed out waiting for another process to fetch the access_token")
 
     def _reuse_or_fetch(
-        self, client: TokenFetcher, reuse_within: float, failed_token: str | None, always_fetch: bool
+        self,
+        client: TokenFetcher,
+        reuse_within: float,
+        failed_token: str | None,
+        failed_errcode: int | None,
+        always_fetch: bool,
     ) -> tuple[AccessToken, bool]:
         appid = client.credentials.appid
         cached = self.peek(appid)
+        now = time.time()
         if (
             not always_fetch
             and cached is not None
             and cached.value != failed_token
-            and _good_for(cached, reuse_within, time.time())
+            and _good_for(cached, reuse_within, now)
         ):
             return cached, False
         if failed_token is not None and cached is not None and cached.value == failed_token:
+            # Under the lock, and the first to see this token rejected: report a conflict once, not per thread.
+            if failed_errcode in CONFLICT_ERRCODES and cached.expires_at - now > CONFLICT_MIN_REMAINING:
+                logger.warning(
+                    "WeChat rejected the access_token of %s (errcode %s) with %d s of validity left: another system "
+                    "is fetching tokens with this AppSecret",
+                    appid,
+                    failed_errcode,
+                    cached.expires_at - now,
+                )
+                token_conflict.send(sender=type(self), appid=appid, errcode=failed_errcode)
             self.cache.delete(cache_key(appid))
         token = self._fetch(client, force_refresh=False)
         if failed_token is not None and token.value == failed_token and client.credentials.token_endpoint == "stable":
-            if not self.cache.add(_force_refresh_key(appid), True, timeout=FORCE_REFRESH_SPACING):
-                raise TransientError(
-                    "access_token rejected but a force refresh was done less than 30 s ago",
-                    retry_after=float(FORCE_REFRESH_SPACING),
-                )
-            token = self._fetch(client, force_refresh=True)
+            token = self._force_refresh(client, token)
         self._store(appid, token)
         return token, True
+
+    def _force_refresh(self, client: TokenFetcher, normal: AccessToken) -> AccessToken:
+        """Force mode, within WeChat's budget: at most once per 30 s (refused with retry_after) and 20 times a day;
+        past the daily budget ``normal`` (the normal-mode token) is kept, with a warning saying what to do."""
+        appid = client.credentials.appid
+        used = self.force_refreshes_today(appid)
+        if used >= FORCE_REFRESH_DAILY_LIMIT:
+            logger.warning(
+                "The access_token of %s was rejected, but the %d force refreshes WeChat allows a day are used up: "
+                "staying in normal mode until tomorrow (Beijing time). Find the other system using this AppSecret.",
+                appid,
+                used,
+            )
+            return normal
+        if not self.cache.add(_force_refresh_key(appid), True, timeout=FORCE_REFRESH_SPACING):
+            raise TransientError(
+                "access_token rejected but a force refresh was done less than 30 s ago",
+                retry_after=float(FORCE_REFRESH_SPACING),
+            )
+        count_key = _force_refresh_count_key(appid, time.time())
+        self.cache.add(count_key, 0, timeout=2 * 86400)
+        self.cache.incr(count_key)
+        return self._fetch(client, force_refresh=True)
 
     def _fetch(self, client: TokenFetcher, *, force_refresh: bool) -> AccessToken:
         appid = client.credentials.appid
