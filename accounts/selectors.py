@@ -72,8 +72,19 @@ def in_user_accounts(user: AbstractBaseUser | AnonymousUser) -> Q:
     if scope == _ALL:
         return Q()
     if scope == _OPERATED:
-        return Q(account_id__in=list(OfficialAccount.objects.filter(operators=user).values_list("pk", flat=True)))
+        return Q(account_id__in=operated_account_ids(user))
     return Q(pk__in=[])
+
+
+def operated_account_ids(user: AbstractBaseUser) -> list[int]:
+    """The ids of the accounts ``user`` operates; memoised like the scope, since every scoped list and status poll
+    asks (a change of operators empties the memo, :mod:`wxnotify.memo`)."""
+    key = memo_key("operated-accounts", user.pk)
+    ids = remembered(key)
+    if ids is None:
+        ids = list(OfficialAccount.objects.filter(operators=user).order_by("pk").values_list("pk", flat=True))
+        remember(key, ids)
+    return ids
 
 
 def is_account_admin(user: AbstractBaseUser | AnonymousUser) -> bool:

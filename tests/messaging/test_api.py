@@ -27,6 +27,7 @@ from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
 from templates_app.models import MessageTemplate
 from tests.factories import ORDER_DATA, OTHER_APPID, api_client_for
 from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
+from wxnotify.wechat.tokens import default_token_manager
 
 SHIPPED = DEMO_TEMPLATES[0]["template_id"]  # character_string1, thing2, time3, amount4
 TICKET = DEMO_TEMPLATES[2]["template_id"]  # thing1, character_string2, time3

@@ -23,7 +23,8 @@ from rest_framework.routers import SimpleRouter
 
 from accounts.models import Follower, OfficialAccount
 from accounts.selectors import STAFF_GROUP
-from accounts.services import queue_follower_sync
+from accounts.services import queue_follower_sync, read_access_token
+from accounts.services.token_conflicts import record_token_conflict
 from messaging.api.urls import router as api_router
 from messaging.console import urls as console_urls
 from messaging.models import DeliveryReceipt
@@ -152,6 +153,8 @@ def populate(account: OfficialAccount, spec: dict[str, Any], staff: Any, custome
         wechat_status="success",
         state=DeliveryReceipt.State.UNMATCHED,
     )
+    read_access_token(account=account, user=staff, address="203.0.113.7", min_ttl=0)
+    record_token_conflict(None, appid=account.appid, errcode=40001)
 
 
 @pytest.fixture
