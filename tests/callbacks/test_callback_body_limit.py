@@ -100,12 +100,14 @@ def test_oversized_body_gets_a_413_the_client_can_read(gunicorn_url, size):
 
 
 def test_body_declared_past_the_drain_bound_is_refused_without_being_read(gunicorn_url):
-    """32 MiB announced and none sent: the 413 comes at once, the server never waits for the body."""
+    """32 MiB announced and none sent: the server answers without waiting for the body.
+
+    The client keeps its side open and never sends a byte of body, so a server that read it would never answer and
+    raw_post's socket timeout would fail the test; no wall-clock bound is needed (it failed under a loaded machine).
+    """
     account = create_demo_account(message_mode="plaintext")
-    started = time.monotonic()
     answer = raw_post(gunicorn_url, account.callback_path(), 2 * DRAIN, b"")
     assert answer.startswith(b"HTTP/1.1 413")
-    assert time.monotonic() - started < 5
 
 
 def test_body_within_the_limit_is_served(gunicorn_url):
