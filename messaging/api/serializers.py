@@ -427,8 +427,7 @@ class WeChatRecordBodySerializer(serializers.Serializer):
 
 
 class WeChatRecordSerializer(serializers.Serializer):
-    state = serializers.ChoiceField(
-        choices=["found", "none", "expired", "error"],
+    state = serializers.CharField(
         help_text=_(
             "found: WeChat's record is in 'record'; none: no failed call carried a rid; expired: older than WeChat's "
             "7 days; error: WeChat refused the look-up (see 'detail')."
