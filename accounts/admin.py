@@ -21,6 +21,7 @@ from django.utils.translation import ngettext
 
 from accounts.forms import SECRET_FIELDS, OfficialAccountAdminForm
 from accounts.models import AccessTokenRead, Follower, FollowerSync, OfficialAccount
+from accounts.quota_admin import QuotaAdminMixin
 from accounts.scoping import AccountScopedRelatedFilter, ScopedAdminMixin
 from accounts.selectors import (
     TOKEN_CONFLICT_ALARM_THRESHOLD,
@@ -53,7 +54,7 @@ def _sync_progress(status: str | None, processed: int | None, total: int | None)
 
 
 @admin.register(OfficialAccount)
-class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
+class OfficialAccountAdmin(QuotaAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
     form = OfficialAccountAdminForm
     list_display = [
         "name",
@@ -68,7 +69,7 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
     list_filter = ["is_active", "message_mode", "token_endpoint"]
     search_fields = ["name", "appid"]
     filter_horizontal = ["operators"]
-    actions = ["test_connection", "sync_templates", "sync_followers"]
+    actions = ["test_connection", "sync_templates", "sync_followers", "clear_quota"]
     fieldsets = [
         (None, {"fields": ["name", "appid", "is_active", "operators", "send_rate_limit"]}),
         (
@@ -110,6 +111,7 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
                     "last_error_at",
                     "token_conflicts",
                     "force_refreshes",
+                    "template_send_quota",
                     "latest_follower_sync_detail",
                 ]
             },
@@ -124,6 +126,7 @@ class OfficialAccountAdmin(ScopedAdminMixin, admin.ModelAdmin):
         "last_error_at",
         "token_conflicts",
         "force_refreshes",
+        "template_send_quota",
         "latest_follower_sync_detail",
     ]
 

@@ -8,11 +8,20 @@ from wxnotify.schedules import keep_schedule
 
 TOKEN_REFRESH_SCHEDULE_NAME = "Refresh WeChat access tokens"
 TOKEN_REFRESH_TASK = "accounts.tasks.refresh_access_tokens"
+QUOTA_POLL_SCHEDULE_NAME = "Read WeChat's template send quotas"
+QUOTA_POLL_TASK = "accounts.tasks.poll_api_quotas"
+# quota/get is itself a counted API; every 10 minutes keeps the dashboard current at 144 calls a day.
+QUOTA_POLL_MINUTES = 10
 
 
 def ensure_token_refresh_schedule(using: str = "default", **kwargs) -> None:
     """Keep one every-minute schedule that renews access_tokens early."""
     keep_schedule(using=using, name=TOKEN_REFRESH_SCHEDULE_NAME, func=TOKEN_REFRESH_TASK, minutes=1)
+
+
+def ensure_quota_poll_schedule(using: str = "default", **kwargs) -> None:
+    """Keep one schedule that reads every active account's template-send quota from WeChat."""
+    keep_schedule(using=using, name=QUOTA_POLL_SCHEDULE_NAME, func=QUOTA_POLL_TASK, minutes=QUOTA_POLL_MINUTES)
 
 
 def register_account_secrets(sender: type, instance: Any, **kwargs: Any) -> None:
@@ -36,6 +45,9 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         post_migrate.connect(
             ensure_token_refresh_schedule, sender=self, dispatch_uid="accounts.ensure_token_refresh_schedule"
+        )
+        post_migrate.connect(
+            ensure_quota_poll_schedule, sender=self, dispatch_uid="accounts.ensure_quota_poll_schedule"
         )
         from django.contrib.auth import get_user_model
         from django.contrib.auth.models import Group

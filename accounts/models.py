@@ -289,3 +289,56 @@ class TokenConflict(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account.appid} {self.errcode} {self.detected_at:%Y-%m-%d %H:%M:%S}"
+
+
+class QuotaReading(models.Model):
+    """The latest daily quota WeChat reported for the account's template sends (``/cgi-bin/openapi/quota/get``).
+
+    One row per account, overwritten by every poll (``accounts.services.quota``): WeChat's own count is the truth,
+    ours would miss sends by other systems with the same account.  The numbers are those of the Beijing day of
+    ``read_at``; a reading from an earlier day says nothing of today's ``used``.
+    """
+
+    account = models.OneToOneField(
+        OfficialAccount, verbose_name=_("official account"), on_delete=models.CASCADE, related_name="quota_reading"
+    )
+    daily_limit = models.PositiveIntegerField(_("daily limit"))
+    used = models.PositiveIntegerField(_("used today"))
+    remain = models.PositiveIntegerField(_("remaining today"))
+    read_at = models.DateTimeField(_("read at"))
+
+    class Meta:
+        verbose_name = _("template send quota")
+        verbose_name_plural = _("template send quotas")
+
+    def __str__(self) -> str:
+        return f"{self.account.appid} {self.used}/{self.daily_limit}"
+
+
+class QuotaClear(models.Model):
+    """One "clear quota" an admin asked for (``/cgi-bin/clear_quota``): WeChat allows 10 per account a month, so the
+    successful ones of the current month are counted and an 11th is refused before WeChat is asked."""
+
+    account = models.ForeignKey(
+        OfficialAccount, verbose_name=_("official account"), on_delete=models.CASCADE, related_name="quota_clears"
+    )
+    cleared_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("cleared by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    succeeded = models.BooleanField(_("succeeded"))
+    error = models.CharField(_("error"), max_length=500, blank=True)
+    cleared_at = models.DateTimeField(_("cleared at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("quota clear")
+        verbose_name_plural = _("quota clears")
+        ordering = ["-cleared_at", "-id"]
+        indexes = [models.Index(fields=["account", "-cleared_at"], name="accounts_quotaclear_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.account.appid} {self.cleared_at:%Y-%m-%d %H:%M:%S}"

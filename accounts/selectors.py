@@ -9,8 +9,17 @@ from datetime import datetime, timedelta
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, Q, QuerySet
 
-from accounts.models import AccessTokenRead, Follower, FollowerSync, OfficialAccount, TokenConflict
+from accounts.models import (
+    AccessTokenRead,
+    Follower,
+    FollowerSync,
+    OfficialAccount,
+    QuotaClear,
+    QuotaReading,
+    TokenConflict,
+)
 from wxnotify.memo import memo_key, remember, remembered
+from wxnotify.wechat.errors import WECHAT_TIMEZONE
 
 ADMINS_GROUP = "wxnotify admins"
 STAFF_GROUP = "business staff"
@@ -177,3 +186,34 @@ def token_conflicts_per_appid(since: datetime) -> dict[str, int]:
         .values_list("account__appid")
         .annotate(count=Count("pk"))
     )
+
+
+# WeChat lets an account clear its API quotas 10 times a month (docs/wechat-api.md, "Quotas").
+CLEAR_QUOTA_MONTHLY_LIMIT = 10
+
+
+def beijing_day_start(now: datetime) -> datetime:
+    """Midnight Beijing time of ``now``'s day there: WeChat's daily quotas start again then."""
+    local = now.astimezone(WECHAT_TIMEZONE)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def quota_clears_this_month(account_id: int, now: datetime) -> int:
+    """Successful clears of the account since the first of the month, Beijing time."""
+    month_start = beijing_day_start(now).replace(day=1)
+    return QuotaClear.objects.filter(account_id=account_id, succeeded=True, cleared_at__gte=month_start).count()
+
+
+def quota_readings(account_ids: Iterable[int]) -> dict[int, QuotaReading]:
+    """The latest quota reading of each account that has one, in one query."""
+    return {reading.account_id: reading for reading in QuotaReading.objects.filter(account_id__in=list(account_ids))}
+
+
+def remaining_today(reading: QuotaReading | None, now: datetime) -> int | None:
+    """Template sends WeChat still allows the account today, from its latest reading: its ``remain`` if read today
+    (Beijing time), the whole ``daily_limit`` if read on an earlier day, None without a reading."""
+    if reading is None:
+        return None
+    if reading.read_at < beijing_day_start(now):
+        return reading.daily_limit
+    return reading.remain

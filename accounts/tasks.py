@@ -8,8 +8,8 @@ from django.conf import settings
 
 from accounts.clients import wechat_client_for
 from accounts.models import FollowerSync, OfficialAccount
+from accounts.services import poll_quotas, update_follower_profile
 from accounts.services import run_follower_sync as run_sync
-from accounts.services import update_follower_profile
 from wxnotify.wechat.errors import WeChatError
 from wxnotify.wechat.tokens import default_token_manager
 
@@ -60,3 +60,8 @@ def prune_processed_callbacks() -> int:
     from callbacks.tasks import prune_processed_callbacks as prune
 
     return prune()
+
+
+def poll_api_quotas() -> int:
+    """The scheduled read of every active account's template-send quota at WeChat (see accounts.services.quota)."""
+    return poll_quotas()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
@@ -25,7 +26,7 @@ from messaging.selectors import (
     receipts_for_user,
     status_counts_by_campaign,
 )
-from messaging.services import CampaignActionRefused, cancel_campaign, retry_failed
+from messaging.services import CampaignActionRefused, cancel_campaign, retry_failed, wechat_record
 from wxnotify.pagination import EstimatedCountPaginator
 from wxnotify.wechat.errors import describe_failure
 
@@ -79,6 +80,7 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     # date_hierarchy (its year and month links need a DISTINCT over every row; the created_at filter has the dates).
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+    actions = ["look_up_wechat_record"]
     fieldsets = [
         (None, {"fields": ["account", "template", "template_id_sent", "touser", "follower_link", "campaign_link"]}),
         (_("Content"), {"fields": ["data", "url", "miniprogram"]}),
@@ -88,6 +90,8 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
                 "fields": [
                     "status",
                     "error",
+                    "wechat_rid",
+                    "wechat_rid_at",
                     "msgid",
                     "attempts",
                     "attempted_at",
@@ -120,6 +124,23 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     def error(self, obj: Message) -> str:
         """The last attempt's errcode with its meaning, and WeChat's (or our) words."""
         return describe_failure(obj.errcode, obj.errmsg) or "—"
+
+    @admin.action(description=_("Look up at WeChat (rid)"), permissions=["view"])
+    def look_up_wechat_record(self, request: HttpRequest, queryset: QuerySet[Message]) -> TemplateResponse | None:
+        """What WeChat recorded of one message's last failed call (``rid/get``), secrets masked."""
+        selected = list(queryset.select_related("account")[:2])
+        if len(selected) != 1:
+            self.message_user(request, _("Select exactly one message to look up at WeChat."), messages.WARNING)
+            return None
+        message = selected[0]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("What WeChat recorded"),
+            "opts": self.model._meta,
+            "message": message,
+            "lookup": wechat_record(message),
+        }
+        return TemplateResponse(request, "admin/messaging/message/wechat_record.html", context)
 
     @admin.display(description=_("follower"))
     def follower_link(self, obj: Message) -> str:

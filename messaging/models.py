@@ -175,6 +175,15 @@ class Message(models.Model):
     errcode = models.IntegerField(_("errcode"), null=True, blank=True)
     errmsg = models.CharField(_("error"), max_length=512, blank=True)
     msgid = models.BigIntegerField(_("WeChat msgid"), null=True, blank=True)
+    wechat_rid = models.CharField(
+        _("WeChat rid"),
+        max_length=64,
+        blank=True,
+        help_text=_(
+            "The request id WeChat gave the last failed call for this message; WeChat can look it up for 7 days."
+        ),
+    )
+    wechat_rid_at = models.DateTimeField(_("WeChat rid at"), null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
     attempted_at = models.DateTimeField(_("last attempt started at"), null=True, blank=True)
     outcome_unknown_since = models.DateTimeField(
@@ -309,3 +318,34 @@ class DeliveryReceipt(models.Model):
 
     def __str__(self) -> str:
         return f"MsgID {self.msgid}: {self.wechat_status}"
+
+
+class InterceptedMessage(models.Model):
+    """A template message WeChat lists as intercepted (``/wxa/sec/queryblocktmplmsg``), and the message of ours it
+    matched (same account, template and recipient, sent around ``send_time``), which is then failed with
+    errcode -9005.  WeChat's record ids grow per template; the largest kept is where the next poll starts."""
+
+    account = models.ForeignKey(
+        "accounts.OfficialAccount", on_delete=models.CASCADE, related_name="+", verbose_name=_("account")
+    )
+    template_id = models.CharField(_("template_id"), max_length=128)
+    record_id = models.BigIntegerField(_("WeChat record id"))
+    openid = models.CharField(_("recipient openid"), max_length=64)
+    title = models.CharField(_("title"), max_length=200, blank=True)
+    send_time = models.DateTimeField(_("sent at"), null=True, blank=True)
+    message = models.ForeignKey(
+        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("message")
+    )
+    found_at = models.DateTimeField(_("found at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("intercepted message")
+        verbose_name_plural = _("intercepted messages")
+        ordering = ["-found_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "template_id", "record_id"], name="intercepted_unique_record"),
+        ]
+        indexes = [models.Index(fields=["account", "-found_at"], name="intercepted_account_found")]
+
+    def __str__(self) -> str:
+        return f"{self.template_id} → {self.openid}"

@@ -43,6 +43,7 @@ from wxnotify.wechat.errors import (
     ErrorKind,
     WeChatError,
     classify_errcode,
+    rid_from_errmsg,
 )
 
 logger = logging.getLogger("wxnotify.messaging")
@@ -252,6 +253,7 @@ class Outcomes:
                 lease_expires_at=None,
                 finished_at=now,
                 updated_at=now,
+                **_rid_columns(reason, now),
             )
         for (errcode, reason, unknown), next_attempts in writes.retry.items():
             changes: dict[str, Any] = {}
@@ -268,6 +270,7 @@ class Outcomes:
                 lease_expires_at=None,
                 updated_at=now,
                 **changes,
+                **_rid_columns(reason, now),
             )
         for until, ids in writes.released.items():
             self._ours(ids).update(
@@ -311,3 +314,10 @@ class Outcomes:
 
 def _is_token_errcode(errcode: int | None) -> bool:
     return errcode is not None and classify_errcode(errcode) == ErrorKind.TOKEN_INVALID
+
+
+def _rid_columns(reason: str, now: datetime) -> dict[str, Any]:
+    """The rid WeChat gave the failed call, kept apart from the errmsg for a look-up at WeChat (``rid/get``); none
+    for our own reasons, which leave the rid of an earlier failed call in place."""
+    rid = rid_from_errmsg(reason)
+    return {"wechat_rid": rid, "wechat_rid_at": now} if rid else {}

@@ -18,6 +18,7 @@ from django.utils import timezone
 from messaging import dispatch, services, sweeper
 from messaging.delivery import run_delivery
 from messaging.models import Message
+from messaging.services.ledger import poll_all_intercepted
 from messaging.work import CampaignWork, ListedWork
 from wxnotify.tracing import traced
 
@@ -68,3 +69,8 @@ def dispatch_campaign(campaign_id: int, trace_id: str = "") -> int:
 def sweep_messages() -> dict[str, int]:
     """The scheduled safety net (every minute); see messaging.sweeper."""
     return sweeper.sweep()
+
+
+def poll_intercepted_messages() -> int:
+    """The scheduled read of the template messages WeChat intercepted (see messaging.services.ledger)."""
+    return poll_all_intercepted()

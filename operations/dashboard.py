@@ -19,8 +19,10 @@ from django.utils.translation import gettext as _
 from redis.exceptions import RedisError
 
 from accounts.models import OfficialAccount
-from accounts.selectors import accounts_for_user, token_conflict_alarms
-from messaging.models import Message, due_condition
+from accounts.selectors import accounts_for_user, quota_readings, remaining_today, token_conflict_alarms
+from messaging import ratelimit
+from messaging.models import InterceptedMessage, Message, due_condition
+from messaging.services import hold_end_text
 from templates_app.models import MessageTemplate
 from templates_app.selectors import templates_with_problems
 from wxnotify.wechat.errors import describe_errcode
@@ -106,6 +108,12 @@ class AccountHealth:
     due: int
     sending: int
     oldest_queued_age_seconds: int | None
+    # WeChat's template-send quota as last read: (remaining today, daily limit, read at), or None if never read.
+    quota: tuple[int, int, datetime] | None = None
+    # When the account's send hold (45009, a failing token source) ends, as text; "" when it may send.
+    hold_ends: str = ""
+    # Messages WeChat intercepted in the last 7 days (queryblocktmplmsg).
+    intercepted: int = 0
 
 
 @dataclass(frozen=True)
@@ -231,8 +239,8 @@ def token_state(appid: str, now: float) -> TokenState | None:
 
 
 def account_health(accounts: list[OfficialAccount], now: datetime) -> list[AccountHealth]:
-    """Per account: token, conflict alarm, last WeChat error, flagged templates and the backlog, in three queries
-    plus a cache read per account."""
+    """Per account: token, conflict alarm, last WeChat error, flagged templates, the backlog, WeChat's quota and
+    the messages it intercepted, in five queries plus two cache reads per account."""
     ids = [account.pk for account in accounts]
     backlog = (
         _messages(ids)
@@ -250,6 +258,13 @@ def account_health(accounts: list[OfficialAccount], now: datetime) -> list[Accou
     for template in templates_with_problems().filter(account_id__in=ids):
         flagged[template.account_id].append(template)
     alarms = token_conflict_alarms(ids, now)
+    readings = quota_readings(ids)
+    intercepted = dict(
+        InterceptedMessage.objects.filter(account_id__in=ids, found_at__gte=now - timedelta(days=7))
+        .values_list("account_id")
+        .annotate(count=Count("*"))
+        .order_by()
+    )
     epoch = now.timestamp()
     health = []
     for account in accounts:
@@ -257,6 +272,8 @@ def account_health(accounts: list[OfficialAccount], now: datetime) -> list[Accou
             token, token_unavailable = token_state(account.appid, epoch), False
         except (DatabaseError, RedisError):
             token, token_unavailable = None, True
+        reading = readings.get(account.pk)
+        until = ratelimit.held_until(account.pk)
         queued, due, sending, oldest = backlog_by_account.get(account.pk, (0, 0, 0, None))
         health.append(
             AccountHealth(
@@ -272,6 +289,11 @@ def account_health(accounts: list[OfficialAccount], now: datetime) -> list[Accou
                 due=due,
                 sending=sending,
                 oldest_queued_age_seconds=None if oldest is None else max(0, int((now - oldest).total_seconds())),
+                quota=None
+                if reading is None
+                else (remaining_today(reading, now) or 0, reading.daily_limit, reading.read_at),
+                hold_ends=hold_end_text(until) if until is not None else "",
+                intercepted=intercepted.get(account.pk, 0),
             )
         )
     return health

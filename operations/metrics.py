@@ -34,7 +34,14 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from accounts.selectors import TOKEN_CONFLICT_ALARM_THRESHOLD, TOKEN_CONFLICT_ALARM_WINDOW, token_conflicts_per_appid
+from accounts.models import QuotaReading
+from accounts.selectors import (
+    TOKEN_CONFLICT_ALARM_THRESHOLD,
+    TOKEN_CONFLICT_ALARM_WINDOW,
+    beijing_day_start,
+    remaining_today,
+    token_conflicts_per_appid,
+)
 from messaging.models import Message
 from operations.health import queue_lag_seconds
 
@@ -129,12 +136,49 @@ class TokenConflictCollector(Collector):
         yield alarm
 
 
+class QuotaCollector(Collector):
+    """WeChat's template-send quota per account as last read (``accounts.services.quota``), in one query over the
+    readings table (a row per account), so a scrape never asks WeChat."""
+
+    def collect(self) -> Iterator[Metric]:
+        now = timezone.now()
+        try:
+            readings = list(QuotaReading.objects.select_related("account").only("account__appid", *QUOTA_FIELDS))
+        except DatabaseError:
+            logger.warning("Quota gauges left out of /metrics: the database is unavailable", exc_info=True)
+            return
+        limit = GaugeMetricFamily(
+            "wxnotify_wechat_quota_daily_limit", "Template sends WeChat allows the account a day.", labels=["account"]
+        )
+        used = GaugeMetricFamily(
+            "wxnotify_wechat_quota_used", "Template sends WeChat counted today (Beijing time).", labels=["account"]
+        )
+        remain = GaugeMetricFamily(
+            "wxnotify_wechat_quota_remain", "Template sends WeChat still allows today.", labels=["account"]
+        )
+        age = GaugeMetricFamily(
+            "wxnotify_wechat_quota_read_age_seconds", "Seconds since the quota was read.", labels=["account"]
+        )
+        for reading in sorted(readings, key=lambda item: item.account.appid):
+            appid = reading.account.appid
+            read_today = reading.read_at >= beijing_day_start(now)
+            limit.add_metric([appid], reading.daily_limit)
+            used.add_metric([appid], reading.used if read_today else 0)
+            remain.add_metric([appid], remaining_today(reading, now) or 0)
+            age.add_metric([appid], max(0.0, (now - reading.read_at).total_seconds()))
+        yield from (limit, used, remain, age)
+
+
+QUOTA_FIELDS = ("daily_limit", "used", "remain", "read_at")
+
+
 def render(accept: str | None) -> tuple[bytes, str]:
     """The exposition of this host's processes and the database gauges, in the format ``accept`` asks for."""
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
     registry.register(MessageLogCollector())
     registry.register(TokenConflictCollector())
+    registry.register(QuotaCollector())
     encoder, content_type = choose_encoder(accept or "")
     return encoder(registry), content_type
 

@@ -81,6 +81,10 @@ class SandboxApp:
             ("POST", "/cgi-bin/user/info/batchget"): self.user_batchget,
             ("POST", "/cgi-bin/qrcode/create"): self.qrcode_create,
             ("GET", "/cgi-bin/showqrcode"): self.showqrcode,
+            ("POST", "/cgi-bin/openapi/quota/get"): self.quota_get,
+            ("POST", "/cgi-bin/clear_quota"): self.clear_quota,
+            ("POST", "/cgi-bin/openapi/rid/get"): self.rid_get,
+            ("POST", "/wxa/sec/queryblocktmplmsg"): self.query_blocked,
             ("POST", "/sandbox/simulate/subscribe"): self.simulate_subscribe,
             ("POST", "/sandbox/simulate/scan"): self.simulate_scan,
             ("POST", "/sandbox/simulate/unsubscribe"): self.simulate_unsubscribe,
@@ -93,6 +97,7 @@ class SandboxApp:
             ("POST", "/sandbox/tokens/invalidate"): self.control_invalidate,
             ("POST", "/sandbox/accounts"): self.control_accounts,
             ("POST", "/sandbox/api_faults"): self.control_api_faults,
+            ("POST", "/sandbox/block"): self.control_block,
         }
 
     def handle(self, method: str, target: str, body: bytes, content_type: str = "") -> Reply:
@@ -106,7 +111,7 @@ class SandboxApp:
             fault = self.state.take_api_fault(path)
             if fault is not None and fault.answers:
                 _sleep_ms(fault.delay_ms)
-                return self._fault_reply(fault)
+                return self._fault_reply(fault, path, query, body)
         try:
             return self._route(method, path, query, body)
         finally:
@@ -131,13 +136,17 @@ class SandboxApp:
             result = Reply(500, json_bytes({"errcode": -1, "errmsg": "system error"}))
         if isinstance(result, Reply):
             return result
+        if result.get("errcode"):
+            self.state.record_failed_call(path, query, body, result)
         return Reply(200, json_bytes(result))
 
-    def _fault_reply(self, fault: ApiFault) -> Reply:
+    def _fault_reply(self, fault: ApiFault, path: str, query: dict[str, str], body: bytes) -> Reply:
         if fault.drop is not None:
             return NoReply(fault.drop, self.state.faults.drop_reply_hang_ms)
         if fault.errcode is not None:
-            return Reply(200, json_bytes(SandboxError(fault.errcode).as_reply()))
+            reply = SandboxError(fault.errcode).as_reply()
+            self.state.record_failed_call(path, query, body, reply)
+            return Reply(200, json_bytes(reply))
         # WeChat itself labels its JSON text/plain; a proxy's error page is text too.
         return Reply(fault.status or 200, (fault.body or "").encode("utf-8"), TEXT_TYPE)
 
@@ -176,6 +185,18 @@ class SandboxApp:
             return self.state.batch_user_info(query.get("access_token"), parse_json(body))
         finally:
             _sleep_ms(self.state.faults.user_latency_ms)
+
+    def quota_get(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        return self.state.quota_get(query.get("access_token"), parse_json(body))
+
+    def clear_quota(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        return self.state.clear_quota(query.get("access_token"), parse_json(body))
+
+    def rid_get(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        return self.state.rid_get(query.get("access_token"), parse_json(body))
+
+    def query_blocked(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        return self.state.query_blocked(query.get("access_token"), parse_json(body))
 
     def qrcode_create(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
         self.state.authenticate(query.get("access_token"))
@@ -281,3 +302,9 @@ class SandboxApp:
         """Queue an API fault: ``{"api": "/cgi-bin/…", "errcode": …}`` and the other fields of ``ApiFault``."""
         fault = self.state.add_api_fault(**parse_json(body))
         return {"errcode": 0, "errmsg": "ok", "api_fault": fault.as_dict()}
+
+    def control_block(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        """Make a delivered message one WeChat intercepted: ``{"appid": …, "msgid": …}``."""
+        payload = parse_json(body)
+        record = self.state.block_message(str(payload.get("appid", "")), int(payload["msgid"]))
+        return {"errcode": 0, "errmsg": "ok", "blocked": record}

@@ -400,3 +400,40 @@ class ErrorSerializer(serializers.Serializer):
     errors = serializers.DictField(
         child=serializers.JSONField(), help_text=_("Field errors: field name → list of messages, nested for data.")
     )
+
+
+class CampaignCreatedSerializer(CampaignSerializer):
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text=_(
+            "Why not every recipient may get the message today (WeChat's daily quota left, a quota hold); the "
+            "campaign is accepted either way. Empty when there is nothing to say."
+        ),
+    )
+
+    class Meta(CampaignSerializer.Meta):
+        fields = [*CampaignSerializer.Meta.fields, "warnings"]
+        read_only_fields = fields
+
+
+class WeChatRecordBodySerializer(serializers.Serializer):
+    invoke_time = serializers.IntegerField(required=False, help_text=_("Unix time WeChat received the call."))
+    cost_in_ms = serializers.IntegerField(required=False)
+    request_url = serializers.CharField(required=False, help_text=_("The query string, access_token masked."))
+    request_body = serializers.CharField(required=False, allow_blank=True)
+    response_body = serializers.CharField(required=False, allow_blank=True)
+    client_ip = serializers.CharField(required=False)
+
+
+class WeChatRecordSerializer(serializers.Serializer):
+    state = serializers.CharField(
+        help_text=_(
+            "found: WeChat's record is in 'record'; none: no failed call carried a rid; expired: older than WeChat's "
+            "7 days; error: WeChat refused the look-up (see 'detail')."
+        ),
+    )
+    rid = serializers.CharField(allow_blank=True)
+    detail = serializers.CharField()
+    recorded_at = serializers.DateTimeField(allow_null=True, help_text=_("When the failed call was made."))
+    record = WeChatRecordBodySerializer()

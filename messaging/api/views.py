@@ -27,6 +27,7 @@ from messaging.api.pagination import MessageCursorPagination, StandardPageNumber
 from messaging.api.parsers import BulkJSONParser
 from messaging.api.permissions import ModelActionPermission
 from messaging.api.serializers import (
+    CampaignCreatedSerializer,
     CampaignCreateSerializer,
     CampaignSerializer,
     ErrorSerializer,
@@ -34,6 +35,7 @@ from messaging.api.serializers import (
     MessageCreateSerializer,
     MessageSerializer,
     TemplateSerializer,
+    WeChatRecordSerializer,
 )
 from messaging.api.throttles import BurstRateThrottle, SendRateThrottle, SustainedRateThrottle, check_fixed_windows
 from messaging.models import Campaign, Message
@@ -170,6 +172,21 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
             status=status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK,
         )
 
+    @extend_schema(
+        operation_id="messages_wechat_record",
+        summary=_("What WeChat recorded of the message's last failed call"),
+        description=_(
+            "Looks the rid of the message's last failed call up at WeChat (/cgi-bin/openapi/rid/get) and answers "
+            "the request and answer WeChat recorded, with access_tokens and secrets masked.  WeChat keeps them 7 "
+            "days: an older rid answers state 'expired' without asking WeChat."
+        ),
+        responses={200: WeChatRecordSerializer, **DETAIL_ERRORS},
+    )
+    @action(detail=True, methods=["get"], url_path="wechat-record")
+    def wechat_record(self, request: Request, pk: str | None = None) -> Response:
+        message = self.get_object()
+        return Response(WeChatRecordSerializer(services.wechat_record(message)).data)
+
 
 class RetryFailedRequestSerializer(serializers.Serializer):
     include_unknown = serializers.BooleanField(
@@ -228,7 +245,7 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
             "background; answers 202 with the campaign (its counts grow while recipients are added)."
         ),
         request=CampaignCreateSerializer,
-        responses={202: CampaignSerializer, **SEND_ERRORS},
+        responses={202: CampaignCreatedSerializer, **SEND_ERRORS},
     )
     def create(self, request: Request) -> Response:
         serializer = CampaignCreateSerializer(data=request.data, context=self.get_serializer_context())
@@ -246,7 +263,9 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
             trace_id=get_trace_id(),
         )
         campaign.refresh_from_db()
-        return Response(self.get_serializer(campaign).data, status=status.HTTP_202_ACCEPTED)
+        data = self.get_serializer(campaign).data
+        data["warnings"] = services.quota_warnings(campaign.account, recipients=campaign.recipient_count)
+        return Response(data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         operation_id="campaigns_cancel",

@@ -7,7 +7,8 @@ re-delivers), the sweeper (:mod:`messaging.sweeper`) finds the due rows again, a
 attempt carries lets WeChat drop a resend.
 
 One module per job: :mod:`.checks` (validation shared by both kinds of send), :mod:`.sending` (one message),
-:mod:`.campaigns` and :mod:`.expansion` (bulk sends), :mod:`.receipts`.  Callers import from this package.
+:mod:`.campaigns` and :mod:`.expansion` (bulk sends), :mod:`.receipts`, :mod:`.ledger` (what WeChat knows of our
+sends).  Callers import from this package.
 """
 
 from messaging.reasons import CANCELLED_REASON, UNSUBSCRIBED_REASON
@@ -20,6 +21,7 @@ from messaging.services.campaigns import (
     retry_failed,
 )
 from messaging.services.checks import CampaignActionRefused, IdempotencyConflict, MessageRejected
+from messaging.services.ledger import WeChatRecord, hold_end_text, poll_intercepted, quota_warnings, wechat_record
 from messaging.services.receipts import apply_pending_receipts, record_delivery_receipt, resolve_stale_receipts
 from messaging.services.sending import SendResult, request_fingerprint, send_message
 
@@ -32,13 +34,18 @@ __all__ = [
     "RecipientSpec",
     "RetryResult",
     "SendResult",
+    "WeChatRecord",
     "apply_pending_receipts",
     "cancel_campaign",
     "create_campaign",
     "finish_campaigns",
+    "hold_end_text",
+    "poll_intercepted",
+    "quota_warnings",
     "record_delivery_receipt",
     "request_fingerprint",
     "resolve_stale_receipts",
     "retry_failed",
     "send_message",
+    "wechat_record",
 ]

@@ -83,6 +83,8 @@ class CampaignRows:
             "request_fingerprint": "",
             "errcode": None,
             "msgid": None,
+            "wechat_rid": "",
+            "wechat_rid_at": None,
             "attempts": 0,
             "next_attempt_at": None,
             "attempted_at": None,

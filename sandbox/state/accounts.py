@@ -113,6 +113,8 @@ class Account:
         self._order: list[str] = []
         self._position: dict[str, int] = {}
         self.counters = Counters()
+        # Template sends WeChat allows a day (its default; raised for big accounts).
+        self.daily_quota = 100_000
         self.classic_token: str | None = None
         self.stable_token: str | None = None
         self.update(spec)
@@ -141,6 +143,10 @@ class Account:
         followers = spec.get("followers")
         if followers is not None and not isinstance(followers, list) and int(followers) < 0:
             raise ValueError("followers must not be negative")
+        daily_quota = int(spec.get("daily_quota", self.daily_quota))
+        if daily_quota < 0:
+            raise ValueError("daily_quota must not be negative")
+        self.daily_quota = daily_quota
         for name in ("secret", "token", "callback_url", "original_id"):
             if name in spec:
                 setattr(self, name, str(spec[name] or ""))

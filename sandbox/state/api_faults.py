@@ -27,6 +27,10 @@ WECHAT_APIS = (
     "/cgi-bin/user/info/batchget",
     "/cgi-bin/qrcode/create",
     "/cgi-bin/showqrcode",
+    "/cgi-bin/openapi/quota/get",
+    "/cgi-bin/clear_quota",
+    "/cgi-bin/openapi/rid/get",
+    "/wxa/sec/queryblocktmplmsg",
 )
 API_FAULT_DROPS = (DROP_CLOSE, DROP_HANG)
 

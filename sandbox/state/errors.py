@@ -28,6 +28,7 @@ ERRMSG = {
     47001: "data format error",
     47003: "argument invalid!",
     48001: "api unauthorized",
+    48006: "forbid to clear quota because of reaching the limit",
 }
 
 

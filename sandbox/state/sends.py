@@ -17,6 +17,7 @@ from typing import Any
 from sandbox.state.accounts import Account
 from sandbox.state.errors import ReplyDropped, SandboxError
 from sandbox.state.faults import DROP_CLOSE, DROP_HANG, DROP_MIXED
+from sandbox.state.ledger import LedgerMixin
 from sandbox.state.receipts import ReceiptsMixin
 from sandbox.state.tokens import TokensMixin
 
@@ -55,7 +56,7 @@ class SendRecord:
         }
 
 
-class SendsMixin(ReceiptsMixin, TokensMixin):
+class SendsMixin(ReceiptsMixin, TokensMixin, LedgerMixin):
     """Template sends and what they leave behind: delivered messages, the send log, the de-duplication memory."""
 
     messages: deque[dict[str, Any]]
@@ -129,6 +130,7 @@ class SendsMixin(ReceiptsMixin, TokensMixin):
         if client_msg_id and dedupe_key in self._dedupe:
             account.counters.duplicates += 1
             return self._dedupe[dedupe_key][0], "deduplicated"
+        self._spend_quota(account)
         msgid = next(self._ids)
         outcome = "delivered"
         if client_msg_id:

@@ -15,13 +15,14 @@ from sandbox.receipt_dispatch import DelayQueue
 from sandbox.state.accounts import Account
 from sandbox.state.api_faults import ApiFaultsMixin
 from sandbox.state.faults import Faults
+from sandbox.state.ledger import LedgerMixin
 from sandbox.state.request_log import RequestLogMixin
 from sandbox.state.sends import SendsMixin
 from sandbox.state.simulation import SimulationMixin
 from sandbox.state.users import UsersMixin
 
 
-class SandboxState(SendsMixin, UsersMixin, SimulationMixin, ApiFaultsMixin, RequestLogMixin):
+class SandboxState(SendsMixin, UsersMixin, SimulationMixin, ApiFaultsMixin, RequestLogMixin, LedgerMixin):
     """All sandbox state behind one lock; every public method is safe to call from any thread."""
 
     def __init__(self, config: dict[str, Any] | None = None, *, message_capacity: int = 100_000) -> None:
@@ -41,7 +42,7 @@ class SandboxState(SendsMixin, UsersMixin, SimulationMixin, ApiFaultsMixin, Requ
 
     def reset(self) -> None:
         """Back to the start config: accounts, followers, tokens, QR tickets, messages, counters, faults, API faults,
-        and an empty request log."""
+        an empty request log and an empty ledger (quota counts, clears, rids, intercepted messages)."""
         accounts = {}
         for spec in self.config.get("accounts", []):
             account = Account(spec)
@@ -57,6 +58,7 @@ class SandboxState(SendsMixin, UsersMixin, SimulationMixin, ApiFaultsMixin, Requ
             self._reset_sends()
             self._reset_api_faults()
             self._reset_request_log()
+            self._reset_ledger()
             self.receipt_queue.clear()
 
     def set_faults(self, **changes: Any) -> dict[str, Any]:

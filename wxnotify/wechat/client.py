@@ -356,3 +356,32 @@ class WeChatClient:
                     raise ValueError(f"expire_seconds must be 1 to {QRCODE_MAX_EXPIRE_SECONDS}")
                 payload["expire_seconds"] = expire_seconds
         return self.call("POST", "/cgi-bin/qrcode/create", json=payload)
+
+    # --- WeChat's own ledger: quotas, request records, intercepted messages ------------------------
+
+    def get_api_quota(self, cgi_path: str) -> dict[str, int]:
+        """Today's ``daily_limit``, ``used`` and ``remain`` of one API (``/cgi-bin/openapi/quota/get``)."""
+        reply = self.call("POST", "/cgi-bin/openapi/quota/get", json={"cgi_path": cgi_path})
+        quota = reply.get("quota") or {}
+        return {name: int(quota.get(name) or 0) for name in ("daily_limit", "used", "remain")}
+
+    def clear_quota(self) -> None:
+        """Reset every API quota of the account (``/cgi-bin/clear_quota``); WeChat allows 10 a month (48006)."""
+        self.call("POST", "/cgi-bin/clear_quota", json={"appid": self.credentials.appid})
+
+    def get_rid_info(self, rid: str) -> dict[str, Any]:
+        """What WeChat recorded of the failed call ``rid`` (``/cgi-bin/openapi/rid/get``): its ``request``, with
+        ``invoke_time``, ``cost_in_ms``, ``request_url``, ``request_body``, ``response_body`` and ``client_ip``.
+        The record holds the access_token of that call: mask it (``wxnotify.wechat.records``) before showing it."""
+        reply = self.call("POST", "/cgi-bin/openapi/rid/get", json={"rid": rid})
+        request = reply.get("request")
+        return request if isinstance(request, dict) else {}
+
+    def query_blocked_template_messages(self, *, template_id: str, largest_id: int = 0, limit: int = 100) -> list[dict]:
+        """One page (≤100) of the template messages WeChat intercepted for ``template_id`` with a record id above
+        ``largest_id`` (``/wxa/sec/queryblocktmplmsg``).  The documentation shows ``msginfo`` as one object; a
+        list is accepted too."""
+        body = {"tmpl_msg_id": template_id, "largest_id": largest_id, "limit": limit}
+        reply = self.call("POST", "/wxa/sec/queryblocktmplmsg", json=body)
+        info = reply.get("msginfo") or []
+        return [item for item in (info if isinstance(info, list) else [info]) if isinstance(item, dict)]

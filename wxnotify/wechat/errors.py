@@ -9,6 +9,7 @@ because ``errmsg`` is redacted before it is stored.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from enum import StrEnum
 from zoneinfo import ZoneInfo
@@ -33,6 +34,17 @@ SECRET_UNREADABLE_ERRCODE = -9003
 TOKEN_SOURCE_ERRCODE = -9004
 # How long an account's messages wait after its token source failed before delivery asks it again.
 TOKEN_SOURCE_RETRY_SECONDS = 60.0
+# WeChat accepted the message, then listed it among the template messages it intercepted (queryblocktmplmsg).
+INTERCEPTED_ERRCODE = -9005
+
+# WeChat ends an errmsg with the request id of the failed call ("... rid: 617682e0-09059ac5-34a8e2ea").
+_RID_RE = re.compile(r"\brid:\s*([0-9A-Za-z-]{1,64})")
+
+
+def rid_from_errmsg(errmsg: str) -> str:
+    """The request id WeChat appended to an errmsg, or "" when there is none (our own errors carry none)."""
+    match = _RID_RE.search(errmsg or "")
+    return match.group(1) if match else ""
 
 
 class ErrorKind(StrEnum):
@@ -214,6 +226,10 @@ _DESCRIPTIONS = {
     TOKEN_SOURCE_ERRCODE: _(
         "wxnotify: the account's external token source gave no access_token; sending is held until it does."
     ),
+    INTERCEPTED_ERRCODE: _(
+        "wxnotify: WeChat accepted the message, then intercepted it (it lists it among its blocked template "
+        "messages); the recipient did not get it."
+    ),
     -1: _("WeChat system busy; retry later."),
     0: _("OK."),
     40001: _("access_token invalid or superseded (on the token endpoints: wrong AppSecret)."),
@@ -260,6 +276,11 @@ _DESCRIPTIONS = {
     50002: _("Recipient's WeChat account is restricted."),
     50005: _("Recipient has unfollowed the account."),
     61004: _("Caller IP is not in the account's IP whitelist."),
+    76001: _("rid not found: WeChat keeps request records for 7 days."),
+    76002: _("rid empty or malformed."),
+    76003: _("This rid belongs to another account."),
+    76021: _("cgi_path not found."),
+    76022: _("This API's quota cannot be read or reset."),
     89501: _("IP awaits confirmation by the account administrator."),
     89503: _("IP needs confirmation by the account administrator."),
     89506: _("IP rejected by the administrator; retry after 24 hours."),
