@@ -64,6 +64,8 @@ DEMO_ACCOUNT: dict[str, Any] = {
     "original_id": "gh_de0000000001",
     "callback_url": DEMO_CALLBACK_URL,
     "followers": DEMO_FOLLOWERS,
+    # WeChat's default is 100,000 template sends a day; the demo account gets more so benchmarks never meet it.
+    "daily_quota": 10_000_000,
     "templates": DEMO_TEMPLATES,
 }
 
