@@ -21,8 +21,8 @@ after the cut; token fetches in total (sandbox counters; target 1) and by host; 
 at the sandbox (targets 0) and the messages the dead host held, each delivered once by the other.  The sends each
 worker host's own metrics files counted are read too.  Exit status 1 when a target is missed.
 
-Run as root (``ip netns``; PostgreSQL's binaries run as ``postgres`` via runuser).  The full run takes about
-5 minutes and replaces its section of ``bench/RESULTS.md`` (``## Many hosts``)::
+Run as root (``ip netns``; PostgreSQL's binaries run as ``postgres`` via runuser).  The full run takes 4-8
+minutes and replaces its section of ``bench/RESULTS.md`` (``## Many hosts``)::
 
     .venv/bin/python bench/cluster.py
     .venv/bin/python bench/cluster.py --recipients 500 --single-rate 5 --seconds 20 --no-results   # a minute

@@ -64,11 +64,15 @@ def verdicts(
 
     before, at_cut, after = figures["sends_before"], figures["cut"]["sends_at_cut"], figures["sends_after"]
     total_sends = sum(after.get(host, 0) - before.get(host, 0) for host in worker_hosts)
+    sends_before_cut = sum(at_cut.get(host, 0) - before.get(host, 0) for host in worker_hosts)
     shares = {
         host: {
             "sends": after.get(host, 0) - before.get(host, 0),
             "share": (after.get(host, 0) - before.get(host, 0)) / total_sends if total_sends else 0.0,
             "before_cut": at_cut.get(host, 0) - before.get(host, 0),
+            "share_before_cut": (at_cut.get(host, 0) - before.get(host, 0)) / sends_before_cut
+            if sends_before_cut
+            else 0.0,
             "after_cut": after.get(host, 0) - at_cut.get(host, 0),
             "metrics_files": figures["metrics_sends"][host] - figures["metrics_before"][host],
         }
@@ -85,7 +89,13 @@ def verdicts(
     cut = figures["cut"]
     dead = [(touser, cmid) for _pk, _claim, touser, cmid in cut["dead_held"]]
     dead_once = sum(1 for key in dead if delivered[key] == 1)
-    dead_last = max((first_delivery[key] - cut["at"] for key in dead if key in first_delivery), default=None)
+    # Attempts after the cut can only be the other host's (the cut host's count after it is checked to be 0).
+    attempts_after: dict[tuple[str, str], list[float]] = {}
+    for send in figures["sends"]:
+        if send["time"] > cut["at"]:
+            attempts_after.setdefault((send["touser"], send["client_msg_id"]), []).append(send["time"])
+    dead_retried = [key for key in dead if key in attempts_after]
+    dead_last = max((max(attempts_after[key]) - cut["at"] for key in dead_retried), default=None)
     survivors = [host for host in worker_hosts if host != cut_host]
     drained_at = figures["drained_at"]
     found = {
@@ -111,6 +121,8 @@ def verdicts(
             "sending_at_cut": cut["sending"],
             "dead_held": len(dead),
             "dead_delivered_once": dead_once,
+            "dead_retried_by_other": len(dead_retried),
+            "dead_delivered_before_cut": sum(1 for key in dead if first_delivery.get(key, cut["at"]) < cut["at"]),
             "dead_last_delivery_seconds": dead_last,
             "at_seconds": cut["at"] - figures["t0"],
             "drained_seconds_after_cut": (drained_at - cut["at"]) if drained_at else None,
@@ -126,6 +138,7 @@ def verdicts(
         "the cut host sent nothing after the cut": shares[cut_host]["after_cut"] == 0,
         "the other host sent after the cut": all(shares[host]["after_cut"] > 0 for host in survivors),
         "the dead host's messages delivered once each": dead_once == len(dead),
+        "the other host sent each of the dead host's messages again": len(dead_retried) == len(dead),
         "only worker hosts sent": not other_senders,
     }
     found["ok"] = all(found["checks"].values())
@@ -162,11 +175,11 @@ def report(
         "send attempts its own processes counted in its metrics files (`wxnotify_send_latency_seconds_count`; a "
         "process killed mid-batch never records the batch it was sending):",
         "",
-        "| host | sends | share | before the cut | after the cut | in its own metrics files |",
+        "| host | sends | share | before the cut (share) | after the cut | in its own metrics files |",
         "|---|---:|---:|---:|---:|---:|",
         *(
-            f"| {host} | {s['sends']:,} | {s['share']:.1%} | {s['before_cut']:,} | {s['after_cut']:,} | "
-            f"{s['metrics_files']:,} |"
+            f"| {host} | {s['sends']:,} | {s['share']:.1%} | {s['before_cut']:,} ({s['share_before_cut']:.1%}) | "
+            f"{s['after_cut']:,} | {s['metrics_files']:,} |"
             for host, s in shares.items()
         ),
         "",
@@ -180,9 +193,13 @@ def report(
         f"{found['token_fetches_by_host']}.",
         "",
         f"The cut: {cut['sending_at_cut']} messages were `sending`; {cut['dead_held']} were still in the dead host's "
-        f"claims 5 s later, and {cut['dead_delivered_once']} of them were delivered exactly once by the other host"
+        f"claims 5 s later (its batches in flight). {cut['dead_delivered_before_cut']} of those had reached WeChat "
+        "before the host died, without the outcome being written; the other host sent "
+        f"{cut['dead_retried_by_other']} of them again once their lease ran out"
         + (f" (the last {dead_last:.0f} s after the cut)" if dead_last is not None else "")
-        + "; "
+        + f", with the same client_msg_id, so each of the {cut['dead_held']} was delivered "
+        f"{'exactly once' if cut['dead_delivered_once'] == cut['dead_held'] else 'NOT exactly once'} "
+        f"({cut['dead_delivered_once']}); "
         + (f"everything drained {drained:.0f} s after the cut." if drained is not None else "**not drained**.")
         + f" Whole run {found['seconds']:.0f} s from the campaign's acceptance.",
         "",

@@ -80,4 +80,5 @@ def test_a_worker_host_killed_mid_run_loses_and_duplicates_nothing_and_the_other
     assert found["other_senders"] == {}
     assert found["cut"]["processes_killed"] > 0
     assert found["cut"]["dead_delivered_once"] == found["cut"]["dead_held"]
+    assert found["cut"]["dead_retried_by_other"] == found["cut"]["dead_held"]
     assert found["ok"] and run.returncode == 0, found["checks"]
