@@ -338,23 +338,36 @@ def postgres_bin_dir() -> Path:
 
 
 class ThrowawayPostgres:
-    """A PostgreSQL cluster of the benchmark's own under ``root`` (trust auth, fsync off, 127.0.0.1:``port``).
+    """A PostgreSQL cluster of the benchmark's own under ``root`` (trust auth, fsync off, ``host``:``port``).
 
     For runs that stop and restart the database: the machine's shared server must never be restarted.  The
     binaries run as the ``postgres`` user (``runuser``), so the benchmark must run as root.  ``stop()`` and
     ``start()`` may be called any number of times; ``destroy()`` stops the cluster if it runs and removes it.
+    On another host than the loopback (bench/cluster.py's network namespaces), ``wrapper`` is the command that runs
+    a program on that host and ``clients`` the network whose connections are trusted.
     """
 
-    def __init__(self, root: Path, port: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        port: int,
+        *,
+        host: str = "127.0.0.1",
+        wrapper: tuple[str, ...] = (),
+        clients: str = "127.0.0.1/32",
+    ) -> None:
         self.root = root
         self.port = port
+        self.host = host
+        self.wrapper = wrapper
+        self.clients = clients
         self.data = root / "data"
         self.log = root / "postgresql.log"
         self.bin = postgres_bin_dir()
 
     def _run(self, program: str, *args: str, timeout: float = 60.0) -> None:
         result = subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(self.bin / program), *args],
+            [*self.wrapper, "runuser", "-u", "postgres", "--", str(self.bin / program), *args],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -369,10 +382,12 @@ class ThrowawayPostgres:
         self.root.mkdir(parents=True, exist_ok=True)
         shutil.chown(self.root, "postgres", "postgres")
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {self.clients} trust\n")
 
     def start(self) -> None:
         options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} -c fsync=off "
+            f"-c listen_addresses={self.host} -p {self.port} -c unix_socket_directories={self.root} -c fsync=off "
             "-c max_connections=300"
         )
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", options, "start")
@@ -391,13 +406,13 @@ class ThrowawayPostgres:
             return None
 
     def url(self, database: str) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgres://postgres@{self.host}:{self.port}/{database}"
 
     def create_database(self, name: str) -> None:
         import psycopg
 
         with psycopg.connect(
-            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
+            host=self.host, port=self.port, user="postgres", dbname="postgres", autocommit=True
         ) as admin:
             admin.execute(f'CREATE DATABASE "{name}"')
 
@@ -414,8 +429,8 @@ class ThrowawayPostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def redis_server_argv(port: int, directory: Path) -> list[str]:
-    """A Redis of the benchmark's own on 127.0.0.1:``port``, without persistence: a restart empties it, as a
+def redis_server_argv(port: int, directory: Path, host: str = "127.0.0.1") -> list[str]:
+    """A Redis of the benchmark's own on ``host``:``port``, without persistence: a restart empties it, as a
     Redis without AOF/RDB that crashes or is replaced would."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -425,7 +440,10 @@ def redis_server_argv(port: int, directory: Path) -> list[str]:
         "--port",
         str(port),
         "--bind",
-        "127.0.0.1",
+        host,
+        # Bound to the run's own address only; no password, as the machine's own Redis.
+        "--protected-mode",
+        "no",
         "--save",
         "",
         "--appendonly",

@@ -177,13 +177,19 @@ class SingleRequest:
 
 
 class SingleStream:
-    """Open loop: request i is sent at start + i/rate whatever the earlier ones are doing; each is retried with the
-    same body (and so the same client_msg_id) after a 5xx, a 429 or a connection error, until it is answered."""
+    """Open loop: request i is sent at start + i/rate whatever the earlier ones are doing, to ``urls[i % len(urls)]``
+    (several web hosts take turns); each is retried with the same body (and so the same client_msg_id) after a 5xx,
+    a 429 or a connection error, until it is answered."""
 
     def __init__(
-        self, url: str, sessions: ThreadSessions, bodies: list[tuple[str, bytes]], rate: float, abort: threading.Event
+        self,
+        urls: list[str],
+        sessions: ThreadSessions,
+        bodies: list[tuple[str, bytes]],
+        rate: float,
+        abort: threading.Event,
     ) -> None:
-        self.url = url
+        self.urls = urls
         self.sessions = sessions
         self.rate = rate
         self.abort = abort
@@ -220,7 +226,8 @@ class SingleStream:
             request.tries += 1
             retry_after = None
             try:
-                response = session.post(self.url, data=request.body, timeout=CLIENT_TIMEOUT)
+                url = self.urls[request.index % len(self.urls)]
+                response = session.post(url, data=request.body, timeout=CLIENT_TIMEOUT)
             except requests.RequestException as exc:
                 kind = type(exc).__name__
             else:
@@ -665,7 +672,9 @@ class ChaosRun:
             cmid = f"chaos-{self.run_id}-{index}"
             openid = self.openids[index % len(self.openids)]
             bodies.append((cmid, json.dumps(message_body(DEMO_APPID, self.template_id, openid, cmid)).encode()))
-        self.stream = SingleStream(f"{self.web}/api/v1/messages/", self.sessions, bodies, args.single_rate, self.abort)
+        self.stream = SingleStream(
+            [f"{self.web}/api/v1/messages/"], self.sessions, bodies, args.single_rate, self.abort
+        )
         state = requests.get(f"{self.sandbox}/sandbox/state", timeout=10).json()
         self.figures["sandbox_before"] = state["accounts"][DEMO_APPID]
 

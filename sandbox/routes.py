@@ -100,14 +100,14 @@ class SandboxApp:
             ("POST", "/sandbox/block"): self.control_block,
         }
 
-    def handle(self, method: str, target: str, body: bytes, content_type: str = "") -> Reply:
-        """Answer one request.  A WeChat API request is first logged, then answered by its API fault if one is
-        queued (see ``sandbox.state.api_faults``), else by its route."""
+    def handle(self, method: str, target: str, body: bytes, content_type: str = "", source: str = "") -> Reply:
+        """Answer one request from the address ``source``.  A WeChat API request is first logged, then answered by
+        its API fault if one is queued (see ``sandbox.state.api_faults``), else by its route."""
         path, _, query_string = target.partition("?")
         query = dict(parse_qsl(query_string, keep_blank_values=True))
         fault = None
         if not path.startswith("/sandbox/"):
-            self.state.record_request(method, path, query, body, content_type)
+            self.state.record_request(method, path, query, body, content_type, source)
             fault = self.state.take_api_fault(path)
             if fault is not None and fault.answers:
                 _sleep_ms(fault.delay_ms)

@@ -58,7 +58,9 @@ class _Handler(BaseHTTPRequestHandler):
             reply = Reply(400, json_bytes({"errcode": 44002, "errmsg": "bad Content-Length"}))
         else:
             body = self.rfile.read(length) if length else b""
-            reply = self.server.app.handle(method, self.path, body, self.headers.get("Content-Type", ""))
+            reply = self.server.app.handle(
+                method, self.path, body, self.headers.get("Content-Type", ""), self.client_address[0]
+            )
         if isinstance(reply, NoReply):
             self._answer_nothing(reply)
             return

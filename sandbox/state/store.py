@@ -87,7 +87,7 @@ class SandboxState(SendsMixin, UsersMixin, SimulationMixin, ApiFaultsMixin, Requ
             return self.accounts[appid]
 
     def snapshot(self) -> dict[str, Any]:
-        """Counters per account, current faults and pending receipts, for GET /sandbox/state."""
+        """Counters per account, current faults, pending receipts and API requests by source, for GET /sandbox/state."""
         with self.lock:
             accounts = {
                 appid: {
@@ -104,4 +104,5 @@ class SandboxState(SendsMixin, UsersMixin, SimulationMixin, ApiFaultsMixin, Requ
                 "faults": asdict(self.faults),
                 "receipts_pending": len(self.receipt_queue),
                 "unauthenticated_errors": {str(k): v for k, v in sorted(self.unauthenticated_errors.items())},
+                "requests_by_source": self.requests_by_source(),
             }

@@ -239,6 +239,20 @@ def test_the_request_log_holds_api_requests_as_they_arrived(wechat_sandbox, http
     assert all(token_call.time <= call.time <= time.time() for call in (send_call, user_call))
 
 
+def test_the_state_counts_api_requests_by_source_address_and_forgets_them_on_reset(wechat_sandbox, http, token):
+    """What bench/cluster.py reads to tell each host's share of the sends; the control API is not counted."""
+    send(wechat_sandbox, http, token)
+    send(wechat_sandbox, http, token)
+    http.get(f"{wechat_sandbox.base_url}/sandbox/state", timeout=5)
+
+    state = http.get(f"{wechat_sandbox.base_url}/sandbox/state", timeout=5).json()
+
+    assert state["requests_by_source"] == {"127.0.0.1": {SEND: 2, STABLE_TOKEN: 1}}
+    assert {call.source for call in wechat_sandbox.requests()} == {"127.0.0.1"}
+    wechat_sandbox.state.reset()
+    assert wechat_sandbox.state.snapshot()["requests_by_source"] == {}
+
+
 def test_the_request_log_holds_faulted_calls_and_wrong_paths_and_forgets_them_on_reset(wechat_sandbox, http):
     wechat_sandbox.add_api_fault(STABLE_TOKEN, errcode=-1)
     stable_token(wechat_sandbox, http)
