@@ -55,6 +55,7 @@ from callbacks.messages import (
 )
 from callbacks.models import ProcessedCallback
 from messaging.services import record_delivery_receipt
+from wxnotify.memo import memo_key, remember, remembered
 from wxnotify.outages import OUTAGE_ERRORS, is_outage, log_outage
 
 # The logger's name predates the callbacks app; log routing and alerts select on it.
@@ -79,11 +80,19 @@ FETCH_PROFILE_TASK = "accounts.tasks.fetch_follower_profile"
 
 
 def active_account(appid: str) -> OfficialAccount | None:
-    """The account a callback URL names, without decrypting its AppSecret (callbacks never need it)."""
-    try:
-        return OfficialAccount.objects.defer("app_secret").get(appid=appid, is_active=True)
-    except OfficialAccount.DoesNotExist:
-        return None
+    """The account a callback URL names, without decrypting its AppSecret (callbacks never need it).
+
+    Memoised per process for a few seconds (:mod:`wxnotify.memo`): every callback asks, a burst of receipts asks
+    hundreds of times a second, and accounts rarely change.  Only found accounts are kept, so an AppID typed by a
+    prober costs a query each time and fills nothing; an account deactivated, or given a new Token or EncodingAESKey,
+    in another process is still served as before for up to the memo's lifetime (WeChat's retries then succeed).
+    """
+    key = memo_key("callback-account", appid)
+    account = remembered(key)
+    if account is None:
+        account = OfficialAccount.objects.defer("app_secret").filter(appid=appid, is_active=True).first()
+        remember(key, account)
+    return account
 
 
 def handle_post(account: OfficialAccount, query: Mapping[str, str], body: bytes) -> CallbackResponse:
