@@ -21,9 +21,14 @@ the database tells how many messages became ``delivered`` and how many receipts 
 success but not applied" is the loss the reliability issue found.  It runs on the embedded default (a scratch SQLite
 database with the database cache) and, with ``--postgres``/``--redis``, on PostgreSQL + Redis, each with this
 tree's code and, with ``--baseline-rev``, with the code of an older commit (exported with ``git archive``; the
-database is migrated by this tree, a superset).  Its section of ``bench/RESULTS.md`` is replaced::
+database is migrated by this tree, a superset).  Receipts may be applied a moment after their answer (in batches, by
+the workers, so give ``--qcluster``): the count waits until every message is delivered or nothing changed for
+``--settle`` seconds, and says how long that took.  Each configuration also serves the same burst from a bare
+reference under the same gunicorn shape (``bench/reference_callback.py``: signature, decryption, parsing,
+``success``, nothing stored), the limit of the machine for that work, and each version's receipts/s is given as a
+ratio of it.  Its section of ``bench/RESULTS.md`` is replaced::
 
-    .venv/bin/python bench/callback_throughput.py --receipt-burst --baseline-rev 5359248 \\
+    .venv/bin/python bench/callback_throughput.py --receipt-burst --qcluster --baseline-rev 72d82ac \\
         --postgres postgres://postgres@127.0.0.1:5432/bench_cb --redis redis://127.0.0.1:6379/3
 """
 
@@ -273,7 +278,8 @@ def report(results: list[Result], args: argparse.Namespace, command: str, loads:
 
 BURST_APPID = "wxbe0c000000000003"
 BURST_TEMPLATE_ID = "bench-burst-template"
-BURST_SECTION = "## Callback receipt burst"
+# Since the reference and the ratio joined it; the section of earlier runs ("## Callback receipt burst") stays as it is.
+BURST_SECTION = "## Receipts at WeChat's pace"
 # WeChat tries a callback three times in all when it gets no good answer; the benchmark allows one try more.
 BURST_RETRIES = 3
 # WeChat waits 5 seconds for an answer, then gives up on that try.
@@ -330,16 +336,26 @@ def internal_prepare(count: int, run: int) -> dict:
     return {"account": account.pk}
 
 
-def internal_count() -> dict:
+def internal_count(expected: int, settle: float) -> dict:
+    """The messages by status once ``expected`` are delivered, or once nothing changed for ``settle`` seconds."""
     from django.db.models import Count
 
     from messaging.models import DeliveryReceipt, Message
 
-    statuses = dict(
-        Message.objects.filter(account__appid=BURST_APPID).values_list("status").annotate(n=Count("id")).order_by()
-    )
+    started = last_change = time.monotonic()
+    statuses: dict[str, int] = {}
+    while True:
+        counted = dict(
+            Message.objects.filter(account__appid=BURST_APPID).values_list("status").annotate(n=Count("id")).order_by()
+        )
+        now = time.monotonic()
+        if counted != statuses:
+            statuses, last_change = counted, now
+        if statuses.get("delivered", 0) >= expected or now - last_change >= settle:
+            break
+        time.sleep(0.1)
     receipts = DeliveryReceipt.objects.filter(account__appid=BURST_APPID).count()
-    return {"statuses": statuses, "receipts_kept_aside": receipts}
+    return {"statuses": statuses, "receipts_kept_aside": receipts, "settled_seconds": last_change - started}
 
 
 def run_internal(command: str, env: dict[str, str], cwd: Path, *args: str) -> dict:
@@ -441,10 +457,14 @@ class BurstResult:
     p99_ms: float
     statuses: dict[str, int]
     receipts_kept_aside: int
+    settled_seconds: float
+    reference: bool = False
 
     @property
     def lost(self) -> int:
         """Receipts answered ``success`` whose message is still waiting for one."""
+        if self.reference:
+            return 0
         return max(0, self.final_answers.get("success", 0) - self.statuses.get("delivered", 0))
 
 
@@ -455,31 +475,39 @@ def tally(kinds: list[str]) -> dict[str, int]:
     return counts
 
 
+def start_burst_server(
+    code_dir: Path | None, port: int, env: dict[str, str], args: argparse.Namespace
+) -> subprocess.Popen:
+    """wxnotify of ``code_dir`` under its ``gunicorn.conf.py``, or (``None``) the bare reference with the same workers
+    and threads, started from ``bench/`` so that no ``gunicorn.conf.py`` applies to it."""
+    shape = ["--workers", str(args.workers), "--threads", str(args.threads), "--bind", f"127.0.0.1:{port}"]
+    shape += ["--log-level", "warning"]
+    stderr = subprocess.DEVNULL if args.quiet else None
+    if code_dir is None:
+        env = {
+            **env,
+            "REFERENCE_CALLBACK_TOKEN": TOKEN,
+            "REFERENCE_CALLBACK_AES_KEY": AES_KEY,
+            "REFERENCE_CALLBACK_APPID": BURST_APPID,
+        }
+        command = [sys.executable, "-m", "gunicorn", "reference_callback:application", "--pythonpath", str(BASE_DIR)]
+        return subprocess.Popen(command + shape, cwd=BASE_DIR / "bench", env=env, stderr=stderr)
+    command = [sys.executable, "-m", "gunicorn", "wxnotify.wsgi:application", "--config", "gunicorn.conf.py"]
+    return subprocess.Popen(command + shape, cwd=code_dir, env=env, stderr=stderr)
+
+
 def burst_once(
-    configuration: str, version: str, code_dir: Path, env: dict[str, str], run: int, args: argparse.Namespace
+    configuration: str, version: str, code_dir: Path | None, env: dict[str, str], run: int, args: argparse.Namespace
 ) -> BurstResult:
-    run_internal("prepare", env, BASE_DIR, str(args.requests), str(run))
+    """One burst against ``code_dir``'s wxnotify, or (``None``) against the reference, which stores nothing."""
+    reference = code_dir is None
+    if not reference:
+        run_internal("prepare", env, BASE_DIR, str(args.requests), str(run))
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "wxnotify.wsgi:application",
-        "--config",
-        "gunicorn.conf.py",
-        "--workers",
-        str(args.workers),
-        "--threads",
-        str(args.threads),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--log-level",
-        "warning",
-    ]
-    server = subprocess.Popen(command, cwd=code_dir, env=env, stderr=subprocess.DEVNULL if args.quiet else None)
+    server = start_burst_server(code_dir, port, env, args)
     workers = None
-    if args.qcluster:
+    if args.qcluster and not reference:
         workers = subprocess.Popen(
             [sys.executable, "manage.py", "qcluster"],
             cwd=code_dir,
@@ -487,6 +515,7 @@ def burst_once(
             process_group=0,
             stderr=subprocess.DEVNULL if args.quiet else None,
         )
+    counted = {"statuses": {}, "receipts_kept_aside": 0, "settled_seconds": 0.0}
     try:
         wait_until_up(base_url, server)
         prepared = prepare_receipts(base_url, args.requests, run)
@@ -510,6 +539,8 @@ def burst_once(
             answers, _latencies, _seconds = post_all([prepared[index] for index in again], args.concurrency)
             for index, kind in zip(again, answers, strict=True):
                 kinds[index] = kind
+        if not reference:
+            counted = run_internal("count", env, BASE_DIR, str(args.requests), str(args.settle))
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -520,7 +551,6 @@ def burst_once(
             except subprocess.TimeoutExpired:
                 os.killpg(workers.pid, signal.SIGKILL)
                 workers.wait()
-    counted = run_internal("count", env, BASE_DIR)
     return BurstResult(
         configuration=configuration,
         version=version,
@@ -531,6 +561,8 @@ def burst_once(
         p99_ms=percentile(latencies, 0.99),
         statuses=counted["statuses"],
         receipts_kept_aside=counted["receipts_kept_aside"],
+        settled_seconds=counted["settled_seconds"],
+        reference=reference,
     )
 
 
@@ -538,6 +570,13 @@ def burst_report(results: list[BurstResult], args: argparse.Namespace, command: 
     def answers(counts: dict[str, int]) -> str:
         return ", ".join(f"{kind} {count}" for kind, count in sorted(counts.items(), key=lambda item: -item[1]))
 
+    def rate(result: BurstResult) -> float:
+        return args.requests / result.seconds
+
+    references: dict[str, list[float]] = {}
+    for result in results:
+        if result.reference:
+            references.setdefault(result.configuration, []).append(rate(result))
     lines = [
         f"{BURST_SECTION} — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
@@ -546,25 +585,35 @@ def burst_report(results: list[BurstResult], args: argparse.Namespace, command: 
         f"{args.requests} messages stored as just sent (status `sent`, each with its msgid), then {args.requests} "
         f"distinct AES `TEMPLATESENDJOBFINISH` receipts for them from {args.concurrency} client threads at once; "
         f"every request not answered `success` sent again unchanged up to {BURST_RETRIES} times (as WeChat retries). "
-        f"gunicorn `gunicorn.conf.py` with {args.workers} workers x {args.threads} threads, DEBUG off; "
+        f"gunicorn `gunicorn.conf.py` with {args.workers} workers x {args.threads} threads, DEBUG off"
+        f"{', a qcluster beside it' if args.qcluster else ''}; the reference (`bench/reference_callback.py`: "
+        "signature, decryption, parsing, `success`, nothing stored) under the same workers and threads; "
         f"{os.cpu_count()} CPUs shared with other work; Python {platform.python_version()}; load average "
         f"(1/5/15 min) {loads[0]} at start, {loads[1]} at end.",
         "",
-        "| configuration | code | first answers | receipts/s (first pass) | p99 ms | resent | final answers "
-        "| messages delivered | answered success, not applied | kept aside |",
-        "|---|---|---|---:|---:|---:|---|---:|---:|---:|",
+        "| configuration | code | first answers | receipts/s (first pass) | × reference | p99 ms | resent "
+        "| final answers | messages delivered | settled after (s) | answered success, not applied | kept aside |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for result in results:
+        if result.reference:
+            ratio, delivered, settled, lost, aside = "1", "—", "—", "—", "—"
+        else:
+            reference_rates = references.get(result.configuration)
+            ratio = f"{rate(result) / statistics.mean(reference_rates):.2f}" if reference_rates else "—"
+            delivered = f"{result.statuses.get('delivered', 0)} of {args.requests}"
+            settled, lost, aside = f"{result.settled_seconds:.1f}", str(result.lost), str(result.receipts_kept_aside)
         lines.append(
-            f"| {result.configuration} | {result.version} | {answers(result.first_answers)} | "
-            f"{args.requests / result.seconds:.0f} | {result.p99_ms:.0f} | {result.retries} | "
-            f"{answers(result.final_answers)} | {result.statuses.get('delivered', 0)} of {args.requests} | "
-            f"{result.lost} | {result.receipts_kept_aside} |"
+            f"| {result.configuration} | {result.version} | {answers(result.first_answers)} | {rate(result):.0f} | "
+            f"{ratio} | {result.p99_ms:.0f} | {result.retries} | {answers(result.final_answers)} | {delivered} | "
+            f"{settled} | {lost} | {aside} |"
         )
     lines += [
         "",
-        '"Kept aside" counts receipts stored as pending or unmatched instead of applied (none expected: every '
-        "message exists with its msgid before its receipt arrives).",
+        '"× reference" divides by the mean of the reference\'s rates in the same configuration\'s runs. "Settled '
+        'after" is how long after the last answer the last message became `delivered` (receipts applied in batches '
+        'after their answer). "Kept aside" counts receipts stored as pending or unmatched instead of applied (none '
+        "expected: every message exists with its msgid before its receipt arrives).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -580,7 +629,8 @@ def burst_main(args: argparse.Namespace, command: str) -> int:
             baseline_dir.mkdir()
             versions.append((f"{export_commit(args.baseline_rev, baseline_dir)} (before)", baseline_dir))
         versions.append((this_tree(), BASE_DIR))
-        configurations = [("embedded default (SQLite, database cache)", "", "")]
+        versions.append(("reference", None))
+        configurations = [] if args.services_only else [("embedded default (SQLite, database cache)", "", "")]
         if args.postgres or args.redis:
             if not (args.postgres and args.redis):
                 raise SystemExit("--postgres and --redis go together")
@@ -614,7 +664,8 @@ def burst_main(args: argparse.Namespace, command: str) -> int:
     print(text)
     if not args.no_results:
         write_results_section(BURST_SECTION, text)
-    return 0 if all(r.lost == 0 and r.statuses.get("delivered", 0) == args.requests for r in results) else 1
+    applied = all(r.reference or (r.lost == 0 and r.statuses.get("delivered", 0) == args.requests) for r in results)
+    return 0 if applied else 1
 
 
 def internal_main(command: str, args: list[str]) -> int:
@@ -623,7 +674,10 @@ def internal_main(command: str, args: list[str]) -> int:
     import django
 
     django.setup()
-    result = internal_prepare(int(args[0]), int(args[1])) if command == "prepare" else internal_count()
+    if command == "prepare":
+        result = internal_prepare(int(args[0]), int(args[1]))
+    else:
+        result = internal_count(int(args[0]), float(args[1]))
     print(json.dumps(result))
     return 0
 
@@ -646,6 +700,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="receipt burst: runs per configuration and version")
     parser.add_argument("--quiet", action="store_true", help="receipt burst: hide gunicorn's error log")
     parser.add_argument("--qcluster", action="store_true", help="receipt burst: a qcluster runs beside gunicorn")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=10,
+        help="receipt burst: stop waiting for the receipts to be applied after this long without a change (default 10)",
+    )
+    parser.add_argument(
+        "--services-only", action="store_true", help="receipt burst: only PostgreSQL + Redis, not the embedded default"
+    )
     parser.add_argument(
         "--hold-lock", type=float, default=0, help="receipt burst, SQLite: hold the write lock this long mid-burst"
     )

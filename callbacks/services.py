@@ -16,7 +16,8 @@ timestamp and nonce but not the body, a signed query that comes back with a diff
 the same query with the same body is a retry.
 
 Anything slow (the ``user/info`` profile fetch for the unionid) goes to django-q2 after the transaction commits,
-so the answer stays far inside WeChat's 5-second budget.
+so the answer stays far inside WeChat's 5-second budget.  A delivery receipt is answered once it is stored: WeChat
+pushes one per message after a campaign, as fast as it delivers, and messaging applies them in batches.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ from callbacks.messages import (
     validate,
 )
 from callbacks.models import ProcessedCallback
+from messaging.dispatch import request_receipt_application
 from messaging.services import record_delivery_receipt
+from wxnotify.memo import memo_key, remember, remembered
 from wxnotify.outages import OUTAGE_ERRORS, is_outage, log_outage
 
 # The logger's name predates the callbacks app; log routing and alerts select on it.
@@ -79,11 +82,19 @@ FETCH_PROFILE_TASK = "accounts.tasks.fetch_follower_profile"
 
 
 def active_account(appid: str) -> OfficialAccount | None:
-    """The account a callback URL names, without decrypting its AppSecret (callbacks never need it)."""
-    try:
-        return OfficialAccount.objects.defer("app_secret").get(appid=appid, is_active=True)
-    except OfficialAccount.DoesNotExist:
-        return None
+    """The account a callback URL names, without decrypting its AppSecret (callbacks never need it).
+
+    Memoised per process for a few seconds (:mod:`wxnotify.memo`): every callback asks, a burst of receipts asks
+    hundreds of times a second, and accounts rarely change.  Only found accounts are kept, so an AppID typed by a
+    prober costs a query each time and fills nothing; an account deactivated, or given a new Token or EncodingAESKey,
+    in another process is still served as before for up to the memo's lifetime (WeChat's retries then succeed).
+    """
+    key = memo_key("callback-account", appid)
+    account = remembered(key)
+    if account is None:
+        account = OfficialAccount.objects.defer("app_secret").filter(appid=appid, is_active=True).first()
+        remember(key, account)
+    return account
 
 
 def handle_post(account: OfficialAccount, query: Mapping[str, str], body: bytes) -> CallbackResponse:
@@ -154,19 +165,17 @@ def one_sqlite_writer() -> Iterator[None]:
 def dispatch_once(account: OfficialAccount, message: CallbackMessage, *, signed_query: str) -> str:
     """Apply ``message`` unless it was applied before; a repeat gets the first answer.
 
-    The :class:`ProcessedCallback` row is inserted first, in the transaction that applies the message: a copy of
-    the message racing this one waits on the unique index (PostgreSQL) or on the write lock (SQLite), then fails
-    with an integrity error and is answered from the winner's row.  Any other database failure rolls everything
-    back and answers 503, so one of WeChat's retries applies the message.
+    The :class:`ProcessedCallback` row is inserted first, in the transaction that applies the message, without
+    looking for it beforehand (repeats are rare, and every query counts in a burst of receipts): a repeat, or a
+    copy racing this one after waiting on the unique index (PostgreSQL) or on the write lock (SQLite), fails with
+    an integrity error, rolls back and is answered from the first try's row.  Any other database failure rolls
+    everything back and answers 503, so one of WeChat's retries applies the message.  A receipt is only stored in
+    that transaction; once it has committed, a task is asked to apply it (:mod:`messaging.dispatch`).
     """
     identity = digest(message.dedup_identity())
     query = digest(signed_query)
     content = content_digest(message)
     try:
-        record = answer_already_given(account, identity, query, content)
-        if record is not None:
-            logger.info("Repeated callback for %s answered with the first answer", account.appid)
-            return record.reply
         try:
             with one_sqlite_writer(), transaction.atomic():
                 record = ProcessedCallback.objects.create(
@@ -179,11 +188,13 @@ def dispatch_once(account: OfficialAccount, message: CallbackMessage, *, signed_
             record = answer_already_given(account, identity, query, content)
             if record is None:
                 raise CallbackRejected(503, "integrity error without a competing record") from exc
-            logger.info("Callback for %s applied meanwhile by another request", account.appid)
+            logger.info("Repeated callback for %s answered with the first answer", account.appid)
             return record.reply
     except INFRASTRUCTURE_ERRORS as exc:
         log_failure(exc, account.appid)
         raise CallbackRejected(503, "database unavailable") from exc
+    if message.is_event(RECEIPT_EVENT):
+        request_receipt_application()
     return reply
 
 
@@ -216,7 +227,8 @@ def dispatch(account: OfficialAccount, message: CallbackMessage) -> str:
 
 
 def record_receipt(account: OfficialAccount, message: CallbackMessage) -> None:
-    """Hand a TEMPLATESENDJOBFINISH to messaging; a receipt is WeChat's report, not an interaction of the user."""
+    """Hand a TEMPLATESENDJOBFINISH to messaging, which stores it to apply it with others a moment later; a receipt is
+    WeChat's report, not an interaction of the user."""
     record_delivery_receipt(
         account=account,
         msgid=int(message.get("MsgID").strip()),

@@ -12,6 +12,8 @@ Two cache keys keep the number of tasks small without ever leaving committed wor
   enqueues a task of its own.
 - ``RETRY_WAITER_KEY`` is held by the one task that stays while retries are due soon (within
   ``WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS``) and sends them at their time.
+- ``RECEIPTS_ALIVE_KEY`` is up while a task applies received delivery receipts, the same way as the first: a
+  callback that stored a receipt enqueues a task only when the key is missing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from collections.abc import Sequence
 
 from django.core.cache import cache
 from django_q.tasks import async_task
+
+from wxnotify.outages import log_outage
 
 logger = logging.getLogger("wxnotify.messaging")
 
@@ -32,6 +36,8 @@ ALIVE_REFRESH_SECONDS = 0.5
 ALIVE_KEY_SECONDS = 2
 WAITER_KEY_SECONDS = 10
 CAMPAIGN_ENGINE_KEY_SECONDS = 30
+RECEIPTS_ALIVE_KEY = "messaging:receipts-alive"
+RECEIPTS_TASK = "messaging.tasks.apply_received_receipts"
 # Taken by the delivery task that settles the pipeline (messaging.sweeper.settle) for the next few seconds.
 MAINTENANCE_KEY = "messaging:maintenance"
 MAINTENANCE_KEY_SECONDS = 4
@@ -55,6 +61,26 @@ def request_singles_delivery() -> None:
             async_task("messaging.tasks.deliver_due_messages", save=False)
     except Exception:
         logger.exception("Could not signal single messages to the workers; the sweeper will pick them up")
+
+
+def request_receipt_application() -> None:
+    """Make sure a task will apply the delivery receipts committed before this call (call it after their commit).
+
+    While a task is at work (its key is up) this costs one cache read and no enqueue, so a burst of receipts starts
+    one task, not one per receipt.  A key that cannot be read or written is no reason to leave receipts waiting: a
+    task is enqueued then as well (a cache refusing every write answers ``add`` with False and keeps no key).
+    """
+    try:
+        if cache.get(RECEIPTS_ALIVE_KEY) is not None:
+            return
+        if not cache.add(RECEIPTS_ALIVE_KEY, 1, timeout=ALIVE_KEY_SECONDS) and cache.get(RECEIPTS_ALIVE_KEY):
+            return
+    except Exception as exc:
+        log_outage(logger, "Cache (receipt tasks enqueued without it)", exc)
+    try:
+        async_task(RECEIPTS_TASK, save=False)
+    except Exception as exc:
+        log_outage(logger, "Task broker (received receipts left to the sweeper)", exc)
 
 
 def request_retry_waiter() -> None:

@@ -281,14 +281,17 @@ class Message(models.Model):
 
 
 class DeliveryReceipt(models.Model):
-    """A ``TEMPLATESENDJOBFINISH`` report from WeChat that could not be applied the moment it arrived.
+    """A ``TEMPLATESENDJOBFINISH`` report from WeChat that is not applied to its message yet, or could not be.
 
-    A receipt can beat the sending worker to the database (the worker stores ``msgid`` after WeChat
-    answers); such a receipt waits here as *pending* and is applied when the msgid lands.  One that
-    still matches nothing after a while, or carries MsgID 0, becomes *unmatched* and is shown to admins.
+    The callback stores each receipt as *received* (its one write before WeChat gets its answer); a task applies
+    received receipts to their messages a moment later, many at a time, and deletes them: the message then holds
+    the outcome.  A receipt can beat the sending worker to the database (the worker stores ``msgid`` after WeChat
+    answers); such a receipt waits here as *pending* and is applied when the msgid lands.  One that still matches
+    nothing after a while, or carries MsgID 0, becomes *unmatched* and is shown to admins.
     """
 
     class State(models.TextChoices):
+        RECEIVED = "received", _("Received, being applied")
         PENDING = "pending", _("Waiting for its message")
         APPLIED = "applied", _("Applied")
         UNMATCHED = "unmatched", _("Matches no message")

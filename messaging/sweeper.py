@@ -141,12 +141,17 @@ def dispatch_lost_work(now: datetime) -> dict[str, int]:
 
 
 def sweep(now: datetime | None = None) -> dict[str, int]:
-    """The scheduled sweep: settle, re-dispatch lost work, finish campaigns, resolve receipts that waited too long."""
+    """The scheduled sweep: settle, re-dispatch lost work, finish campaigns, apply received receipts left behind,
+    resolve receipts that waited too long."""
     now = now or timezone.now()
     result = settle(now)
     for name, count in dispatch_lost_work(now).items():
         result[f"dispatched_{name}"] = count
     result["campaigns_finished"] = services.finish_campaigns()
+    # Received receipts are a task's work; those of a task that died (or was never enqueued) are applied here.
+    result["receipts_received"] = 0
+    while batch := services.apply_received_receipts():
+        result["receipts_received"] += batch
     applied, unmatched = services.resolve_stale_receipts(
         now - timedelta(seconds=settings.WXNOTIFY_RECEIPT_MATCH_WINDOW_SECONDS)
     )

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 
 from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 
 from messaging import dispatch, services, sweeper
@@ -23,6 +25,10 @@ from messaging.work import CampaignWork, ListedWork
 from wxnotify.tracing import traced
 
 logger = logging.getLogger("wxnotify.messaging")
+
+# Between two batches of received receipts smaller than a full one, the task waits this long for more: in a burst
+# the next batch then carries a few hundred receipts rather than a handful, for about the same cost.
+RECEIPT_BATCH_PAUSE_SECONDS = 0.2
 
 
 def deliver_due_messages(waiter: bool = False) -> dict[str, int]:
@@ -64,6 +70,29 @@ def dispatch_campaign(campaign_id: int, trace_id: str = "") -> int:
             dispatch.enqueue_campaign_delivery(campaign_id, trace_id)
         logger.info("Campaign #%s: %d message(s) queued, %d delivery task(s) started", campaign_id, queued, tasks)
         return tasks
+
+
+def apply_received_receipts() -> int:
+    """Apply the delivery receipts callbacks stored, in batches, until none is left; returns how many it took.
+
+    Holds ``RECEIPTS_ALIVE_KEY`` while at work, so callbacks enqueue no more tasks meanwhile, and takes it down
+    before its last batches: a receipt committed after that finds no key and enqueues a task of its own (see
+    :mod:`messaging.dispatch`).  Run inline (``WXNOTIFY_TASKS_SYNC``), it does not wait for more receipts.
+    """
+    inline = settings.Q_CLUSTER.get("sync", False)
+    taken = 0
+    while True:
+        cache.set(dispatch.RECEIPTS_ALIVE_KEY, 1, timeout=dispatch.ALIVE_KEY_SECONDS)
+        batch = services.apply_received_receipts()
+        taken += batch
+        if not batch:
+            break
+        if batch < services.RECEIPT_BATCH_SIZE and not inline:
+            time.sleep(RECEIPT_BATCH_PAUSE_SECONDS)
+    cache.delete(dispatch.RECEIPTS_ALIVE_KEY)
+    while batch := services.apply_received_receipts():
+        taken += batch
+    return taken
 
 
 def sweep_messages() -> dict[str, int]:

@@ -22,11 +22,18 @@ from messaging.services.campaigns import (
 )
 from messaging.services.checks import CampaignActionRefused, IdempotencyConflict, MessageRejected
 from messaging.services.ledger import WeChatRecord, hold_end_text, poll_intercepted, quota_warnings, wechat_record
-from messaging.services.receipts import apply_pending_receipts, record_delivery_receipt, resolve_stale_receipts
+from messaging.services.receipts import (
+    RECEIPT_BATCH_SIZE,
+    apply_pending_receipts,
+    apply_received_receipts,
+    record_delivery_receipt,
+    resolve_stale_receipts,
+)
 from messaging.services.sending import SendResult, request_fingerprint, send_message
 
 __all__ = [
     "CANCELLED_REASON",
+    "RECEIPT_BATCH_SIZE",
     "UNSUBSCRIBED_REASON",
     "CampaignActionRefused",
     "IdempotencyConflict",
@@ -36,6 +43,7 @@ __all__ = [
     "SendResult",
     "WeChatRecord",
     "apply_pending_receipts",
+    "apply_received_receipts",
     "cancel_campaign",
     "create_campaign",
     "finish_campaigns",

@@ -1,16 +1,27 @@
 """Delivery receipts: apply WeChat's TEMPLATESENDJOBFINISH reports to their messages, exactly once, whichever
-arrives first (the receipt or the sending worker's write-back of the msgid)."""
+arrives first (the receipt or the sending worker's write-back of the msgid).
+
+A callback only stores its receipt (:func:`record_delivery_receipt`); :func:`apply_received_receipts` applies the
+stored ones in batches, the send pipeline's write-back applies those that were waiting for their msgid
+(:func:`apply_pending_receipts`), and the sweeper gives up on those that wait too long
+(:func:`resolve_stale_receipts`)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
+from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import OfficialAccount
 from messaging.models import DeliveryReceipt, Message
+
+# Receipts applied in one transaction: a burst's receipts in a few hundred statements rather than a few per receipt.
+RECEIPT_BATCH_SIZE = 500
 
 
 def _normalise_status(wechat_status: str) -> str:
@@ -51,36 +62,96 @@ def record_delivery_receipt(
     wechat_status: str,
     openid: str = "",
     event_time: datetime | None = None,
-) -> DeliveryReceipt | Message:
-    """Apply WeChat's ``TEMPLATESENDJOBFINISH`` report: the message becomes delivered, or failed with WeChat's status.
+) -> DeliveryReceipt:
+    """Keep WeChat's ``TEMPLATESENDJOBFINISH`` report as *received*: one INSERT, all a callback writes before its
+    answer, so a burst of receipts after a big campaign is answered at WeChat's pace.
 
-    The receipt can beat the sending worker, which stores ``msgid`` only after WeChat answered: then it
-    is kept as a pending :class:`DeliveryReceipt` and applied when the msgid lands (or by the sweeper).
-    MsgID 0 (reported when client_msg_id de-duplicated a send) can never match and is kept as unmatched.
-    Returns the message when applied at once, else the stored receipt.
+    :func:`apply_received_receipts` applies it a moment later with the others of its batch (run by the task that
+    :func:`messaging.dispatch.request_receipt_application` starts, and by the sweeper).  Call that after commit.
     """
-    status = _normalise_status(wechat_status)[:64]
-    msgid = int(msgid)
-    if msgid:
-        message = _find_sent_message(account.pk, msgid, openid)
-        if message is not None:
-            if _apply_receipt(message.pk, status, event_time):
-                message.refresh_from_db()
-            return message
-    receipt = DeliveryReceipt.objects.create(
+    return DeliveryReceipt.objects.create(
         account=account,
-        msgid=msgid,
+        msgid=int(msgid),
         openid=openid[:64],
-        wechat_status=status,
+        wechat_status=_normalise_status(wechat_status)[:64],
         event_time=event_time,
-        state=DeliveryReceipt.State.PENDING if msgid else DeliveryReceipt.State.UNMATCHED,
-        resolved_at=None if msgid else timezone.now(),
+        state=DeliveryReceipt.State.RECEIVED,
     )
-    if msgid:
-        # The worker may have stored the msgid between our lookup and the insert: look once more.
-        apply_pending_receipts(account.pk, [msgid])
-        receipt.refresh_from_db()
-    return receipt
+
+
+def _candidates_by_msgid(receipts: Sequence[DeliveryReceipt]) -> dict[tuple[int, int], list[Message]]:
+    """The messages of the receipts' msgids, in one query, by (account, msgid), each list in the model's order."""
+    by_account: dict[int, set[int]] = defaultdict(set)
+    for receipt in receipts:
+        if receipt.msgid:
+            by_account[receipt.account_id].add(receipt.msgid)
+    if not by_account:
+        return {}
+    wanted = Q()
+    for account_id, msgids in by_account.items():
+        wanted |= Q(account_id=account_id, msgid__in=sorted(msgids))
+    candidates: dict[tuple[int, int], list[Message]] = defaultdict(list)
+    for message in Message.objects.filter(wanted).only("id", "account_id", "msgid", "touser", "status"):
+        candidates[(message.account_id, message.msgid)].append(message)
+    return candidates
+
+
+def _matching(candidates: list[Message], openid: str) -> Message | None:
+    """The message a receipt reports on, chosen as :func:`_find_sent_message` chooses it."""
+    if openid:
+        for message in candidates:
+            if message.touser == openid:
+                return message
+    return candidates[0] if candidates else None
+
+
+def apply_received_receipts(*, batch_size: int = RECEIPT_BATCH_SIZE) -> int:
+    """Apply one batch of received receipts to their messages; returns how many receipts it took (0: none left).
+
+    One transaction: the batch is locked (a concurrent applier skips it on PostgreSQL; SQLite has one writer), the
+    messages are found with one query and moved with one UPDATE per outcome, and every receipt of the batch leaves
+    the received state, so each is applied exactly once whatever fails.  A receipt that found its message is
+    deleted (the message holds the outcome; a message no longer ``sent`` is left as it is, e.g. for a second
+    receipt); one whose message has no msgid yet becomes pending (:func:`apply_pending_receipts`), MsgID 0
+    unmatched at once.
+    """
+    now = timezone.now()
+    waiting: dict[int, list[int]] = defaultdict(list)
+    with transaction.atomic():
+        receipts = list(
+            DeliveryReceipt.objects.filter(state=DeliveryReceipt.State.RECEIVED)
+            .order_by("pk")
+            .select_for_update(skip_locked=True)[:batch_size]
+        )
+        if not receipts:
+            return 0
+        candidates = _candidates_by_msgid(receipts)
+        outcomes: dict[tuple[str, str, datetime], list[int]] = defaultdict(list)
+        done, pending, unmatched, moved = [], [], [], set()
+        for receipt in receipts:
+            message = _matching(candidates.get((receipt.account_id, receipt.msgid), []), receipt.openid)
+            if message is None and receipt.msgid:
+                pending.append(receipt.pk)
+                waiting[receipt.account_id].append(receipt.msgid)
+                continue
+            if message is None:
+                unmatched.append(receipt.pk)
+                continue
+            done.append(receipt.pk)
+            if message.status == Message.Status.SENT and message.pk not in moved:
+                moved.add(message.pk)
+                outcomes[(*_receipt_outcome(receipt.wechat_status), receipt.event_time or now)].append(message.pk)
+        for (status, reason, finished_at), message_ids in outcomes.items():
+            Message.objects.filter(pk__in=message_ids, status=Message.Status.SENT).update(
+                status=status, errmsg=reason[:512], finished_at=finished_at, updated_at=now
+            )
+        DeliveryReceipt.objects.filter(pk__in=done).delete()
+        DeliveryReceipt.objects.filter(pk__in=pending).update(state=DeliveryReceipt.State.PENDING)
+        DeliveryReceipt.objects.filter(pk__in=unmatched).update(state=DeliveryReceipt.State.UNMATCHED, resolved_at=now)
+    for account_id, msgids in waiting.items():
+        # The worker may have stored a msgid after our look-up and looked for pending receipts before our commit.
+        apply_pending_receipts(account_id, msgids)
+    return len(receipts)
 
 
 def apply_pending_receipts(account_id: int, msgids: Sequence[int]) -> int:

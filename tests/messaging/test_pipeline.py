@@ -33,6 +33,7 @@ from messaging.services import (
     IdempotencyConflict,
     MessageRejected,
     RecipientSpec,
+    apply_received_receipts,
     cancel_campaign,
     create_campaign,
     record_delivery_receipt,
@@ -106,6 +107,13 @@ def run_due_retries() -> None:
 # --- Success and receipts -----------------------------------------------------------------------------------------
 
 
+def receipt_arrives(account: OfficialAccount, **receipt) -> DeliveryReceipt | None:
+    """What the callback stores and the receipt task then does; the receipt if it is kept (None once applied)."""
+    stored = record_delivery_receipt(account=account, **receipt)
+    apply_received_receipts()
+    return DeliveryReceipt.objects.filter(pk=stored.pk).first()
+
+
 def test_a_message_is_sent_with_its_msgid_and_delivered_by_the_receipt(pipeline, sandbox_api):
     openid = sandbox_api.followers()[0]
     result = send(pipeline, touser=openid, trace_id="trace-happy")
@@ -119,8 +127,7 @@ def test_a_message_is_sent_with_its_msgid_and_delivered_by_the_receipt(pipeline,
     assert delivered[0]["client_msg_id"] == message.client_msg_id
     assert delivered[0]["data"] == {key: {"value": value} for key, value in ORDER_DATA.items()}
 
-    applied = record_delivery_receipt(account=pipeline, msgid=message.msgid, wechat_status="success", openid=openid)
-    assert isinstance(applied, Message)
+    assert receipt_arrives(pipeline, msgid=message.msgid, wechat_status="success", openid=openid) is None
     assert refreshed(message).status == Message.Status.DELIVERED
     assert message.finished_at is not None
     assert message.trace_id == "trace-happy"
@@ -128,7 +135,7 @@ def test_a_message_is_sent_with_its_msgid_and_delivered_by_the_receipt(pipeline,
 
 def test_a_failed_receipt_fails_the_message_with_wechats_status(pipeline, sandbox_api):
     message = send(pipeline, touser=sandbox_api.followers()[1]).message
-    record_delivery_receipt(account=pipeline, msgid=refreshed(message).msgid, wechat_status="failed:  user block")
+    receipt_arrives(pipeline, msgid=refreshed(message).msgid, wechat_status="failed:  user block")
     message = refreshed(message)
     assert message.status == Message.Status.FAILED
     assert "failed: user block" in message.errmsg
@@ -139,8 +146,7 @@ def test_a_receipt_that_beats_the_msgid_waits_and_is_applied_when_the_msgid_land
     send(pipeline, touser=sandbox_api.followers()[1])  # fetches the token, so the next id goes to the send
     # The sandbox numbers msgids in sequence; pin the next one so the early receipt is for the next send.
     sandbox_api.state._ids = itertools.count(10_000_000_000_000_001)
-    early = record_delivery_receipt(account=pipeline, msgid=10_000_000_000_000_001, wechat_status="success")
-    assert isinstance(early, DeliveryReceipt)
+    early = receipt_arrives(pipeline, msgid=10_000_000_000_000_001, wechat_status="success")
     assert early.state == DeliveryReceipt.State.PENDING
     message = refreshed(send(pipeline, touser=openid).message)
     assert message.msgid == 10_000_000_000_000_001
@@ -151,9 +157,9 @@ def test_a_receipt_that_beats_the_msgid_waits_and_is_applied_when_the_msgid_land
 
 
 def test_receipts_with_msgid_zero_or_never_matched_become_unmatched(pipeline, settings):
-    zero = record_delivery_receipt(account=pipeline, msgid=0, wechat_status="success")
+    zero = receipt_arrives(pipeline, msgid=0, wechat_status="success")
     assert zero.state == DeliveryReceipt.State.UNMATCHED
-    stray = record_delivery_receipt(account=pipeline, msgid=424242, wechat_status="success")
+    stray = receipt_arrives(pipeline, msgid=424242, wechat_status="success")
     assert stray.state == DeliveryReceipt.State.PENDING
     DeliveryReceipt.objects.filter(pk=stray.pk).update(received_at=timezone.now() - timedelta(hours=1))
     result = sweep_messages()
@@ -166,7 +172,7 @@ def test_receipts_with_msgid_zero_or_never_matched_become_unmatched(pipeline, se
 def test_an_unmatched_receipt_is_still_applied_when_its_msgid_lands_late(pipeline, sandbox_api):
     send(pipeline, touser=sandbox_api.followers()[1])  # fetches the token, so the next id goes to the send
     sandbox_api.state._ids = itertools.count(20_000_000_000_000_001)
-    late = record_delivery_receipt(account=pipeline, msgid=20_000_000_000_000_001, wechat_status="success")
+    late = receipt_arrives(pipeline, msgid=20_000_000_000_000_001, wechat_status="success")
     DeliveryReceipt.objects.filter(pk=late.pk).update(
         state=DeliveryReceipt.State.UNMATCHED, received_at=timezone.now() - timedelta(hours=1)
     )

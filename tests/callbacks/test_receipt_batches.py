@@ -1,0 +1,222 @@
+"""Receipts at WeChat's pace: a receipt is answered once it is stored, and applied a moment later in batches, each
+exactly once.
+
+The callback writes its ``ProcessedCallback`` row and the receipt (state *received*) in one transaction and answers;
+``messaging.tasks.apply_received_receipts`` applies the stored receipts in batches.  These tests hold the task back
+to see what a callback alone leaves behind, then run it, break it, race it and check what the messages end up as.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.core.cache import cache
+from django.db import OperationalError, connection
+from django.test.utils import CaptureQueriesContext
+
+from accounts.models import OfficialAccount
+from callbacks.models import ProcessedCallback
+from messaging import dispatch, tasks
+from messaging.models import DeliveryReceipt, Message
+from messaging.services import apply_received_receipts, record_delivery_receipt
+from messaging.tasks import sweep_messages
+from templates_app.models import MessageTemplate
+from tests.test_callback_endpoint import SAFE_APPID, WeChat, make_account, receipt_xml
+from wxnotify import outages
+
+pytestmark = pytest.mark.usefixtures("fresh_cache")
+
+OTHER_APPID = "wx00000000000000b7"
+
+
+def sent_messages(account: OfficialAccount, count: int, first_msgid: int = 8_000_000) -> list[Message]:
+    template, _created = MessageTemplate.objects.get_or_create(
+        account=account, template_id="tpl-batches", defaults={"title": "Batches", "content": "{{thing1.DATA}}"}
+    )
+    return Message.objects.bulk_create(
+        Message(
+            account=account,
+            template=template,
+            template_id_sent=template.template_id,
+            touser=f"oBatch{account.pk:03d}{index:019d}"[:28],
+            client_msg_id=f"batches-{account.pk}-{index}",
+            status=Message.Status.SENT,
+            msgid=first_msgid + index,
+        )
+        for index in range(count)
+    )
+
+
+def receipt_for(message: Message, status: str = "success") -> str:
+    return receipt_xml(message.touser, message.msgid, status)
+
+
+def statuses(messages: list[Message]) -> list[str]:
+    return [Message.objects.get(pk=message.pk).status for message in messages]
+
+
+@pytest.fixture
+def safe(db, client) -> WeChat:
+    return WeChat(client, make_account(SAFE_APPID, OfficialAccount.MessageMode.SAFE))
+
+
+@pytest.fixture
+def enqueued(monkeypatch) -> list[str]:
+    """Tasks the callbacks enqueue, recorded and not run: what a callback alone leaves behind."""
+    recorded: list[str] = []
+    monkeypatch.setattr(dispatch, "async_task", lambda func, *args, **kwargs: recorded.append(func))
+    return recorded
+
+
+def test_a_receipt_is_answered_once_stored_and_applied_by_the_task(safe, enqueued):
+    messages = sent_messages(safe.account, 3)
+    for message in messages:
+        assert safe.post(receipt_for(message)).content == b"success"
+    assert statuses(messages) == [Message.Status.SENT] * 3
+    assert DeliveryReceipt.objects.filter(state=DeliveryReceipt.State.RECEIVED).count() == 3
+    assert ProcessedCallback.objects.count() == 3
+    assert enqueued == [dispatch.RECEIPTS_TASK]  # one task for the burst: the others saw its key up
+
+    assert tasks.apply_received_receipts() == 3
+    assert statuses(messages) == [Message.Status.DELIVERED] * 3
+    assert not DeliveryReceipt.objects.exists()  # applied receipts leave their outcome on the message
+    assert cache.get(dispatch.RECEIPTS_ALIVE_KEY) is None
+    assert tasks.apply_received_receipts() == 0
+
+
+def test_a_retry_of_an_applied_receipt_is_answered_and_stores_nothing(safe, enqueued):
+    message = sent_messages(safe.account, 1)[0]
+    xml = receipt_for(message, "failed:user block")
+    query = safe.query()
+    timestamp, nonce = int(query["timestamp"]), query["nonce"]
+    assert safe.post(xml, timestamp=timestamp, nonce=nonce).content == b"success"
+    tasks.apply_received_receipts()
+    finished = Message.objects.get(pk=message.pk)
+    assert finished.status == Message.Status.FAILED
+
+    assert safe.post(xml, timestamp=timestamp, nonce=nonce).content == b"success"  # the same request again
+    assert safe.post(xml).content == b"success"  # WeChat's retry, signed anew
+    assert not DeliveryReceipt.objects.exists()
+    assert ProcessedCallback.objects.count() == 1
+    assert tasks.apply_received_receipts() == 0
+    assert Message.objects.get(pk=message.pk).finished_at == finished.finished_at
+
+
+def test_a_batch_sorts_receipts_as_the_single_path_did(safe, enqueued):
+    other = make_account(OTHER_APPID, OfficialAccount.MessageMode.SAFE)
+    mine, theirs = sent_messages(safe.account, 2), sent_messages(other, 1, first_msgid=9_000_000)
+    Message.objects.filter(pk=mine[1].pk).update(status=Message.Status.DELIVERED)
+    record_delivery_receipt(account=safe.account, msgid=mine[0].msgid, wechat_status="failed: system failed")
+    record_delivery_receipt(account=safe.account, msgid=mine[1].msgid, wechat_status="success")
+    record_delivery_receipt(account=other, msgid=theirs[0].msgid, wechat_status="success")
+    record_delivery_receipt(account=safe.account, msgid=theirs[0].msgid, wechat_status="success")
+    record_delivery_receipt(account=safe.account, msgid=0, wechat_status="success")
+
+    assert apply_received_receipts() == 5
+    failed = Message.objects.get(pk=mine[0].pk)
+    assert failed.status == Message.Status.FAILED
+    assert failed.errmsg.endswith("failed: system failed")
+    assert statuses([mine[1], theirs[0]]) == [Message.Status.DELIVERED, Message.Status.DELIVERED]
+    kept = {(receipt.account_id, receipt.msgid): receipt.state for receipt in DeliveryReceipt.objects.all()}
+    # Another account's msgid matches nothing of this account: it waits for a message of its own; MsgID 0 never will.
+    assert kept == {
+        (safe.account.pk, theirs[0].msgid): DeliveryReceipt.State.PENDING,
+        (safe.account.pk, 0): DeliveryReceipt.State.UNMATCHED,
+    }
+
+
+def test_a_batch_that_fails_is_rolled_back_whole_and_applied_by_the_next(safe, enqueued, monkeypatch):
+    messages = sent_messages(safe.account, 3)
+    for message in messages:
+        safe.post(receipt_for(message))
+    real_filter = DeliveryReceipt.objects.filter
+
+    def failing_filter(*args, **kwargs):
+        if "pk__in" in kwargs:
+            raise OperationalError("server closed the connection")
+        return real_filter(*args, **kwargs)
+
+    monkeypatch.setattr(DeliveryReceipt.objects, "filter", failing_filter)
+    with pytest.raises(OperationalError):
+        apply_received_receipts()
+    monkeypatch.undo()
+    assert statuses(messages) == [Message.Status.SENT] * 3
+    assert DeliveryReceipt.objects.filter(state=DeliveryReceipt.State.RECEIVED).count() == 3
+
+    assert apply_received_receipts() == 3
+    assert statuses(messages) == [Message.Status.DELIVERED] * 3
+
+
+def test_receipts_a_task_left_behind_are_applied_by_the_sweeper(safe, enqueued):
+    message = sent_messages(safe.account, 1)[0]
+    safe.post(receipt_for(message))
+    assert sweep_messages()["receipts_received"] == 1
+    assert statuses([message]) == [Message.Status.DELIVERED]
+
+
+def test_a_cache_that_keeps_no_key_still_gets_the_receipts_applied(safe, enqueued, monkeypatch):
+    monkeypatch.setattr(cache, "add", lambda *args, **kwargs: False)
+    for message in sent_messages(safe.account, 2):
+        safe.post(receipt_for(message))
+    assert enqueued == [dispatch.RECEIPTS_TASK] * 2
+
+
+def test_a_broken_cache_or_broker_is_logged_and_the_receipt_kept(safe, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(outages, "_last_logged", {})
+    monkeypatch.setattr(cache, "get", broken)
+    monkeypatch.setattr(dispatch, "async_task", broken)
+    message = sent_messages(safe.account, 1)[0]
+    assert safe.post(receipt_for(message)).content == b"success"
+    assert DeliveryReceipt.objects.filter(state=DeliveryReceipt.State.RECEIVED).count() == 1
+    assert "left to the sweeper" in caplog.text
+
+
+def test_receipts_run_inline_are_applied_before_the_answer(safe):
+    """With tasks run inline (the tests' WXNOTIFY_TASKS_SYNC) the task runs after the commit, within the request."""
+    message = sent_messages(safe.account, 1)[0]
+    assert safe.post(receipt_for(message)).content == b"success"
+    assert statuses([message]) == [Message.Status.DELIVERED]
+
+
+def test_the_account_of_a_callback_is_looked_up_once_per_memo_lifetime(safe, enqueued):
+    messages = sent_messages(safe.account, 2)
+    safe.post(receipt_for(messages[0]))
+    with CaptureQueriesContext(connection) as queries:
+        assert safe.post(receipt_for(messages[1])).content == b"success"
+    assert not [query for query in queries if "accounts_officialaccount" in query["sql"]]
+    safe.account.is_active = False
+    safe.account.save()  # forgets this process's memo at once
+    assert safe.post(receipt_for(messages[1])).status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_apply_each_receipt_once(client, enqueued):
+    account = make_account(SAFE_APPID, OfficialAccount.MessageMode.SAFE)
+    messages = sent_messages(account, 40)
+    for message in messages:
+        record_delivery_receipt(account=account, msgid=message.msgid, wechat_status="success")
+    taken: list[int] = []
+    errors: list[BaseException] = []
+
+    def applier() -> None:
+        try:
+            while batch := apply_received_receipts(batch_size=7):
+                taken.append(batch)
+        except BaseException as exc:  # a failed thread must fail the test, not vanish
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=applier) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sum(taken) == 40
+    assert statuses(messages) == [Message.Status.DELIVERED] * 40
+    assert not DeliveryReceipt.objects.exists()
