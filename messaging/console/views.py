@@ -171,7 +171,8 @@ def compose(request: HttpRequest) -> HttpResponse:
     """Pick an account and a template (a GET form), then fill, preview and send a campaign (a POST form).
 
     "Preview" and a refused "Send" render the page again with the values kept, the validator's errors on their
-    fields and the phone card; an accepted send goes to the campaign's page.
+    fields and the phone card; an accepted send goes to the campaign's page, with the warnings the API's answer
+    carries (WeChat's quota left today is short, the account's sends are on hold).
     """
     params = request.POST if request.method == "POST" else request.GET
     accounts = list(_sendable_accounts(request))
@@ -209,6 +210,8 @@ def compose(request: HttpRequest) -> HttpResponse:
                     request,
                     _("Campaign accepted: %(count)d message(s) queued.") % {"count": campaign.recipient_count},
                 )
+                for warning in services.quota_warnings(account, recipients=campaign.recipient_count):
+                    messages.warning(request, warning)
                 return redirect("console:campaign", pk=campaign.pk)
         card = render_card(template, form.keyword_values())
     elif template is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from accounts.models import QuotaClear
 from accounts.services import QuotaClearRefused, clear_quota, poll_quota, poll_quotas
@@ -46,7 +46,8 @@ def test_sends_past_the_quota_are_held_until_midnight_beijing(pipeline, sandbox_
     held = refreshed(send(pipeline, touser=second).message)
     assert held.status == Message.Status.QUEUED
     assert ratelimit.held_until(pipeline.pk) is not None
-    warnings = quota_warnings(pipeline, recipients=1)
+    with translation.override("en"):
+        warnings = quota_warnings(pipeline, recipients=1)
     assert any("on hold until" in warning for warning in warnings)
 
 
@@ -60,7 +61,8 @@ def test_a_campaign_above_todays_quota_is_accepted_with_a_warning(pipeline, sand
         data=ORDER_DATA,
         recipients=RecipientSpec(kind="openids", values=openids),
     )
-    warnings = quota_warnings(pipeline, recipients=campaign.recipient_count)
+    with translation.override("en"):
+        warnings = quota_warnings(pipeline, recipients=campaign.recipient_count)
     assert "3 recipients, but WeChat allows only 2 more" in warnings[0]
 
 
