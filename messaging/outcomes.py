@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from accounts.models import Follower
 from accounts.services import record_wechat_error
-from messaging import ratelimit, reasons, services
+from messaging import events, ratelimit, reasons, services
 from messaging.claims import as_datetime
 from messaging.models import Message
 from templates_app.services import flag_template_problem
@@ -238,21 +238,37 @@ class Outcomes:
         writes, self.writes = self.writes, _Writes()
         now = timezone.now()
         if writes.sent:
-            self._store_sent(writes.sent, now)
+            with events.recording(events.MESSAGE_SENT) as record:
+                self._store_sent(writes.sent, now)
+                if record:
+                    events.record_messages(
+                        events.MESSAGE_SENT,
+                        Message.objects.filter(
+                            pk__in=list(writes.sent), claim_token=self.token, status=Message.Status.SENT, sent_at=now
+                        ),
+                    )
             msgids_by_account: dict[int, list[int]] = defaultdict(list)
             for account_id, msgid in writes.sent.values():
                 msgids_by_account[account_id].append(msgid)
             for account_id, msgids in msgids_by_account.items():
                 services.apply_pending_receipts(account_id, msgids)
         for (errcode, reason), ids in writes.failed.items():
-            self._ours(ids).update(
-                status=Message.Status.FAILED,
-                errcode=errcode,
-                errmsg=reason,
-                lease_expires_at=None,
-                finished_at=now,
-                updated_at=now,
-            )
+            with events.recording(events.MESSAGE_FAILED) as record:
+                self._ours(ids).update(
+                    status=Message.Status.FAILED,
+                    errcode=errcode,
+                    errmsg=reason,
+                    lease_expires_at=None,
+                    finished_at=now,
+                    updated_at=now,
+                )
+                if record:
+                    events.record_messages(
+                        events.MESSAGE_FAILED,
+                        Message.objects.filter(
+                            pk__in=ids, claim_token=self.token, status=Message.Status.FAILED, updated_at=now
+                        ),
+                    )
         for (errcode, reason, unknown), next_attempts in writes.retry.items():
             changes: dict[str, Any] = {}
             if unknown:
