@@ -23,6 +23,7 @@ from webhooks.transport import url_problem
 
 
 class EndpointForm(forms.ModelForm):
+    url = forms.URLField(label=_("URL"), max_length=1024, assume_scheme="https")
     secret = forms.CharField(
         label=_("signing secret"),
         required=False,
