@@ -78,13 +78,18 @@ def address_allowed(address: IPAddress) -> bool:
     )
 
 
+def lookup(host: str, port: int) -> list[str]:
+    """The addresses DNS gives for ``host`` (the one look-up a delivery makes)."""
+    return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
 def resolve(host: str, port: int) -> str:
     """The address to connect to for ``host``; raises :class:`WebhookRefused` when any address it has is internal."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        found = lookup(host, port)
     except OSError as error:
         raise WebhookRefused(_("Cannot resolve %(host)s: %(error)s") % {"host": host, "error": error}) from None
-    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    addresses = [ipaddress.ip_address(address.split("%", 1)[0]) for address in found]
     for address in addresses:
         if not address_allowed(address):
             raise WebhookRefused(
