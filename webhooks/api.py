@@ -22,6 +22,7 @@ from webhooks.models import Endpoint
 from webhooks.transport import url_problem
 
 SECRET_MIN_LENGTH = 16
+CHANGE_ERRORS = {**DETAIL_ERRORS, **SEND_ERRORS}
 
 
 class EndpointSerializer(serializers.ModelSerializer):
@@ -78,9 +79,9 @@ class EndpointPermission(ModelActionPermission):
     ),
     retrieve=extend_schema(summary=_("Get a webhook endpoint"), responses={200: EndpointSerializer, **DETAIL_ERRORS}),
     create=extend_schema(summary=_("Register a webhook endpoint"), responses={201: EndpointSerializer, **SEND_ERRORS}),
-    update=extend_schema(summary=_("Replace a webhook endpoint"), responses={200: EndpointSerializer, **SEND_ERRORS}),
+    update=extend_schema(summary=_("Replace a webhook endpoint"), responses={200: EndpointSerializer, **CHANGE_ERRORS}),
     partial_update=extend_schema(
-        summary=_("Change a webhook endpoint"), responses={200: EndpointSerializer, **SEND_ERRORS}
+        summary=_("Change a webhook endpoint"), responses={200: EndpointSerializer, **CHANGE_ERRORS}
     ),
     destroy=extend_schema(summary=_("Remove a webhook endpoint"), responses={204: None, **DETAIL_ERRORS}),
 )

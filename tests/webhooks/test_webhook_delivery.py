@@ -18,6 +18,7 @@ from accounts.models import Follower, OfficialAccount
 from messaging import events
 from messaging.models import Campaign, Message
 from messaging.services import RecipientSpec, cancel_campaign, create_campaign, record_delivery_receipt, send_message
+from messaging.tasks import sweep_messages
 from sandbox.demo import DEMO_APPID
 from tests.factories import (
     ORDER_DATA,
@@ -206,3 +207,22 @@ def test_an_endpoint_whose_owner_lost_the_account_gets_nothing(account, owner, r
     assert Event.objects.count() == 1
     assert Delivery.objects.count() == 0
     assert receiver.received == []
+
+
+def test_the_sweeper_reports_a_dead_workers_last_attempt_as_failed(account, owner, receiver, sandbox_api, settings):
+    endpoint_for(account, owner, receiver.url, kinds=[events.MESSAGE_FAILED])
+    past = timezone.now() - timedelta(minutes=1)
+    message = Message.objects.create(
+        account=account,
+        template=account.templates.get(template_id=ORDER_TEMPLATE),
+        template_id_sent=ORDER_TEMPLATE,
+        touser=sandbox_api.followers()[0],
+        client_msg_id="dead-worker-1",
+        status=Message.Status.SENDING,
+        attempts=settings.WXNOTIFY_MAX_ATTEMPTS,
+        attempted_at=past,
+        lease_expires_at=past,
+    )
+    sweep_messages()
+    (event,) = receiver.events()
+    assert (event["type"], event["message"]["id"], event["message"]["errcode"]) == ("message.failed", message.pk, -9001)

@@ -119,7 +119,7 @@ def pending_delivery(endpoint: Endpoint) -> Delivery:
     return Delivery.objects.select_related("endpoint", "event", "event__account").get(endpoint=endpoint)
 
 
-def test_a_host_resolving_to_a_private_address_is_refused_at_send_time(endpoint, monkeypatch, settings):
+def test_a_host_resolving_to_a_private_address_is_refused_at_send_time(endpoint, monkeypatch, settings, english):
     settings.WXNOTIFY_WEBHOOK_ALLOWED_NETWORKS = []
     asked = fake_dns(monkeypatch, "10.1.2.3")
     connects: list = []
