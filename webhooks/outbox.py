@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -78,7 +79,10 @@ class WebhookOutbox:
         quote = connection.ops.quote_name
         meta = rows.model._meta
         pk = f"t.{quote(meta.pk.column)}"
-        subquery, params = rows.values("pk").query.sql_with_params()
+        try:
+            subquery, params = rows.values("pk").query.sql_with_params()
+        except EmptyResultSet:  # e.g. pk__in=[]: no row to write
+            return
         now = connection.ops.adapt_datetimefield_value(timezone.now())
         sql = (
             f"INSERT INTO {quote(Event._meta.db_table)} ({_outbox_columns()}) "  # noqa: S608 -- names quoted, values bound

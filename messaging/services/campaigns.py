@@ -145,6 +145,8 @@ def finish_campaigns(campaign_ids: Iterable[int] | None = None) -> int:
         if not record:
             return campaigns.update(state=Campaign.State.DONE, finished_at=now)
         ids = list(campaigns.select_for_update(of=("self",)).values_list("pk", flat=True))
+        if not ids:
+            return 0
         finished = Campaign.objects.filter(pk__in=ids, state=Campaign.State.RUNNING).update(
             state=Campaign.State.DONE, finished_at=now
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from django.utils import timezone
 
 from tests.factories import create_staff, ensure_staff_group
 from webhooks import signing, transport
-from webhooks.delivery import attempt, fan_out
+from webhooks.delivery import attempt, claim, fan_out
 from webhooks.models import Delivery, Endpoint, Event
 from webhooks.services import reseal_secrets
 
@@ -114,9 +115,11 @@ def endpoint(db, account_a, django_user_model):
 
 
 def pending_delivery(endpoint: Endpoint) -> Delivery:
-    Event.objects.create(kind="message.sent", account=endpoint.account, message_id=1, occurred_at=timezone.now())
-    fan_out(now=timezone.now())
-    return Delivery.objects.select_related("endpoint", "event", "event__account").get(endpoint=endpoint)
+    now = timezone.now()
+    Event.objects.create(kind="message.sent", account=endpoint.account, message_id=1, occurred_at=now)
+    fan_out(now=now)
+    (delivery,) = claim(now=timezone.now() + timedelta(seconds=1), token="test", limit=10)
+    return delivery
 
 
 def test_a_host_resolving_to_a_private_address_is_refused_at_send_time(endpoint, monkeypatch, settings, english):
