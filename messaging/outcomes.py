@@ -11,7 +11,9 @@ an exception during the call, a worker that died) may be sent again only inside 
 ``client_msg_id``.  Past the window it fails with errcode -9001: it may have been delivered, and a person decides.
 
 Outcomes are grouped so that each group is one UPDATE, and each UPDATE touches only rows that still carry the
-task's claim token, so a task that lost its claim (its lease ran out) can never overwrite what another did.
+task's claim token, so a task that lost its claim (its lease ran out) can never overwrite what another did.  When a
+webhook endpoint subscribes (messaging.events), a group that makes messages sent or failed and the INSERT … SELECT of
+its events share one transaction.
 """
 
 from __future__ import annotations
