@@ -95,7 +95,7 @@ class DeliveryAdmin(ScopedAdminMixin, admin.ModelAdmin):
         "created_at",
         "delivered_at",
     ]
-    list_filter = ["state", ("endpoint", admin.RelatedOnlyFieldListFilter)]
+    list_filter = ["state", ("endpoint", AccountScopedRelatedFilter)]
     list_select_related = ["endpoint", "event"]
     search_fields = ["subject"]
     actions = ["replay_deliveries"]
