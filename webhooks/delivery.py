@@ -247,15 +247,23 @@ def write_back(results: list[Attempt], *, token: str) -> None:
         cursor.executemany(sql, rows)
 
 
-def deliver_round(*, pool: ThreadPoolExecutor, token: str | None = None) -> int:
-    """Fan out, then claim and post one batch in parallel; returns how many events and deliveries were handled."""
+def claim_limit(pool: ThreadPoolExecutor) -> int:
+    return CLAIM_BATCHES_PER_THREAD * pool._max_workers
+
+
+def deliver_round(*, pool: ThreadPoolExecutor, token: str | None = None) -> tuple[int, bool]:
+    """Fan out, then claim and post one batch in parallel.
+
+    Returns how many events and deliveries were handled, and whether the claim was full (more is waiting).
+    """
     token = token or uuid.uuid4().hex
     now = timezone.now()
     handled = fan_out(now=now)
-    batch = claim(now=now, token=token, limit=CLAIM_BATCHES_PER_THREAD * pool._max_workers)
+    limit = claim_limit(pool)
+    batch = claim(now=now, token=token, limit=limit)
     if batch:
         write_back(list(pool.map(attempt, batch)), token=token)
-    return handled + len(batch)
+    return handled + len(batch), len(batch) >= limit
 
 
 def replay(deliveries) -> int:

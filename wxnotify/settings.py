@@ -307,8 +307,9 @@ WXNOTIFY_WEBHOOK_RETRY_BASE_SECONDS = float(os.environ.get("WXNOTIFY_WEBHOOK_RET
 WXNOTIFY_WEBHOOK_RETRY_MAX_SECONDS = float(os.environ.get("WXNOTIFY_WEBHOOK_RETRY_MAX_SECONDS", "3600"))
 WXNOTIFY_WEBHOOK_RETRY_HOURS = float(os.environ.get("WXNOTIFY_WEBHOOK_RETRY_HOURS", "24"))
 WXNOTIFY_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WXNOTIFY_WEBHOOK_TIMEOUT_SECONDS", "10"))
-# How many deliveries one worker task keeps in flight.
+# How many deliveries one worker task keeps in flight, and how many tasks work through a backlog side by side.
 WXNOTIFY_WEBHOOK_CONCURRENCY = env_int("WXNOTIFY_WEBHOOK_CONCURRENCY", 16)
+WXNOTIFY_WEBHOOK_TASKS = env_int("WXNOTIFY_WEBHOOK_TASKS", 3)
 
 # --- Operations (health and metrics) ---------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from tests.factories import (
     ensure_staff_group,
 )
 from tests.webhooks.conftest import start_receiver
-from webhooks import signing
+from webhooks import nudge, signing
 from webhooks.models import Delivery, Endpoint, Event
 from webhooks.tasks import deliver_webhooks
 from wxnotify.wechat.tokens import default_token_manager
@@ -226,3 +226,26 @@ def test_the_sweeper_reports_a_dead_workers_last_attempt_as_failed(account, owne
     sweep_messages()
     (event,) = receiver.events()
     assert (event["type"], event["message"]["id"], event["message"]["errcode"]) == ("message.failed", message.pk, -9001)
+
+
+def test_a_backlog_starts_helper_tasks_and_each_event_still_arrives_once(
+    account, owner, receiver, sandbox_api, settings, monkeypatch
+):
+    settings.WXNOTIFY_WEBHOOK_CONCURRENCY = 1  # claims of 4: a campaign of 8 fills them
+    settings.WXNOTIFY_WEBHOOK_TASKS = 2
+    started: list[tuple] = []
+    real_async_task = nudge.async_task
+    monkeypatch.setattr(
+        nudge, "async_task", lambda *args, **kwargs: started.append(args) or real_async_task(*args, **kwargs)
+    )
+    endpoint_for(account, owner, receiver.url, kinds=[events.MESSAGE_SENT])
+    create_campaign(
+        account=account,
+        template_id=ORDER_TEMPLATE,
+        data=ORDER_DATA,
+        recipients=RecipientSpec.openids(sandbox_api.followers()[:8]),
+    )
+    assert (nudge.DELIVER_TASK, 1) in started
+    ids = [event["id"] for event in receiver.events()]
+    assert len(ids) == len(set(ids)) == 8
+    assert cache.get(nudge.working_key(1)) is None
