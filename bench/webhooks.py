@@ -207,8 +207,9 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
             f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, shared with other work; load "
             f"average (1/5/15 min) {figures['load_start']} at start, {figures['load_end']} at end.",
             "Stack: PostgreSQL (database `bench_webhooks`, dropped and recreated), Redis `redis://127.0.0.1:6379/0` "
-            "(flushed); 2 `qcluster` processes with the default settings (2 workers each; webhook tasks post 16 at a "
-            "time); WeChat sandbox answering every send after 50 ms, no receipts (so the events are "
+            "(flushed); 2 `qcluster` processes with the default settings (2 workers each; up to 3 webhook tasks "
+            "side by side, each posting 16 at a time); WeChat sandbox answering every send after 50 ms, no receipts "
+            "(so the events are "
             f"{args.recipients:,} `message.sent` and one `campaign.finished`); a receiver in the benchmark's process "
             "(threaded `http.server` on 127.0.0.1) checking every signature. Campaign to every subscribed follower "
             "through `create_campaign`.",
