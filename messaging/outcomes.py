@@ -11,7 +11,9 @@ an exception during the call, a worker that died) may be sent again only inside 
 ``client_msg_id``.  Past the window it fails with errcode -9001: it may have been delivered, and a person decides.
 
 Outcomes are grouped so that each group is one UPDATE, and each UPDATE touches only rows that still carry the
-task's claim token, so a task that lost its claim (its lease ran out) can never overwrite what another did.
+task's claim token, so a task that lost its claim (its lease ran out) can never overwrite what another did.  When a
+webhook endpoint subscribes (messaging.events), a group that makes messages sent or failed and the INSERT … SELECT of
+its events share one transaction.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from django.utils import timezone
 
 from accounts.models import Follower
 from accounts.services import record_wechat_error
-from messaging import ratelimit, reasons, services
+from messaging import events, ratelimit, reasons, services
 from messaging.claims import as_datetime
 from messaging.models import Message
 from templates_app.services import flag_template_problem
@@ -239,22 +241,38 @@ class Outcomes:
         writes, self.writes = self.writes, _Writes()
         now = timezone.now()
         if writes.sent:
-            self._store_sent(writes.sent, now)
+            with events.recording(events.MESSAGE_SENT) as record:
+                self._store_sent(writes.sent, now)
+                if record:
+                    events.record_messages(
+                        events.MESSAGE_SENT,
+                        Message.objects.filter(
+                            pk__in=list(writes.sent), claim_token=self.token, status=Message.Status.SENT, sent_at=now
+                        ),
+                    )
             msgids_by_account: dict[int, list[int]] = defaultdict(list)
             for account_id, msgid in writes.sent.values():
                 msgids_by_account[account_id].append(msgid)
             for account_id, msgids in msgids_by_account.items():
                 services.apply_pending_receipts(account_id, msgids)
         for (errcode, reason), ids in writes.failed.items():
-            self._ours(ids).update(
-                status=Message.Status.FAILED,
-                errcode=errcode,
-                errmsg=reason,
-                lease_expires_at=None,
-                finished_at=now,
-                updated_at=now,
-                **_rid_columns(reason, now),
-            )
+            with events.recording(events.MESSAGE_FAILED) as record:
+                self._ours(ids).update(
+                    status=Message.Status.FAILED,
+                    errcode=errcode,
+                    errmsg=reason,
+                    lease_expires_at=None,
+                    finished_at=now,
+                    updated_at=now,
+                    **_rid_columns(reason, now),
+                )
+                if record:
+                    events.record_messages(
+                        events.MESSAGE_FAILED,
+                        Message.objects.filter(
+                            pk__in=ids, claim_token=self.token, status=Message.Status.FAILED, updated_at=now
+                        ),
+                    )
         for (errcode, reason, unknown), next_attempts in writes.retry.items():
             changes: dict[str, Any] = {}
             if unknown:

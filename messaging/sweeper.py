@@ -17,7 +17,7 @@ from django.db.models import Exists, F, OuterRef, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from messaging import dispatch, reasons, services
+from messaging import dispatch, events, reasons, services
 from messaging.models import Campaign, Message
 from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
 
@@ -41,7 +41,9 @@ def recover_expired_leases(now: datetime) -> int:
     # Rows claimed before attempted_at existed: their attempt began at least one lease ago.
     claimed_before = now - timedelta(seconds=settings.WXNOTIFY_SEND_LEASE_SECONDS)
     unknown_since = Coalesce(F("outcome_unknown_since"), F("attempted_at"), Value(claimed_before))
-    cancelled = expired.filter(campaign__state=Campaign.State.CANCELLED).update(
+    cancelled = events.update_recording(
+        expired.filter(campaign__state=Campaign.State.CANCELLED),
+        events.MESSAGE_FAILED,
         status=Message.Status.FAILED,
         errcode=None,
         errmsg=reasons.CANCELLED_REASON,
@@ -49,7 +51,9 @@ def recover_expired_leases(now: datetime) -> int:
         finished_at=now,
         updated_at=now,
     )
-    exhausted = expired.filter(attempts__gte=settings.WXNOTIFY_MAX_ATTEMPTS).update(
+    exhausted = events.update_recording(
+        expired.filter(attempts__gte=settings.WXNOTIFY_MAX_ATTEMPTS),
+        events.MESSAGE_FAILED,
         status=Message.Status.FAILED,
         errcode=OUTCOME_UNKNOWN_ERRCODE,
         errmsg=UNKNOWN_AFTER_LAST_ATTEMPT_REASON,
@@ -72,31 +76,27 @@ def recover_expired_leases(now: datetime) -> int:
 
 def fail_past_resend_window(now: datetime) -> int:
     """Fail the queued messages that may have been delivered already and can no longer be sent safely."""
-    return (
-        Message.objects.queued()
-        .past_resend_window(now)
-        .update(
-            status=Message.Status.FAILED,
-            errcode=OUTCOME_UNKNOWN_ERRCODE,
-            errmsg=UNKNOWN_PAST_WINDOW_REASON,
-            finished_at=now,
-            updated_at=now,
-        )
+    return events.update_recording(
+        Message.objects.queued().past_resend_window(now),
+        events.MESSAGE_FAILED,
+        status=Message.Status.FAILED,
+        errcode=OUTCOME_UNKNOWN_ERRCODE,
+        errmsg=UNKNOWN_PAST_WINDOW_REASON,
+        finished_at=now,
+        updated_at=now,
     )
 
 
 def fail_cancelled_leftovers(now: datetime) -> int:
     """Fail queued messages of cancelled campaigns: a retry written back just as the campaign was cancelled."""
-    return (
-        Message.objects.queued()
-        .filter(campaign__state=Campaign.State.CANCELLED)
-        .update(
-            status=Message.Status.FAILED,
-            errcode=None,
-            errmsg=reasons.CANCELLED_REASON,
-            finished_at=now,
-            updated_at=now,
-        )
+    return events.update_recording(
+        Message.objects.queued().filter(campaign__state=Campaign.State.CANCELLED),
+        events.MESSAGE_FAILED,
+        status=Message.Status.FAILED,
+        errcode=None,
+        errmsg=reasons.CANCELLED_REASON,
+        finished_at=now,
+        updated_at=now,
     )
 
 

@@ -34,7 +34,7 @@ ORDER_DATA = {
     "time3": "2026年11月28日 10:30",
     "amount4": "¥399.00",
 }
-# What the data migrations give the business staff group (accounts 0003, messaging 0002).
+# What the data migrations give the business staff group (accounts 0003, messaging 0002, webhooks 0002).
 STAFF_PERMISSIONS = (
     "view_officialaccount",
     "view_follower",
@@ -44,6 +44,11 @@ STAFF_PERMISSIONS = (
     "view_campaign",
     "add_campaign",
     "view_deliveryreceipt",
+    "view_endpoint",
+    "add_endpoint",
+    "change_endpoint",
+    "delete_endpoint",
+    "view_delivery",
 )
 
 

@@ -89,6 +89,7 @@ INSTALLED_APPS = [
     "templates_app",
     "messaging",
     "callbacks",
+    "webhooks",
     "sandbox",
 ]
 
@@ -296,6 +297,19 @@ WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS = env_int("WXNOTIFY_RETRY_WAIT_HORIZON_SECON
 WXNOTIFY_RECEIPT_MATCH_WINDOW_SECONDS = env_int("WXNOTIFY_RECEIPT_MATCH_WINDOW_SECONDS", 300)
 # Messages per second for accounts without a limit of their own (0 = no limit).
 WXNOTIFY_DEFAULT_SEND_RATE_LIMIT = env_int("WXNOTIFY_DEFAULT_SEND_RATE_LIMIT", 0)
+
+# --- Delivery webhooks (the webhooks app) ----------------------------------------------------------
+# Networks a webhook may reach although they are not public (private, loopback, link-local ...): comma-separated
+# CIDRs, e.g. "10.20.0.0/16".  Empty by default: a webhook never reaches internal services (docs/security.md).
+WXNOTIFY_WEBHOOK_ALLOWED_NETWORKS = env_list("WXNOTIFY_WEBHOOK_ALLOWED_NETWORKS", [])
+# An event is retried with exponential backoff (from this many seconds, doubling up to an hour) for this long.
+WXNOTIFY_WEBHOOK_RETRY_BASE_SECONDS = float(os.environ.get("WXNOTIFY_WEBHOOK_RETRY_BASE_SECONDS", "10"))
+WXNOTIFY_WEBHOOK_RETRY_MAX_SECONDS = float(os.environ.get("WXNOTIFY_WEBHOOK_RETRY_MAX_SECONDS", "3600"))
+WXNOTIFY_WEBHOOK_RETRY_HOURS = float(os.environ.get("WXNOTIFY_WEBHOOK_RETRY_HOURS", "24"))
+WXNOTIFY_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WXNOTIFY_WEBHOOK_TIMEOUT_SECONDS", "10"))
+# How many deliveries one worker task keeps in flight, and how many tasks work through a backlog side by side.
+WXNOTIFY_WEBHOOK_CONCURRENCY = env_int("WXNOTIFY_WEBHOOK_CONCURRENCY", 16)
+WXNOTIFY_WEBHOOK_TASKS = env_int("WXNOTIFY_WEBHOOK_TASKS", 3)
 
 # --- Operations (health and metrics) ---------------------------------------------------------------
 

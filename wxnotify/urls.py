@@ -9,6 +9,7 @@ urlpatterns = [
     path("", include("operations.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("messaging.api.urls")),
+    path("api/v1/", include("webhooks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     # Last under /api/: unknown API URLs answer JSON, never Django's HTML 404 page.

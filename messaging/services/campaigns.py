@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import OfficialAccount
-from messaging import dispatch, rules
+from messaging import dispatch, events, rules
 from messaging.models import Campaign, Message
 from messaging.reasons import CANCELLED_REASON
 from messaging.services.checks import (
@@ -113,6 +113,11 @@ def create_campaign(
             if errors:
                 transaction.set_rollback(True)
                 raise MessageRejected(errors)
+            if events.wanted(events.MESSAGE_FAILED):
+                # Recipients known to have unfollowed were inserted failed.
+                events.record_messages(
+                    events.MESSAGE_FAILED, Message.objects.filter(campaign=campaign, status=Message.Status.FAILED)
+                )
             campaign.recipient_count = count
             campaign.state = Campaign.State.RUNNING
             campaign.save(update_fields=["recipient_count", "state"])
@@ -125,14 +130,28 @@ def create_campaign(
 
 
 def finish_campaigns(campaign_ids: Iterable[int] | None = None) -> int:
-    """Mark running campaigns with no queued or sending message left as done; returns how many."""
+    """Mark running campaigns with no queued or sending message left as done; returns how many.
+
+    Their ``campaign.finished`` events are written in the same transaction (messaging.events).
+    """
     unfinished = Message.objects.filter(
         campaign=OuterRef("pk"), status__in=[Message.Status.QUEUED, Message.Status.SENDING]
     )
     campaigns = Campaign.objects.filter(state=Campaign.State.RUNNING).exclude(Exists(unfinished))
     if campaign_ids is not None:
         campaigns = campaigns.filter(pk__in=list(campaign_ids))
-    return campaigns.update(state=Campaign.State.DONE, finished_at=timezone.now())
+    now = timezone.now()
+    with events.recording(events.CAMPAIGN_FINISHED) as record:
+        if not record:
+            return campaigns.update(state=Campaign.State.DONE, finished_at=now)
+        ids = list(campaigns.select_for_update(of=("self",)).values_list("pk", flat=True))
+        if not ids:
+            return 0
+        finished = Campaign.objects.filter(pk__in=ids, state=Campaign.State.RUNNING).update(
+            state=Campaign.State.DONE, finished_at=now
+        )
+        events.record_campaigns(events.CAMPAIGN_FINISHED, Campaign.objects.filter(pk__in=ids, finished_at=now))
+    return finished
 
 
 def cancel_campaign(campaign: Campaign) -> int:
@@ -151,6 +170,15 @@ def cancel_campaign(campaign: Campaign) -> int:
         cancelled = Message.objects.filter(campaign=campaign, status=Message.Status.QUEUED).update(
             status=Message.Status.FAILED, errcode=None, errmsg=CANCELLED_REASON, finished_at=now, updated_at=now
         )
+        if cancelled and events.wanted(events.MESSAGE_FAILED):
+            events.record_messages(
+                events.MESSAGE_FAILED,
+                Message.objects.filter(
+                    campaign=campaign, status=Message.Status.FAILED, errmsg=CANCELLED_REASON, updated_at=now
+                ),
+            )
+        if events.wanted(events.CAMPAIGN_FINISHED):
+            events.record_campaigns(events.CAMPAIGN_FINISHED, Campaign.objects.filter(pk=campaign.pk))
     campaign.state, campaign.cancelled_at = Campaign.State.CANCELLED, now
     logger.info("Cancelled campaign #%s: %d queued message(s) will not be sent", campaign.pk, cancelled)
     return cancelled

@@ -26,7 +26,7 @@ from django.utils.translation import gettext as _
 from accounts.clients import wechat_client_for
 from accounts.models import OfficialAccount
 from accounts.selectors import quota_readings, remaining_today
-from messaging import ratelimit
+from messaging import events, ratelimit
 from messaging.models import InterceptedMessage, Message
 from templates_app.models import MessageTemplate
 from wxnotify.wechat.errors import INTERCEPTED_ERRCODE, WeChatError, describe_wechat_error
@@ -137,6 +137,7 @@ def _record_intercepted(
                     finished_at=now,
                     updated_at=now,
                 )
+                events.record_messages(events.MESSAGE_FAILED, Message.objects.filter(pk=message.pk))
                 record.message = message
                 record.save(update_fields=["message"])
                 result.matched += 1

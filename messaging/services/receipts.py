@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import OfficialAccount
+from messaging import events
 from messaging.models import DeliveryReceipt, Message
 
 # Receipts applied in one transaction: a burst's receipts in a few hundred statements rather than a few per receipt.
@@ -36,10 +37,16 @@ def _receipt_outcome(status: str) -> tuple[str, str]:
 
 
 def _apply_receipt(message_id: int, status: str, event_time: datetime | None) -> bool:
-    """Move a sent message to delivered/failed; False if it was not waiting for a receipt (e.g. a duplicate)."""
+    """Move a sent message to delivered/failed; False if it was not waiting for a receipt (e.g. a duplicate).
+
+    Its ``message.delivered`` or ``message.failed`` event is written in the same transaction (messaging.events).
+    """
     new_status, reason = _receipt_outcome(status)
+    kind = events.MESSAGE_DELIVERED if new_status == Message.Status.DELIVERED else events.MESSAGE_FAILED
     return bool(
-        Message.objects.filter(pk=message_id, status=Message.Status.SENT).update(
+        events.update_recording(
+            Message.objects.filter(pk=message_id, status=Message.Status.SENT),
+            kind,
             status=new_status,
             errmsg=reason[:512],
             finished_at=event_time or timezone.now(),

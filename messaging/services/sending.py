@@ -15,7 +15,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import Follower, OfficialAccount
 from accounts.selectors import followers_by_username
-from messaging import dispatch
+from messaging import dispatch, events
 from messaging.models import Message
 from messaging.reasons import UNSUBSCRIBED_REASON
 from messaging.services.checks import (
@@ -99,10 +99,15 @@ def _insert(message: Message) -> None:
 
     Inside a transaction that takes a savepoint.  In autocommit (an API request) the INSERT is a transaction
     of its own, and BEGIN/COMMIT around it would only add two round trips to every request.
+    A message inserted failed (its recipient unfollowed) has its ``message.failed`` event written in the same
+    transaction (messaging.events).
     """
-    if transaction.get_connection().in_atomic_block:
+    failed = message.status == Message.Status.FAILED
+    if transaction.get_connection().in_atomic_block or (failed and events.wanted(events.MESSAGE_FAILED)):
         with transaction.atomic():
             message.save()
+            if failed:
+                events.record_messages(events.MESSAGE_FAILED, Message.objects.filter(pk=message.pk))
     else:
         message.save()
 

@@ -25,6 +25,7 @@ from accounts.models import Follower, OfficialAccount
 from accounts.selectors import STAFF_GROUP
 from accounts.services import queue_follower_sync, read_access_token
 from accounts.services.token_conflicts import record_token_conflict
+from messaging import events
 from messaging.api.urls import router as api_router
 from messaging.console import urls as console_urls
 from messaging.models import DeliveryReceipt
@@ -35,6 +36,8 @@ from templates_app.models import TemplateSync
 from templates_app.services import sync_templates
 from tests import factories
 from tests.security import walk
+from webhooks.models import Endpoint
+from webhooks.urls import router as webhooks_router
 from wxnotify.wechat.tokens import default_token_manager
 
 pytestmark = pytest.mark.django_db
@@ -93,6 +96,7 @@ BRAVO_MARKERS = {
     BRAVO["campaign"]: "account B's campaign",
     BRAVO["client_msg_id"]: "a client_msg_id of account B",
     BRAVO["remark"]: "a follower remark of account B",
+    f"{BRAVO['name']} webhook secret": "account B's webhook signing secret",
     "bravo-staff": "account B's staff member",
     "bravo-patient": "a user bound to account B",
 }
@@ -102,6 +106,7 @@ def business_staff_group() -> Group:
     """The group with exactly the permissions the data migrations give business staff."""
     accounts_groups = import_module("accounts.migrations.0003_permission_groups")
     messaging_groups = import_module("messaging.migrations.0002_messaging_permissions")
+    webhooks_groups = import_module("webhooks.migrations.0002_webhook_permissions")
     group, _ = Group.objects.get_or_create(name=STAFF_GROUP)
     group.permissions.set(
         [
@@ -111,6 +116,9 @@ def business_staff_group() -> Group:
             ),
             *Permission.objects.filter(
                 content_type__app_label="messaging", codename__in=messaging_groups.STAFF_PERMISSIONS
+            ),
+            *Permission.objects.filter(
+                content_type__app_label="webhooks", codename__in=webhooks_groups.STAFF_PERMISSIONS
             ),
         ]
     )
@@ -124,7 +132,16 @@ def every_view_permission_on_account_data() -> list[Permission]:
 
 
 def populate(account: OfficialAccount, spec: dict[str, Any], staff: Any, customer: Any, capture: Any) -> None:
-    """One account's data, made the way production makes it: syncs from WeChat (the sandbox), sends, a receipt."""
+    """One account's data, made the way production makes it: syncs from WeChat (the sandbox), sends, a receipt, and
+    the webhook events of the sends (their endpoint is refused at send time: loopback, not allow-listed)."""
+    Endpoint.objects.create(
+        owner=staff,
+        account=account,
+        url=f"https://127.0.0.1:9/{spec['client_msg_id']}",
+        secret=f"{spec['name']} webhook secret",
+        event_types=list(events.KINDS),
+        description=f"{spec['name']} hooks",
+    )
     sync_templates(account, source=TemplateSync.Source.ADMIN, requested_by=staff)
     queue_follower_sync(account, requested_by=staff)
     Follower.objects.filter(account=account, openid=spec["followers"][0]).update(user=customer, remark=spec["remark"])
@@ -227,6 +244,7 @@ def test_business_staff_see_nothing_of_another_account(two_accounts, role, recor
     autocompletes = walk.walk_autocomplete(walker, search=SEARCH)
     walk.walk_admin_site(walker, other=other, probes=probes)
     api_lists = walk.walk_api(walker, api_router, own=own, other=other)
+    api_lists += walk.walk_api(walker, webhooks_router, own=own, other=other, namespace="webhooks")
     walk.walk_console(walker, console_urls, own=own, other=other, get_probes=probes, post_probes=post_probes)
 
     summary = (
@@ -236,7 +254,7 @@ def test_business_staff_see_nothing_of_another_account(two_accounts, role, recor
     print(summary)
     record_property("pages_checked", len(walker.pages))
     assert len(walker.pages) >= MINIMUM_PAGES, summary
-    assert api_lists == len(api_router.registry), summary
+    assert api_lists == len(api_router.registry) + len(webhooks_router.registry), summary
     if role == ROLES[1]:
         assert len(shown) == len(scoped), summary
 

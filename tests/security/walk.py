@@ -284,8 +284,9 @@ def _results(response: HttpResponse) -> list[Any]:
     return body["results"] if isinstance(body, dict) else body
 
 
-def walk_api(walk: Walk, router: Any, *, own: OfficialAccount, other: OfficialAccount) -> int:
-    """Every route of the router: list (also filtered by the other account's values), detail and extra actions.
+def walk_api(walk: Walk, router: Any, *, own: OfficialAccount, other: OfficialAccount, namespace: str = "api") -> int:
+    """Every route of the router (its URLs under ``namespace``): list (also filtered by the other account's values),
+    detail and extra actions.
 
     Returns the number of list endpoints that answered (with exactly the own account's objects).
     """
@@ -299,7 +300,7 @@ def walk_api(walk: Walk, router: Any, *, own: OfficialAccount, other: OfficialAc
         )
         mine, theirs = objects_of(model, own), objects_of(model, other)
         assert mine and theirs, f"The fixtures give {model._meta.label} no rows of both accounts"
-        list_url = reverse(f"api:{basename}-list")
+        list_url = reverse(f"{namespace}:{basename}-list")
         response = walk.visit("get", list_url, expect={200, 403})
         if response.status_code == 200:
             lists += 1
@@ -309,20 +310,20 @@ def walk_api(walk: Walk, router: Any, *, own: OfficialAccount, other: OfficialAc
                 if value is not None:
                     walk.visit("get", f"{list_url}?{urlencode({param: value})}", expect={200, 400})
         for obj in mine:
-            walk.visit("get", reverse(f"api:{basename}-detail", kwargs={"pk": obj.pk}), expect={200, 403})
+            walk.visit("get", reverse(f"{namespace}:{basename}-detail", kwargs={"pk": obj.pk}), expect={200, 403})
         for obj in theirs:
-            walk.visit("get", reverse(f"api:{basename}-detail", kwargs={"pk": obj.pk}), expect={403, 404})
+            walk.visit("get", reverse(f"{namespace}:{basename}-detail", kwargs={"pk": obj.pk}), expect={403, 404})
         for action in viewset.get_extra_actions():
             for method in action.mapping:
                 if action.detail:
                     for obj in theirs:
-                        url = reverse(f"api:{basename}-{action.url_name}", kwargs={"pk": obj.pk})
+                        url = reverse(f"{namespace}:{basename}-{action.url_name}", kwargs={"pk": obj.pk})
                         if method == "get":
                             walk.visit("get", url, expect={403, 404})
                         else:
                             walk.visit(method, url, payload={}, as_json=True, expect={403, 404})
                 elif method == "get":
-                    walk.visit("get", reverse(f"api:{basename}-{action.url_name}"), expect={200, 403})
+                    walk.visit("get", reverse(f"{namespace}:{basename}-{action.url_name}"), expect={200, 403})
     return lists
 
 
