@@ -149,8 +149,14 @@ def apply_received_receipts(*, batch_size: int = RECEIPT_BATCH_SIZE) -> int:
                 moved.add(message.pk)
                 outcomes[(*_receipt_outcome(receipt.wechat_status), receipt.event_time or now)].append(message.pk)
         for (status, reason, finished_at), message_ids in outcomes.items():
-            Message.objects.filter(pk__in=message_ids, status=Message.Status.SENT).update(
-                status=status, errmsg=reason[:512], finished_at=finished_at, updated_at=now
+            kind = events.MESSAGE_DELIVERED if status == Message.Status.DELIVERED else events.MESSAGE_FAILED
+            events.update_recording(
+                Message.objects.filter(pk__in=message_ids, status=Message.Status.SENT),
+                kind,
+                status=status,
+                errmsg=reason[:512],
+                finished_at=finished_at,
+                updated_at=now,
             )
         DeliveryReceipt.objects.filter(pk__in=done).delete()
         DeliveryReceipt.objects.filter(pk__in=pending).update(state=DeliveryReceipt.State.PENDING)

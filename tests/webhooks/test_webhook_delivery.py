@@ -17,7 +17,14 @@ from django.utils import timezone
 from accounts.models import Follower, OfficialAccount
 from messaging import events
 from messaging.models import Campaign, Message
-from messaging.services import RecipientSpec, cancel_campaign, create_campaign, record_delivery_receipt, send_message
+from messaging.services import (
+    RecipientSpec,
+    apply_received_receipts,
+    cancel_campaign,
+    create_campaign,
+    record_delivery_receipt,
+    send_message,
+)
 from messaging.tasks import sweep_messages
 from sandbox.demo import DEMO_APPID
 from tests.factories import (
@@ -64,7 +71,9 @@ def send(account, openid: str) -> Message:
 
 
 def receipt(account, message: Message, status: str = "success") -> None:
+    """WeChat's receipt as the callback stores it, then the workers' batch that applies it."""
     record_delivery_receipt(account=account, msgid=message.msgid, wechat_status=status, openid=message.touser)
+    apply_received_receipts()
 
 
 def pass_time() -> None:
