@@ -22,7 +22,7 @@ from messaging.models import DeliveryReceipt, Message
 from messaging.services import apply_received_receipts, record_delivery_receipt
 from messaging.tasks import sweep_messages
 from templates_app.models import MessageTemplate
-from tests.test_callback_endpoint import SAFE_APPID, WeChat, make_account, receipt_xml
+from tests.callbacks.test_callback_endpoint import SAFE_APPID, WeChat, make_account, receipt_xml
 from wxnotify import outages
 
 pytestmark = pytest.mark.usefixtures("fresh_cache")
