@@ -20,6 +20,7 @@ from messaging.services.campaigns import (
     retry_failed,
 )
 from messaging.services.checks import CampaignActionRefused, IdempotencyConflict, MessageRejected
+from messaging.services.expansion import expand_all_subscribed
 from messaging.services.receipts import apply_pending_receipts, record_delivery_receipt, resolve_stale_receipts
 from messaging.services.sending import SendResult, request_fingerprint, send_message
 
@@ -35,6 +36,7 @@ __all__ = [
     "apply_pending_receipts",
     "cancel_campaign",
     "create_campaign",
+    "expand_all_subscribed",
     "finish_campaigns",
     "record_delivery_receipt",
     "request_fingerprint",
