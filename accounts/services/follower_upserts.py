@@ -71,9 +71,8 @@ class FollowerUpserts:
 
     Where the rows come from depends on the database.  On PostgreSQL they are copied (``COPY``) into a
     temporary table and one statement upserts them all: Django's psycopg cursor binds parameters on the
-    client, one regular-expression step per placeholder, which cost more CPU than anything else in a sync
-    (about 200 ms per 10,000 followers against 26 ms for the copy; at 1,000,000 followers, where the sync
-    process, PostgreSQL and WeChat's side share the CPU, that was a fifth of the wall time).  Elsewhere
+    client, one regular-expression step per placeholder: more than half of the sync process's CPU (about
+    200 ms per 10,000 followers against 26 ms for the copy; bench/RESULTS.md, "The million").  Elsewhere
     (SQLite) ``FROM (VALUES …)`` statements of ``ROWS_PER_UPSERT`` rows carry them.  Every concrete column
     but the id is spelled out, so a new Follower field without a value here fails loudly instead of
     silently missing its default.
