@@ -38,6 +38,8 @@ WAITER_KEY_SECONDS = 10
 CAMPAIGN_ENGINE_KEY_SECONDS = 30
 RECEIPTS_ALIVE_KEY = "messaging:receipts-alive"
 RECEIPTS_TASK = "messaging.tasks.apply_received_receipts"
+# Up while a task adds an "all subscribed" campaign's recipients; a chunk takes a second or two.
+EXPANSION_KEY_SECONDS = 60
 # Taken by the delivery task that settles the pipeline (messaging.sweeper.settle) for the next few seconds.
 MAINTENANCE_KEY = "messaging:maintenance"
 MAINTENANCE_KEY_SECONDS = 4
@@ -46,6 +48,11 @@ MAINTENANCE_KEY_SECONDS = 4
 def campaign_engine_key(campaign_id: int) -> str:
     """Up while some task works through the campaign; the sweeper re-dispatches running campaigns without one."""
     return f"messaging:campaign-engine:{campaign_id}"
+
+
+def campaign_expansion_key(campaign_id: int) -> str:
+    """Up while a task adds the campaign's recipients; the sweeper restarts expanding campaigns without one."""
+    return f"messaging:campaign-expansion:{campaign_id}"
 
 
 def request_singles_delivery() -> None:
@@ -106,6 +113,14 @@ def enqueue_campaign(campaign_id: int, trace_id: str = "") -> None:
         async_task("messaging.tasks.dispatch_campaign", campaign_id, trace_id=trace_id, save=False)
     except Exception:
         logger.exception("Could not enqueue campaign %s; the sweeper will dispatch it", campaign_id)
+
+
+def enqueue_expansion(campaign_id: int, trace_id: str = "") -> None:
+    """Let a worker add every subscribed follower to an accepted campaign (messaging.services.expand_all_subscribed)."""
+    try:
+        async_task("messaging.tasks.expand_campaign", campaign_id, trace_id=trace_id, save=False)
+    except Exception:
+        logger.exception("Could not enqueue the expansion of campaign %s; the sweeper will", campaign_id)
 
 
 def enqueue_campaign_delivery(campaign_id: int, trace_id: str = "") -> None:

@@ -45,6 +45,9 @@ class Campaign(models.Model):
     recipient_kind = models.CharField(_("recipients"), max_length=20, choices=RecipientKind.choices)
     recipient_count = models.PositiveIntegerField(_("recipient count"), default=0)
     state = models.CharField(_("state"), max_length=16, choices=State.choices, default=State.EXPANDING)
+    # "All subscribed" campaigns are expanded after acceptance, in chunks of followers in id order: the id of the
+    # last follower a chunk added (messaging.services.expand_all_subscribed).
+    expanded_through = models.BigIntegerField(_("expanded up to follower"), null=True, blank=True, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,

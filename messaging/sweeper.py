@@ -122,7 +122,7 @@ def work_ahead(now: datetime) -> bool:
 
 def dispatch_lost_work(now: datetime) -> dict[str, int]:
     """Start delivery tasks for work no task is serving: after a lost task, a restart, or a broker outage."""
-    result = {"singles": 0, "retries": 0, "campaigns": 0}
+    result = {"singles": 0, "retries": 0, "campaigns": 0, "expansions": 0}
     due = Message.objects.claimable(now)
     if due.filter(campaign__isnull=True).exists() and cache.get(dispatch.DELIVERY_ALIVE_KEY) is None:
         dispatch.request_singles_delivery()
@@ -137,6 +137,11 @@ def dispatch_lost_work(now: datetime) -> dict[str, int]:
         if cache.get(dispatch.campaign_engine_key(campaign_id)) is None:
             dispatch.enqueue_campaign(campaign_id)
             result["campaigns"] += 1
+    # Committed campaigns still adding recipients ("all subscribed"): their expansion task was lost.
+    for campaign_id, trace_id in Campaign.objects.filter(state=Campaign.State.EXPANDING).values_list("pk", "trace_id"):
+        if cache.get(dispatch.campaign_expansion_key(campaign_id)) is None:
+            dispatch.enqueue_expansion(campaign_id, trace_id)
+            result["expansions"] += 1
     return result
 
 

@@ -54,6 +54,12 @@ def deliver_messages(message_ids: Sequence[int], trace_id: str = "") -> dict[str
     return run_delivery(ListedWork(message_ids), trace_id=trace_id)
 
 
+def expand_campaign(campaign_id: int, trace_id: str = "") -> int:
+    """Add an accepted "all subscribed" campaign's recipients, a chunk at a time; returns how many were added."""
+    with traced(trace_id):
+        return services.expand_all_subscribed(campaign_id, trace_id=trace_id)
+
+
 def dispatch_campaign(campaign_id: int, trace_id: str = "") -> int:
     """Start the campaign's delivery tasks: as many as its size can keep busy, at most WXNOTIFY_CAMPAIGN_PARALLELISM.
 

@@ -1,7 +1,7 @@
 """Followers from WeChat: the full sync (paged openids, profiles in concurrent batches, upserts in bulk), its
 queueing and bookkeeping, and the profile fetched for a follower a callback just met.
 
-A little over 400 lines: the sync's pieces (pages, batchget pool, upsert shapes) only make sense together.
+The statements that write a page live in :mod:`accounts.services.follower_upserts`.
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -23,6 +22,7 @@ from django_q.tasks import async_task
 from accounts.clients import wechat_client_for
 from accounts.models import Follower, FollowerSync, OfficialAccount
 from accounts.services.credentials import record_wechat_error
+from accounts.services.follower_upserts import FollowerUpserts
 from wxnotify.wechat.client import WeChatClient
 from wxnotify.wechat.errors import WeChatError, describe_wechat_error
 
@@ -37,22 +37,6 @@ USER_INFO_BATCH_SIZE = 100
 # Batchget calls in flight at once during a sync: enough to hide WeChat's round trips (1,000 calls for 100,000
 # followers), few enough not to spend the account's API quota in bursts.
 USER_INFO_CONCURRENCY = 8
-# Followers per INSERT statement: at most 6 values each, well within SQLite's 32,766 and PostgreSQL's 65,535
-# parameters.
-_ROWS_PER_UPSERT = 1000
-# Fields a re-sync refreshes for a follower WeChat reports as subscribed.  ``user`` (the binding),
-# ``source`` and ``remark`` (our operators' note once the row exists) are deliberately absent.
-_SUBSCRIBED_UPDATE_FIELDS = [
-    "unionid",
-    "subscribed",
-    "subscribed_at",
-    "subscribe_scene",
-    "qr_scene_str",
-    "synced_at",
-    "updated_at",
-]
-# An unfollowed user's batchget entry carries only openid (and maybe unionid): keep what we knew.
-_UNSUBSCRIBED_UPDATE_FIELDS = ["subscribed", "unsubscribed_at", "synced_at", "updated_at"]
 
 
 @dataclass(frozen=True)
@@ -63,152 +47,9 @@ class FollowerSyncResult:
     unsubscribed: int
 
 
-def _timestamp(value: object) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromtimestamp(int(value), tz=UTC)
-
-
-@dataclass(frozen=True)
-class _UpsertShape:
-    """One kind of upsert: the columns that travel per follower, the values every row shares, what a conflict
-    updates."""
-
-    per_row: tuple[str, ...]
-    shared: dict[str, Any]
-    update_fields: list[str]
-
-
-class _FollowerUpserts:
-    """Raw upserts of one page of batchget entries, each statement saying which of its rows it inserted.
-
-    With ``bulk_create`` the ORM built a model instance and adapted every value of it one field at a time, and
-    learning which followers were new took a SELECT per chunk (which PostgreSQL plans as a scan of the whole
-    account while the statistics still describe an empty table): most of a sync's time at 100,000 followers.
-    Here one ``INSERT … SELECT … FROM (VALUES …) ON CONFLICT DO UPDATE`` per ``_ROWS_PER_UPSERT`` entries writes
-    them: only the values that differ between followers travel per row (the driver builds the statement one
-    placeholder at a time), the shared ones are bound once.  Its ``RETURNING`` tells new rows from updated
-    ones: a row the statement inserted has ``created_at`` equal to ``updated_at`` (both this page's time), a
-    row it updated keeps its older ``created_at``.  SQLite (3.35+) and PostgreSQL share the syntax.  Every
-    concrete column but the id is spelled out, so a new Follower field without a value here fails loudly
-    instead of silently missing its default.
-    """
-
-    COLUMNS = (
-        "account",
-        "openid",
-        "unionid",
-        "user",
-        "subscribed",
-        "subscribed_at",
-        "unsubscribed_at",
-        "source",
-        "remark",
-        "subscribe_scene",
-        "qr_scene_str",
-        "last_interaction_at",
-        "synced_at",
-        "created_at",
-        "updated_at",
-    )
-    # A VALUES column that is NULL in every row is text to PostgreSQL, which then refuses it for a timestamp
-    # column: such a column is selected as a plain NULL instead.
-    NULLABLE_PER_ROW = frozenset({"subscribed_at"})
-
-    def __init__(self, account: OfficialAccount, now: datetime) -> None:
-        fields = {field.name: field for field in Follower._meta.concrete_fields if not field.primary_key}
-        missing = set(fields) - set(self.COLUMNS)
-        if missing:
-            raise RuntimeError(f"the follower sync does not fill Follower fields {sorted(missing)}")
-        self.adapt_datetime = connection.ops.adapt_datetimefield_value
-        adapted_now = self.adapt_datetime(now)
-        shared = {
-            "account": account.pk,
-            "user": None,
-            "source": Follower.Source.SYNC.value,
-            "last_interaction_at": None,
-            "synced_at": adapted_now,
-            "created_at": adapted_now,
-            "updated_at": adapted_now,
-        }
-        self.shapes = {
-            True: _UpsertShape(
-                per_row=("openid", "unionid", "subscribed_at", "remark", "subscribe_scene", "qr_scene_str"),
-                shared={**shared, "subscribed": True, "unsubscribed_at": None},
-                update_fields=_SUBSCRIBED_UPDATE_FIELDS,
-            ),
-            # An unfollowed user's entry carries only openid (and maybe unionid): an existing row keeps the rest.
-            False: _UpsertShape(
-                per_row=("openid", "unionid"),
-                shared={
-                    **shared,
-                    "subscribed": False,
-                    "subscribed_at": None,
-                    "unsubscribed_at": adapted_now,
-                    "remark": "",
-                    "subscribe_scene": "",
-                    "qr_scene_str": "",
-                },
-                update_fields=_UNSUBSCRIBED_UPDATE_FIELDS,
-            ),
-        }
-        quote = connection.ops.quote_name
-        self.column = {name: quote(field.column) for name, field in fields.items()}
-        self.table = quote(Follower._meta.db_table)
-
-    def subscribed_row(self, info: dict) -> tuple:
-        return (
-            info["openid"],
-            info.get("unionid", ""),
-            self.adapt_datetime(_timestamp(info.get("subscribe_time"))),
-            info.get("remark", "")[:100],
-            info.get("subscribe_scene", ""),
-            info.get("qr_scene_str", ""),
-        )
-
-    @staticmethod
-    def unsubscribed_row(info: dict) -> tuple:
-        return (info["openid"], info.get("unionid", ""))
-
-    def _statement(self, shape: _UpsertShape, rows: list[tuple]) -> tuple[str, list[Any]]:
-        column = self.column
-        select, params = [], []
-        for name in self.COLUMNS:
-            if name in shape.per_row:
-                index = shape.per_row.index(name)
-                if name in self.NULLABLE_PER_ROW and all(row[index] is None for row in rows):
-                    select.append("NULL")
-                else:
-                    select.append(f"v.column{index + 1}")
-            else:
-                select.append("%s")
-                params.append(shape.shared[name])
-        row_placeholders = f"({', '.join(['%s'] * len(shape.per_row))})"
-        updates = ", ".join(f"{column[name]} = EXCLUDED.{column[name]}" for name in shape.update_fields)
-        # "WHERE 1 = 1" lets SQLite tell the upsert clause from a join constraint.
-        sql = (
-            f"INSERT INTO {self.table} ({', '.join(column[name] for name in self.COLUMNS)}) "  # noqa: S608
-            f"SELECT {', '.join(select)} FROM (VALUES {', '.join([row_placeholders] * len(rows))}) AS v "
-            f"WHERE 1 = 1 ON CONFLICT ({column['account']}, {column['openid']}) DO UPDATE SET {updates} "
-            f"RETURNING {column['created_at']} = {column['updated_at']}"
-        )
-        params.extend(value for row in rows for value in row)
-        return sql, params
-
-    def write(self, rows: list[tuple], *, subscribed: bool) -> int:
-        """Upsert ``rows`` (all subscribed or all not); return how many of them were new followers."""
-        shape = self.shapes[subscribed]
-        created = 0
-        with connection.cursor() as cursor:
-            for start in range(0, len(rows), _ROWS_PER_UPSERT):
-                cursor.execute(*self._statement(shape, rows[start : start + _ROWS_PER_UPSERT]))
-                created += sum(1 for (inserted,) in cursor.fetchall() if inserted)
-        return created
-
-
 def _store_followers(account: OfficialAccount, infos: list[dict], now: datetime) -> tuple[int, int, int]:
     """Upsert one page of batchget entries; returns (created, updated, unsubscribed)."""
-    upserts = _FollowerUpserts(account, now)
+    upserts = FollowerUpserts(account, now)
     subscribed_rows, unsubscribed_rows = [], []
     for info in infos:
         if info.get("subscribe") == 1:

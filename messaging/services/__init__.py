@@ -21,6 +21,7 @@ from messaging.services.campaigns import (
     retry_failed,
 )
 from messaging.services.checks import CampaignActionRefused, IdempotencyConflict, MessageRejected
+from messaging.services.expansion import expand_all_subscribed
 from messaging.services.ledger import WeChatRecord, hold_end_text, poll_intercepted, quota_warnings, wechat_record
 from messaging.services.receipts import (
     RECEIPT_BATCH_SIZE,
@@ -46,6 +47,7 @@ __all__ = [
     "apply_received_receipts",
     "cancel_campaign",
     "create_campaign",
+    "expand_all_subscribed",
     "finish_campaigns",
     "hold_end_text",
     "poll_intercepted",

@@ -26,7 +26,7 @@ from messaging.services.checks import (
     check_template,
     vanished_reference,
 )
-from messaging.services.expansion import CampaignRows, expand_openids, expand_usernames
+from messaging.services.expansion import expand_openids, expand_usernames, subscribed_followers
 from wxnotify.tracing import get_trace_id, traced
 from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
 
@@ -70,10 +70,14 @@ def create_campaign(
 ) -> Campaign:
     """Accept a bulk send: validate once, expand the recipients into queued messages, start delivery.
 
-    Expansion streams the recipients in chunks with bulk inserts (every subscribed follower in a single
-    INSERT … SELECT), so memory stays flat for 100,000 recipients.  Everything happens in one transaction:
-    a rejected campaign leaves nothing behind, and delivery starts only after the commit.  Campaign
-    messages keep ``data`` empty and send the campaign's data.
+    A list of openids or usernames is expanded here, in chunks with bulk inserts, so memory stays flat for
+    100,000 recipients; everything happens in one transaction: a rejected campaign leaves nothing behind, and
+    delivery starts only after the commit.  A campaign to every subscribed follower is accepted with the
+    followers counted but no message written yet (state "expanding"): a task adds them after the commit, a
+    chunk per transaction, and delivery starts with the first chunk (``expand_all_subscribed``; a million
+    rows in one INSERT kept the request busy for minutes).  Its ``recipient_count`` becomes the number of
+    messages added once the expansion is done.  Campaign messages keep ``data`` empty and send the campaign's
+    data.
     """
     trace_id = trace_id or get_trace_id()
     errors: dict[str, Any] = {}
@@ -87,6 +91,7 @@ def create_campaign(
         raise MessageRejected(errors)
 
     now = timezone.now()
+    expand_later = recipients.kind == Campaign.RecipientKind.ALL_SUBSCRIBED
     try:
         with transaction.atomic():
             campaign = Campaign.objects.create(
@@ -105,9 +110,10 @@ def create_campaign(
                 expand_openids(campaign, recipients.values, errors, now)
             elif recipients.kind == Campaign.RecipientKind.USERNAMES:
                 expand_usernames(campaign, recipients.values, errors, now)
+            if expand_later:
+                count = subscribed_followers(account.pk)
             else:
-                CampaignRows(campaign, now).insert_all_subscribed()
-            count = Message.objects.filter(campaign=campaign).count()
+                count = Message.objects.filter(campaign=campaign).count()
             if not count and not errors:
                 errors["recipients"] = [_("The campaign has no recipients.")]
             if errors:
@@ -119,9 +125,13 @@ def create_campaign(
                     events.MESSAGE_FAILED, Message.objects.filter(campaign=campaign, status=Message.Status.FAILED)
                 )
             campaign.recipient_count = count
-            campaign.state = Campaign.State.RUNNING
-            campaign.save(update_fields=["recipient_count", "state"])
-            transaction.on_commit(partial(dispatch.enqueue_campaign, campaign.pk, trace_id))
+            if expand_later:
+                campaign.save(update_fields=["recipient_count"])
+                transaction.on_commit(partial(dispatch.enqueue_expansion, campaign.pk, trace_id))
+            else:
+                campaign.state = Campaign.State.RUNNING
+                campaign.save(update_fields=["recipient_count", "state"])
+                transaction.on_commit(partial(dispatch.enqueue_campaign, campaign.pk, trace_id))
     except IntegrityError:
         raise vanished_reference() from None
     with traced(trace_id):

@@ -1,0 +1,171 @@
+"""A campaign to every subscribed follower: accepted before its messages exist, then expanded by a task in chunks.
+
+The task queue is replaced by a recording broker (``no_broker``): each test runs the expansion itself, the way a
+worker (or a second, duplicate worker) would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+
+from accounts.models import Follower, OfficialAccount
+from messaging import dispatch
+from messaging.models import Campaign, Message
+from messaging.services import (
+    CANCELLED_REASON,
+    MessageRejected,
+    RecipientSpec,
+    cancel_campaign,
+    create_campaign,
+    expand_all_subscribed,
+    expansion,
+)
+from messaging.tasks import sweep_messages
+from tests.factories import ORDER_DATA, ORDER_TEMPLATE
+
+SUBSCRIBED = 7
+
+
+@pytest.fixture
+def followers(account_a: OfficialAccount) -> list[int]:
+    """Seven subscribed followers of A (their ids, in order) and two who left."""
+    Follower.objects.bulk_create(
+        [Follower(account=account_a, openid=f"oSubscribed{n:017d}") for n in range(SUBSCRIBED)]
+        + [Follower(account=account_a, openid=f"oLeft{n:023d}", subscribed=False) for n in range(2)]
+    )
+    return list(Follower.objects.filter(account=account_a, subscribed=True).order_by("pk").values_list("pk", flat=True))
+
+
+@pytest.fixture
+def chunks_of_three(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(expansion, "ALL_SUBSCRIBED_CHUNK_SIZE", 3)
+
+
+def accept(account: OfficialAccount, capture: Any) -> Campaign:
+    with capture(execute=True):
+        return create_campaign(
+            account=account, template_id=ORDER_TEMPLATE, data=ORDER_DATA, recipients=RecipientSpec.all_subscribed()
+        )
+
+
+def recipients(campaign: Campaign) -> list[int]:
+    return list(Message.objects.filter(campaign=campaign).order_by("follower_id").values_list("follower_id", flat=True))
+
+
+def test_acceptance_counts_the_subscribed_followers_and_leaves_the_messages_to_a_task(
+    account_a, followers, no_broker, django_capture_on_commit_callbacks
+):
+    campaign = accept(account_a, django_capture_on_commit_callbacks)
+
+    campaign.refresh_from_db()
+    assert (campaign.state, campaign.recipient_count, campaign.expanded_through) == (
+        Campaign.State.EXPANDING,
+        SUBSCRIBED,
+        None,
+    )
+    assert not Message.objects.filter(campaign=campaign).exists()
+    assert no_broker == ["messaging.tasks.expand_campaign"]
+
+
+def test_a_campaign_to_all_subscribed_with_nobody_subscribed_is_still_refused(account_a, no_broker):
+    Follower.objects.create(account=account_a, openid="oLeft" + "0" * 23, subscribed=False)
+
+    with pytest.raises(MessageRejected) as refused:
+        create_campaign(
+            account=account_a, template_id=ORDER_TEMPLATE, data=ORDER_DATA, recipients=RecipientSpec.all_subscribed()
+        )
+
+    assert "recipients" in refused.value.errors
+    assert not Campaign.objects.exists()
+
+
+def test_the_expansion_adds_each_subscribed_follower_once_in_chunks_and_starts_delivery_with_the_first(
+    account_a, followers, no_broker, chunks_of_three, django_capture_on_commit_callbacks
+):
+    campaign = accept(account_a, django_capture_on_commit_callbacks)
+    no_broker.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        added = expand_all_subscribed(campaign.pk)
+
+    campaign.refresh_from_db()
+    assert added == SUBSCRIBED
+    assert recipients(campaign) == followers
+    assert set(Message.objects.filter(campaign=campaign).values_list("status", flat=True)) == {Message.Status.QUEUED}
+    assert (campaign.state, campaign.recipient_count) == (Campaign.State.RUNNING, SUBSCRIBED)
+    # Delivery started after the first chunk (its engine key then stays up) and once more when the campaign runs.
+    assert no_broker == ["messaging.tasks.dispatch_campaign", "messaging.tasks.dispatch_campaign"]
+    assert cache.get(dispatch.campaign_engine_key(campaign.pk)) is not None
+    assert cache.get(dispatch.campaign_expansion_key(campaign.pk)) is None
+
+
+def test_a_second_task_or_a_restart_continues_where_the_last_chunk_stopped(
+    account_a, followers, no_broker, chunks_of_three, django_capture_on_commit_callbacks
+):
+    campaign = accept(account_a, django_capture_on_commit_callbacks)
+    assert expansion._expand_chunk(campaign.pk) == (True, 3)  # then the worker died
+
+    assert expand_all_subscribed(campaign.pk) == SUBSCRIBED - 3
+    assert expand_all_subscribed(campaign.pk) == 0
+
+    assert recipients(campaign) == followers
+
+
+def test_followers_subscribing_during_the_expansion_are_included_and_the_count_says_what_was_added(
+    account_a, followers, no_broker, chunks_of_three, django_capture_on_commit_callbacks
+):
+    campaign = accept(account_a, django_capture_on_commit_callbacks)
+    expansion._expand_chunk(campaign.pk)
+    late = Follower.objects.create(account=account_a, openid="oLate" + "0" * 23)
+    Follower.objects.filter(pk=followers[-1]).update(subscribed=False)
+
+    expand_all_subscribed(campaign.pk)
+
+    campaign.refresh_from_db()
+    assert recipients(campaign) == [*followers[:-1], late.pk]
+    assert campaign.recipient_count == SUBSCRIBED
+
+
+def test_a_cancelled_campaign_stops_growing(
+    account_a, followers, no_broker, chunks_of_three, django_capture_on_commit_callbacks
+):
+    campaign = accept(account_a, django_capture_on_commit_callbacks)
+    expansion._expand_chunk(campaign.pk)
+
+    assert cancel_campaign(campaign) == 3
+    assert expand_all_subscribed(campaign.pk) == 0
+
+    assert set(Message.objects.filter(campaign=campaign).values_list("errmsg", flat=True)) == {CANCELLED_REASON}
+    campaign.refresh_from_db()
+    assert campaign.state == Campaign.State.CANCELLED
+
+
+def test_a_task_out_of_time_hands_the_rest_to_a_fresh_one(
+    account_a, followers, no_broker, chunks_of_three, monkeypatch, django_capture_on_commit_callbacks
+):
+    campaign = accept(account_a, django_capture_on_commit_callbacks)
+    no_broker.clear()
+    monkeypatch.setattr(expansion, "EXPANSION_TASK_SECONDS", 0.0)
+
+    assert expand_all_subscribed(campaign.pk) == 3
+
+    assert no_broker == ["messaging.tasks.dispatch_campaign", "messaging.tasks.expand_campaign"]
+    campaign.refresh_from_db()
+    assert (campaign.state, campaign.expanded_through) == (Campaign.State.EXPANDING, followers[2])
+
+
+def test_the_sweeper_restarts_an_expansion_whose_task_was_lost(
+    account_a, followers, no_broker, django_capture_on_commit_callbacks
+):
+    campaign = accept(account_a, django_capture_on_commit_callbacks)
+    no_broker.clear()
+
+    cache.set(dispatch.campaign_expansion_key(campaign.pk), 1)
+    assert sweep_messages()["dispatched_expansions"] == 0
+    cache.delete(dispatch.campaign_expansion_key(campaign.pk))
+    assert sweep_messages()["dispatched_expansions"] == 1
+
+    assert no_broker == ["messaging.tasks.expand_campaign"]
