@@ -9,6 +9,9 @@ from typing import Any
 THING_MAX_CHARS = 20
 KEYWORD_RE = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\.DATA\s*\}\}")
 TRAILING_DIGITS_RE = re.compile(r"\d+$")
+# Legacy templates' first line and remark: WeChat stopped showing them in 2023 (docs/wechat-api.md) and takes a send
+# without them, so an empty one is no 47003.
+RETIRED_KEYWORDS = frozenset({"first", "remark"})
 
 
 def keyword_type(keyword: str) -> str:
@@ -35,6 +38,8 @@ class Template:
     def data_problem(self, data: dict[str, Any]) -> str | None:
         """The 47003 detail WeChat gives for ``data`` (an empty keyword, a ``thing`` too long), or None when valid."""
         for keyword in self.keywords:
+            if keyword in RETIRED_KEYWORDS:
+                continue
             item = data.get(keyword)
             value = item.get("value") if isinstance(item, dict) else None
             text = "" if value is None else str(value)

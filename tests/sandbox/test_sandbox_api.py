@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from http.client import HTTPConnection
 
@@ -225,6 +226,17 @@ def test_send_payload_errors(wechat_sandbox, http):
     ascii_escape = json.dumps(payload, ensure_ascii=False).replace("SO20261128001", "SO\\u0041")
     assert errcode(http.post(url, params={"access_token": token}, data=ascii_escape.encode())) == 0
     assert wechat_sandbox.messages()[0]["data"]["character_string1"]["value"] == "SOA"
+
+
+def test_a_legacy_send_without_first_or_remark_is_taken(wechat_sandbox, http):
+    """WeChat no longer shows a legacy template's first line and remark, and no longer asks for them."""
+    token = classic_token(wechat_sandbox, http)
+    legacy = next(spec for spec in DEMO_ACCOUNT["templates"] if "{{first.DATA}}" in spec["content"])
+    keywords = re.findall(r"\{\{(keyword\d+)\.DATA\}\}", legacy["content"])
+    data = {keyword: {"value": "x"} for keyword in keywords}
+    openid = seeded_openid(DEMO_APPID, 0)
+    reply = send(wechat_sandbox, http, token, openid, template_id=legacy["template_id"], data=data)
+    assert reply.json()["errcode"] == 0
 
 
 def test_send_validates_each_keyword(wechat_sandbox, http):
