@@ -28,10 +28,16 @@ def presents_token(request: HttpRequest) -> bool:
     Compared in constant time over bytes (a string compare would return at the first differing character, and
     ``hmac.compare_digest`` refuses non-ASCII ``str``); no configured token matches nothing.
     """
+    return authorization_matches(request.headers.get("Authorization", ""))
+
+
+def authorization_matches(authorization: str) -> bool:
+    """True when an ``Authorization`` header value is ``Bearer <the configured token>``; also what the worker hosts'
+    metrics listener (``manage.py serve_metrics``) asks, which sees no Django request."""
     expected = settings.WXNOTIFY_METRICS_TOKEN
     if not expected:
         return False
-    scheme, _space, token = request.headers.get("Authorization", "").partition(" ")
+    scheme, _space, token = authorization.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
 
 
