@@ -43,3 +43,14 @@ def authorization_matches(authorization: str) -> bool:
 
 def may_read_details(request: HttpRequest) -> bool:
     return open_to_anyone() or presents_token(request)
+
+
+def metrics_refusal(authorization: str) -> int | None:
+    """How a scrape with this ``Authorization`` header is refused, or None when it may read the metrics.
+
+    Without a configured token (and not open) there is no way in, so 404 as if the endpoint did not exist; with one,
+    a missing or wrong token is 401 (with :data:`BEARER_CHALLENGE`).  ``/metrics`` and ``serve_metrics`` both ask.
+    """
+    if open_to_anyone() or authorization_matches(authorization):
+        return None
+    return 401 if settings.WXNOTIFY_METRICS_TOKEN else 404

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, HttpResponseNotFound, JsonResponse
 from django.template.response import TemplateResponse
@@ -32,10 +31,11 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     Without a configured token (and not made public) production has no way in, so the endpoint answers 404 as if it
     did not exist; with one, a missing or wrong token answers 401 with the ``WWW-Authenticate`` challenge.
     """
-    if not access.may_read_details(request):
-        if not settings.WXNOTIFY_METRICS_TOKEN:
-            return HttpResponseNotFound()
-        response = HttpResponse(status=401)
+    refusal = access.metrics_refusal(request.headers.get("Authorization", ""))
+    if refusal == 404:
+        return HttpResponseNotFound()
+    if refusal is not None:
+        response = HttpResponse(status=refusal)
         response["WWW-Authenticate"] = access.BEARER_CHALLENGE
         return response
     body, content_type = metrics.render(request.headers.get("Accept"))

@@ -234,3 +234,13 @@ class TokenReadRateThrottle(FixedWindowRateThrottle):
     instead of keeping it until ``expires_at`` is told so early."""
 
     scope = "token_read"
+
+
+class CountWindowsTogether:
+    """View mixin: DRF's throttle check, with every scope's window counted in one cache round trip instead of one
+    per scope (:func:`check_fixed_windows`).  For every API view, so none counts its windows another way."""
+
+    def check_throttles(self, request: Request) -> None:
+        waits = check_fixed_windows(self.get_throttles(), request, self)
+        if waits:
+            self.throttled(request, max((wait for wait in waits if wait is not None), default=None))

@@ -24,9 +24,9 @@ from accounts.services import DEFAULT_MIN_TTL, MAX_MIN_TTL, read_access_token
 from messaging.api.serializers import ErrorSerializer
 from messaging.api.throttles import (
     BurstRateThrottle,
+    CountWindowsTogether,
     SustainedRateThrottle,
     TokenReadRateThrottle,
-    check_fixed_windows,
 )
 from wxnotify.login_throttling import client_address
 from wxnotify.outages import RETRY_AFTER_SECONDS
@@ -69,17 +69,11 @@ class AccessTokenSerializer(serializers.Serializer):
     )
 
 
-class AccessTokenView(APIView):
+class AccessTokenView(CountWindowsTogether, APIView):
     """One account's access_token, for services that must call WeChat themselves without fetching tokens."""
 
     permission_classes = [CanReadAccessToken]
     throttle_classes = [BurstRateThrottle, SustainedRateThrottle, TokenReadRateThrottle]
-
-    def check_throttles(self, request: Request) -> None:
-        """All scopes' windows in one cache round trip, as the other API views count them."""
-        waits = check_fixed_windows(self.get_throttles(), request, self)
-        if waits:
-            self.throttled(request, max((wait for wait in waits if wait is not None), default=None))
 
     @extend_schema(
         operation_id="accounts_access_token",

@@ -13,7 +13,6 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
 
@@ -30,10 +29,11 @@ def metrics_app(environ: dict[str, Any], start_response: StartResponse) -> Itera
     if environ.get("REQUEST_METHOD") not in {"GET", "HEAD"}:
         start_response("405 Method Not Allowed", [("Allow", "GET, HEAD"), ("Content-Type", "text/plain")])
         return [b"method not allowed\n"]
-    if not (access.open_to_anyone() or access.authorization_matches(environ.get("HTTP_AUTHORIZATION", ""))):
-        if not settings.WXNOTIFY_METRICS_TOKEN:
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"not found\n"]
+    refusal = access.metrics_refusal(environ.get("HTTP_AUTHORIZATION", ""))
+    if refusal == 404:
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found\n"]
+    if refusal is not None:
         start_response("401 Unauthorized", [("WWW-Authenticate", access.BEARER_CHALLENGE)])
         return [b""]
     close_old_connections()
