@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo, available_timezones
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
@@ -18,6 +20,12 @@ encoding_aes_key_validator = RegexValidator(
     regex=r"^[A-Za-z0-9]{43}$",
     message=_("An EncodingAESKey is exactly 43 letters and digits."),
 )
+
+
+def time_zone_validator(value: str) -> None:
+    """Only IANA zone names the machine's zone database knows (e.g. Asia/Shanghai), so ``ZoneInfo`` never fails."""
+    if value not in available_timezones():
+        raise ValidationError(_("Give an IANA time zone name such as Asia/Shanghai."), code="invalid_time_zone")
 
 
 class OfficialAccount(models.Model):
@@ -77,6 +85,13 @@ class OfficialAccount(models.Model):
         validators=[MinValueValidator(1)],
         help_text=_("Most template messages per second for this account; empty means no limit of our own."),
     )
+    time_zone = models.CharField(
+        _("time zone"),
+        max_length=64,
+        default="Asia/Shanghai",
+        validators=[time_zone_validator],
+        help_text=_("The zone of the account's audience: its days and quiet hours are counted in it."),
+    )
     operators = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
         verbose_name=_("operators"),
@@ -100,6 +115,11 @@ class OfficialAccount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.appid})"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The account's time zone, for the rules that speak of days and hours (quiet hours, daily caps)."""
+        return ZoneInfo(self.time_zone)
 
     def clean(self) -> None:
         """Encrypted callbacks cannot be read or answered without the EncodingAESKey; an external token source needs

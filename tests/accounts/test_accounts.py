@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from io import StringIO
 
 import pytest
@@ -179,3 +180,15 @@ def test_add_official_account_exit_code_and_output_in_a_process(tmp_path):
     # The process speaks the project's language (LANGUAGE_CODE); the exact words are checked in-process above.
     assert "CommandError: Account wx0123 not saved:" in completed.stderr
     assert SECRET not in completed.stdout + completed.stderr
+
+
+def test_time_zone_is_an_iana_name_and_gives_the_accounts_zone():
+    account = make_account()
+    assert account.time_zone == "Asia/Shanghai"
+    assert account.zone.key == "Asia/Shanghai"
+    account.time_zone = "Europe/Berlin"
+    account.full_clean()
+    assert account.zone.utcoffset(datetime(2026, 7, 1)) == timedelta(hours=2)
+    with pytest.raises(ValidationError) as caught:
+        make_account(time_zone="Beijing").full_clean()
+    assert caught.value.message_dict["time_zone"] == ["Give an IANA time zone name such as Asia/Shanghai."]

@@ -47,6 +47,7 @@ def form_data(**overrides) -> dict[str, str]:
         "message_mode": "safe",
         "encoding_aes_key": "",
         "send_rate_limit": "",
+        "time_zone": "Asia/Shanghai",
     }
     data.update(overrides)
     return data

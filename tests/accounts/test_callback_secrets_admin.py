@@ -70,6 +70,7 @@ def test_account_admins_see_and_change_the_callback_secrets(account, group, supe
         "encoding_aes_key": "RotatedKeyRotatedKeyRotatedKeyRotatedKey123",
         "operators": [user.pk for user in account.operators.all()],
         "send_rate_limit": "",
+        "time_zone": "Asia/Shanghai",
         "welcome_reply": "",
     }
     response = client.post(reverse("admin:accounts_officialaccount_change", args=[account.pk]), data)
@@ -115,6 +116,7 @@ def test_staff_with_a_change_permission_can_neither_see_nor_post_them(account):
             "encoding_aes_key": "ForgedKeyForgedKeyForgedKeyForgedKeyForged1",
             "operators": [user.pk],
             "send_rate_limit": "",
+            "time_zone": "Asia/Shanghai",
             "welcome_reply": "",
         },
     )
