@@ -16,9 +16,8 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.db.models import F, QuerySet
@@ -27,7 +26,7 @@ from django.utils import timezone
 from accounts.models import OfficialAccount
 from accounts.services import flag_unreadable_secret
 from messaging import ratelimit
-from messaging.models import Message
+from messaging.models import Message, lease_from_now
 
 logger = logging.getLogger("wxnotify.messaging")
 
@@ -151,7 +150,7 @@ def claim(
             status=Message.Status.SENDING,
             attempts=F("attempts") + 1,
             attempted_at=now,
-            lease_expires_at=now + timedelta(seconds=settings.WXNOTIFY_SEND_LEASE_SECONDS),
+            lease_expires_at=lease_from_now(),
             claim_token=token,
             updated_at=now,
         )

@@ -26,7 +26,6 @@ import time
 import uuid
 from collections import defaultdict
 from concurrent.futures import Future
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -37,7 +36,7 @@ from django.utils import timezone
 from accounts.clients import wechat_client_for
 from accounts.models import Follower
 from messaging import claims, dispatch, metrics, reasons, services, sweeper
-from messaging.models import Campaign, Message
+from messaging.models import Campaign, Message, lease_from_now
 from messaging.outcomes import Outcomes
 from messaging.sendpool import send_one, send_pool
 from messaging.work import Work
@@ -326,7 +325,7 @@ class DeliveryRun:
     def _renew_lease(self) -> None:
         """Keep our claim alive while we send; without it a dead worker's rows and ours would look alike."""
         Message.objects.filter(claim_token=self.token, status=Message.Status.SENDING).update(
-            lease_expires_at=timezone.now() + timedelta(seconds=settings.WXNOTIFY_SEND_LEASE_SECONDS)
+            lease_expires_at=lease_from_now()
         )
 
     def _check_cancellations(self) -> None:

@@ -11,7 +11,9 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import DurationField, Q, Value
+from django.db.models.expressions import CombinedExpression
+from django.db.models.functions import Now
 from django.utils.translation import gettext_lazy as _
 
 
@@ -106,9 +108,19 @@ class MessageQuerySet(models.QuerySet):
         """Due messages a delivery task may claim: not of a cancelled campaign, and safe to send again."""
         return self.due(now).not_cancelled().within_resend_window(now)
 
-    def lease_expired(self, now: datetime) -> MessageQuerySet:
-        """Messages whose sending task stopped renewing its claim: its worker died or hangs."""
-        return self.filter(status=Message.Status.SENDING, lease_expires_at__lt=now)
+    def lease_expired(self) -> MessageQuerySet:
+        """Messages whose sending task stopped renewing its claim: its worker died or hangs.
+
+        Judged by the database's clock, which also wrote the lease (``lease_from_now``): the host that claimed and
+        the host that sweeps may disagree about the time, and a sweeping host whose clock runs ahead must not take a
+        live claim early.
+        """
+        return self.filter(status=Message.Status.SENDING, lease_expires_at__lt=Now())
+
+
+def lease_from_now() -> CombinedExpression:
+    """A sending lease's end, in the database's clock (see ``MessageQuerySet.lease_expired``)."""
+    return Now() + Value(timedelta(seconds=settings.WXNOTIFY_SEND_LEASE_SECONDS), output_field=DurationField())
 
 
 def due_condition(now: datetime) -> Q:

@@ -37,7 +37,7 @@ def recover_expired_leases(now: datetime) -> int:
     the same client_msg_id, which WeChat de-duplicates) while inside the resend window and under the attempt limit;
     otherwise it fails with errcode -9001.  A cancelled campaign's message fails as cancelled.
     """
-    expired = Message.objects.lease_expired(now)
+    expired = Message.objects.lease_expired()
     # Rows claimed before attempted_at existed: their attempt began at least one lease ago.
     claimed_before = now - timedelta(seconds=settings.WXNOTIFY_SEND_LEASE_SECONDS)
     unknown_since = Coalesce(F("outcome_unknown_since"), F("attempted_at"), Value(claimed_before))

@@ -11,11 +11,12 @@ from datetime import timedelta
 
 import pytest
 from cryptography.fernet import Fernet
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from accounts.models import OfficialAccount
 from messaging import dispatch, ratelimit, services
-from messaging.models import Campaign, Message
+from messaging.models import Campaign, Message, lease_from_now
 from messaging.selectors import campaign_status_counts
 from messaging.services import MessageRejected, RecipientSpec, cancel_campaign, create_campaign, retry_failed
 from messaging.sweeper import recover_expired_leases, settle
@@ -338,6 +339,19 @@ def test_a_running_task_takes_a_dead_workers_messages_back_after_their_lease(
     dead = refreshed(dead)
     assert (dead.status, dead.attempts) == (Message.Status.SENT, 2)
     assert dead.errmsg == ""
+
+
+def test_a_live_claim_is_judged_by_the_databases_clock_not_the_sweeping_hosts(pipeline, sandbox_api):
+    """A sweeping host whose clock runs an hour ahead must not take a claim another host is still renewing."""
+    claimed = stored_message(
+        pipeline, sandbox_api.followers()[0], "live-claim", status=Message.Status.SENDING, attempts=1
+    )
+    Message.objects.filter(pk=claimed.pk).update(lease_expires_at=lease_from_now())
+    assert settle(timezone.now() + timedelta(hours=1))["recovered"] == 0
+    assert refreshed(claimed).status == Message.Status.SENDING
+    Message.objects.filter(pk=claimed.pk).update(lease_expires_at=Now() - timedelta(seconds=1))
+    assert settle(timezone.now() - timedelta(hours=1))["recovered"] == 1
+    assert refreshed(claimed).status == Message.Status.QUEUED
 
 
 def test_listed_delivery_sends_each_message_once(pipeline, sandbox_api):
