@@ -10,6 +10,7 @@ from django.utils import translation
 from wxnotify.log import register_secret
 from wxnotify.wechat.errors import (
     ConfigurationError,
+    ConsentError,
     ErrorKind,
     NetworkError,
     PayloadError,
@@ -55,7 +56,8 @@ def test_every_section_5_2_code_is_classified(errcode, kind):
     error = error_from_reply(errcode, "whatever")
 
     assert error.kind == kind
-    assert type(error) is CLASSES[kind]
+    assert type(error) is (ConsentError if errcode == 43101 else CLASSES[kind])
+    assert isinstance(error, CLASSES[kind])
     assert error.errcode == errcode
     assert error.outcome_unknown is False
 
@@ -157,3 +159,35 @@ def test_every_section_5_1_code_has_a_description(errcode):
 
 def test_unknown_code_description_names_the_code():
     assert "12345" in describe_errcode(12345)
+
+
+def test_43101_is_a_consent_failure_never_retried():
+    """The consent ledger and the sender tell "no credit" apart from other recipient failures by its class."""
+    error = error_from_reply(43101, "user refuse to accept the msg rid: 0a1b2c3d-4e5f6a7b")
+
+    assert isinstance(error, ConsentError)
+    assert isinstance(error, RecipientError)
+    assert error.kind == ErrorKind.RECIPIENT
+    assert error.retry_after is None
+    assert not isinstance(error_from_reply(43004, "require subscribe"), ConsentError)
+
+
+@pytest.mark.parametrize(
+    ("errcode", "kind"),
+    [
+        (200011, ErrorKind.CONFIGURATION),
+        (200012, ErrorKind.CONFIGURATION),
+        (200013, ErrorKind.CONFIGURATION),
+        *[(code, ErrorKind.PAYLOAD) for code in (200014, 200016, 200017, 200018, 200019, 200020, 200021)],
+    ],
+)
+def test_subscription_template_api_codes_are_classified_and_described(errcode, kind):
+    assert error_from_reply(errcode, "").kind == kind
+    assert "Unknown" not in describe_errcode(errcode)
+
+
+def test_48001_says_where_subscription_notifications_go(english):
+    text = describe_errcode(48001)
+
+    assert "/cgi-bin/message/subscribe/bizsend" in text
+    assert "not verified" in text

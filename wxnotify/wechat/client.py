@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +29,17 @@ from wxnotify.wechat.errors import (
     TokenInvalidError,
     TokenSourceError,
     error_from_reply,
+)
+from wxnotify.wechat.subscriptions import (
+    SUBSCRIPTION_TITLES_PAGE_MAX,
+    SubscriptionCategory,
+    SubscriptionKeyword,
+    SubscriptionTitle,
+    SubscriptionTitlePage,
+    validate_category_ids,
+    validate_kid_list,
+    validate_scene_desc,
+    validate_tid,
 )
 from wxnotify.wechat.tokens import AccessToken, AccessTokenManager, Credentials, default_token_manager
 
@@ -91,6 +102,12 @@ def is_allowed_source_url(url: str) -> bool:
 def encode_json(payload: Any) -> bytes:
     """UTF-8 JSON without \\uXXXX escapes (WeChat answers those with 40033) and without spaces."""
     return jsonlib.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _items(data: Any) -> list[dict[str, Any]]:
+    """The objects of a reply's list; WeChat sometimes sends one object where a list is documented."""
+    items = data if isinstance(data, list) else [data]
+    return [item for item in items if isinstance(item, dict)]
 
 
 def _sent_before_failure(exc: requests.RequestException) -> bool:
@@ -385,3 +402,128 @@ class WeChatClient:
         reply = self.call("POST", "/wxa/sec/queryblocktmplmsg", json=body)
         info = reply.get("msginfo") or []
         return [item for item in (info if isinstance(info, list) else [info]) if isinstance(item, dict)]
+
+    # --- subscription notifications (订阅通知): template library, account templates, bizsend ------------------------
+    # docs/wechat-api.md §4.2-4.3; the paths and fields follow WeChat's "订阅通知" API page
+    # (https://developers.weixin.qq.com/doc/offiaccount/Subscription_Messages/api.html) as wechatpy's
+    # client/api/template.py and silenceper's officialaccount/message/subscribe.go call them.
+
+    def get_subscription_categories(self) -> list[SubscriptionCategory]:
+        """The service categories the account has set (``/wxaapi/newtmpl/getcategory``): the public library is
+        browsed by them."""
+        reply = self.call("GET", "/wxaapi/newtmpl/getcategory")
+        return [
+            SubscriptionCategory(id=int(item["id"]), name=str(item.get("name") or ""))
+            for item in _items(reply.get("data"))
+            if str(item.get("id", "")).isdigit()
+        ]
+
+    def get_public_subscription_titles(
+        self, category_ids: Sequence[int], *, start: int = 0, limit: int = SUBSCRIPTION_TITLES_PAGE_MAX
+    ) -> SubscriptionTitlePage:
+        """One page of the public template library in ``category_ids`` (``/wxaapi/newtmpl/getpubtemplatetitles``).
+
+        ``start`` counts from 0 and ``limit`` is at most 30 (WeChat's 200016/200017 otherwise); ``count`` in the
+        page is the total the categories hold, for paging.
+        """
+        ids = validate_category_ids(category_ids)
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError("start must be a whole number from 0")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= SUBSCRIPTION_TITLES_PAGE_MAX:
+            raise ValueError(f"limit must be 1 to {SUBSCRIPTION_TITLES_PAGE_MAX}")
+        params = {"ids": ",".join(str(value) for value in ids), "start": start, "limit": limit}
+        reply = self.call("GET", "/wxaapi/newtmpl/getpubtemplatetitles", params=params)
+        titles = [
+            SubscriptionTitle(
+                tid=int(item["tid"]),
+                title=str(item.get("title") or ""),
+                type=int(item.get("type") or 0),
+                category_id=int(item.get("categoryId") or 0),
+            )
+            for item in _items(reply.get("data"))
+            if str(item.get("tid", "")).isdigit()
+        ]
+        return SubscriptionTitlePage(count=int(reply.get("count") or 0), titles=titles)
+
+    def get_public_subscription_keywords(self, tid: int) -> list[SubscriptionKeyword]:
+        """The keywords a library title offers (``/wxaapi/newtmpl/getpubtemplatekeywords``): ``kid``, name,
+        example and ``rule`` (the value type: thing, time, …), from which ``addtemplate`` picks 2 to 5."""
+        reply = self.call("GET", "/wxaapi/newtmpl/getpubtemplatekeywords", params={"tid": validate_tid(tid)})
+        return [
+            SubscriptionKeyword(
+                kid=int(item["kid"]),
+                name=str(item.get("name") or ""),
+                example=str(item.get("example") or ""),
+                rule=str(item.get("rule") or ""),
+            )
+            for item in _items(reply.get("data"))
+            if str(item.get("kid", "")).isdigit()
+        ]
+
+    def add_subscription_template(self, tid: int, kid_list: Sequence[int], scene_desc: str) -> str:
+        """Add library title ``tid`` with the keywords ``kid_list`` (2 to 5, in display order) to the account and
+        return its ``priTmplId`` (``/wxaapi/newtmpl/addtemplate``).  ``scene_desc`` (≤ 15 characters) tells WeChat's
+        reviewers where the notification is used.  The arguments are checked first: WeChat's answers to bad ones
+        (200014, 200020, 200021) say less."""
+        body = {
+            "tid": str(validate_tid(tid)),
+            "kidList": validate_kid_list(kid_list),
+            "sceneDesc": validate_scene_desc(scene_desc),
+        }
+        reply = self.call("POST", "/wxaapi/newtmpl/addtemplate", json=body)
+        pri_tmpl_id = str(reply.get("priTmplId") or "")
+        if not pri_tmpl_id:
+            raise NetworkError("addtemplate reply without priTmplId", outcome_unknown=True)
+        return pri_tmpl_id
+
+    def get_subscription_templates(self) -> list[dict[str, Any]]:
+        """The account's subscription templates as WeChat lists them (``/wxaapi/newtmpl/gettemplate``): each with
+        ``priTmplId``, ``title``, ``content``, ``example``, ``type`` (2 one-time, 3 long-term) and, for enumerated
+        keywords, ``keywordEnumValueList``.  Raw dicts, like :meth:`get_all_private_templates`: the sync decides
+        what to keep."""
+        reply = self.call("GET", "/wxaapi/newtmpl/gettemplate")
+        return _items(reply.get("data"))
+
+    def delete_subscription_template(self, pri_tmpl_id: str) -> None:
+        """Delete one of the account's subscription templates (``/wxaapi/newtmpl/deltemplate``)."""
+        if not isinstance(pri_tmpl_id, str) or not pri_tmpl_id.strip():
+            raise ValueError("pri_tmpl_id must be a non-empty string")
+        self.call("POST", "/wxaapi/newtmpl/deltemplate", json={"priTmplId": pri_tmpl_id})
+
+    def send_subscription_message(
+        self,
+        *,
+        touser: str,
+        template_id: str,
+        data: Mapping[str, Any],
+        page: str | None = None,
+        miniprogram: Mapping[str, str] | None = None,
+    ) -> int | None:
+        """Send a subscription notification (``/cgi-bin/message/subscribe/bizsend``; the mini-program endpoint
+        ``/cgi-bin/message/subscribe/send`` answers an official account 48001).
+
+        ``data`` values may be plain strings or ``{"value": ...}``.  ``page`` is a web page URL, ``miniprogram``
+        ``{"appid", "pagepath"}``; with both, phones that can open the mini-program do.  Returns WeChat's msgid when the
+        answer holds one: the official-account page documents only errcode/errmsg, the mini-program variant adds a
+        msgid, and the ``subscribe_msg_sent_event`` receipt carries ``MsgID`` either way, so callers must also be
+        able to match a receipt without it (openid and template).  A 43101 (the user holds
+        no credit, or refused) is a :class:`~wxnotify.wechat.errors.ConsentError`: a consent failure, never retried.
+        """
+        if not touser or not template_id:
+            raise ValueError("touser and template_id are required")
+        payload: dict[str, Any] = {
+            "touser": touser,
+            "template_id": template_id,
+            "data": {
+                key: {"value": value["value"] if isinstance(value, Mapping) else value} for key, value in data.items()
+            },
+        }
+        if page:
+            payload["page"] = page
+        if miniprogram:
+            if not miniprogram.get("appid") or not miniprogram.get("pagepath"):
+                raise ValueError("miniprogram needs an appid and a pagepath")
+            payload["miniprogram"] = {"appid": miniprogram["appid"], "pagepath": miniprogram["pagepath"]}
+        reply = self.call("POST", "/cgi-bin/message/subscribe/bizsend", json=payload)
+        msgid = reply.get("msgid")
+        return int(msgid) if msgid not in (None, "") else None

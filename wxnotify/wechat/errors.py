@@ -112,6 +112,20 @@ class RecipientError(WeChatError):
     kind = ErrorKind.RECIPIENT
 
 
+class ConsentError(RecipientError):
+    """43101 "user refuse to accept the msg": the user holds no subscription credit for the template (never granted,
+    used up, or refused in the popup or in their notification settings).
+
+    A recipient failure like the others (never retried), told apart so the consent ledger can set the credit to
+    zero and the sender can name the reason: only the user's next "accept" makes a send possible again.
+    Source: docs/wechat-api.md §4.2 and https://developers.weixin.qq.com/community/develop/doc/000e084c524158f1dbac4d2405bc00.
+    """
+
+
+# The errcode WeChat answers a subscription send (or a template send the user blocked) without the user's consent.
+CONSENT_ERRCODE = 43101
+
+
 class PayloadError(WeChatError):
     kind = ErrorKind.PAYLOAD
 
@@ -145,6 +159,10 @@ _KIND_BY_ERRCODE: dict[int, ErrorKind] = {
     **dict.fromkeys((40001, 40014, 42001), ErrorKind.TOKEN_INVALID),
     **dict.fromkeys((40003, 43004, 43019, 43101, 46004, 48002, 50002, 50005), ErrorKind.RECIPIENT),
     **dict.fromkeys((47003, 47001, 40033, 40035, 40039, 40048, 40097, 40165, 41030, 44002), ErrorKind.PAYLOAD),
+    # The subscription template APIs (/wxaapi/newtmpl/*, docs/wechat-api.md §4.3): bad arguments are payload
+    # errors, a banned account or template and a full template list (25) need an operator.
+    **dict.fromkeys((200014, 200016, 200017, 200018, 200019, 200020, 200021), ErrorKind.PAYLOAD),
+    **dict.fromkeys((200011, 200012, 200013), ErrorKind.CONFIGURATION),
     **dict.fromkeys(
         (
             40013,
@@ -211,7 +229,8 @@ def error_from_reply(errcode: int, errmsg: str, *, token_request: bool = False) 
         retry_after = _seconds_until_wechat_midnight(now)
     else:
         retry_after = _FIXED_RETRY_AFTER.get(errcode)
-    return _ERROR_CLASSES[kind](errmsg or str(describe_errcode(errcode)), errcode=errcode, retry_after=retry_after)
+    error_class = ConsentError if errcode == CONSENT_ERRCODE else _ERROR_CLASSES[kind]
+    return error_class(errmsg or str(describe_errcode(errcode)), errcode=errcode, retry_after=retry_after)
 
 
 _DESCRIPTIONS = {
@@ -257,7 +276,9 @@ _DESCRIPTIONS = {
     43004: _("Recipient does not follow the account."),
     43019: _("Recipient is in the account's blacklist."),
     43100: _("Industry or category changed too often."),
-    43101: _("User refused the message or has no remaining subscription."),
+    43101: _(
+        "User refused the message or holds no subscription for this template (never accepted, used up, or refused)."
+    ),
     43116: _("This template has been banned."),
     43117: _("Too many messages to this recipient; try later."),
     44002: _("Empty POST body."),
@@ -269,7 +290,11 @@ _DESCRIPTIONS = {
     46004: _("User does not exist."),
     47001: _("Malformed JSON/XML body."),
     47003: _("Template data value empty or not allowed for its type."),
-    48001: _("API not authorised for this account."),
+    48001: _(
+        "API not authorised for this account: it is not verified, the feature is not enabled, or a mini-program API "
+        "was called with an official account's token (subscription notifications go through "
+        "/cgi-bin/message/subscribe/bizsend, not /cgi-bin/message/subscribe/send)."
+    ),
     48002: _("Recipient turned off messages from this account."),
     48004: _("API banned for this account because of violations."),
     48006: _("Quota clear limit reached for this month."),
@@ -281,6 +306,16 @@ _DESCRIPTIONS = {
     76003: _("This rid belongs to another account."),
     76021: _("cgi_path not found."),
     76022: _("This API's quota cannot be read or reset."),
+    200011: _("This account may not use subscription templates (banned)."),
+    200012: _("The account holds the most subscription templates allowed (25): delete one first."),
+    200013: _("This subscription template has been banned."),
+    200014: _("Invalid library template id (tid)."),
+    200016: _("Invalid start of the template library page."),
+    200017: _("Invalid limit of the template library page (at most 30)."),
+    200018: _("No category ids given."),
+    200019: _("Invalid category ids."),
+    200020: _("Invalid keyword list (kidList): 2 to 5 keyword ids of the title."),
+    200021: _("Invalid scene description (sceneDesc): at most 15 characters."),
     89501: _("IP awaits confirmation by the account administrator."),
     89503: _("IP needs confirmation by the account administrator."),
     89506: _("IP rejected by the administrator; retry after 24 hours."),
