@@ -55,6 +55,23 @@ DEMO_TEMPLATES: list[dict[str, str]] = [
     },
 ]
 
+# Subscription templates the demo account has added from the sandbox's library (sandbox.subscription_library): a
+# one-time and a long-term one, so the demo can show both kinds of consent.
+DEMO_SUBSCRIPTION_TEMPLATES: list[dict[str, Any]] = [
+    {
+        "pri_tmpl_id": "sandbox-sub-order-shipped000000000000000001",
+        "tid": 1082,
+        "kid_list": [1, 2, 3, 7],
+        "scene_desc": "订单发货后提醒",
+    },
+    {
+        "pri_tmpl_id": "sandbox-sub-registration0000000000000000002",
+        "tid": 2304,
+        "kid_list": [1, 2, 3, 6],
+        "scene_desc": "挂号结果通知",
+    },
+]
+
 DEMO_ACCOUNT: dict[str, Any] = {
     "appid": DEMO_APPID,
     "secret": "5ec7e75ec7e75ec7e75ec7e75ec7e700",
@@ -67,6 +84,7 @@ DEMO_ACCOUNT: dict[str, Any] = {
     # WeChat's default is 100,000 template sends a day; the demo account gets more so benchmarks never meet it.
     "daily_quota": 10_000_000,
     "templates": DEMO_TEMPLATES,
+    "subscription_templates": DEMO_SUBSCRIPTION_TEMPLATES,
 }
 
 

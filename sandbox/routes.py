@@ -85,6 +85,13 @@ class SandboxApp:
             ("POST", "/cgi-bin/clear_quota"): self.clear_quota,
             ("POST", "/cgi-bin/openapi/rid/get"): self.rid_get,
             ("POST", "/wxa/sec/queryblocktmplmsg"): self.query_blocked,
+            ("GET", "/wxaapi/newtmpl/getcategory"): self.subscription_categories,
+            ("GET", "/wxaapi/newtmpl/getpubtemplatetitles"): self.public_titles,
+            ("GET", "/wxaapi/newtmpl/getpubtemplatekeywords"): self.public_keywords,
+            ("POST", "/wxaapi/newtmpl/addtemplate"): self.add_subscription_template,
+            ("GET", "/wxaapi/newtmpl/gettemplate"): self.subscription_templates,
+            ("POST", "/wxaapi/newtmpl/deltemplate"): self.delete_subscription_template,
+            ("POST", "/cgi-bin/message/subscribe/bizsend"): self.subscription_send,
             ("POST", "/sandbox/simulate/subscribe"): self.simulate_subscribe,
             ("POST", "/sandbox/simulate/scan"): self.simulate_scan,
             ("POST", "/sandbox/simulate/unsubscribe"): self.simulate_unsubscribe,
@@ -98,6 +105,10 @@ class SandboxApp:
             ("POST", "/sandbox/accounts"): self.control_accounts,
             ("POST", "/sandbox/api_faults"): self.control_api_faults,
             ("POST", "/sandbox/block"): self.control_block,
+            ("POST", "/sandbox/subscriptions/grant"): self.control_grant,
+            ("POST", "/sandbox/subscriptions/refuse"): self.control_refuse,
+            ("GET", "/sandbox/subscriptions/credits"): self.control_credits,
+            ("GET", "/sandbox/subscriptions/messages"): self.control_subscription_messages,
         }
 
     def handle(self, method: str, target: str, body: bytes, content_type: str = "", source: str = "") -> Reply:
@@ -197,6 +208,30 @@ class SandboxApp:
 
     def query_blocked(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
         return self.state.query_blocked(query.get("access_token"), parse_json(body))
+
+    def subscription_categories(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        return self.state.subscription_categories(query.get("access_token"))
+
+    def public_titles(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        return self.state.public_titles(query.get("access_token"), query)
+
+    def public_keywords(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        return self.state.public_keywords(query.get("access_token"), query)
+
+    def add_subscription_template(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        return self.state.add_subscription_template(query.get("access_token"), parse_json(body))
+
+    def subscription_templates(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        return self.state.list_subscription_templates(query.get("access_token"))
+
+    def delete_subscription_template(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        return self.state.delete_subscription_template(query.get("access_token"), parse_json(body))
+
+    def subscription_send(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        try:
+            return self.state.send_subscription(query.get("access_token"), body)
+        finally:
+            _sleep_ms(self.state.faults.latency_ms)
 
     def qrcode_create(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
         self.state.authenticate(query.get("access_token"))
@@ -302,6 +337,33 @@ class SandboxApp:
         """Queue an API fault: ``{"api": "/cgi-bin/…", "errcode": …}`` and the other fields of ``ApiFault``."""
         fault = self.state.add_api_fault(**parse_json(body))
         return {"errcode": 0, "errmsg": "ok", "api_fault": fault.as_dict()}
+
+    def control_grant(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        """A user's consent to a subscription template, as the popup would give it: ``{"appid", "openid",
+        "template_id", "count": 1}`` adds one-time credits, ``"long_term": true`` a long-term grant."""
+        payload = parse_json(body)
+        appid, openid = str(payload.get("appid", "")), str(payload.get("openid", ""))
+        template_id = str(payload.get("template_id", ""))
+        if payload.get("long_term"):
+            self.state.grant_long_term(appid, openid, template_id)
+        else:
+            self.state.grant_credit(appid, openid, template_id, int(payload.get("count", 1)))
+        return {"errcode": 0, "errmsg": "ok", "credits": self.state.credits(appid, openid)}
+
+    def control_refuse(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        """A user's "reject" of a subscription template: ``{"appid", "openid", "template_id"}``."""
+        payload = parse_json(body)
+        appid, openid = str(payload.get("appid", "")), str(payload.get("openid", ""))
+        self.state.refuse(appid, openid, str(payload.get("template_id", "")))
+        return {"errcode": 0, "errmsg": "ok", "credits": self.state.credits(appid, openid)}
+
+    def control_credits(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        credits = self.state.credits(query.get("appid", ""), query.get("openid") or None)
+        return {"errcode": 0, "errmsg": "ok", "credits": credits}
+
+    def control_subscription_messages(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        messages = self.state.list_subscription_messages(query.get("appid") or None, query.get("touser") or None)
+        return {"count": len(messages), "messages": messages}
 
     def control_block(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
         """Make a delivered message one WeChat intercepted: ``{"appid": …, "msgid": …}``."""

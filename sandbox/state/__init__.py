@@ -17,7 +17,10 @@ Config format (a JSON file for ``manage.py wechat_sandbox --config``, or a dict 
           "callback_url": "http://127.0.0.1:8000/wechat/callback/wx0123456789abcdef/",  # "" = no pushes
           "followers": 1000,                         # N seeded followers, or an explicit list of openids
           "templates": [{"template_id": "...", "title": "...", "primary_industry": "...",
-                         "deputy_industry": "...", "content": "{{thing1.DATA}}...", "example": "..."}]
+                         "deputy_industry": "...", "content": "{{thing1.DATA}}...", "example": "..."}],
+          "subscription_categories": [616, 670],     # library categories set; all of them if absent
+          "subscription_templates": [{"pri_tmpl_id": "...", "tid": 1082, "kid_list": [1, 2, 3],
+                                      "scene_desc": "..."}]   # added from the library; none if absent
         }
       ],
       "faults": {"latency_ms": 0, "user_latency_ms": 0, "error_rate": 0.0, "error_code": -1,
@@ -33,7 +36,8 @@ whose prefix picks the outcome of a send: ``unsub_…`` (known but not following
 failed`` in TEMPLATESENDJOBFINISH).  ``reset()`` returns to exactly this configuration.
 
 The state is split by API area: ``accounts`` (accounts, followers, counters), ``tokens``, ``templates`` and
-``sends`` (template sends with de-duplication), ``users``, ``qrcodes``, ``simulation`` (simulated users),
+``sends`` (template sends with de-duplication), ``subscriptions`` (the subscription template library, added
+templates, users' consent and bizsend), ``users``, ``qrcodes``, ``simulation`` (simulated users),
 ``receipts``, ``faults``, ``api_faults`` (one API answering wrong), ``request_log`` (what clients sent) and
 ``errors``; ``store`` assembles them into :class:`SandboxState`.  Every name is importable from
 ``sandbox.state`` itself.
@@ -57,6 +61,7 @@ from sandbox.state.receipts import RECEIPT_STATUS_BY_PREFIX
 from sandbox.state.request_log import REQUEST_LOG_CAPACITY, ReceivedRequest
 from sandbox.state.sends import NON_ASCII_ESCAPE_RE, SendRecord
 from sandbox.state.store import SandboxState
+from sandbox.state.subscription_templates import SUBSCRIPTION_TEMPLATES_MAX, SubscriptionTemplate
 from sandbox.state.templates import KEYWORD_RE, THING_MAX_CHARS, TRAILING_DIGITS_RE, Template, keyword_type
 from sandbox.state.tokens import CLASSIC_OVERLAP_S, IssuedToken
 from sandbox.state.users import BATCHGET_MAX
@@ -81,6 +86,7 @@ __all__ = [
     "REQUEST_LOG_CAPACITY",
     "SPECIAL_FOLLOWERS_PER_PREFIX",
     "SUBSCRIBE_SCENES",
+    "SUBSCRIPTION_TEMPLATES_MAX",
     "THING_MAX_CHARS",
     "TRAILING_DIGITS_RE",
     "WECHAT_APIS",
@@ -96,6 +102,7 @@ __all__ = [
     "SandboxError",
     "SandboxState",
     "SendRecord",
+    "SubscriptionTemplate",
     "Template",
     "keyword_type",
     "seeded_openid",

@@ -15,7 +15,9 @@ from typing import Any
 from sandbox.callbacks import MODE_PLAINTEXT, MODES, CallbackTarget
 from sandbox.demo import DEMO_TEMPLATES
 from sandbox.state.errors import SandboxError
+from sandbox.state.subscription_templates import SubscriptionTemplate, build_subscription_template
 from sandbox.state.templates import Template
+from sandbox.subscription_library import CATEGORIES
 from wxnotify.wechat.crypto import CallbackCrypto, CallbackCryptoError
 
 FOLLOWER_PAGE_SIZE = 10_000
@@ -38,6 +40,26 @@ def special_openids(appid: str, prefix: str) -> list[str]:
     return [
         prefix + _b64_digest(f"{appid}:{prefix}{n}")[: 28 - len(prefix)] for n in range(SPECIAL_FOLLOWERS_PER_PREFIX)
     ]
+
+
+def _subscription_categories(ids: list[Any]) -> list[dict[str, Any]]:
+    """An account spec's ``subscription_categories``: ids of the library's categories."""
+    by_id = {item["id"]: item for item in CATEGORIES}
+    if not isinstance(ids, list) or not all(isinstance(value, int) and value in by_id for value in ids):
+        raise ValueError(f"subscription_categories must be ids of {', '.join(str(key) for key in by_id)}")
+    return [dict(by_id[value]) for value in ids]
+
+
+def _subscription_template(item: dict[str, Any]) -> SubscriptionTemplate:
+    """An account spec's seeded subscription template: ``{"pri_tmpl_id", "tid", "kid_list", "scene_desc"}``."""
+    try:
+        return build_subscription_template(
+            int(item["tid"]), list(item["kid_list"]), str(item["scene_desc"]), str(item["pri_tmpl_id"])
+        )
+    except (KeyError, ValueError) as exc:
+        raise ValueError(
+            f"a subscription template needs a library tid, 2-5 of its kids and a sceneDesc ({exc})"
+        ) from None
 
 
 @dataclass
@@ -87,6 +109,8 @@ class Counters:
     errors: dict[int, int] = field(default_factory=dict)
     receipts_sent: int = 0
     receipts_failed: int = 0
+    # Authenticated bizsend calls, refused ones included.
+    subscription_sends: int = 0
 
     def count_user_call(self, api: str) -> None:
         self.user_calls[api] = self.user_calls.get(api, 0) + 1
@@ -109,6 +133,9 @@ class Account:
         self.callback_url = ""
         self.original_id = "gh_" + hashlib.sha1(self.appid.encode()).hexdigest()[:12]  # noqa: S324
         self.templates: dict[str, Template] = {}
+        # The service categories set for subscription notifications, and the subscription templates added.
+        self.subscription_categories: list[dict[str, Any]] = [dict(item) for item in CATEGORIES]
+        self.subscription_templates: dict[str, SubscriptionTemplate] = {}
         self.followers: dict[str, Follower] = {}
         self._order: list[str] = []
         self._position: dict[str, int] = {}
@@ -140,6 +167,14 @@ class Account:
         if not str(spec.get("secret", self.secret) or ""):
             raise ValueError("an account needs a secret")
         templates = [Template(**item) for item in spec["templates"]] if "templates" in spec else None
+        categories = (
+            _subscription_categories(spec["subscription_categories"]) if "subscription_categories" in spec else None
+        )
+        subscription_templates = (
+            [_subscription_template(item) for item in spec["subscription_templates"]]
+            if "subscription_templates" in spec
+            else None
+        )
         followers = spec.get("followers")
         if followers is not None and not isinstance(followers, list) and int(followers) < 0:
             raise ValueError("followers must not be negative")
@@ -154,6 +189,10 @@ class Account:
         self.encoding_aes_key = key
         if templates is not None:
             self.templates = {template.template_id: template for template in templates}
+        if categories is not None:
+            self.subscription_categories = categories
+        if subscription_templates is not None:
+            self.subscription_templates = {template.pri_tmpl_id: template for template in subscription_templates}
         if isinstance(followers, list):
             self.set_followers([str(openid) for openid in followers])
         elif followers is not None:

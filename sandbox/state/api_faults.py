@@ -31,6 +31,13 @@ WECHAT_APIS = (
     "/cgi-bin/clear_quota",
     "/cgi-bin/openapi/rid/get",
     "/wxa/sec/queryblocktmplmsg",
+    "/wxaapi/newtmpl/getcategory",
+    "/wxaapi/newtmpl/getpubtemplatetitles",
+    "/wxaapi/newtmpl/getpubtemplatekeywords",
+    "/wxaapi/newtmpl/addtemplate",
+    "/wxaapi/newtmpl/gettemplate",
+    "/wxaapi/newtmpl/deltemplate",
+    "/cgi-bin/message/subscribe/bizsend",
 )
 API_FAULT_DROPS = (DROP_CLOSE, DROP_HANG)
 

@@ -29,6 +29,17 @@ ERRMSG = {
     47003: "argument invalid!",
     48001: "api unauthorized",
     48006: "forbid to clear quota because of reaching the limit",
+    # The subscription template APIs (docs/wechat-api.md §4.3; WxJava's WxOpenErrorMsgEnum words them so).
+    200011: "account has been banned",
+    200012: "private template count reach limit",
+    200013: "template has been banned",
+    200014: "invalid tid",
+    200016: "invalid start",
+    200017: "invalid limit",
+    200018: "missing ids",
+    200019: "invalid ids",
+    200020: "invalid kidList",
+    200021: "invalid sceneDesc",
 }
 
 

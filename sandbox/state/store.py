@@ -19,10 +19,13 @@ from sandbox.state.ledger import LedgerMixin
 from sandbox.state.request_log import RequestLogMixin
 from sandbox.state.sends import SendsMixin
 from sandbox.state.simulation import SimulationMixin
+from sandbox.state.subscriptions import SubscriptionsMixin
 from sandbox.state.users import UsersMixin
 
 
-class SandboxState(SendsMixin, UsersMixin, SimulationMixin, ApiFaultsMixin, RequestLogMixin, LedgerMixin):
+class SandboxState(
+    SendsMixin, SubscriptionsMixin, UsersMixin, SimulationMixin, ApiFaultsMixin, RequestLogMixin, LedgerMixin
+):
     """All sandbox state behind one lock; every public method is safe to call from any thread."""
 
     def __init__(self, config: dict[str, Any] | None = None, *, message_capacity: int = 100_000) -> None:
@@ -42,7 +45,8 @@ class SandboxState(SendsMixin, UsersMixin, SimulationMixin, ApiFaultsMixin, Requ
 
     def reset(self) -> None:
         """Back to the start config: accounts, followers, tokens, QR tickets, messages, counters, faults, API faults,
-        an empty request log and an empty ledger (quota counts, clears, rids, intercepted messages)."""
+        an empty request log, an empty ledger (quota counts, clears, rids, intercepted messages) and no subscription
+        consent or subscription notifications."""
         accounts = {}
         for spec in self.config.get("accounts", []):
             account = Account(spec)
@@ -56,6 +60,7 @@ class SandboxState(SendsMixin, UsersMixin, SimulationMixin, ApiFaultsMixin, Requ
             self._reset_tokens()
             self._reset_qrcodes()
             self._reset_sends()
+            self._reset_subscriptions()
             self._reset_api_faults()
             self._reset_request_log()
             self._reset_ledger()
@@ -95,6 +100,7 @@ class SandboxState(SendsMixin, UsersMixin, SimulationMixin, ApiFaultsMixin, Requ
                     "callback_url": account.callback_url,
                     "followers": account.follower_count,
                     "templates": len(account.templates),
+                    "subscription_templates": len(account.subscription_templates),
                     **account.counters.as_dict(),
                 }
                 for appid, account in self.accounts.items()
