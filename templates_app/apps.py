@@ -7,7 +7,8 @@ class TemplatesAppConfig(AppConfig):
     verbose_name = _("Message templates")
 
     def ready(self) -> None:
-        from templates_app.models import MessageTemplate
+        from templates_app.models import MessageTemplate, SubscriptionTemplate
         from wxnotify.memo import forget_lookups_on_change
 
         forget_lookups_on_change(MessageTemplate)
+        forget_lookups_on_change(SubscriptionTemplate)

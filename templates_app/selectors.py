@@ -1,4 +1,4 @@
-"""Read-only queries for message templates."""
+"""Read-only queries for message templates and subscription templates."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 
 from accounts.models import OfficialAccount
 from accounts.selectors import accounts_for_user
-from templates_app.models import MessageTemplate, TemplateSync
+from templates_app.models import MessageTemplate, SubscriptionTemplate, TemplateSync
 from wxnotify.memo import memo_key, remember, remembered
 
 
@@ -65,3 +65,29 @@ def latest_template_syncs(accounts: Iterable[OfficialAccount]) -> dict[int, Temp
         if sync is not None:
             latest[account.pk] = sync
     return latest
+
+
+def active_subscription_templates(account: OfficialAccount) -> QuerySet[SubscriptionTemplate]:
+    """Subscription templates of ``account`` that can be used for new messages, by title."""
+    return SubscriptionTemplate.objects.filter(account=account, is_active=True).order_by("title", "pri_tmpl_id")
+
+
+def get_active_subscription_template(account: OfficialAccount, pri_tmpl_id: str) -> SubscriptionTemplate | None:
+    """The active subscription template ``pri_tmpl_id`` of ``account``, or None (unknown, removed, deactivated);
+    memoised per process for a few seconds like :func:`get_active_template`, since every send looks it up."""
+    key = memo_key("active-subscription-template", account.pk, pri_tmpl_id)
+    template = remembered(key)
+    if template is None:
+        template = (
+            SubscriptionTemplate.objects.filter(account=account, is_active=True, pri_tmpl_id=pri_tmpl_id)
+            .only("id", "account", "pri_tmpl_id", "type", "content", "keywords", "is_active")
+            .order_by()
+            .first()
+        )
+        remember(key, template)
+    return template
+
+
+def subscription_templates_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[SubscriptionTemplate]:
+    """Subscription templates of the accounts ``user`` may see (``accounts.selectors.accounts_for_user``)."""
+    return SubscriptionTemplate.objects.filter(account__in=accounts_for_user(user))

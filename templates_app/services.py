@@ -1,8 +1,10 @@
-"""Actions on message templates: sync them from WeChat, flag and clear configuration problems."""
+"""Actions on message templates and subscription templates: sync them from WeChat, add and delete subscription
+templates at WeChat, flag and clear configuration problems."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,10 +16,11 @@ from django.utils.translation import gettext as _
 from accounts.clients import wechat_client_for
 from accounts.models import OfficialAccount
 from accounts.services import record_wechat_error
-from templates_app.keywords import parse_keywords
-from templates_app.models import MessageTemplate, TemplateSync
+from templates_app.keywords import Keyword, parse_keywords
+from templates_app.models import MessageTemplate, SubscriptionTemplate, TemplateSync
 from wxnotify.log import redact
 from wxnotify.wechat.errors import WeChatError, describe_errcode, describe_wechat_error
+from wxnotify.wechat.subscriptions import SubscriptionTemplateType
 
 logger = logging.getLogger("wxnotify.templates")
 
@@ -188,3 +191,172 @@ def clear_template_problem(template: MessageTemplate) -> None:
         problem_code=None, problem_message="", problem_at=None, updated_at=now
     )
     template.problem_code, template.problem_message, template.problem_at = None, "", None
+
+
+# --- subscription notifications (订阅通知) -----------------------------------------------------------------------
+
+_SUBSCRIPTION_TYPES = {
+    SubscriptionTemplateType.ONE_TIME: SubscriptionTemplate.Type.ONE_TIME,
+    SubscriptionTemplateType.LONG_TERM: SubscriptionTemplate.Type.LONG_TERM,
+}
+
+
+def subscription_keywords(content: str, enum_values: Any = None) -> list[Keyword]:
+    """The keywords of a subscription template's content, each enumerated one with the values WeChat listed for it
+    in ``keywordEnumValueList`` (``[{"keywordCode": "enum_string2.DATA", "enumValueList": [...]}]``; WeChat's
+    getTemplateList page:
+    https://developers.weixin.qq.com/miniprogram/dev/OpenApiDoc/mp-message-management/subscribe-message/getTemplateList.html).
+    """
+    choices: dict[str, tuple[str, ...]] = {}
+    for item in enum_values if isinstance(enum_values, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("enumValueList"), list):
+            name = str(item.get("keywordCode") or "").removesuffix(".DATA").strip()
+            choices[name] = tuple(str(value) for value in item["enumValueList"])
+    return [
+        Keyword(name=keyword.name, type=keyword.type, choices=choices.get(keyword.name, ()))
+        for keyword in parse_keywords(content)
+    ]
+
+
+def _subscription_fields(item: dict[str, Any]) -> dict[str, Any] | None:
+    """Our columns for one ``gettemplate`` item; None for a type we do not know (WeChat's 2 and 3 are all we
+    can send with), so the sync neither creates nor keeps it."""
+    try:
+        template_type = _SUBSCRIPTION_TYPES[SubscriptionTemplateType(int(item.get("type") or 0))]
+    except ValueError:
+        return None
+    content = str(item.get("content") or "")
+    keywords = subscription_keywords(content, item.get("keywordEnumValueList"))
+    return {
+        "title": str(item.get("title") or "")[: _TEXT_LIMITS["title"]],
+        "type": template_type,
+        "content": content,
+        "example": str(item.get("example") or ""),
+        "keywords": [keyword.as_dict() for keyword in keywords],
+    }
+
+
+def sync_subscription_templates(
+    account: OfficialAccount,
+    *,
+    source: str = TemplateSync.Source.OTHER,
+    requested_by: AbstractBaseUser | None = None,
+) -> TemplateSyncResult:
+    """Make our copy of ``account``'s subscription templates match ``/wxaapi/newtmpl/gettemplate``, and record how
+    it went, exactly as :func:`sync_templates` does for message templates: matched by ``priTmplId``, new ones
+    created, changed ones updated, ones WeChat no longer lists marked inactive with ``removed_at`` (never deleted),
+    and brought back when listed again; a :class:`TemplateSync` row with ``channel`` subscribe records the counts
+    or the error, and a WeChat error is also the account's last WeChat error before it propagates.
+    """
+    run = TemplateSync(
+        account=account,
+        channel=TemplateSync.Channel.SUBSCRIBE,
+        source=source,
+        requested_by=requested_by,
+        started_at=timezone.now(),
+    )
+    try:
+        result = _apply_subscription_template_list(account)
+    except WeChatError as error:
+        record_wechat_error(account, error)
+        _record_failure(run, describe_wechat_error(error))
+        raise
+    except Exception as error:
+        _record_failure(run, _("Unexpected error: %s") % type(error).__name__)
+        raise
+    _finish(run, status=TemplateSync.Status.DONE, **asdict(result))
+    logger.info("Synced subscription templates of %s: %s", account.appid, result)
+    return result
+
+
+def _apply_subscription_template_list(account: OfficialAccount) -> TemplateSyncResult:
+    """Fetch the account's subscription templates and apply them (see :func:`sync_subscription_templates`)."""
+    items = wechat_client_for(account).get_subscription_templates()
+    remote: dict[str, dict[str, Any]] = {}
+    for item in items:
+        pri_tmpl_id = str(item.get("priTmplId") or "").strip()
+        fields = _subscription_fields(item)
+        if pri_tmpl_id and fields is not None:
+            remote[pri_tmpl_id] = fields
+
+    now = timezone.now()
+    created = updated = deactivated = reactivated = 0
+    with transaction.atomic():
+        OfficialAccount.objects.select_for_update().filter(pk=account.pk).exists()
+        existing = {
+            template.pri_tmpl_id: template
+            for template in SubscriptionTemplate.objects.select_for_update().filter(account=account)
+        }
+        confirmed: list[int] = []
+        for pri_tmpl_id, fields in remote.items():
+            template = existing.get(pri_tmpl_id)
+            if template is None:
+                SubscriptionTemplate.objects.create(account=account, pri_tmpl_id=pri_tmpl_id, synced_at=now, **fields)
+                created += 1
+                continue
+            changed = [name for name, value in fields.items() if getattr(template, name) != value]
+            for name in changed:
+                setattr(template, name, fields[name])
+            if template.removed_at is not None:
+                template.removed_at = None
+                template.is_active = True
+                changed += ["removed_at", "is_active"]
+                reactivated += 1
+            elif changed:
+                updated += 1
+            if changed:
+                template.synced_at = now
+                template.save(update_fields=[*changed, "synced_at", "updated_at"])
+            else:
+                confirmed.append(template.pk)
+        SubscriptionTemplate.objects.filter(pk__in=confirmed).update(synced_at=now)
+        for pri_tmpl_id, template in existing.items():
+            if pri_tmpl_id not in remote and template.removed_at is None:
+                _mark_removed(template, now)
+                deactivated += 1
+    return TemplateSyncResult(created=created, updated=updated, deactivated=deactivated, reactivated=reactivated)
+
+
+def _mark_removed(template: SubscriptionTemplate, now: Any) -> None:
+    template.is_active = False
+    template.removed_at = now
+    template.save(update_fields=["is_active", "removed_at", "updated_at"])
+
+
+def add_subscription_template(
+    account: OfficialAccount,
+    *,
+    tid: int,
+    kid_list: Sequence[int],
+    scene_desc: str,
+    requested_by: AbstractBaseUser | None = None,
+) -> SubscriptionTemplate:
+    """Add library title ``tid`` with the keywords ``kid_list`` (2 to 5, in display order) and the scene
+    description to ``account`` at WeChat, then sync, so our row is exactly what WeChat lists; returns it.
+
+    Bad arguments raise ValueError before any call (``wxnotify.wechat.subscriptions``); WeChat's refusals raise
+    :class:`WeChatError` and are the account's last WeChat error.  Should WeChat not list the new template yet, a
+    :class:`SubscriptionTemplate.DoesNotExist` says so; the next sync picks it up.
+    """
+    try:
+        pri_tmpl_id = wechat_client_for(account).add_subscription_template(tid, kid_list, scene_desc)
+    except WeChatError as error:
+        record_wechat_error(account, error)
+        raise
+    logger.info("Added subscription template %s (tid %s) to %s", pri_tmpl_id, tid, account.appid)
+    sync_subscription_templates(account, source=TemplateSync.Source.ADMIN, requested_by=requested_by)
+    return SubscriptionTemplate.objects.get(account=account, pri_tmpl_id=pri_tmpl_id)
+
+
+def delete_subscription_template(template: SubscriptionTemplate) -> None:
+    """Delete ``template`` at WeChat and mark our row removed (inactive, ``removed_at``), keeping it for the
+    messages and consent that refer to it.  A WeChat error propagates with nothing changed here."""
+    account = template.account
+    try:
+        wechat_client_for(account).delete_subscription_template(template.pri_tmpl_id)
+    except WeChatError as error:
+        record_wechat_error(account, error)
+        raise
+    logger.info("Deleted subscription template %s of %s at WeChat", template.pri_tmpl_id, account.appid)
+    if template.removed_at is None:
+        _mark_removed(template, timezone.now())

@@ -5,7 +5,8 @@ pipeline all share one definition of "a valid value", and the console can check 
 
 * :mod:`~templates_app.keywords.parsing`: ``{{NAME.DATA}}`` placeholders, keyword types, legacy templates.
 * :mod:`~templates_app.keywords.characters`: the character classes the rules are written in.
-* :mod:`~templates_app.keywords.checks`: WeChat's value rule per keyword type (docs/keywords.md).
+* :mod:`~templates_app.keywords.checks`: WeChat's value rule per keyword type (docs/keywords.md), for template
+  messages and subscription notifications alike.
 * :mod:`~templates_app.keywords.rules`: which rule applies to a keyword, type names in words, rules for the console.
 * :mod:`~templates_app.keywords.validation`: ``validate_template_data``, the check every sender goes through.
 * :mod:`~templates_app.keywords.rendering`: filled-in content and the phone-card preview.
@@ -19,6 +20,7 @@ from templates_app.keywords.checks import (
     CAR_NUMBER_MAX_LENGTH,
     CHARACTER_STRING_MAX_LENGTH,
     CONST_MAX_LENGTH,
+    ENUM_MAX_LENGTH,
     LETTER_MAX_LENGTH,
     MOMENT_MAX_LENGTH,
     NAME_MAX_CHINESE,
@@ -60,6 +62,7 @@ __all__ = [
     "CAR_NUMBER_MAX_LENGTH",
     "CHARACTER_STRING_MAX_LENGTH",
     "CONST_MAX_LENGTH",
+    "ENUM_MAX_LENGTH",
     "HIDDEN_LEGACY_RULE",
     "HIDDEN_LEGACY_TYPES",
     "LEGACY_BODY_MAX_LENGTH",

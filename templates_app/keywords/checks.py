@@ -33,6 +33,9 @@ NAME_MAX_LATIN = 20
 PHRASE_MAX_LENGTH = 5
 THING_MAX_LENGTH = 20
 CONST_MAX_LENGTH = 20
+# Enumerated keywords of subscription templates: WeChat documents no length, only "a value of the enumeration";
+# ours is the thing limit, for templates whose enumeration WeChat did not list.
+ENUM_MAX_LENGTH = 20
 
 _DATE = r"\d{4}(?:年\d{1,2}月\d{1,2}日|-\d{1,2}-\d{1,2}|/\d{1,2}/\d{1,2}|\.\d{1,2}\.\d{1,2})"
 _CLOCK = r"\d{1,2}:\d{2}(?::\d{2})?"
@@ -185,6 +188,12 @@ def check_const(value: str) -> list[str]:
     is accepted by us and not delivered by WeChat.
     """
     return too_long(value, CONST_MAX_LENGTH)
+
+
+def check_enum(value: str) -> list[str]:
+    """``enum`` / ``enum_string`` values must be one of the values WeChat approved for the keyword; the
+    enumeration comes with the template (``validation`` checks it), so only the length is checked here."""
+    return too_long(value, ENUM_MAX_LENGTH)
 
 
 def check_unknown(value: str) -> list[str]:

@@ -21,16 +21,24 @@ HIDDEN_LEGACY_TYPES = frozenset({"first", "remark"})
 
 @dataclass(frozen=True)
 class Keyword:
-    """One ``{{name.DATA}}`` placeholder of a template; ``type`` selects WeChat's value rule."""
+    """One ``{{name.DATA}}`` placeholder of a template; ``type`` selects WeChat's value rule.
+
+    ``choices`` are the values WeChat approved for an enumerated keyword of a subscription template
+    (``enum_string2``, listed by ``gettemplate`` as ``keywordEnumValueList``); empty when WeChat names none.
+    """
 
     name: str
     type: str
+    choices: tuple[str, ...] = ()
 
     @property
     def is_legacy(self) -> bool:
         return self.type in LEGACY_TYPES
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
+        """The stored shape (``MessageTemplate.keywords``, ``SubscriptionTemplate.keywords``)."""
+        if self.choices:
+            return {"name": self.name, "type": self.type, "choices": list(self.choices)}
         return {"name": self.name, "type": self.type}
 
     @classmethod
@@ -72,7 +80,13 @@ def as_keywords(template_or_keywords: Any) -> list[Keyword]:
         if isinstance(item, Keyword):
             keywords.append(item)
         elif isinstance(item, Mapping):
-            keywords.append(Keyword(name=item["name"], type=item.get("type") or Keyword.from_name(item["name"]).type))
+            keywords.append(
+                Keyword(
+                    name=item["name"],
+                    type=item.get("type") or Keyword.from_name(item["name"]).type,
+                    choices=tuple(str(choice) for choice in item.get("choices") or ()),
+                )
+            )
         else:
             keywords.append(Keyword.from_name(str(item)))
     return keywords

@@ -1,5 +1,9 @@
 """Which rule applies to a keyword, how each type is described to people, and the rules served to the console.
 
+One table for both channels: template messages (category templates) and subscription notifications (订阅通知)
+share WeChat's value table (docs/wechat-api.md §2.4); ``const`` occurs only in template messages, ``enum`` /
+``enum_string`` only in subscription notifications.
+
 Category templates get their type's check (``checks``); legacy templates (first/keywordN/remark) only earn warnings,
 because since 2023-05-04 WeChat silently cuts each body field to 20 characters without line breaks and hides
 ``first`` and ``remark``, and still delivers (docs/keywords.md).
@@ -114,6 +118,14 @@ TYPE_RULES: dict[str, TypeRule] = {
         lambda: _("Up to 20 characters; must be one of the values WeChat approved for this template."),
     ),
 }
+_ENUM_RULE = TypeRule(
+    checks.check_enum,
+    checks.ENUM_MAX_LENGTH,
+    None,
+    lambda: _("One of the values WeChat approved for this keyword (subscription notifications)."),
+)
+TYPE_RULES["enum"] = _ENUM_RULE
+TYPE_RULES["enum_string"] = _ENUM_RULE
 UNKNOWN_RULE = TypeRule(
     checks.check_unknown,
     checks.UNKNOWN_TYPE_MAX_LENGTH,
@@ -150,6 +162,8 @@ TYPE_LABELS: dict[str, Promise] = {
     "name": pgettext_lazy("keyword type", "person's name"),
     "phrase": pgettext_lazy("keyword type", "Chinese characters"),
     "const": pgettext_lazy("keyword type", "constant"),
+    "enum": pgettext_lazy("keyword type", "enumerated value"),
+    "enum_string": pgettext_lazy("keyword type", "enumerated value"),
     "first": pgettext_lazy("keyword type", "opening line"),
     "keyword": pgettext_lazy("keyword type", "keyword"),
     "remark": pgettext_lazy("keyword type", "remark"),
@@ -195,6 +209,7 @@ def keyword_rules(template: TemplateLike | str) -> list[dict[str, Any]]:
                 "help": str(rule.help()),
                 "required": keyword.type not in HIDDEN_LEGACY_TYPES,
                 "legacy": legacy,
+                "choices": list(keyword.choices),
             }
         )
     return rules

@@ -33,13 +33,25 @@ class ValidationResult:
     errors: dict[str, list[str]] = field(default_factory=dict)
     warnings: dict[str, list[str]] = field(default_factory=dict)
     data: dict[str, dict[str, str]] = field(default_factory=dict)
+    # One line per error naming the keyword, its type and the type's limit, e.g.
+    # "thing2 (thing, at most 20 characters): At most 20 characters (this has 21).": a refusal reason that
+    # stands on its own (a message's failure text, a campaign recipient's reason, a log line).
+    reasons: list[str] = field(default_factory=list)
 
     @property
     def is_valid(self) -> bool:
         return not self.errors
 
-    def add_error(self, key: str, message: str) -> None:
+    def add_error(self, key: str, message: str, rule: tuple[str, int] | None = None) -> None:
+        """Record ``message`` against ``key``; ``rule`` is the keyword's (type, max_length) when it has one."""
         self.errors.setdefault(key, []).append(message)
+        if rule is None:
+            self.reasons.append(f"{key}: {message}")
+        else:
+            self.reasons.append(
+                _("%(keyword)s (%(type)s, at most %(limit)d characters): %(message)s")
+                % {"keyword": key, "type": rule[0], "limit": rule[1], "message": message}
+            )
 
     def add_warning(self, key: str, message: str) -> None:
         self.warnings.setdefault(key, []).append(message)
@@ -75,7 +87,7 @@ def _refused_characters(value: str) -> list[str]:
     return []
 
 
-def _check_category_value(value: str, rule: TypeRule) -> list[str]:
+def _check_category_value(value: str, rule: TypeRule, keyword: Keyword) -> list[str]:
     if has_newline(value):
         return [_("Line breaks are not allowed: WeChat drops them from template messages.")]
     refused = _refused_characters(value)
@@ -83,7 +95,10 @@ def _check_category_value(value: str, rule: TypeRule) -> list[str]:
         return refused
     if has_emoji(value):
         return [_("Emoji are not allowed: WeChat drops them from template messages.")]
-    return rule.check(value)
+    messages = rule.check(value)
+    if not messages and keyword.choices and value not in keyword.choices:
+        return [_("Must be one of the values WeChat approved: %(choices)s.") % {"choices": ", ".join(keyword.choices)}]
+    return messages
 
 
 def _check_legacy_value(value: str, rule: TypeRule) -> list[str]:
@@ -134,19 +149,20 @@ def validate_template_data(template_or_keywords: Any, data: Any) -> ValidationRe
             result.add_error(str(name), _("“%(name)s” is not a keyword of this template.") % {"name": name})
 
     for keyword in keywords:
+        rule = rule_for(keyword, legacy)
+        described = (keyword.type, rule.max_length)
         if keyword.name not in data:
             if keyword.type not in HIDDEN_LEGACY_TYPES:
-                result.add_error(keyword.name, _("This keyword is missing."))
+                result.add_error(keyword.name, _("This keyword is missing."), described)
             continue
         raw = data[keyword.name]
         if isinstance(raw, Mapping) and raw.get("color"):
             result.add_warning(keyword.name, _("WeChat no longer shows custom colours (since 2023-05-04)."))
         value, error = coerce_value(raw)
         if error:
-            result.add_error(keyword.name, error)
+            result.add_error(keyword.name, error, described)
             continue
         result.data[keyword.name] = {"value": value}
-        rule = rule_for(keyword, legacy)
         # Blank means nothing to show; a blank value that is too long or holds control characters is judged below.
         if not value.strip() and len(value) <= rule.max_length and not has_control(value):
             if keyword.type in HIDDEN_LEGACY_TYPES:
@@ -154,11 +170,11 @@ def validate_template_data(template_or_keywords: Any, data: Any) -> ValidationRe
             if keyword.type == "const" and not legacy:
                 result.add_warning(keyword.name, _("An empty value is shown as blank."))
                 continue
-            result.add_error(keyword.name, _("This value is empty."))
+            result.add_error(keyword.name, _("This value is empty."), described)
             continue
-        messages = _check_legacy_value(value, rule) if legacy else _check_category_value(value, rule)
+        messages = _check_legacy_value(value, rule) if legacy else _check_category_value(value, rule, keyword)
         for message in messages:
-            result.add_error(keyword.name, message)
+            result.add_error(keyword.name, message, described)
         if legacy and not messages:
             for warning in _legacy_warnings(keyword, value):
                 result.add_warning(keyword.name, warning)

@@ -4,6 +4,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.utils import translation
@@ -314,6 +315,8 @@ CAPS = {
     "name": 20,
     "phrase": 5,
     "const": 20,
+    "enum": 20,
+    "enum_string": 20,
     "short_thing": 20,
 }
 LEGACY_CAP = 200
@@ -486,6 +489,8 @@ CHINESE_TYPE_LABELS = {
     "name": "姓名",
     "phrase": "汉字",
     "const": "常量",
+    "enum": "枚举值",
+    "enum_string": "枚举值",
     "first": "首行",
     "keyword": "关键词",
     "remark": "备注",
@@ -543,3 +548,102 @@ def test_render_card_for_legacy_template_shows_what_wechat_shows():
 def test_render_card_keeps_static_lines():
     card = render_card(FakeTemplate(title="t", content="请及时处理\n名称:{{thing1.DATA}}"), {})
     assert card.lines == [CardLine("", "请及时处理"), CardLine("名称", "[thing1]")]
+
+
+# --- subscription notifications: the same table, every rule at its limit and one past it --------------------------
+
+SUBSCRIPTION_CONTENT = (
+    "会议名称:{{thing1.DATA}}\n会议时间:{{time2.DATA}}\n编号:{{character_string3.DATA}}\n状态:{{phrase4.DATA}}\n"
+    "费用:{{amount5.DATA}}\n人数:{{number6.DATA}}\n代号:{{letter7.DATA}}\n标记:{{symbol8.DATA}}\n"
+    "日期:{{date9.DATA}}\n电话:{{phone_number10.DATA}}\n车牌:{{car_number11.DATA}}\n联系人:{{name12.DATA}}\n"
+    "结果:{{enum_string13.DATA}}\n"
+)
+SUBSCRIPTION_BOUNDARIES = [
+    ("thing1", "会" * 20, "会" * 21),
+    ("number6", "9" * 32, "9" * 33),
+    ("number6", "9" * 31 + ".5", "9" * 32 + ".5"),
+    ("letter7", "a" * 32, "a" * 33),
+    ("symbol8", "-" * 5, "-" * 6),
+    ("character_string3", "A1-" * 10 + "B2", "A1-" * 10 + "B2C"),
+    ("amount5", "¥" + "9" * 8 + ".50", "¥" + "9" * 9 + ".50"),
+    ("amount5", "9" * 10 + "元", "9" * 11 + "元"),
+    ("phone_number10", "+86-0766-66888866", "+86-0766-668888661"),
+    ("car_number11", "粤A8Z888挂", "粤A8Z8888挂"),
+    ("name12", "欧阳" * 5, "欧阳" * 5 + "娜"),
+    ("name12", "a" * 20, "a" * 21),
+    ("phrase4", "配送中已达", "配送中已达了"),
+    ("time2", "2019年10月1日 15:01~16:00", "2019年10月1日 25:01"),
+    ("date9", "2019年10月1日", "2019年13月1日"),
+]
+
+
+def subscription_keywords() -> list[dict]:
+    keywords = [keyword.as_dict() for keyword in parse_keywords(SUBSCRIPTION_CONTENT)]
+    keywords[-1]["choices"] = ["已通过", "未通过"]
+    return keywords
+
+
+def subscription_data(**overrides) -> dict:
+    data = {
+        "thing1": "年度大会",
+        "time2": "15:00",
+        "character_string3": "M-1",
+        "phrase4": "已报名",
+        "amount5": "¥12.50",
+        "number6": "30",
+        "letter7": "AB",
+        "symbol8": "#",
+        "date9": "2026年12月1日",
+        "phone_number10": "0755-88886666",
+        "car_number11": "粤B12345",
+        "name12": "张三",
+        "enum_string13": "已通过",
+    }
+    return {**data, **overrides}
+
+
+def test_a_subscription_template_parses_every_rule_type():
+    types = [keyword.type for keyword in parse_keywords(SUBSCRIPTION_CONTENT)]
+    assert types == [
+        "thing", "time", "character_string", "phrase", "amount", "number", "letter", "symbol", "date",
+        "phone_number", "car_number", "name", "enum_string",
+    ]  # fmt: skip
+    assert validate_template_data(subscription_keywords(), subscription_data()).is_valid
+
+
+@pytest.mark.parametrize(("keyword", "at_limit", "past_limit"), SUBSCRIPTION_BOUNDARIES)
+def test_each_subscription_rule_takes_its_limit_and_refuses_one_more(keyword, at_limit, past_limit):
+    assert validate_template_data(subscription_keywords(), subscription_data(**{keyword: at_limit})).is_valid
+
+    refused = validate_template_data(subscription_keywords(), subscription_data(**{keyword: past_limit}))
+    assert list(refused.errors) == [keyword]
+
+
+def test_an_enumerated_value_must_be_one_of_the_listed_values():
+    refused = validate_template_data(subscription_keywords(), subscription_data(enum_string13="待定"))
+
+    assert refused.errors == {"enum_string13": ["Must be one of the values WeChat approved: 已通过, 未通过."]}
+    without_list = [keyword for keyword in subscription_keywords() if keyword["name"] != "enum_string13"]
+    without_list.append({"name": "enum_string13", "type": "enum_string"})
+    assert validate_template_data(without_list, subscription_data(enum_string13="待定")).is_valid
+    assert not validate_template_data(without_list, subscription_data(enum_string13="待" * 21)).is_valid
+
+
+def test_refusal_reasons_name_the_keyword_its_rule_and_the_limit():
+    refused = validate_template_data(subscription_keywords(), subscription_data(thing1="会" * 21, phrase4="OK"))
+
+    assert refused.reasons == [
+        "thing1 (thing, at most 20 characters): At most 20 characters (this has 21).",
+        "phrase4 (phrase, at most 5 characters): Only Chinese characters, e.g. 配送中.",
+    ]
+    missing = validate_template_data(subscription_keywords(), {})
+    assert missing.reasons[0] == "thing1 (thing, at most 20 characters): This keyword is missing."
+
+
+def test_keyword_rules_serve_the_enumeration_to_the_console():
+    template = SimpleNamespace(title="会议通知", content=SUBSCRIPTION_CONTENT, keywords=subscription_keywords())
+    rules = {rule["name"]: rule for rule in keyword_rules(template)}
+
+    assert rules["enum_string13"]["choices"] == ["已通过", "未通过"]
+    assert rules["enum_string13"]["type_label"] == "enumerated value"
+    assert rules["thing1"]["choices"] == []
