@@ -29,6 +29,9 @@ from templates_app.keywords import render_card, type_label
 from templates_app.models import MessageTemplate, TemplateSync
 from templates_app.selectors import latest_template_syncs, template_syncs_for_user, templates_for_user
 from templates_app.services import clear_template_problem, sync_templates
+
+# Registers the subscription templates' admin (its own module for size), beside the message templates'.
+from templates_app.subscription_admin import SubscriptionTemplateAdmin as SubscriptionTemplateAdmin
 from wxnotify.wechat.errors import WeChatError, describe_wechat_error
 
 # Starting a sync rewrites an account's templates, so it takes the right to change templates.
@@ -182,6 +185,7 @@ class TemplateSyncAdmin(ScopedAdminMixin, admin.ModelAdmin):
 
     list_display = [
         "account",
+        "channel",
         "status",
         "created",
         "updated",
@@ -192,7 +196,7 @@ class TemplateSyncAdmin(ScopedAdminMixin, admin.ModelAdmin):
         "requested_by",
         "started_at",
     ]
-    list_filter = [("account", admin.RelatedOnlyFieldListFilter), "status", "source"]
+    list_filter = [("account", admin.RelatedOnlyFieldListFilter), "channel", "status", "source"]
     list_select_related = ["account", "requested_by"]
     search_fields = ["account__name", "account__appid"]
     date_hierarchy = "started_at"

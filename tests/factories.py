@@ -34,11 +34,13 @@ ORDER_DATA = {
     "time3": "2026年11月28日 10:30",
     "amount4": "¥399.00",
 }
-# What the data migrations give the business staff group (accounts 0003, messaging 0002, webhooks 0002).
+# What the data migrations give the business staff group (accounts 0003, messaging 0002, webhooks 0002,
+# templates_app 0004).
 STAFF_PERMISSIONS = (
     "view_officialaccount",
     "view_follower",
     "view_messagetemplate",
+    "view_subscriptiontemplate",
     "view_message",
     "add_message",
     "view_campaign",

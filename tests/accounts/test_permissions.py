@@ -43,11 +43,14 @@ def test_groups_exist_with_expected_permissions_after_migrate():
         ]
         for action in ("add", "change", "view")
     }
-    assert perms(ADMINS_GROUP) == {*expected_admin, "accounts.view_accesstokenread"}
+    # Subscription templates (templates_app 0004): "delete" is the admin's delete at WeChat, the row stays.
+    subscription = {f"templates_app.{action}_subscriptiontemplate" for action in ("add", "change", "delete", "view")}
+    assert perms(ADMINS_GROUP) == {*expected_admin, *subscription, "accounts.view_accesstokenread"}
     assert perms(STAFF_GROUP) == {
         "accounts.view_officialaccount",
         "accounts.view_follower",
         "templates_app.view_messagetemplate",
+        "templates_app.view_subscriptiontemplate",
     }
 
 

@@ -33,7 +33,7 @@ from messaging.services import create_campaign, send_message
 from messaging.services.campaigns import RecipientSpec
 from sandbox.demo import DEMO_APPID, DEMO_TEMPLATES
 from templates_app.models import TemplateSync
-from templates_app.services import sync_templates
+from templates_app.services import sync_subscription_templates, sync_templates
 from tests import factories
 from tests.security import walk
 from webhooks.models import Endpoint
@@ -70,6 +70,12 @@ ALPHA = {
     "followers": _openids("oAlphaFollower", 3),
     "stranger": _openids("oAlphaStranger", 1)[0],
     "template": {"template_id": "alpha-order-shipped-0001", "title": "Alpha order shipped", "content": ORDER_CONTENT},
+    "subscription": {
+        "pri_tmpl_id": "alpha-registration-sub-0001",
+        "tid": 2304,
+        "kid_list": [1, 6],
+        "scene_desc": "挂号",
+    },
     "campaign": "Alpha reminder campaign",
     "client_msg_id": "alpha-single-0001",
     "remark": "Alpha remark",
@@ -79,6 +85,12 @@ BRAVO = {
     "followers": _openids("oBravoFollower", 2),
     "stranger": _openids("oBravoStranger", 1)[0],
     "template": {"template_id": "bravo-lab-results-0001", "title": "Bravo lab results ready", "content": ORDER_CONTENT},
+    "subscription": {
+        "pri_tmpl_id": "bravo-registration-sub-0001",
+        "tid": 2304,
+        "kid_list": [1, 6],
+        "scene_desc": "挂号",
+    },
     "campaign": "Bravo recall campaign",
     "client_msg_id": "bravo-single-0001",
     "remark": "Bravo remark",
@@ -93,6 +105,7 @@ BRAVO_MARKERS = {
     **{openid: "an openid of account B" for openid in [*BRAVO["followers"], BRAVO["stranger"]]},
     BRAVO["template"]["title"]: "account B's template title",
     BRAVO["template"]["template_id"]: "account B's template_id",
+    BRAVO["subscription"]["pri_tmpl_id"]: "account B's subscription template id",
     BRAVO["campaign"]: "account B's campaign",
     BRAVO["client_msg_id"]: "a client_msg_id of account B",
     BRAVO["remark"]: "a follower remark of account B",
@@ -107,6 +120,7 @@ def business_staff_group() -> Group:
     accounts_groups = import_module("accounts.migrations.0003_permission_groups")
     messaging_groups = import_module("messaging.migrations.0002_messaging_permissions")
     webhooks_groups = import_module("webhooks.migrations.0002_webhook_permissions")
+    subscription_groups = import_module("templates_app.migrations.0004_subscription_template_permissions")
     group, _ = Group.objects.get_or_create(name=STAFF_GROUP)
     group.permissions.set(
         [
@@ -119,6 +133,9 @@ def business_staff_group() -> Group:
             ),
             *Permission.objects.filter(
                 content_type__app_label="webhooks", codename__in=webhooks_groups.STAFF_PERMISSIONS
+            ),
+            *Permission.objects.filter(
+                content_type__app_label="templates_app", codename__in=subscription_groups.STAFF_CODENAMES
             ),
         ]
     )
@@ -143,6 +160,7 @@ def populate(account: OfficialAccount, spec: dict[str, Any], staff: Any, custome
         description=f"{spec['name']} hooks",
     )
     sync_templates(account, source=TemplateSync.Source.ADMIN, requested_by=staff)
+    sync_subscription_templates(account, source=TemplateSync.Source.ADMIN, requested_by=staff)
     queue_follower_sync(account, requested_by=staff)
     Follower.objects.filter(account=account, openid=spec["followers"][0]).update(user=customer, remark=spec["remark"])
     template_id = spec["template"]["template_id"]
@@ -180,13 +198,19 @@ def two_accounts(
 ) -> Iterator[tuple[OfficialAccount, OfficialAccount, Any]]:
     """Accounts A (the sandbox's demo AppID) and B with their data; yields A, B and A's staff member."""
     default_token_manager().forget(BRAVO_APPID)
-    sandbox_api.update_account(DEMO_APPID, followers=ALPHA["followers"], templates=[ALPHA["template"]])
+    sandbox_api.update_account(
+        DEMO_APPID,
+        followers=ALPHA["followers"],
+        templates=[ALPHA["template"]],
+        subscription_templates=[ALPHA["subscription"]],
+    )
     sandbox_api.add_account(
         appid=BRAVO_APPID,
         secret=BRAVO_SECRET,
         token=BRAVO_TOKEN,
         followers=BRAVO["followers"],
         templates=[BRAVO["template"]],
+        subscription_templates=[BRAVO["subscription"]],
     )
     alpha = factories.create_demo_account(ALPHA["name"], message_mode=OfficialAccount.MessageMode.SAFE)
     bravo = OfficialAccount.objects.create(
