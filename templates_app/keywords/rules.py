@@ -209,7 +209,6 @@ def keyword_rules(template: TemplateLike | str) -> list[dict[str, Any]]:
                 "help": str(rule.help()),
                 "required": keyword.type not in HIDDEN_LEGACY_TYPES,
                 "legacy": legacy,
-                "choices": list(keyword.choices),
             }
         )
     return rules
