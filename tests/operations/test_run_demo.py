@@ -142,6 +142,11 @@ def test_demo_serves_admin_with_printed_login_and_stops_cleanly_on_sigint(start_
     # Ready to send from the first page: the templates are there and the followers arrive through the workers.
     assert f"Console:   http://127.0.0.1:{web_port}/console/" in output
     assert "Demo account wxdeadbeef00000001: 4 template(s)" in output
+    assert "2 subscription template(s) (2 created" in output
+    subscriptions = session.get(
+        f"http://127.0.0.1:{web_port}/admin/templates_app/subscriptiontemplate/", timeout=10
+    ).text
+    assert "订单发货通知" in subscriptions and "预约挂号成功通知" in subscriptions
     templates = session.get(f"http://127.0.0.1:{web_port}/admin/templates_app/messagetemplate/", timeout=10).text
     assert all(title in templates for title in DEMO_TITLES)
     followers_url = f"http://127.0.0.1:{web_port}/admin/accounts/follower/"

@@ -164,12 +164,13 @@ class Command(BaseCommand):
         )
 
     def sync_demo_account(self, appid: str, api_base: str) -> None:
-        """Fetch the demo account's templates and queue its follower sync, as an admin's first two clicks would,
+        """Fetch the demo account's templates (message and subscription templates) and queue its follower sync, as an
+        admin's first clicks would,
         so the console and the API can send as soon as the banner appears.  A failure is reported, not fatal: the
         admin actions can repeat either step."""
         from accounts.models import OfficialAccount
         from accounts.services import queue_follower_sync
-        from templates_app.services import sync_templates
+        from templates_app.services import sync_subscription_templates, sync_templates
         from wxnotify.wechat.errors import WeChatError, describe_wechat_error
 
         account = OfficialAccount.objects.get(appid=appid)
@@ -177,13 +178,16 @@ class Command(BaseCommand):
             # Tasks run inline when WXNOTIFY_TASKS_SYNC is set, so the follower sync may run here too.
             with override_settings(WECHAT_API_BASE=api_base):
                 templates = sync_templates(account)
+                subscriptions = sync_subscription_templates(account)
                 queue_follower_sync(account)
         except WeChatError as error:
             self.stderr.write(f"Could not sync the demo account: {describe_wechat_error(error)}")
             return
         active = account.templates.filter(is_active=True).count()
+        subscribed = account.subscription_templates.filter(is_active=True).count()
         self.stdout.write(
-            f"Demo account {appid}: {active} template(s) ({templates}); follower sync queued in the workers."
+            f"Demo account {appid}: {active} template(s) ({templates}), {subscribed} subscription template(s) "
+            f"({subscriptions}); follower sync queued in the workers."
         )
 
     def spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
