@@ -194,20 +194,31 @@ def nth_sent_at(campaign_id: int, nth: int) -> float:
     return sent.values_list("sent_at", flat=True)[nth - 1].timestamp()
 
 
-def wait_sent(stack: Stack, campaign_id: int, nth: int, timeout: float) -> float | None:
-    """Wait until ``nth`` messages of the campaign are sent; return when its expansion was seen done, if it was."""
+def wait_sent(
+    stack: Stack, campaign_id: int, nth: int, timeout: float, sandbox: str, before_sandbox: dict[str, Any]
+) -> float | None:
+    """Wait until ``nth`` messages of the campaign are sent; return when its expansion was seen done, if it was.
+
+    Progress is read from the sandbox's counter of deliveries, which costs the database nothing; the database is
+    counted only once the sandbox has seen ``nth`` deliveries (the ``sent`` rows follow within a write-back).
+    Counting the campaign's sent rows every second, as this benchmark did until 2026-12-07, read every message of
+    the campaign each time (2.1 s per count with 1,000,000 messages) and so competed with the delivery it timed.
+    """
     from messaging.models import Campaign
+    from sandbox.demo import DEMO_APPID
 
     deadline = time.monotonic() + timeout
     expanded_at = None
-    while sent_count(campaign_id) < nth:
+    while True:
         stack.check_alive()
         if expanded_at is None and Campaign.objects.get(pk=campaign_id).state != Campaign.State.EXPANDING:
             expanded_at = time.time()
+        delivered = sandbox_account(sandbox, DEMO_APPID)["delivered"] - before_sandbox["delivered"]
+        if delivered >= nth and sent_count(campaign_id) >= nth:
+            return expanded_at
         if time.monotonic() > deadline:
             raise RuntimeError(f"{sent_count(campaign_id)} of {nth} messages sent after {timeout:.0f} s")
         time.sleep(1.0)
-    return expanded_at
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -290,7 +301,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         figures["accept_cpu"] = meter.stop()
         print(f"    {accepted}", flush=True)
         meter.start()
-        expanded_at = wait_sent(stack, accepted["campaign"], args.first, timeout=1800)
+        expanded_at = wait_sent(stack, accepted["campaign"], args.first, 1800, sandbox, before_sandbox)
         figures["expanded_seconds"] = None if expanded_at is None else expanded_at - accepted["finished_at"]
         figures["delivery_cpu"] = meter.stop()
         figures["first_seconds"] = nth_sent_at(accepted["campaign"], args.first) - accepted["finished_at"]

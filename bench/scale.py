@@ -72,7 +72,7 @@ MESSAGES_SQL = """
 INSERT INTO messaging_message (
     account_id, template_id, template_id_sent, touser, data, url, client_msg_id, request_fingerprint, status, errcode,
     errmsg, msgid, attempts, attempted_at, claim_token, campaign_id, trace_id, created_at, updated_at, sent_at,
-    finished_at
+    finished_at, wechat_rid
 )
 SELECT
     CASE WHEN g %% 20 < 16 THEN %(a)s WHEN g %% 20 < 19 THEN %(b)s ELSE %(c)s END,
@@ -92,7 +92,7 @@ SELECT
     CASE WHEN g > %(queued)s THEN at END, '',
     CASE WHEN g %% 20 < 8 THEN %(big)s WHEN g %% 20 = 8 THEN %(small_a)s WHEN g %% 20 = 16 THEN %(small_b)s END, '',
     at, at, CASE WHEN g > %(queued)s + %(sending)s THEN at END,
-    CASE WHEN g > %(queued)s + %(sending)s AND g %% 10 <> 1 THEN at END
+    CASE WHEN g > %(queued)s + %(sending)s AND g %% 10 <> 1 THEN at END, ''
 FROM (
     SELECT g, CASE
         WHEN g <= %(queued)s THEN now() - (g * interval '20 ms')
