@@ -450,7 +450,7 @@ class CapCounter(models.Model):
 
     cap = models.ForeignKey(SendingCap, on_delete=models.CASCADE, related_name="counters", verbose_name=_("cap"))
     openid = models.CharField(_("recipient openid"), max_length=64)
-    day = models.DateField(_("day"))
+    day = models.DateField(_("day counted"))
     count = models.PositiveIntegerField(_("messages counted"), default=0)
 
     class Meta:

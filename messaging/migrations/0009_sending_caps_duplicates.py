@@ -91,7 +91,7 @@ class Migration(migrations.Migration):
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("openid", models.CharField(max_length=64, verbose_name="recipient openid")),
-                ("day", models.DateField(verbose_name="day")),
+                ("day", models.DateField(verbose_name="day counted")),
                 ("count", models.PositiveIntegerField(default=0, verbose_name="messages counted")),
                 (
                     "cap",
