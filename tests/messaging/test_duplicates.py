@@ -12,7 +12,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import close_old_connections, connection
 
-from messaging.models import Campaign, Message
+from messaging.models import Campaign, Message, SendingCap
 from messaging.services import DUPLICATE_REASON, RecipientSpec, create_campaign, send_message
 from sandbox.demo import DEMO_APPID
 from tests.factories import ORDER_DATA, ORDER_TEMPLATE, api_client_for, create_staff, english_client
@@ -164,8 +164,12 @@ def test_the_console_tells_staff_who_already_got_it_and_shows_the_rules(pipeline
     original = send(pipeline, touser=openids[0]).message
     client = english_client(staff)
 
+    SendingCap.objects.create(account=pipeline, limit=2, action=SendingCap.Action.HOLD)
     page = client.get("/console/", {"account": DEMO_APPID}).content.decode()
+    assert "At most 2 message(s) per user per day, all templates together." in page
+    assert "Over it, a message waits for the next day." in page
     assert "The same content to the same user within 10 minutes is not sent again." in page
+    assert "Days are counted in the account's time zone (Asia/Shanghai)." in page
 
     body = _compose_body(pipeline, "send", recipient_kind="openids", recipient_list="\n".join(openids))
     response = client.post("/console/", body, follow=True)
