@@ -71,7 +71,20 @@ class OfficialAccountAdmin(QuotaAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
     filter_horizontal = ["operators"]
     actions = ["test_connection", "sync_templates", "sync_followers", "clear_quota"]
     fieldsets = [
-        (None, {"fields": ["name", "appid", "is_active", "operators", "send_rate_limit", "time_zone"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    "appid",
+                    "is_active",
+                    "operators",
+                    "send_rate_limit",
+                    "time_zone",
+                    "duplicate_window_minutes",
+                ]
+            },
+        ),
         (
             _("WeChat credentials"),
             {

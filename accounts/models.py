@@ -4,7 +4,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
@@ -20,6 +20,10 @@ encoding_aes_key_validator = RegexValidator(
     regex=r"^[A-Za-z0-9]{43}$",
     message=_("An EncodingAESKey is exactly 43 letters and digits."),
 )
+
+
+# A week: longer windows would make the look-up of a user's recent messages (and the admin's promise) meaningless.
+MAX_DUPLICATE_WINDOW_MINUTES = 7 * 24 * 60
 
 
 def time_zone_validator(value: str) -> None:
@@ -91,6 +95,16 @@ class OfficialAccount(models.Model):
         default="Asia/Shanghai",
         validators=[time_zone_validator],
         help_text=_("The zone of the account's audience: its days and quiet hours are counted in it."),
+    )
+    duplicate_window_minutes = models.PositiveIntegerField(
+        _("duplicate window (minutes)"),
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(MAX_DUPLICATE_WINDOW_MINUTES)],
+        help_text=_(
+            "A message with the same template, data and link to the same user within this many minutes of an "
+            "earlier one is not sent again: the API answers with the earlier message. Empty or 0: off."
+        ),
     )
     operators = models.ManyToManyField(
         settings.AUTH_USER_MODEL,

@@ -106,15 +106,17 @@ def is_account_admin(user: AbstractBaseUser | AnonymousUser) -> bool:
 def usable_account(user: AbstractBaseUser | AnonymousUser, appid: str) -> OfficialAccount | None:
     """The account with ``appid`` if ``user`` may use it, else None; what every send request asks first.
 
-    Loads only the columns a send request reads (id, name, AppID, active); the AppSecret is encrypted at rest and
-    would be decrypted for nothing.  Memoised per process for a few seconds (see :mod:`wxnotify.memo`).
+    Loads only the columns a send request reads (id, name, AppID, active, duplicate window); the AppSecret is
+    encrypted at rest and would be decrypted for nothing.  Memoised per process for a few seconds (see
+    :mod:`wxnotify.memo`).
     """
     if not user.is_authenticated:
         return None
     key = memo_key("usable-account", user.pk, appid)
     account = remembered(key)
     if account is None:
-        account = accounts_for_user(user).filter(appid=appid).only("id", "name", "appid", "is_active").first()
+        columns = ("id", "name", "appid", "is_active", "duplicate_window_minutes")
+        account = accounts_for_user(user).filter(appid=appid).only(*columns).first()
         remember(key, account)
     return account
 

@@ -16,17 +16,20 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from accounts.scoping import AccountScopedRelatedFilter, ScopedAdminMixin
+from accounts.selectors import accounts_for_user
 from messaging import rules
-from messaging.models import Campaign, DeliveryReceipt, Message
+from messaging.models import Campaign, DeliveryReceipt, Message, SendingCap
 from messaging.selectors import (
     campaign_progress,
     campaign_status_counts,
     campaigns_for_user,
+    caps_for_user,
     messages_for_user,
     receipts_for_user,
     status_counts_by_campaign,
 )
 from messaging.services import CampaignActionRefused, cancel_campaign, retry_failed, wechat_record
+from templates_app.models import MessageTemplate
 from wxnotify.pagination import EstimatedCountPaginator
 from wxnotify.wechat.errors import describe_failure
 
@@ -295,3 +298,33 @@ class DeliveryReceiptAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     @admin.display(description=_("message"))
     def message_link(self, obj: DeliveryReceipt) -> str:
         return _link(obj.message, f"#{obj.message_id}") if obj.message_id else "—"
+
+
+@admin.register(SendingCap)
+class SendingCapAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    """The accounts' daily caps per user, edited by wxnotify admins (messaging.caps applies them at send time).
+
+    Only the user's accounts and their templates are offered; a second cap for the same account and template (or
+    for all templates), or a template of another account, is refused with the field's error.  A change applies to
+    running delivery tasks within ``messaging.caps.CAPS_MEMO_SECONDS``; today's counts are kept.
+    """
+
+    list_display = ["account", "scope", "limit", "action", "updated_at"]
+    list_filter = [("account", AccountScopedRelatedFilter), "action"]
+    list_select_related = ["account", "template"]
+    fields = ["account", "template", "limit", "action"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SendingCap]:
+        return caps_for_user(request.user)
+
+    def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
+        accounts = accounts_for_user(request.user)
+        if db_field.name == "account":
+            kwargs["queryset"] = accounts
+        elif db_field.name == "template":
+            kwargs["queryset"] = MessageTemplate.objects.filter(account__in=accounts).select_related("account")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    @admin.display(description=_("templates"), ordering="template__title")
+    def scope(self, obj: SendingCap) -> str:
+        return obj.template.title if obj.template_id else _("all templates")

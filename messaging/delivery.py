@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from accounts.clients import wechat_client_for
 from accounts.models import Follower
-from messaging import claims, dispatch, metrics, reasons, services, sweeper
+from messaging import caps, claims, dispatch, metrics, reasons, services, sweeper
 from messaging.models import Campaign, Message, lease_from_now
 from messaging.outcomes import Outcomes
 from messaging.sendpool import send_one, send_pool
@@ -79,6 +79,7 @@ class DeliveryRun:
         self.token = uuid.uuid4().hex
         self.outcomes = Outcomes(self.token)
         self.gate = claims.AccountGate()
+        self.caps = caps.CapRules()
         self.max_in_flight = 2 * settings.WXNOTIFY_SEND_CONCURRENCY
         self.min_claim = max(1, settings.WXNOTIFY_SEND_CONCURRENCY // 2)
         self.in_flight = 0
@@ -171,17 +172,30 @@ class DeliveryRun:
     # -- sending --
 
     def _start(self, messages: list[Message]) -> None:
-        """Observe the claim, drop what must not go out, and submit the rest to the send pool."""
+        """Observe the claim, drop what must not go out, and submit the rest to the send pool.
+
+        What must not go out: messages to followers who left, then messages over a sending cap (:mod:`messaging.caps`,
+        counted here, after the claim and before any WeChat call, so retries and held messages count on the day they
+        are actually sent).
+        """
         for message in messages:
             metrics.record_claim(message)
         self._load_campaigns({message.campaign_id for message in messages if message.campaign_id})
         unsubscribed = self._unsubscribed(messages)
-        by_account: dict[int, list[Message]] = defaultdict(list)
+        following = []
         for message in messages:
             if (message.account_id, message.touser) in unsubscribed:
                 self.outcomes.fail(message, None, reasons.UNSUBSCRIBED_REASON)
             else:
-                by_account[message.account_id].append(message)
+                following.append(message)
+        verdict = self.caps.apply(following)
+        for message in verdict.capped:
+            self.outcomes.fail(message, None, reasons.CAPPED_REASON)
+        for until, held in verdict.held.items():
+            self.outcomes.defer(held, until, reasons.CAPPED_HELD_REASON)
+        by_account: dict[int, list[Message]] = defaultdict(list)
+        for message in verdict.allowed:
+            by_account[message.account_id].append(message)
         for account_messages in by_account.values():
             client = self._client_for(account_messages)
             if client is None:

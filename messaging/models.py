@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import DurationField, Q, Value
 from django.db.models.expressions import CombinedExpression
@@ -192,6 +194,16 @@ class Message(models.Model):
         blank=True,
         help_text=_("Hash of the accepted request; a repeated idempotency key with another body is refused."),
     )
+    content_hash = models.CharField(
+        _("content hash"),
+        max_length=64,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "Hash of the template, data and link (not the recipient): the same content to the same user within "
+            "the account's duplicate window is not sent again."
+        ),
+    )
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.QUEUED)
     errcode = models.IntegerField(_("errcode"), null=True, blank=True)
     errmsg = models.CharField(_("error"), max_length=512, blank=True)
@@ -217,6 +229,16 @@ class Message(models.Model):
         ),
     )
     next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+    cap_day = models.DateField(
+        _("counted against the caps of"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "The day (in the account's time zone) whose sending caps this message was counted against when it was "
+            "first claimed for sending; retries are not counted again."
+        ),
+    )
     lease_expires_at = models.DateTimeField(_("sending lease expires at"), null=True, blank=True)
     claim_token = models.CharField(
         _("claim token"),
@@ -390,3 +412,89 @@ class InterceptedMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.template_id} → {self.openid}"
+
+
+class SendingCap(models.Model):
+    """A per-account rule: at most ``limit`` messages to one user per day, of one template or of all of them.
+
+    A "day" is a calendar day in the account's time zone (``OfficialAccount.zone``).  Messages are counted at send
+    time, when a delivery task claims them (``messaging.caps``): scheduled, held and retried messages count on the
+    day they actually go out, and a message over the cap never reaches WeChat.  Over the cap the message either fails
+    at once with the reason *capped*, or is held to the start of the next day.
+    """
+
+    class Action(models.TextChoices):
+        FAIL = "fail", _("Fail it (reason: capped)")
+        HOLD = "hold", _("Hold it to the next day")
+
+    account = models.ForeignKey(
+        "accounts.OfficialAccount", on_delete=models.CASCADE, related_name="sending_caps", verbose_name=_("account")
+    )
+    template = models.ForeignKey(
+        "templates_app.MessageTemplate",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="sending_caps",
+        verbose_name=_("template"),
+        help_text=_("Empty: the cap counts the messages of all the account's templates together."),
+    )
+    limit = models.PositiveIntegerField(
+        _("messages per user per day"),
+        validators=[MinValueValidator(1)],
+        help_text=_("Most messages one user may get in a day (in the account's time zone)."),
+    )
+    action = models.CharField(_("over the cap"), max_length=8, choices=Action.choices, default=Action.FAIL)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("sending cap")
+        verbose_name_plural = _("sending caps")
+        ordering = ["account", "template"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "template"],
+                name="sendingcap_unique_template",
+                violation_error_message=_("This account already has a cap for this template."),
+            ),
+            models.UniqueConstraint(
+                fields=["account"],
+                condition=Q(template__isnull=True),
+                name="sendingcap_unique_all_templates",
+                violation_error_message=_("This account already has a cap for all templates."),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        scope = self.template.title if self.template_id else _("all templates")
+        return _("%(limit)s per user per day (%(scope)s)") % {"limit": self.limit, "scope": scope}
+
+    def clean(self) -> None:
+        super().clean()
+        if self.template_id and self.account_id and self.template.account_id != self.account_id:
+            raise ValidationError({"template": _("Choose a template of this account.")})
+
+
+class CapCounter(models.Model):
+    """How many messages a sending cap has let through to one user on one day (see ``messaging.caps``).
+
+    Counted with one conditional UPDATE (``count < limit``) per message, so concurrent delivery tasks never let the
+    N+1st through: PostgreSQL re-checks the condition on the locked row, SQLite runs one writer at a time.
+    """
+
+    cap = models.ForeignKey(SendingCap, on_delete=models.CASCADE, related_name="counters", verbose_name=_("cap"))
+    openid = models.CharField(_("recipient openid"), max_length=64)
+    day = models.DateField(_("day counted"))
+    count = models.PositiveIntegerField(_("messages counted"), default=0)
+
+    class Meta:
+        verbose_name = _("sending cap counter")
+        verbose_name_plural = _("sending cap counters")
+        constraints = [
+            models.UniqueConstraint(fields=["cap", "openid", "day"], name="capcounter_unique_cap_openid_day"),
+        ]
+        indexes = [models.Index(fields=["day"], name="capcounter_day")]
+
+    def __str__(self) -> str:
+        return f"{self.openid} {self.day}: {self.count}"

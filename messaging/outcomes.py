@@ -95,6 +95,8 @@ class _Writes:
     retry: dict[tuple[int | None, str, bool], dict[int, datetime]] = field(default_factory=lambda: defaultdict(dict))
     # next attempt → message ids put back without spending their attempt (quota holds)
     released: dict[datetime, list[int]] = field(default_factory=lambda: defaultdict(list))
+    # (next attempt, reason) → message ids put back without spending their attempt, the reason shown meanwhile
+    deferred: dict[tuple[datetime, str], list[int]] = field(default_factory=lambda: defaultdict(list))
     unfollowed: set[tuple[int, str]] = field(default_factory=set)
 
     def __len__(self) -> int:
@@ -103,6 +105,7 @@ class _Writes:
             + sum(map(len, self.failed.values()))
             + sum(map(len, self.retry.values()))
             + sum(map(len, self.released.values()))
+            + sum(map(len, self.deferred.values()))
         )
 
 
@@ -223,6 +226,11 @@ class Outcomes:
         self.writes.released[as_datetime(until)].extend(message.pk for message in messages)
         self.counts["held"] += len(messages)
 
+    def defer(self, messages: list[Message], until: datetime, reason: str) -> None:
+        """Back to the queue until ``until`` without spending the attempt, saying why (a sending cap's hold)."""
+        self.writes.deferred[(until, truncate(reason))].extend(message.pk for message in messages)
+        self.counts["held"] += len(messages)
+
     def _flag(self, message: Message, error: WeChatError) -> None:
         if error.errcode in TEMPLATE_ERRCODES:
             if message.template_id not in self.flagged_templates:
@@ -294,6 +302,16 @@ class Outcomes:
             self._ours(ids).update(
                 status=Message.Status.QUEUED,
                 attempts=F("attempts") - 1,
+                next_attempt_at=until,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+        for (until, reason), ids in writes.deferred.items():
+            self._ours(ids).update(
+                status=Message.Status.QUEUED,
+                attempts=F("attempts") - 1,
+                errcode=None,
+                errmsg=reason,
                 next_attempt_at=until,
                 lease_expires_at=None,
                 updated_at=now,

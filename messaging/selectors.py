@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, QuerySet
+from django.db.models import Count, F, QuerySet
 
 from accounts.selectors import accounts_for_user, in_user_accounts
-from messaging.models import Campaign, DeliveryReceipt, Message
+from messaging.models import Campaign, DeliveryReceipt, Message, SendingCap
 
 FINAL_STATUSES = (Message.Status.DELIVERED, Message.Status.FAILED)
 # "Sent" is final for progress too: WeChat accepted it and a receipt may never come.
@@ -26,6 +26,19 @@ def campaigns_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Campa
 
 def receipts_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[DeliveryReceipt]:
     return DeliveryReceipt.objects.filter(account__in=accounts_for_user(user))
+
+
+def caps_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[SendingCap]:
+    return SendingCap.objects.filter(account__in=accounts_for_user(user))
+
+
+def account_caps(account_id: int) -> list[SendingCap]:
+    """An account's sending caps as shown to the people who send (console): all templates first."""
+    return list(
+        SendingCap.objects.filter(account_id=account_id)
+        .select_related("template")
+        .order_by(F("template_id").asc(nulls_first=True), "template__title")
+    )
 
 
 def _empty_counts() -> dict[str, int]:

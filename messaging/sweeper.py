@@ -17,7 +17,7 @@ from django.db.models import Exists, F, OuterRef, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from messaging import dispatch, events, reasons, services
+from messaging import caps, dispatch, events, reasons, services
 from messaging.models import Campaign, Message
 from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
 
@@ -147,7 +147,7 @@ def dispatch_lost_work(now: datetime) -> dict[str, int]:
 
 def sweep(now: datetime | None = None) -> dict[str, int]:
     """The scheduled sweep: settle, re-dispatch lost work, finish campaigns, apply received receipts left behind,
-    resolve receipts that waited too long."""
+    resolve receipts that waited too long, delete the sending caps' counters of past days."""
     now = now or timezone.now()
     result = settle(now)
     for name, count in dispatch_lost_work(now).items():
@@ -161,6 +161,7 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
         now - timedelta(seconds=settings.WXNOTIFY_RECEIPT_MATCH_WINDOW_SECONDS)
     )
     result["receipts_applied"], result["receipts_unmatched"] = applied, unmatched
+    result["cap_counters_pruned"] = caps.prune_counters(now)
     if any(result.values()):
         logger.info("Sweep: %s", result)
     return result

@@ -48,6 +48,11 @@ from templates_app.models import MessageTemplate
 from wxnotify.tracing import get_trace_id
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+# A send answered with an earlier message says why: its idempotency key was seen before, or the same content went to
+# the same user within the account's duplicate window.
+REPLAY_HEADER = "X-Wxnotify-Replay"
+REPLAY_IDEMPOTENT = "idempotency-key"
+REPLAY_DUPLICATE = "duplicate"
 # The columns of a message that change after acceptance (delivery, receipts, the sweeper).
 DELIVERY_FIELDS = (
     "status",
@@ -123,7 +128,11 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
             "Validates the message, stores it and queues it for delivery; answers 202 with the stored message.  "
             "Repeating a request with the same client_msg_id (or Idempotency-Key header) and the same body answers "
             "200 with the message stored the first time and sends nothing; the same key with another body is "
-            "refused with 422."
+            "refused with 422.  When the account has a duplicate window, the same template, data and link to the "
+            "same user within it also answers 200 with the first message and sends nothing.  A 200 carries the "
+            "X-Wxnotify-Replay header: 'idempotency-key' or 'duplicate'.  The account's daily caps per user are "
+            "applied when the message is sent: a message over a cap fails with a reason starting 'Capped', or waits "
+            "for the next day."
         ),
         request=MessageCreateSerializer,
         parameters=[
@@ -132,11 +141,25 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
                 OpenApiTypes.STR,
                 OpenApiParameter.HEADER,
                 description=_("Idempotency key; used as client_msg_id (must match it when both are given)."),
-            )
+            ),
+            OpenApiParameter(
+                REPLAY_HEADER,
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                response=[200],
+                enum=[REPLAY_IDEMPOTENT, REPLAY_DUPLICATE],
+                description=_("On a 200: why the original message was answered instead of a new one."),
+            ),
         ],
         responses={
             202: OpenApiResponse(MessageSerializer, description=_("Accepted and queued.")),
-            200: OpenApiResponse(MessageSerializer, description=_("Repeated request: the original message.")),
+            200: OpenApiResponse(
+                MessageSerializer,
+                description=_(
+                    "Repeated request, or a duplicate within the account's duplicate window: the original message "
+                    "(see the X-Wxnotify-Replay header)."
+                ),
+            ),
             422: OpenApiResponse(ErrorSerializer, description=_("Idempotency key reused with another body.")),
             **SEND_ERRORS,
         },
@@ -166,10 +189,13 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
             # load both (and decrypt the AppSecret) once more.  With delivery in the workers the message is answered
             # as accepted (a repeat: as just read): reading it back would only race with them, one query per send.
             result.message.refresh_from_db(fields=DELIVERY_FIELDS)
-        return Response(
+        response = Response(
             MessageSerializer(result.message, context=self.get_serializer_context()).data,
             status=status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK,
         )
+        if not result.created:
+            response[REPLAY_HEADER] = REPLAY_DUPLICATE if result.duplicate else REPLAY_IDEMPOTENT
+        return response
 
     @extend_schema(
         operation_id="messages_wechat_record",

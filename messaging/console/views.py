@@ -24,7 +24,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils.translation import gettext as _
-from django.utils.translation import pgettext
+from django.utils.translation import ngettext, pgettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -158,6 +158,26 @@ def _compose_strings() -> dict[str, str]:
     }
 
 
+def _duplicate_warnings(campaign: Campaign) -> list[str]:
+    """What staff are told of the recipients not sent to because they got the same content within the window."""
+    copies = services.earlier_copies(campaign)
+    warnings = [
+        ngettext(
+            "%(openid)s already got this message %(minutes)d minute ago (message #%(id)d): not sent again.",
+            "%(openid)s already got this message %(minutes)d minutes ago (message #%(id)d): not sent again.",
+            copy.minutes_ago,
+        )
+        % {"openid": copy.openid, "minutes": copy.minutes_ago, "id": copy.original_id}
+        for copy in copies.shown
+    ]
+    if copies.total > len(copies.shown):
+        warnings.append(
+            _("%(count)d more recipient(s) already got it within the duplicate window.")
+            % {"count": copies.total - len(copies.shown)}
+        )
+    return warnings
+
+
 def _quoted(entries: list[str]) -> dict[str, Any]:
     return {"shown": entries[:QUOTED_PROBLEMS], "total": len(entries)}
 
@@ -212,6 +232,8 @@ def compose(request: HttpRequest) -> HttpResponse:
                 )
                 for warning in services.quota_warnings(account, recipients=campaign.recipient_count):
                     messages.warning(request, warning)
+                for warning in _duplicate_warnings(campaign):
+                    messages.warning(request, warning)
                 return redirect("console:campaign", pk=campaign.pk)
         card = render_card(template, form.keyword_values())
     elif template is not None:
@@ -229,6 +251,7 @@ def compose(request: HttpRequest) -> HttpResponse:
             "card": card,
             "card_has_link": form is not None and form.is_bound and form.previews_link(),
             "js_strings": _compose_strings(),
+            "caps": selectors.account_caps(account.pk) if account else [],
         },
     )
 

@@ -11,7 +11,7 @@ One module per job: :mod:`.checks` (validation shared by both kinds of send), :m
 sends).  Callers import from this package.
 """
 
-from messaging.reasons import CANCELLED_REASON, UNSUBSCRIBED_REASON
+from messaging.reasons import CANCELLED_REASON, CAPPED_HELD_REASON, CAPPED_REASON, DUPLICATE_REASON, UNSUBSCRIBED_REASON
 from messaging.services.campaigns import (
     RecipientSpec,
     RetryResult,
@@ -21,6 +21,7 @@ from messaging.services.campaigns import (
     retry_failed,
 )
 from messaging.services.checks import CampaignActionRefused, IdempotencyConflict, MessageRejected
+from messaging.services.duplicates import EarlierCopies, earlier_copies
 from messaging.services.expansion import expand_all_subscribed
 from messaging.services.ledger import WeChatRecord, hold_end_text, poll_intercepted, quota_warnings, wechat_record
 from messaging.services.receipts import (
@@ -34,9 +35,13 @@ from messaging.services.sending import SendResult, request_fingerprint, send_mes
 
 __all__ = [
     "CANCELLED_REASON",
+    "CAPPED_HELD_REASON",
+    "CAPPED_REASON",
+    "DUPLICATE_REASON",
     "RECEIPT_BATCH_SIZE",
     "UNSUBSCRIBED_REASON",
     "CampaignActionRefused",
+    "EarlierCopies",
     "IdempotencyConflict",
     "MessageRejected",
     "RecipientSpec",
@@ -47,6 +52,7 @@ __all__ = [
     "apply_received_receipts",
     "cancel_campaign",
     "create_campaign",
+    "earlier_copies",
     "expand_all_subscribed",
     "finish_campaigns",
     "hold_end_text",

@@ -26,7 +26,7 @@ from messaging.services.checks import (
     check_template,
     vanished_reference,
 )
-from messaging.services.expansion import expand_openids, expand_usernames, subscribed_followers
+from messaging.services.expansion import expand_openids, expand_usernames, fail_duplicates, subscribed_followers
 from wxnotify.tracing import get_trace_id, traced
 from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
 
@@ -119,8 +119,10 @@ def create_campaign(
             if errors:
                 transaction.set_rollback(True)
                 raise MessageRejected(errors)
+            if not expand_later:
+                fail_duplicates(campaign, Message.objects.filter(campaign=campaign), now, record=False)
             if events.wanted(events.MESSAGE_FAILED):
-                # Recipients known to have unfollowed were inserted failed.
+                # Recipients known to have unfollowed were inserted failed, and duplicates failed just now.
                 events.record_messages(
                     events.MESSAGE_FAILED, Message.objects.filter(campaign=campaign, status=Message.Status.FAILED)
                 )

@@ -1,7 +1,8 @@
 """Expanding a campaign's recipients into queued messages: raw bulk inserts, in chunks, so memory stays flat.
 
 Lists of openids or usernames are expanded while the campaign is accepted; every subscribed follower is added after
-acceptance by a task, a chunk per transaction (:func:`expand_all_subscribed`).
+acceptance by a task, a chunk per transaction (:func:`expand_all_subscribed`).  Recipients who already got the same
+content within the account's duplicate window are failed as duplicates as they are added (:func:`fail_duplicates`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import Follower
 from accounts.selectors import followers_by_username
-from messaging import dispatch
+from messaging import dispatch, events
 from messaging.models import Campaign, Message
 from messaging.reasons import UNSUBSCRIBED_REASON
+from messaging.services import duplicates
 from messaging.services.checks import CLIENT_MSG_ID_MAX_LENGTH, OPENID_RE
 
 # Rows per INSERT and per follower lookup while expanding a campaign: big enough to be fast, small
@@ -68,6 +71,27 @@ def _campaign_client_msg_id(campaign: Campaign, salt: str, key: str) -> str:
     return f"c{campaign.pk}-{salt}-h{hashlib.sha256(key.encode('utf-8')).hexdigest()[:40]}"
 
 
+def campaign_content_hash(campaign: Campaign) -> str:
+    """What every message of the campaign says, for the duplicate window (messaging.services.duplicates)."""
+    template_id = campaign.template.template_id
+    return duplicates.content_hash(
+        template_id=template_id, data=campaign.data, url=campaign.url, miniprogram=campaign.miniprogram
+    )
+
+
+def fail_duplicates(campaign: Campaign, messages: QuerySet[Message], now: datetime, *, record: bool = True) -> int:
+    """Fail the campaign's just-added ``messages`` that repeat, for their recipient, a message of the same content in
+    the account's duplicate window; returns how many.  Their ``message.failed`` events are written unless ``record``
+    is False (the caller writes them with others in its transaction)."""
+    found = duplicates.campaign_duplicates(
+        messages, account=campaign.account, content=campaign_content_hash(campaign), now=now
+    )
+    if found is None:
+        return 0
+    changes = duplicates.duplicate_changes(now)
+    return events.update_recording(found, events.MESSAGE_FAILED, **changes) if record else found.update(**changes)
+
+
 # Rows per INSERT statement (4 parameters each).
 _ROWS_PER_INSERT = 1000
 # Columns that differ between the recipients of a campaign; every other column is the same for all of them.
@@ -97,6 +121,8 @@ class CampaignRows:
             "url": "",
             "miniprogram": None,
             "request_fingerprint": "",
+            "content_hash": campaign_content_hash(campaign),
+            "cap_day": None,
             "errcode": None,
             "msgid": None,
             "wechat_rid": "",
@@ -275,7 +301,12 @@ def _expand_chunk(campaign_id: int) -> tuple[bool, int]:
         last = ALL_SUBSCRIBED_CHUNK_SIZE
         bound = list(remaining.order_by("pk").values_list("pk", flat=True)[last - 1 : last])
         through = bound[0] if bound else None
-        added = CampaignRows(campaign, timezone.now()).insert_subscribed(after=after, through=through)
+        now = timezone.now()
+        added = CampaignRows(campaign, now).insert_subscribed(after=after, through=through)
+        chunk = Message.objects.filter(campaign_id=campaign_id, follower_id__gt=after or 0)
+        if through is not None:
+            chunk = chunk.filter(follower_id__lte=through)
+        fail_duplicates(campaign, chunk, now)
         if through is not None:
             Campaign.objects.filter(pk=campaign_id).update(expanded_through=through)
             return True, added

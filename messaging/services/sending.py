@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,6 +19,7 @@ from accounts.selectors import followers_by_username
 from messaging import dispatch, events
 from messaging.models import Message
 from messaging.reasons import UNSUBSCRIBED_REASON
+from messaging.services import duplicates
 from messaging.services.checks import (
     OPENID_RE,
     IdempotencyConflict,
@@ -37,10 +39,12 @@ logger = logging.getLogger("wxnotify.messaging")
 
 @dataclass(frozen=True)
 class SendResult:
-    """The accepted message, and whether this call created it (False: an idempotent repeat)."""
+    """The accepted message, and whether this call created it (False: an idempotent repeat, or with ``duplicate``
+    the first message of the same content to the same user within the account's duplicate window)."""
 
     message: Message
     created: bool
+    duplicate: bool = False
 
 
 def _resolve_user(account: OfficialAccount, user: Any, errors: dict[str, Any]) -> tuple[str, int | None, bool]:
@@ -131,7 +135,9 @@ def send_message(
     ``client_msg_id`` with the same request returns the existing message and sends nothing; with a
     different request it raises :class:`IdempotencyConflict`.  When two identical requests race, the
     unique (account, client_msg_id) constraint decides and the loser returns the winner's message.
-    A recipient known to have unfollowed gets a message that fails at once, without a WeChat call.
+    A recipient known to have unfollowed gets a message that fails at once, without a WeChat call.  With the
+    account's duplicate window on, the same content to the same user within it returns the first message with
+    ``duplicate`` set and stores nothing (:mod:`messaging.services.duplicates`).
     Without ``trace_id`` the current one (e.g. the request's, see :mod:`wxnotify.tracing`) is stored.
     """
     trace_id = trace_id or get_trace_id()
@@ -148,6 +154,7 @@ def send_message(
     fingerprint = request_fingerprint(
         touser=openid, template_id=template_id, data=normalized, url=url or "", miniprogram=mini
     )
+    content = duplicates.content_hash(template_id=template_id, data=normalized, url=url or "", miniprogram=mini)
     # A repeated client_msg_id is found by the unique constraint rather than a look-up first: repeats are
     # rare, and every other request saves a query.
     now = timezone.now()
@@ -162,6 +169,7 @@ def send_message(
         miniprogram=mini,
         client_msg_id=client_msg_id or generate_client_msg_id(),
         request_fingerprint=fingerprint,
+        content_hash=content,
         created_by=created_by if getattr(created_by, "pk", None) else None,
         trace_id=trace_id,
     )
@@ -169,13 +177,23 @@ def send_message(
         message.status = Message.Status.FAILED
         message.errmsg = UNSUBSCRIBED_REASON
         message.finished_at = now
-    try:
-        _insert(message)
-    except IntegrityError:
-        existing = Message.objects.filter(account=account, client_msg_id=message.client_msg_id).first()
-        if existing is None:
-            raise vanished_reference() from None
-        return _replay(existing, fingerprint)
+    window = duplicates.window_of(account)
+    with duplicates.guarded(account.pk, openid, content) if window else contextlib.nullcontext():
+        if window:
+            original = duplicates.originals(account.pk, openid, content, now - window).first()
+            if original is not None:
+                if original.client_msg_id == message.client_msg_id:
+                    return _replay(original, fingerprint)
+                with traced(trace_id):
+                    logger.info("Duplicate of message #%s to %s within the window: not accepted", original.pk, openid)
+                return SendResult(original, created=False, duplicate=True)
+        try:
+            _insert(message)
+        except IntegrityError:
+            existing = Message.objects.filter(account=account, client_msg_id=message.client_msg_id).first()
+            if existing is None:
+                raise vanished_reference() from None
+            return _replay(existing, fingerprint)
     with traced(trace_id):
         logger.info("Accepted message #%s to %s (%s)", message.pk, openid, message.status)
     if message.status == Message.Status.QUEUED:

@@ -227,6 +227,8 @@ def test_repeated_client_msg_id_answers_the_first_message_and_sends_once(api_a, 
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
     assert again.json()["client_msg_id"] == "order-1001-shipped"
+    assert again["X-Wxnotify-Replay"] == "idempotency-key"
+    assert "X-Wxnotify-Replay" not in first
     assert len(sandbox_api.messages()) == 1
     assert Message.objects.count() == 1
 

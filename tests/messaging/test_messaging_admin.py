@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from accounts.models import OfficialAccount
 from accounts.selectors import ADMINS_GROUP, STAFF_GROUP
-from messaging.models import Campaign, DeliveryReceipt, Message
+from messaging.models import Campaign, DeliveryReceipt, Message, SendingCap
 from templates_app.models import MessageTemplate
 
 pytestmark = pytest.mark.django_db
@@ -166,3 +166,54 @@ def test_unmatched_receipts_are_visible(admin_client, two_accounts):
     response = admin_client.get(reverse("admin:messaging_deliveryreceipt_changelist"), {"state__exact": "unmatched"})
     assert response.status_code == 200
     assert len(response.context["cl"].result_list) == 1
+
+
+# --- Sending caps -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def admin_member_client(client, django_user_model, two_accounts):
+    """A wxnotify admin (not a superuser): the group's permissions alone must let them edit caps."""
+    user = django_user_model.objects.create_user("capadmin", password="pw", is_staff=True)
+    user.groups.add(Group.objects.get(name=ADMINS_GROUP))
+    client.force_login(user)
+    client.defaults["HTTP_ACCEPT_LANGUAGE"] = "en"
+    return client
+
+
+def _cap_form(account, template=None, limit="3", action="fail") -> dict[str, str]:
+    template_pk = str(template.pk) if template else ""
+    return {"account": str(account.pk), "template": template_pk, "limit": limit, "action": action}
+
+
+def test_admins_add_caps_and_invalid_ones_are_refused_with_clear_errors(admin_member_client, two_accounts):
+    (account, template), (other, other_template) = two_accounts
+    add = reverse("admin:messaging_sendingcap_add")
+
+    assert admin_member_client.post(add, _cap_form(account)).status_code == 302
+    assert admin_member_client.post(add, _cap_form(account, template, action="hold")).status_code == 302
+    assert list(SendingCap.objects.values_list("template", "limit", "action").order_by("pk")) == [
+        (None, 3, "fail"),
+        (template.pk, 3, "hold"),
+    ]
+
+    refused = {
+        "a second all-templates cap": (_cap_form(account), "already has a cap for all templates"),
+        "a second cap of the template": (_cap_form(account, template), "already has a cap for this template"),
+        "another account's template": (_cap_form(account, other_template), "Choose a template of this account."),
+        "a limit of 0": (_cap_form(other, limit="0"), "greater than or equal to 1"),
+    }
+    for label, (form, error) in refused.items():
+        response = admin_member_client.post(add, form)
+        assert response.status_code == 200, label
+        assert error in response.content.decode(), label
+    assert SendingCap.objects.count() == 2
+
+    listing = admin_member_client.get(reverse("admin:messaging_sendingcap_changelist")).content.decode()
+    assert "all templates" in listing and template.title in listing
+
+
+def test_staff_do_not_see_caps_in_the_admin(staff_client, two_accounts):
+    (account, _template), _b = two_accounts
+    SendingCap.objects.create(account=account, limit=2)
+    assert staff_client.get(reverse("admin:messaging_sendingcap_changelist")).status_code == 403
