@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -15,7 +16,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import Follower, OfficialAccount
 from accounts.selectors import followers_by_username
-from messaging import dispatch, events
+from messaging import dispatch, events, scheduling
 from messaging.models import Message
 from messaging.reasons import UNSUBSCRIBED_REASON
 from messaging.services.checks import (
@@ -26,6 +27,7 @@ from messaging.services.checks import (
     check_client_msg_id,
     check_data,
     check_link,
+    check_send_at,
     check_template,
     generate_client_msg_id,
     vanished_reference,
@@ -122,6 +124,8 @@ def send_message(
     url: str = "",
     miniprogram: Mapping[str, str] | None = None,
     client_msg_id: str | None = None,
+    send_at: datetime | None = None,
+    respect_quiet_hours: bool = False,
     created_by: Any = None,
     trace_id: str = "",
 ) -> SendResult:
@@ -133,6 +137,11 @@ def send_message(
     unique (account, client_msg_id) constraint decides and the loser returns the winner's message.
     A recipient known to have unfollowed gets a message that fails at once, without a WeChat call.
     Without ``trace_id`` the current one (e.g. the request's, see :mod:`wxnotify.tracing`) is stored.
+
+    With ``send_at`` (see ``check_send_at``) the message is stored ``scheduled`` and sent at that time; it can be
+    cancelled or rescheduled until then.  Single messages are transactional and ignore the account's quiet hours
+    unless ``respect_quiet_hours``: then one accepted inside them waits as scheduled until they end (as does one
+    whose send time or retry falls inside them, see messaging.scheduling).
     """
     trace_id = trace_id or get_trace_id()
     errors: dict[str, Any] = {}
@@ -142,6 +151,8 @@ def send_message(
     normalized = check_data(template, data, errors)
     mini = check_link(url or "", miniprogram, errors)
     check_client_msg_id(client_msg_id, errors)
+    now = timezone.now()
+    send_at = check_send_at(account, send_at, errors, now)
     if errors:
         raise MessageRejected(errors)
 
@@ -150,7 +161,6 @@ def send_message(
     )
     # A repeated client_msg_id is found by the unique constraint rather than a look-up first: repeats are
     # rare, and every other request saves a query.
-    now = timezone.now()
     message = Message(
         account=account,
         template=template,
@@ -162,6 +172,8 @@ def send_message(
         miniprogram=mini,
         client_msg_id=client_msg_id or generate_client_msg_id(),
         request_fingerprint=fingerprint,
+        send_at=send_at,
+        respect_quiet_hours=respect_quiet_hours,
         created_by=created_by if getattr(created_by, "pk", None) else None,
         trace_id=trace_id,
     )
@@ -169,6 +181,12 @@ def send_message(
         message.status = Message.Status.FAILED
         message.errmsg = UNSUBSCRIBED_REASON
         message.finished_at = now
+    elif send_at is not None:
+        message.status, message.next_attempt_at = Message.Status.SCHEDULED, send_at
+        message.wait_reason = Message.WaitReason.SEND_AT
+    elif respect_quiet_hours and (quiet_until := account.quiet_hours_end(now)) is not None:
+        message.status, message.next_attempt_at = Message.Status.SCHEDULED, quiet_until
+        message.wait_reason = Message.WaitReason.QUIET_HOURS
     try:
         _insert(message)
     except IntegrityError:
@@ -180,4 +198,7 @@ def send_message(
         logger.info("Accepted message #%s to %s (%s)", message.pk, openid, message.status)
     if message.status == Message.Status.QUEUED:
         transaction.on_commit(dispatch.request_singles_delivery)
+    elif message.status == Message.Status.SCHEDULED:
+        when = message.next_attempt_at
+        transaction.on_commit(lambda: scheduling.wake_before(when, timezone.now()))
     return SendResult(message, created=True)
