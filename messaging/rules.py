@@ -40,5 +40,6 @@ def can_cancel_message(message: Message) -> bool:
 
 
 def can_retry(campaign: Campaign, failed: int) -> bool:
-    """A campaign's failed messages can be queued again unless it was cancelled (a cancel is final)."""
-    return campaign.state != Campaign.State.CANCELLED and failed > 0
+    """A campaign's failed messages can be queued again unless it was cancelled (a cancel is final) or has not
+    started yet (a scheduled campaign sends nothing before its time)."""
+    return campaign.state not in (Campaign.State.CANCELLED, Campaign.State.SCHEDULED) and failed > 0

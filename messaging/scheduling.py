@@ -22,7 +22,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -61,7 +60,8 @@ def release_scheduled(now: datetime) -> dict[str, int]:
 
     Cheap when nothing is due (an index range on ``status, next_attempt_at`` that finds no row), so every delivery
     task runs it every ``RELEASE_SECONDS``.  Idempotent: two tasks releasing at once queue each message once (the
-    UPDATE re-checks the status) and at worst start a campaign's tasks twice, which only adds a task.
+    UPDATE re-checks the status) and at worst start a campaign's tasks twice, which only adds tasks that stop when
+    they find nothing left.
     """
     starting = list(
         Campaign.objects.filter(state=Campaign.State.SCHEDULED, send_at__lte=now).values_list("pk", flat=True)
@@ -77,16 +77,15 @@ def release_scheduled(now: datetime) -> dict[str, int]:
     if campaign_ids:
         # next_attempt_at stays: the claims serve due messages oldest first, and the queue lag counts from it.
         released = due.update(status=Message.Status.QUEUED, wait_reason="", updated_at=now)
+    if not released:
+        campaign_ids.clear()  # another task released them first and started their work
     singles = None in campaign_ids
     campaign_ids.discard(None)
     campaign_ids.update(starting)
+    # Started whether or not the campaign's engine key is up: a campaign whose messages all waited for quiet hours
+    # keeps the key of its last task for a while after that task found nothing left and stopped.
     for campaign_id in campaign_ids:
-        try:
-            running = cache.get(dispatch.campaign_engine_key(campaign_id)) is not None
-        except Exception:
-            running = False
-        if not running:
-            dispatch.enqueue_campaign(campaign_id)
+        dispatch.enqueue_campaign(campaign_id)
     if singles:
         dispatch.request_singles_delivery()
     if released or started:

@@ -227,6 +227,8 @@ def retry_failed(campaign: Campaign, *, include_unknown: bool = False) -> RetryR
     unknown = failed.filter(errcode=OUTCOME_UNKNOWN_ERRCODE)
     if campaign.state == Campaign.State.CANCELLED:
         raise CampaignActionRefused(_("A cancelled campaign is not retried."))
+    if campaign.state == Campaign.State.SCHEDULED:
+        raise CampaignActionRefused(_("A scheduled campaign sends nothing before its time; retry after it started."))
     if not include_unknown:
         failed = failed.exclude(errcode=OUTCOME_UNKNOWN_ERRCODE)
     now = timezone.now()

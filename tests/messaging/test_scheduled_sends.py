@@ -31,6 +31,7 @@ from messaging.services import (
     create_campaign,
     reschedule_campaign,
     reschedule_message,
+    retry_failed,
     send_message,
 )
 from messaging.tasks import deliver_due_messages, sweep_messages
@@ -243,10 +244,15 @@ def test_a_scheduled_campaign_sends_nothing_before_its_time_then_runs(pipeline, 
 
 def test_cancel_a_scheduled_campaign_before_its_time(pipeline, sandbox_api):
     campaign = campaign_to(pipeline, sandbox_api.followers()[:3], send_at=timezone.now() + timedelta(hours=1))
-    assert cancel_campaign(campaign) == 3
+    Follower.objects.filter(openid=sandbox_api.followers()[0]).update(subscribed=False)
+    Message.objects.filter(campaign=campaign, touser=sandbox_api.followers()[0]).update(status=Message.Status.FAILED)
+    assert not rules.can_retry(campaign, failed=1)
+    with pytest.raises(CampaignActionRefused):
+        retry_failed(campaign)  # it would send before the campaign's time
+    assert cancel_campaign(campaign) == 2
     campaign.refresh_from_db()
     assert campaign.state == Campaign.State.CANCELLED
-    assert set(campaign.messages.values_list("status", "errmsg")) == {
+    assert set(campaign.messages.exclude(touser=sandbox_api.followers()[0]).values_list("status", "errmsg")) == {
         (Message.Status.FAILED, "Cancelled with its campaign.")
     }
     with pytest.raises(CampaignActionRefused):
