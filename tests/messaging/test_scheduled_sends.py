@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from accounts.models import Follower, OfficialAccount
 from accounts.services import announce_quiet_hours_change
@@ -40,6 +40,9 @@ from tests.factories import ORDER_DATA, ORDER_TEMPLATE, api_client_for, english_
 from wxnotify.wechat.tokens import default_token_manager
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")  # no daylight saving time
+
+# The reasons and refusals are read in English (one test reads them in Chinese).
+pytestmark = pytest.mark.usefixtures("english")
 
 
 @pytest.fixture
@@ -162,6 +165,13 @@ def test_a_scheduled_message_waits_then_goes_at_its_time(pipeline, sandbox_api):
     assert message.status in (Message.Status.SENT, Message.Status.DELIVERED)
     assert message.wait_reason == ""
     assert delivered_to(sandbox_api) == [openid]
+
+
+def test_the_reason_reads_in_chinese_too(pipeline, sandbox_api):
+    end = quiet_now(pipeline)
+    message = single(pipeline, sandbox_api.followers()[0], respect_quiet_hours=True).message
+    with translation.override("zh-hans"):
+        assert scheduling.message_wait_text(message) == f"免打扰时段，至 {end.astimezone(SHANGHAI):%H:%M} Asia/Shanghai"
 
 
 def test_a_naive_send_time_is_read_in_the_accounts_zone(pipeline, sandbox_api):
