@@ -35,7 +35,12 @@ from accounts.selectors import (
     token_conflict_counts,
     token_reads_for_user,
 )
-from accounts.services import check_connection, queue_follower_sync, record_wechat_error
+from accounts.services import (
+    announce_quiet_hours_change,
+    check_connection,
+    queue_follower_sync,
+    record_wechat_error,
+)
 from wxnotify.pagination import EstimatedCountPaginator
 from wxnotify.wechat.errors import WeChatError, describe_wechat_error
 from wxnotify.wechat.tokens import FORCE_REFRESH_DAILY_LIMIT, default_token_manager
@@ -80,9 +85,18 @@ class OfficialAccountAdmin(QuotaAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
                     "is_active",
                     "operators",
                     "send_rate_limit",
-                    "time_zone",
                     "duplicate_window_minutes",
                 ]
+            },
+        ),
+        (
+            _("Time zone and quiet hours"),
+            {
+                "fields": ["time_zone", ("quiet_start", "quiet_end")],
+                "description": _(
+                    "Campaign messages that fall inside the quiet hours wait until they end; single messages go "
+                    "through unless their sender asked otherwise. Changing the hours re-plans the waiting messages."
+                ),
             },
         ),
         (
@@ -178,6 +192,12 @@ class OfficialAccountAdmin(QuotaAdminMixin, ScopedAdminMixin, admin.ModelAdmin):
                 options["description"] = _("The callback secrets are shown to account admins only.")
             fieldsets.append((title, options))
         return fieldsets
+
+    def save_model(self, request: HttpRequest, obj: OfficialAccount, form, change: bool) -> None:
+        """Saving new quiet hours (or a new time zone) re-plans the messages waiting for the old ones."""
+        super().save_model(request, obj, form, change)
+        if change:
+            announce_quiet_hours_change(obj, form.changed_data)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         """Say at the top of the page when another system keeps replacing the account's access_token."""

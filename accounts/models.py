@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, available_timezones
 
 from django.conf import settings
@@ -106,6 +107,18 @@ class OfficialAccount(models.Model):
             "earlier one is not sent again: the API answers with the earlier message. Empty or 0: off."
         ),
     )
+    quiet_start = models.TimeField(
+        _("quiet hours start"),
+        null=True,
+        blank=True,
+        help_text=_("Campaign messages wait from this time (in the account's time zone); empty: no quiet hours."),
+    )
+    quiet_end = models.TimeField(
+        _("quiet hours end"),
+        null=True,
+        blank=True,
+        help_text=_("… until this time; a window may run across midnight (e.g. 22:00 to 08:00)."),
+    )
     operators = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
         verbose_name=_("operators"),
@@ -135,6 +148,31 @@ class OfficialAccount(models.Model):
         """The account's time zone, for the rules that speak of days and hours (quiet hours, daily caps)."""
         return ZoneInfo(self.time_zone)
 
+    @property
+    def has_quiet_hours(self) -> bool:
+        return self.quiet_start is not None and self.quiet_end is not None
+
+    def quiet_hours_end(self, now: datetime) -> datetime | None:
+        """When the quiet window that ``now`` falls in opens again (aware, in the account's zone); None outside one.
+
+        The window is [start, end) in the account's wall-clock time: 22:00-08:00 holds 22:00 and 07:59 but not
+        08:00.  A wall-clock end that a DST change skips or repeats is resolved by ``zoneinfo`` (fold 0).
+        """
+        if not self.has_quiet_hours:
+            return None
+        local = now.astimezone(self.zone)
+        clock = local.time().replace(tzinfo=None)
+        start, end = self.quiet_start, self.quiet_end
+        if start < end:
+            inside = start <= clock < end
+            end_day = local.date()
+        else:
+            inside = clock >= start or clock < end
+            end_day = local.date() + timedelta(days=1) if clock >= start else local.date()
+        if not inside:
+            return None
+        return datetime.combine(end_day, end, tzinfo=self.zone)
+
     def clean(self) -> None:
         """Encrypted callbacks cannot be read or answered without the EncodingAESKey; an external token source needs
         its URL (https, or http to this host only) and its secret."""
@@ -147,6 +185,12 @@ class OfficialAccount(models.Model):
                 errors["token_source_url"] = _("Give the token source's https URL (http only to 127.0.0.1).")
             if not self.token_source_secret:
                 errors["token_source_secret"] = _("Give the secret the token source expects.")
+        if (self.quiet_start is None) != (self.quiet_end is None):
+            errors["quiet_end" if self.quiet_end is None else "quiet_start"] = _(
+                "Give both ends of the quiet hours, or neither."
+            )
+        elif self.has_quiet_hours and self.quiet_start == self.quiet_end:
+            errors["quiet_end"] = _("The quiet hours must end at another time than they start.")
         if errors:
             raise ValidationError(errors)
 

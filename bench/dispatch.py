@@ -214,10 +214,17 @@ class ApiStack:
 
 
 @contextlib.contextmanager
-def api_stack(config: str, *, qclusters: int | None = None) -> Iterator[ApiStack]:
+def api_stack(
+    config: str,
+    *,
+    qclusters: int | None = None,
+    database_url: str = SERVICES_DATABASE_URL,
+    redis_url: str = SERVICES_REDIS_URL,
+) -> Iterator[ApiStack]:
     """The sandbox (LATENCY_MS per send, no receipts), qcluster workers and gunicorn (gunicorn.conf.py) on the
-    embedded default (SQLite, database cache, ORM broker in a temporary directory) or on PostgreSQL + Redis; the
-    API's throttles raised out of the way; a warmed-up API.  Everything is stopped and removed on exit."""
+    embedded default (SQLite, database cache, ORM broker in a temporary directory) or on PostgreSQL + Redis (the
+    given database, dropped and recreated, and Redis database, flushed); the API's throttles raised out of the way;
+    a warmed-up API.  Everything is stopped and removed on exit."""
     from sandbox.demo import DEMO_ACCOUNT
 
     sandbox_port, web_port = free_port(), free_port()
@@ -230,7 +237,6 @@ def api_stack(config: str, *, qclusters: int | None = None) -> Iterator[ApiStack
         "WXNOTIFY_API_SEND_RATE": "100000/s",
     }
     if config == "services":
-        database_url, redis_url = SERVICES_DATABASE_URL, SERVICES_REDIS_URL
         recreate_database(database_url)
         flush_redis(redis_url)
     else:

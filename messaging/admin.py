@@ -19,6 +19,7 @@ from accounts.scoping import AccountScopedRelatedFilter, ScopedAdminMixin
 from accounts.selectors import accounts_for_user
 from messaging import rules
 from messaging.models import Campaign, DeliveryReceipt, Message, SendingCap
+from messaging.scheduling import campaign_wait_text, message_wait_text
 from messaging.selectors import (
     campaign_progress,
     campaign_status_counts,
@@ -63,6 +64,7 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "template",
         "touser",
         "status",
+        "waiting",
         "attempts",
         "error",
         "msgid",
@@ -92,6 +94,9 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
             {
                 "fields": [
                     "status",
+                    "waiting",
+                    "send_at",
+                    "respect_quiet_hours",
                     "error",
                     "wechat_rid",
                     "wechat_rid_at",
@@ -122,6 +127,11 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         if term.isdigit() and len(term) <= 19:
             results |= queryset.filter(msgid=int(term))
         return results, may_have_duplicates
+
+    @admin.display(description=_("waiting for"))
+    def waiting(self, obj: Message) -> str:
+        """Why a scheduled message waits and until when, on its account's clock."""
+        return message_wait_text(obj) or "—"
 
     @admin.display(description=_("error"))
     def error(self, obj: Message) -> str:
@@ -162,6 +172,7 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "account",
         "template",
         "state",
+        "send_at",
         "recipient_count",
         "status_counts",
         "progress",
@@ -171,7 +182,7 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ["account", "template"]
     search_fields = ["name", "trace_id"]
     actions = ["cancel_selected", "retry_failed_messages", "retry_failed_messages_including_unknown"]
-    readonly_fields = ["status_counts", "progress", "messages_link"]
+    readonly_fields = ["waiting", "status_counts", "progress", "messages_link"]
     fields = [
         "name",
         "account",
@@ -182,6 +193,8 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "recipient_kind",
         "recipient_count",
         "state",
+        "send_at",
+        "waiting",
         "status_counts",
         "progress",
         "messages_link",
@@ -213,6 +226,11 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         if not hasattr(obj, "status_counts_by_status"):
             obj.status_counts_by_status = campaign_status_counts(obj)
         return obj.status_counts_by_status
+
+    @admin.display(description=_("waiting for"))
+    def waiting(self, obj: Campaign) -> str:
+        """When a scheduled campaign starts, on its account's clock."""
+        return campaign_wait_text(obj) or "—"
 
     @admin.display(description=_("messages by status"))
     def status_counts(self, obj: Campaign) -> str:

@@ -36,6 +36,10 @@ class MessagingConfig(AppConfig):
         from messaging.services.ledger import resume_after_quota_clear
 
         quota_cleared.connect(resume_after_quota_clear, dispatch_uid="messaging.resume_after_quota_clear")
+        from accounts.services import quiet_hours_changed
+        from messaging.scheduling import replan_after_quiet_hours_change
+
+        quiet_hours_changed.connect(replan_after_quiet_hours_change, dispatch_uid="messaging.replan_quiet_hours")
         from rest_framework.authtoken.models import Token
 
         from wxnotify.memo import forget_lookups_on_change

@@ -4,7 +4,9 @@ A claim turns queued rows into ``sending`` rows that carry the task's claim toke
 candidates are locked with ``FOR UPDATE SKIP LOCKED``, so tasks claiming side by side take different rows instead
 of queueing behind each other; elsewhere (SQLite, which has one writer at a time) one conditional UPDATE decides.
 
-Before anything is claimed, :class:`AccountGate` asks per account whether it may send now: an account on hold
+Before anything is claimed, :class:`AccountGate` asks per account whether it may send now: messages that respect
+quiet hours (campaign messages, singles sent with ``respect_quiet_hours``) of an account inside its quiet window go
+back to ``scheduled`` until it ends (:mod:`messaging.scheduling`); an account on hold
 (WeChat's daily quota, an AppSecret that cannot be decrypted) has its due messages moved to the end of the hold
 without spending an attempt, and a rate-limited account gets only the permits of the current second.
 """
@@ -25,7 +27,7 @@ from django.utils import timezone
 
 from accounts.models import OfficialAccount
 from accounts.services import flag_unreadable_secret
-from messaging import ratelimit
+from messaging import ratelimit, scheduling
 from messaging.models import Message, lease_from_now
 
 logger = logging.getLogger("wxnotify.messaging")
@@ -71,6 +73,18 @@ class AccountGate:
                 hold_unreadable_secret(account_id)
                 return None
         return self.accounts[account_id]
+
+    def outside_quiet_hours(self, account_id: int, ids: list[int], respecting: set[int], now: datetime) -> list[int]:
+        """The ids that may go now: inside the account's quiet hours those in ``respecting`` are deferred to the
+        window's end (status scheduled, attempts untouched) and left out; other messages are not held by them."""
+        account = self.account(account_id)
+        until = account.quiet_hours_end(now) if account is not None else None
+        if until is None:
+            return ids
+        deferred = [pk for pk in ids if pk in respecting]
+        if deferred:
+            scheduling.defer_for_quiet_hours(Message.objects.filter(pk__in=deferred), until, now)
+        return [pk for pk in ids if pk not in respecting]
 
     def allow(self, account_id: int, wanted: int, candidates: QuerySet[Message]) -> int:
         """How many of ``wanted`` due messages of the account may be claimed now (0..wanted).
@@ -130,14 +144,22 @@ def claim(
     with transaction.atomic() if locking else contextlib.nullcontext():
         if locking:
             candidates = candidates.select_for_update(skip_locked=True, of=("self",))
-        rows = list(candidates.order_by(*order_by).values_list("pk", "account_id")[:limit])
+        rows = list(
+            candidates.order_by(*order_by).values_list("pk", "account_id", "campaign_id", "respect_quiet_hours")[:limit]
+        )
         if not rows:
             return []
         by_account: dict[int, list[int]] = defaultdict(list)
-        for pk, account_id in rows:
+        respecting: set[int] = set()
+        for pk, account_id, campaign_id, respect_quiet_hours in rows:
             by_account[account_id].append(pk)
+            if campaign_id is not None or respect_quiet_hours:
+                respecting.add(pk)
         chosen: list[int] = []
-        for account_id, ids in by_account.items():
+        for account_id, account_ids in by_account.items():
+            ids = gate.outside_quiet_hours(account_id, account_ids, respecting, now)
+            if not ids:
+                continue
             allowed = gate.allow(account_id, len(ids), Message.objects.filter(pk__in=ids))
             chosen.extend(ids[:allowed])
         if not chosen:

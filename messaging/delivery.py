@@ -15,7 +15,8 @@ A run stops claiming after ``WXNOTIFY_DELIVERY_TASK_SECONDS`` and hands over to 
 at its timeout); with nothing to do it stops after ``WXNOTIFY_DELIVERY_IDLE_SECONDS``, unless retries are due soon:
 then one task, the *retry waiter*, stays and sends each at its time.  While any task runs, one of them takes back
 the messages of dead workers every MAINTENANCE_SECONDS (:mod:`messaging.sweeper`), so they are sent again about a
-lease after their worker died.
+lease after their worker died.  Every task also queues the scheduled messages whose time came
+(:func:`messaging.scheduling.release_scheduled`), so the retry waiter sends them at their time too.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from django.utils import timezone
 
 from accounts.clients import wechat_client_for
 from accounts.models import Follower
-from messaging import caps, claims, dispatch, metrics, reasons, services, sweeper
+from messaging import caps, claims, dispatch, metrics, reasons, scheduling, services, sweeper
 from messaging.models import Campaign, Message, lease_from_now
 from messaging.outcomes import Outcomes
 from messaging.sendpool import send_one, send_pool
@@ -91,7 +92,7 @@ class DeliveryRun:
         start = time.monotonic()
         self.deadline = start + settings.WXNOTIFY_DELIVERY_TASK_SECONDS
         self.last_flush = start
-        self.last_alive = self.last_lease = self.last_cancel_check = self.last_maintenance = 0.0
+        self.last_alive = self.last_lease = self.last_cancel_check = self.last_maintenance = self.last_release = 0.0
         self.last_cache_error = -CACHE_ERROR_LOG_SECONDS
 
     @property
@@ -312,6 +313,9 @@ class DeliveryRun:
             self._renew_lease()
         if self.in_flight and now - self.last_cancel_check >= CANCEL_CHECK_SECONDS:
             self._check_cancellations()
+        if now - self.last_release >= scheduling.RELEASE_SECONDS:
+            self.last_release = now
+            scheduling.release_scheduled(timezone.now())
         if now - self.last_maintenance >= MAINTENANCE_SECONDS:
             self.last_maintenance = now
             if self._cache_call(

@@ -24,6 +24,7 @@ class Campaign(models.Model):
 
     class State(models.TextChoices):
         EXPANDING = "expanding", _("Adding recipients")
+        SCHEDULED = "scheduled", _("Scheduled")
         RUNNING = "running", _("Running")
         DONE = "done", _("Done")
         CANCELLED = "cancelled", _("Cancelled")
@@ -49,6 +50,12 @@ class Campaign(models.Model):
     recipient_kind = models.CharField(_("recipients"), max_length=20, choices=RecipientKind.choices)
     recipient_count = models.PositiveIntegerField(_("recipient count"), default=0)
     state = models.CharField(_("state"), max_length=16, choices=State.choices, default=State.EXPANDING)
+    send_at = models.DateTimeField(
+        _("send at"),
+        null=True,
+        blank=True,
+        help_text=_("When its messages go out; empty: at once. The campaign waits as scheduled until then."),
+    )
     # "All subscribed" campaigns are expanded after acceptance, in chunks of followers in id order: the id of the
     # last follower a chunk added (messaging.services.expand_all_subscribed).
     expanded_through = models.BigIntegerField(_("expanded up to follower"), null=True, blank=True, editable=False)
@@ -110,6 +117,17 @@ class MessageQuerySet(models.QuerySet):
         """Due messages a delivery task may claim: not of a cancelled campaign, and safe to send again."""
         return self.due(now).not_cancelled().within_resend_window(now)
 
+    def scheduled(self) -> MessageQuerySet:
+        return self.filter(status=Message.Status.SCHEDULED)
+
+    def scheduled_due(self, now: datetime) -> MessageQuerySet:
+        """Scheduled messages whose time came (their send time, or the end of quiet hours): to be queued now."""
+        return self.scheduled().filter(next_attempt_at__lte=now)
+
+    def waiting(self) -> MessageQuerySet:
+        """Messages not being sent yet: queued, or scheduled for later."""
+        return self.filter(status__in=WAITING_STATUSES)
+
     def lease_expired(self) -> MessageQuerySet:
         """Messages whose sending task stopped renewing its claim: its worker died or hangs.
 
@@ -123,6 +141,12 @@ class MessageQuerySet(models.QuerySet):
 def lease_from_now() -> CombinedExpression:
     """A sending lease's end, in the database's clock (see ``MessageQuerySet.lease_expired``)."""
     return Now() + Value(timedelta(seconds=settings.WXNOTIFY_SEND_LEASE_SECONDS), output_field=DurationField())
+
+
+def quiet_hours_apply() -> Q:
+    """Messages that wait for the end of their account's quiet hours: campaign messages, and singles whose sender
+    asked for it (single messages are transactional and go through by default)."""
+    return Q(campaign__isnull=False) | Q(respect_quiet_hours=True)
 
 
 def due_condition(now: datetime) -> Q:
@@ -144,6 +168,7 @@ class Message(models.Model):
     """One template message to one recipient, from acceptance to its final fate."""
 
     class Status(models.TextChoices):
+        SCHEDULED = "scheduled", _("Scheduled")
         QUEUED = "queued", _("Queued")
         SENDING = "sending", _("Sending")
         SENT = "sent", _("Sent")
@@ -204,7 +229,27 @@ class Message(models.Model):
             "the account's duplicate window is not sent again."
         ),
     )
+
+    class WaitReason(models.TextChoices):
+        SEND_AT = "send_at", _("Scheduled send time")
+        QUIET_HOURS = "quiet_hours", _("Quiet hours")
+
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.QUEUED)
+    send_at = models.DateTimeField(
+        _("send at"), null=True, blank=True, help_text=_("The send time its sender asked for; empty: at once.")
+    )
+    wait_reason = models.CharField(
+        _("waiting for"),
+        max_length=16,
+        choices=WaitReason.choices,
+        blank=True,
+        help_text=_("Why a scheduled message waits; it goes out at its next attempt time."),
+    )
+    respect_quiet_hours = models.BooleanField(
+        _("respects quiet hours"),
+        default=False,
+        help_text=_("A single message that waits for the end of its account's quiet hours, as campaign messages do."),
+    )
     errcode = models.IntegerField(_("errcode"), null=True, blank=True)
     errmsg = models.CharField(_("error"), max_length=512, blank=True)
     msgid = models.BigIntegerField(_("WeChat msgid"), null=True, blank=True)
@@ -338,6 +383,14 @@ class Message(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in {self.Status.DELIVERED, self.Status.FAILED}
+
+    @property
+    def respects_quiet_hours(self) -> bool:
+        return self.campaign_id is not None or self.respect_quiet_hours
+
+
+# Not being sent yet, and still to be: what a cancel stops and what keeps a campaign from being done.
+WAITING_STATUSES = (Message.Status.SCHEDULED, Message.Status.QUEUED)
 
 
 class DeliveryReceipt(models.Model):

@@ -1,4 +1,5 @@
-"""The safety net of the send pipeline: take back dead workers' messages, settle what may not be sent, re-dispatch.
+"""The safety net of the send pipeline: take back dead workers' messages, settle what may not be sent, queue the
+scheduled messages whose time came, re-dispatch.
 
 Two callers: the scheduled sweep (``messaging.tasks.sweep_messages``, every minute, and ``manage.py
 sweep_messages``), and the delivery tasks, one of which calls :func:`settle` every few seconds while any runs, so a
@@ -17,8 +18,8 @@ from django.db.models import Exists, F, OuterRef, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from messaging import caps, dispatch, events, reasons, services
-from messaging.models import Campaign, Message
+from messaging import caps, dispatch, events, reasons, scheduling, services
+from messaging.models import WAITING_STATUSES, Campaign, Message
 from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
 
 logger = logging.getLogger("wxnotify.messaging")
@@ -88,9 +89,10 @@ def fail_past_resend_window(now: datetime) -> int:
 
 
 def fail_cancelled_leftovers(now: datetime) -> int:
-    """Fail queued messages of cancelled campaigns: a retry written back just as the campaign was cancelled."""
+    """Fail waiting messages of cancelled campaigns: a retry written back (or one deferred for quiet hours) just as
+    the campaign was cancelled."""
     return events.update_recording(
-        Message.objects.queued().filter(campaign__state=Campaign.State.CANCELLED),
+        Message.objects.waiting().filter(campaign__state=Campaign.State.CANCELLED),
         events.MESSAGE_FAILED,
         status=Message.Status.FAILED,
         errcode=None,
@@ -113,10 +115,15 @@ def settle(now: datetime) -> dict[str, int]:
 
 
 def work_ahead(now: datetime) -> bool:
-    """Whether a task should stay to send retries at their time: one is due within the wait horizon."""
+    """Whether a task should stay to send retries and scheduled messages at their time: one is due within the wait
+    horizon (or a scheduled campaign starts within it)."""
     horizon = now + timedelta(seconds=settings.WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS)
     return (
-        Message.objects.queued().not_cancelled().within_resend_window(now).filter(next_attempt_at__lte=horizon).exists()
+        Message.objects.filter(status__in=WAITING_STATUSES, next_attempt_at__lte=horizon)
+        .not_cancelled()
+        .within_resend_window(now)
+        .exists()
+        or Campaign.objects.filter(state=Campaign.State.SCHEDULED, send_at__lte=horizon).exists()
     )
 
 
@@ -150,6 +157,7 @@ def sweep(now: datetime | None = None) -> dict[str, int]:
     resolve receipts that waited too long, delete the sending caps' counters of past days."""
     now = now or timezone.now()
     result = settle(now)
+    result.update(scheduling.release_scheduled(now))
     for name, count in dispatch_lost_work(now).items():
         result[f"dispatched_{name}"] = count
     result["campaigns_finished"] = services.finish_campaigns()

@@ -104,6 +104,7 @@ class AccountHealth:
     flagged_templates: list[MessageTemplate]
     # access_tokens another system replaced in the last hour, when that many raise the alarm; else 0.
     token_conflict_alarm: int
+    scheduled: int
     queued: int
     due: int
     sending: int
@@ -244,9 +245,10 @@ def account_health(accounts: list[OfficialAccount], now: datetime) -> list[Accou
     ids = [account.pk for account in accounts]
     backlog = (
         _messages(ids)
-        .filter(status__in=(Message.Status.QUEUED, Message.Status.SENDING))
+        .filter(status__in=(Message.Status.SCHEDULED, Message.Status.QUEUED, Message.Status.SENDING))
         .values_list("account_id")
         .annotate(
+            scheduled=Count("pk", filter=Q(status=Message.Status.SCHEDULED)),
             queued=Count("pk", filter=Q(status=Message.Status.QUEUED)),
             due=Count("pk", filter=due_condition(now)),
             sending=Count("pk", filter=Q(status=Message.Status.SENDING)),
@@ -274,7 +276,7 @@ def account_health(accounts: list[OfficialAccount], now: datetime) -> list[Accou
             token, token_unavailable = None, True
         reading = readings.get(account.pk)
         until = ratelimit.held_until(account.pk)
-        queued, due, sending, oldest = backlog_by_account.get(account.pk, (0, 0, 0, None))
+        scheduled, queued, due, sending, oldest = backlog_by_account.get(account.pk, (0, 0, 0, 0, None))
         health.append(
             AccountHealth(
                 account=account,
@@ -285,6 +287,7 @@ def account_health(accounts: list[OfficialAccount], now: datetime) -> list[Accou
                 else "",
                 flagged_templates=flagged[account.pk],
                 token_conflict_alarm=alarms.get(account.pk, 0),
+                scheduled=scheduled,
                 queued=queued,
                 due=due,
                 sending=sending,

@@ -72,11 +72,12 @@ def count_token_fetch(sender: Any, *, appid: str, force_refresh: bool, token_end
 
 
 # The statuses of work in progress, the only ones counted at scrape time (see the module's docstring).
-IN_PROGRESS_STATUSES = (Message.Status.QUEUED, Message.Status.SENDING)
+IN_PROGRESS_STATUSES = (Message.Status.SCHEDULED, Message.Status.QUEUED, Message.Status.SENDING)
 
 
 def in_progress_counts() -> dict[str, int]:
-    """Messages queued and sending, in one index range scan (``message_status_due``), whatever the history's size."""
+    """Messages scheduled, queued and sending, in one index range scan (``message_status_due``), whatever the
+    history's size."""
     counts = dict(
         Message.objects.filter(status__in=IN_PROGRESS_STATUSES)
         .order_by()
@@ -97,7 +98,9 @@ class MessageLogCollector(Collector):
             logger.warning("Message gauges left out of /metrics: the database is unavailable", exc_info=True)
             return
         messages = GaugeMetricFamily(
-            "wxnotify_messages", "Messages waiting or being sent, by status (queued, sending).", labels=["status"]
+            "wxnotify_messages",
+            "Messages waiting or being sent, by status (scheduled, queued, sending).",
+            labels=["status"],
         )
         for status, count in counts.items():
             messages.add_metric([status], count)

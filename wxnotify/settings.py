@@ -293,6 +293,8 @@ WXNOTIFY_DELIVERY_IDLE_SECONDS = float(os.environ.get("WXNOTIFY_DELIVERY_IDLE_SE
 # One delivery task stays (handing over to the next) while a retry is due within this many seconds; retries due
 # later are woken by the sweeper, which runs every minute.
 WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS = env_int("WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS", 150)
+# Messages and campaigns may be scheduled at most this many days ahead (send_at; bench/RESULTS.md "Scheduled sends").
+WXNOTIFY_SCHEDULE_MAX_DAYS = env_int("WXNOTIFY_SCHEDULE_MAX_DAYS", 30)
 # A delivery receipt still waiting for its message after this long is marked unmatched.
 WXNOTIFY_RECEIPT_MATCH_WINDOW_SECONDS = env_int("WXNOTIFY_RECEIPT_MATCH_WINDOW_SECONDS", 300)
 # Messages per second for accounts without a limit of their own (0 = no limit).

@@ -18,6 +18,7 @@ from rest_framework import serializers
 from accounts.models import Follower, OfficialAccount
 from accounts.selectors import accounts_for_user, usable_account
 from messaging.models import Campaign, Message
+from messaging.scheduling import campaign_wait_text, message_wait_text
 from messaging.selectors import campaign_progress
 from messaging.services import RecipientSpec
 from messaging.services.checks import CLIENT_MSG_ID_MAX_LENGTH
@@ -121,6 +122,28 @@ class UsernameListField(StringListField):
         super().__init__(max_length=USERNAME_MAX_LENGTH, **kwargs)
 
 
+class SendAtField(serializers.DateTimeField):
+    """An ISO 8601 send time.  One without an offset is left naive here and read in the account's time zone by the
+    service (``messaging.services.checks.check_send_at``), not in the server's."""
+
+    def enforce_timezone(self, value: Any) -> Any:
+        return value
+
+
+def send_at_field(**kwargs: Any) -> SendAtField:
+    return SendAtField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=_(
+            "When to send, ISO 8601, e.g. 2026-12-08T09:00:00+08:00; without an offset the time is read in the "
+            "account's time zone. Must be in the future and at most WXNOTIFY_SCHEDULE_MAX_DAYS (30) days ahead. "
+            "Absent or null: send now."
+        ),
+        **kwargs,
+    )
+
+
 class MiniprogramSerializer(serializers.Serializer):
     appid = serializers.CharField(max_length=32, help_text=_("AppID of the mini-program bound to the account."))
     pagepath = serializers.CharField(
@@ -160,6 +183,15 @@ class MessageCreateSerializer(serializers.Serializer):
         help_text=_(
             "Idempotency key, unique per account: repeating a request with the same key and body returns the "
             "original message and sends nothing.  Also accepted as the Idempotency-Key header.  Generated when absent."
+        ),
+    )
+    send_at = send_at_field()
+    respect_quiet_hours = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text=_(
+            "true: wait for the end of the account's quiet hours like campaign messages. Single messages are "
+            "transactional and ignore quiet hours by default."
         ),
     )
 
@@ -205,6 +237,18 @@ class CampaignCreateSerializer(serializers.Serializer):
     url = serializers.CharField(max_length=1024, required=False, allow_blank=True, default="")
     miniprogram = MiniprogramSerializer(required=False, allow_null=True, default=None)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    send_at = send_at_field()
+
+
+class RescheduleSerializer(serializers.Serializer):
+    """A new send time for a scheduled message or campaign."""
+
+    send_at = SendAtField(
+        help_text=_(
+            "The new send time, ISO 8601; without an offset read in the account's time zone. Same limits as when "
+            "sending."
+        )
+    )
 
 
 class PrebuiltFieldsMixin:
@@ -242,6 +286,18 @@ class MessageSerializer(PrebuiltFieldsMixin, serializers.ModelSerializer):
         slug_field="username", read_only=True, allow_null=True, help_text=_("Who sent it; null for a deleted user.")
     )
     url = serializers.CharField(read_only=True, help_text=_("The link's http(s) URL, or empty for none."))
+    wait_reason = serializers.ChoiceField(
+        choices=Message.WaitReason.choices,
+        allow_blank=True,
+        read_only=True,
+        help_text=_("What a scheduled message waits for: its send time or quiet hours; empty otherwise."),
+    )
+    wait_description = serializers.SerializerMethodField(
+        help_text=_(
+            "Why a scheduled message waits and until when, in words (e.g. quiet hours until 08:00 Asia/Shanghai); "
+            "empty for other statuses."
+        )
+    )
 
     class Meta:
         model = Message
@@ -255,6 +311,10 @@ class MessageSerializer(PrebuiltFieldsMixin, serializers.ModelSerializer):
             "miniprogram",
             "client_msg_id",
             "status",
+            "send_at",
+            "wait_reason",
+            "wait_description",
+            "respect_quiet_hours",
             "attempts",
             "errcode",
             "errmsg",
@@ -274,8 +334,12 @@ class MessageSerializer(PrebuiltFieldsMixin, serializers.ModelSerializer):
     def get_error_description(self, message: Message) -> str:
         return "" if message.errcode is None else describe_errcode(message.errcode)
 
+    def get_wait_description(self, message: Message) -> str:
+        return message_wait_text(message)
+
 
 class StatusCountsSerializer(serializers.Serializer):
+    scheduled = serializers.IntegerField()
     queued = serializers.IntegerField()
     sending = serializers.IntegerField()
     sent = serializers.IntegerField()
@@ -294,6 +358,9 @@ class CampaignSerializer(serializers.ModelSerializer):
         slug_field="username", read_only=True, allow_null=True, help_text=_("Who sent it; null for a deleted user.")
     )
     url = serializers.CharField(read_only=True, help_text=_("The link's http(s) URL, or empty for none."))
+    wait_description = serializers.SerializerMethodField(
+        help_text=_("For a scheduled campaign, when it starts, in words; empty otherwise.")
+    )
 
     class Meta:
         model = Campaign
@@ -308,6 +375,8 @@ class CampaignSerializer(serializers.ModelSerializer):
             "recipient_kind",
             "recipient_count",
             "state",
+            "send_at",
+            "wait_description",
             "counts",
             "progress",
             "created_by",
@@ -324,6 +393,9 @@ class CampaignSerializer(serializers.ModelSerializer):
 
     def get_progress(self, campaign: Campaign) -> float:
         return campaign_progress(campaign, self.context["campaign_counts"][campaign.pk]).percent
+
+    def get_wait_description(self, campaign: Campaign) -> str:
+        return campaign_wait_text(campaign)
 
 
 class FollowerSerializer(serializers.ModelSerializer):

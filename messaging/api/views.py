@@ -34,6 +34,7 @@ from messaging.api.serializers import (
     FollowerSerializer,
     MessageCreateSerializer,
     MessageSerializer,
+    RescheduleSerializer,
     TemplateSerializer,
     WeChatRecordSerializer,
 )
@@ -56,6 +57,7 @@ REPLAY_DUPLICATE = "duplicate"
 # The columns of a message that change after acceptance (delivery, receipts, the sweeper).
 DELIVERY_FIELDS = (
     "status",
+    "wait_reason",
     "attempts",
     "errcode",
     "errmsg",
@@ -78,6 +80,7 @@ LIST_ERRORS = {
 }
 DETAIL_ERRORS = {404: OpenApiResponse(ErrorSerializer, description=_("Not found.")), **ERROR_RESPONSES}
 SEND_ERRORS = {400: OpenApiResponse(ErrorSerializer, description=_("Invalid fields.")), **ERROR_RESPONSES}
+CONFLICT = OpenApiResponse(ErrorSerializer, description=_("Not possible in its current state."))
 
 
 class ApiViewSet(CountWindowsTogether, viewsets.GenericViewSet):
@@ -117,7 +120,7 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
     serializer_class = MessageSerializer
     pagination_class = MessageCursorPagination
     filter_class = MessageFilter
-    send_actions = frozenset({"create"})
+    send_actions = frozenset({"create", "cancel", "reschedule"})
 
     def get_queryset(self) -> QuerySet[Message]:
         return selectors.messages_for_user(self.request.user).select_related("account", "created_by")
@@ -128,11 +131,13 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
             "Validates the message, stores it and queues it for delivery; answers 202 with the stored message.  "
             "Repeating a request with the same client_msg_id (or Idempotency-Key header) and the same body answers "
             "200 with the message stored the first time and sends nothing; the same key with another body is "
-            "refused with 422.  When the account has a duplicate window, the same template, data and link to the "
-            "same user within it also answers 200 with the first message and sends nothing.  A 200 carries the "
-            "X-Wxnotify-Replay header: 'idempotency-key' or 'duplicate'.  The account's daily caps per user are "
-            "applied when the message is sent: a message over a cap fails with a reason starting 'Capped', or waits "
-            "for the next day."
+            "refused with 422.  With send_at the message is stored with status 'scheduled' and sent at that time "
+            "(cancel or reschedule it until then); with respect_quiet_hours one accepted inside the account's quiet "
+            "hours waits as 'scheduled' until they end (wait_description says why).  When the account has a "
+            "duplicate window, the same template, data and link to the same user within it also answers 200 with the "
+            "first message and sends nothing.  A 200 carries the X-Wxnotify-Replay header: 'idempotency-key' or "
+            "'duplicate'.  The account's daily caps per user are applied when the message is sent: a message over a "
+            "cap fails with a reason starting 'Capped', or waits for the next day."
         ),
         request=MessageCreateSerializer,
         parameters=[
@@ -180,6 +185,8 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
             url=fields["url"],
             miniprogram=dict(fields["miniprogram"]) if fields["miniprogram"] else None,
             client_msg_id=fields.get("client_msg_id"),
+            send_at=fields["send_at"],
+            respect_quiet_hours=fields["respect_quiet_hours"],
             created_by=request.user,
             trace_id=get_trace_id(),
         )
@@ -211,6 +218,35 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
     def wechat_record(self, request: Request, pk: str | None = None) -> Response:
         message = self.get_object()
         return Response(WeChatRecordSerializer(services.wechat_record(message)).data)
+
+    @extend_schema(
+        operation_id="messages_cancel",
+        summary=_("Cancel a scheduled message"),
+        description=_(
+            "A single message waiting as 'scheduled' fails with the reason 'Cancelled before its send time.'; any "
+            "other message answers 409."
+        ),
+        request=None,
+        responses={200: MessageSerializer, 409: CONFLICT, **DETAIL_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        message = services.cancel_message(self.get_object())
+        return Response(MessageSerializer(message, context=self.get_serializer_context()).data)
+
+    @extend_schema(
+        operation_id="messages_reschedule",
+        summary=_("Give a scheduled message another send time"),
+        request=RescheduleSerializer,
+        responses={200: MessageSerializer, 400: SEND_ERRORS[400], 409: CONFLICT, **DETAIL_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def reschedule(self, request: Request, pk: str | None = None) -> Response:
+        message = self.get_object()
+        body = RescheduleSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        message = services.reschedule_message(message, body.validated_data["send_at"])
+        return Response(MessageSerializer(message, context=self.get_serializer_context()).data)
 
 
 class RetryFailedRequestSerializer(serializers.Serializer):
@@ -249,7 +285,7 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
     # Explicit recipient lists outgrow Django's request body cap; this parser has its own.
     parser_classes = [BulkJSONParser]
     filter_class = CampaignFilter
-    send_actions = frozenset({"create", "cancel", "retry_failed"})
+    send_actions = frozenset({"create", "cancel", "retry_failed", "reschedule"})
 
     def get_queryset(self) -> QuerySet[Campaign]:
         return selectors.campaigns_for_user(self.request.user).select_related("account", "template", "created_by")
@@ -267,7 +303,10 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
         summary=_("Start a campaign"),
         description=_(
             "Validates the data against the template, records the campaign and adds its recipients in the "
-            "background; answers 202 with the campaign (its counts grow while recipients are added)."
+            "background; answers 202 with the campaign (its counts grow while recipients are added).  With send_at "
+            "the campaign is accepted the same way but waits in state 'scheduled' (its messages with status "
+            "'scheduled') until that time; cancel or reschedule it until then.  Its messages wait for the end of "
+            "the account's quiet hours when they would be sent inside them."
         ),
         request=CampaignCreateSerializer,
         responses={202: CampaignCreatedSerializer, **SEND_ERRORS},
@@ -284,6 +323,7 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
             url=fields["url"],
             miniprogram=dict(fields["miniprogram"]) if fields["miniprogram"] else None,
             name=fields["name"],
+            send_at=fields["send_at"],
             created_by=request.user,
             trace_id=get_trace_id(),
         )
@@ -295,7 +335,9 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
     @extend_schema(
         operation_id="campaigns_cancel",
         summary=_("Cancel a campaign"),
-        description=_("Queued messages of the campaign fail as cancelled; messages already being sent finish."),
+        description=_(
+            "Queued and scheduled messages of the campaign fail as cancelled; messages already being sent finish."
+        ),
         request=None,
         responses={200: CampaignSerializer, **DETAIL_ERRORS},
     )
@@ -304,6 +346,20 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
         campaign = self.get_object()
         services.cancel_campaign(campaign)
         campaign.refresh_from_db()
+        return Response(self.get_serializer(campaign).data)
+
+    @extend_schema(
+        operation_id="campaigns_reschedule",
+        summary=_("Give a scheduled campaign another send time"),
+        request=RescheduleSerializer,
+        responses={200: CampaignSerializer, 400: SEND_ERRORS[400], 409: CONFLICT, **DETAIL_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def reschedule(self, request: Request, pk: str | None = None) -> Response:
+        campaign = self.get_object()
+        body = RescheduleSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        campaign = services.reschedule_campaign(campaign, body.validated_data["send_at"])
         return Response(self.get_serializer(campaign).data)
 
     @extend_schema(

@@ -70,6 +70,12 @@ class CampaignForm(forms.Form):
         initial=Campaign.RecipientKind.ALL_SUBSCRIBED,
         widget=forms.RadioSelect,
     )
+    send_at = forms.DateTimeField(
+        label=_("Send at"),
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text=_("Empty: now. A time in the account's time zone; the campaign waits as scheduled until then."),
+    )
     recipient_list = forms.CharField(
         label=_("Openids or usernames"),
         required=False,
@@ -173,6 +179,7 @@ class CampaignForm(forms.Form):
             "url": "url",
             "miniprogram": "miniprogram_appid",
             "recipients": "recipient_list",
+            "send_at": "send_at",
         }
         for key, messages in errors.items():
             if key == "data" and isinstance(messages, dict):

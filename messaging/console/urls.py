@@ -16,6 +16,7 @@ urlpatterns = [
     path("campaigns/<int:pk>/", views.campaign_detail, name="campaign"),
     path("campaigns/<int:pk>/progress/", views.campaign_progress, name="campaign-progress"),
     path("campaigns/<int:pk>/cancel/", views.campaign_cancel, name="campaign-cancel"),
+    path("campaigns/<int:pk>/reschedule/", views.campaign_reschedule, name="campaign-reschedule"),
     path("campaigns/<int:pk>/retry-failed/", views.campaign_retry_failed, name="campaign-retry-failed"),
     path("history/", views.history, name="history"),
 ]

@@ -14,15 +14,17 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse, reverse_lazy
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext, pgettext
 from django.views.decorators.cache import never_cache
@@ -34,6 +36,7 @@ from messaging import rules, selectors, services
 from messaging.console.forms import CampaignForm, HistoryFilterForm
 from messaging.console.selectors import QUOTED_PROBLEMS, count_recipients, parse_recipient_list, search_followers
 from messaging.models import Campaign, Message
+from messaging.scheduling import campaign_wait_text, wait_text
 from templates_app.keywords import render_card, validate_template_data
 from templates_app.models import MessageTemplate
 from templates_app.selectors import active_templates
@@ -114,7 +117,7 @@ def _campaign_progress(campaign: Campaign) -> dict[str, Any]:
     """Everything the campaign page shows and updates; shared by the page and its polling endpoint."""
     progress = selectors.campaign_progress(campaign)
     counts = progress.counts
-    pending = counts[Message.Status.QUEUED] + counts[Message.Status.SENDING]
+    pending = counts[Message.Status.SCHEDULED] + counts[Message.Status.QUEUED] + counts[Message.Status.SENDING]
     failed = campaign.messages.filter(status=Message.Status.FAILED)
     failures = [
         {
@@ -138,8 +141,23 @@ def _campaign_progress(campaign: Campaign) -> dict[str, Any]:
         "finished": campaign.state in (Campaign.State.DONE, Campaign.State.CANCELLED) and pending == 0,
         "failures": failures,
         "can_cancel": rules.can_cancel(campaign),
+        "can_reschedule": rules.can_reschedule(campaign),
+        "wait_text": campaign_wait_text(campaign) or _quiet_hours_text(campaign, counts),
         "can_retry": rules.can_retry(campaign, counts[Message.Status.FAILED]),
     }
+
+
+def _quiet_hours_text(campaign: Campaign, counts: dict[str, int]) -> str:
+    """Why a running campaign's scheduled messages wait: the reason of the first of them (quiet hours)."""
+    if not counts[Message.Status.SCHEDULED]:
+        return ""
+    waiting = (
+        campaign.messages.filter(status=Message.Status.SCHEDULED)
+        .order_by("next_attempt_at")
+        .values_list("wait_reason", "next_attempt_at")
+        .first()
+    )
+    return wait_text(*waiting, campaign.account) if waiting else ""
 
 
 def _compose_strings() -> dict[str, str]:
@@ -209,7 +227,10 @@ def compose(request: HttpRequest) -> HttpResponse:
 
     if template is not None and request.method == "POST":
         form = CampaignForm(request.POST, template=template)
-        if form.is_valid() and request.POST.get("action") == "send":
+        # The send time is typed on the account's clock, whatever the site's time zone.
+        with timezone.override(account.zone):
+            valid = form.is_valid()
+        if valid and request.POST.get("action") == "send":
             url, miniprogram = form.link()
             try:
                 campaign = services.create_campaign(
@@ -220,16 +241,24 @@ def compose(request: HttpRequest) -> HttpResponse:
                     url=url,
                     miniprogram=miniprogram,
                     name=form.cleaned_data["name"],
+                    send_at=form.cleaned_data.get("send_at"),
                     created_by=request.user,
                     trace_id=get_trace_id(),
                 )
             except services.MessageRejected as exc:
                 form.add_service_errors(exc.errors)
             else:
-                messages.success(
-                    request,
-                    _("Campaign accepted: %(count)d message(s) queued.") % {"count": campaign.recipient_count},
-                )
+                if campaign.send_at is not None:
+                    messages.success(
+                        request,
+                        _("Campaign accepted: %(count)d message(s) scheduled. %(when)s")
+                        % {"count": campaign.recipient_count, "when": campaign_wait_text(campaign)},
+                    )
+                else:
+                    messages.success(
+                        request,
+                        _("Campaign accepted: %(count)d message(s) queued.") % {"count": campaign.recipient_count},
+                    )
                 for warning in services.quota_warnings(account, recipients=campaign.recipient_count):
                     messages.warning(request, warning)
                 for warning in _duplicate_warnings(campaign):
@@ -359,6 +388,27 @@ def campaign_cancel(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(
             request, _("Campaign cancelled: %(count)d queued message(s) will not be sent.") % {"count": cancelled}
         )
+    return redirect("console:campaign", pk=campaign.pk)
+
+
+@console_view(SEND_PERMISSION)
+@require_POST
+def campaign_reschedule(request: HttpRequest, pk: int) -> HttpResponse:
+    """Move a scheduled campaign to the time typed on the page (on the account's clock)."""
+    campaign = _campaign_or_404(request, pk)
+    field = forms.DateTimeField(required=True)
+    try:
+        with timezone.override(campaign.account.zone):
+            send_at = field.clean(request.POST.get("send_at", ""))
+        services.reschedule_campaign(campaign, send_at)
+    except ValidationError as invalid:
+        messages.error(request, " ".join(invalid.messages))
+    except services.MessageRejected as rejected:
+        messages.error(request, " ".join(str(message) for message in rejected.errors.get("send_at", [])))
+    except services.CampaignActionRefused as refused:
+        messages.error(request, str(refused))
+    else:
+        messages.success(request, campaign_wait_text(campaign))
     return redirect("console:campaign", pk=campaign.pk)
 
 

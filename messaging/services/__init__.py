@@ -7,8 +7,8 @@ re-delivers), the sweeper (:mod:`messaging.sweeper`) finds the due rows again, a
 attempt carries lets WeChat drop a resend.
 
 One module per job: :mod:`.checks` (validation shared by both kinds of send), :mod:`.sending` (one message),
-:mod:`.campaigns` and :mod:`.expansion` (bulk sends), :mod:`.receipts`, :mod:`.ledger` (what WeChat knows of our
-sends).  Callers import from this package.
+:mod:`.campaigns` and :mod:`.expansion` (bulk sends), :mod:`.schedules` (moving and stopping scheduled sends),
+:mod:`.receipts`, :mod:`.ledger` (what WeChat knows of our sends).  Callers import from this package.
 """
 
 from messaging.reasons import CANCELLED_REASON, CAPPED_HELD_REASON, CAPPED_REASON, DUPLICATE_REASON, UNSUBSCRIBED_REASON
@@ -20,7 +20,12 @@ from messaging.services.campaigns import (
     finish_campaigns,
     retry_failed,
 )
-from messaging.services.checks import CampaignActionRefused, IdempotencyConflict, MessageRejected
+from messaging.services.checks import (
+    CampaignActionRefused,
+    IdempotencyConflict,
+    MessageActionRefused,
+    MessageRejected,
+)
 from messaging.services.duplicates import EarlierCopies, earlier_copies
 from messaging.services.expansion import expand_all_subscribed
 from messaging.services.ledger import WeChatRecord, hold_end_text, poll_intercepted, quota_warnings, wechat_record
@@ -31,6 +36,7 @@ from messaging.services.receipts import (
     record_delivery_receipt,
     resolve_stale_receipts,
 )
+from messaging.services.schedules import cancel_message, reschedule_campaign, reschedule_message
 from messaging.services.sending import SendResult, request_fingerprint, send_message
 
 __all__ = [
@@ -43,6 +49,7 @@ __all__ = [
     "CampaignActionRefused",
     "EarlierCopies",
     "IdempotencyConflict",
+    "MessageActionRefused",
     "MessageRejected",
     "RecipientSpec",
     "RetryResult",
@@ -51,6 +58,7 @@ __all__ = [
     "apply_pending_receipts",
     "apply_received_receipts",
     "cancel_campaign",
+    "cancel_message",
     "create_campaign",
     "earlier_copies",
     "expand_all_subscribed",
@@ -60,6 +68,8 @@ __all__ = [
     "quota_warnings",
     "record_delivery_receipt",
     "request_fingerprint",
+    "reschedule_campaign",
+    "reschedule_message",
     "resolve_stale_receipts",
     "retry_failed",
     "send_message",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -14,8 +15,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import OfficialAccount
-from messaging import dispatch, events, rules
-from messaging.models import Campaign, Message
+from messaging import dispatch, events, rules, scheduling
+from messaging.models import WAITING_STATUSES, Campaign, Message
 from messaging.reasons import CANCELLED_REASON
 from messaging.services.checks import (
     CampaignActionRefused,
@@ -23,6 +24,7 @@ from messaging.services.checks import (
     check_account,
     check_data,
     check_link,
+    check_send_at,
     check_template,
     vanished_reference,
 )
@@ -65,6 +67,7 @@ def create_campaign(
     url: str = "",
     miniprogram: Mapping[str, str] | None = None,
     name: str = "",
+    send_at: datetime | None = None,
     created_by: Any = None,
     trace_id: str = "",
 ) -> Campaign:
@@ -78,6 +81,10 @@ def create_campaign(
     rows in one INSERT kept the request busy for minutes).  Its ``recipient_count`` becomes the number of
     messages added once the expansion is done.  Campaign messages keep ``data`` empty and send the campaign's
     data.
+
+    With ``send_at`` (see ``check_send_at``) the recipients are expanded the same way, but the campaign waits as
+    *scheduled* and its messages as ``scheduled`` until that time (messaging.scheduling); it can be cancelled or
+    rescheduled until then.
     """
     trace_id = trace_id or get_trace_id()
     errors: dict[str, Any] = {}
@@ -87,10 +94,11 @@ def create_campaign(
     mini = check_link(url or "", miniprogram, errors)
     if recipients.kind not in Campaign.RecipientKind.values:
         errors["recipients"] = [_("Give openids, usernames, or all subscribed followers.")]
+    now = timezone.now()
+    send_at = check_send_at(account, send_at, errors, now)
     if errors:
         raise MessageRejected(errors)
 
-    now = timezone.now()
     expand_later = recipients.kind == Campaign.RecipientKind.ALL_SUBSCRIBED
     try:
         with transaction.atomic():
@@ -103,6 +111,7 @@ def create_campaign(
                 miniprogram=mini,
                 recipient_kind=recipients.kind,
                 state=Campaign.State.EXPANDING,
+                send_at=send_at,
                 created_by=created_by if getattr(created_by, "pk", None) else None,
                 trace_id=trace_id,
             )
@@ -130,6 +139,10 @@ def create_campaign(
             if expand_later:
                 campaign.save(update_fields=["recipient_count"])
                 transaction.on_commit(partial(dispatch.enqueue_expansion, campaign.pk, trace_id))
+            elif send_at is not None:
+                campaign.state = Campaign.State.SCHEDULED
+                campaign.save(update_fields=["recipient_count", "state"])
+                transaction.on_commit(lambda: scheduling.wake_before(send_at, timezone.now()))
             else:
                 campaign.state = Campaign.State.RUNNING
                 campaign.save(update_fields=["recipient_count", "state"])
@@ -142,13 +155,11 @@ def create_campaign(
 
 
 def finish_campaigns(campaign_ids: Iterable[int] | None = None) -> int:
-    """Mark running campaigns with no queued or sending message left as done; returns how many.
+    """Mark running campaigns with no scheduled, queued or sending message left as done; returns how many.
 
     Their ``campaign.finished`` events are written in the same transaction (messaging.events).
     """
-    unfinished = Message.objects.filter(
-        campaign=OuterRef("pk"), status__in=[Message.Status.QUEUED, Message.Status.SENDING]
-    )
+    unfinished = Message.objects.filter(campaign=OuterRef("pk"), status__in=[*WAITING_STATUSES, Message.Status.SENDING])
     campaigns = Campaign.objects.filter(state=Campaign.State.RUNNING).exclude(Exists(unfinished))
     if campaign_ids is not None:
         campaigns = campaigns.filter(pk__in=list(campaign_ids))
@@ -167,8 +178,8 @@ def finish_campaigns(campaign_ids: Iterable[int] | None = None) -> int:
 
 
 def cancel_campaign(campaign: Campaign) -> int:
-    """Stop a campaign for good: its queued messages fail as cancelled, and a message already claimed is stopped
-    right before its WeChat call (messaging.delivery); returns how many queued messages were cancelled.
+    """Stop a campaign for good: its queued and scheduled messages fail as cancelled, and a message already claimed
+    is stopped right before its WeChat call (messaging.delivery); returns how many waiting messages were cancelled.
 
     Raises :class:`CampaignActionRefused` when the campaign cannot be cancelled (messaging.rules.can_cancel).
     """
@@ -178,8 +189,10 @@ def cancel_campaign(campaign: Campaign) -> int:
             state=Campaign.State.CANCELLED, cancelled_at=now
         )
         if not changed:
-            raise CampaignActionRefused(_("Only a campaign that is adding recipients or running can be cancelled."))
-        cancelled = Message.objects.filter(campaign=campaign, status=Message.Status.QUEUED).update(
+            raise CampaignActionRefused(
+                _("Only a campaign that is adding recipients, scheduled or running can be cancelled.")
+            )
+        cancelled = Message.objects.filter(campaign=campaign, status__in=WAITING_STATUSES).update(
             status=Message.Status.FAILED, errcode=None, errmsg=CANCELLED_REASON, finished_at=now, updated_at=now
         )
         if cancelled and events.wanted(events.MESSAGE_FAILED):
@@ -216,6 +229,8 @@ def retry_failed(campaign: Campaign, *, include_unknown: bool = False) -> RetryR
     unknown = failed.filter(errcode=OUTCOME_UNKNOWN_ERRCODE)
     if campaign.state == Campaign.State.CANCELLED:
         raise CampaignActionRefused(_("A cancelled campaign is not retried."))
+    if campaign.state == Campaign.State.SCHEDULED:
+        raise CampaignActionRefused(_("A scheduled campaign sends nothing before its time; retry after it started."))
     if not include_unknown:
         failed = failed.exclude(errcode=OUTCOME_UNKNOWN_ERRCODE)
     now = timezone.now()

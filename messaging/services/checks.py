@@ -6,10 +6,13 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import URLValidator
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import OfficialAccount
@@ -47,6 +50,10 @@ class MessageRejected(Exception):
 
 class CampaignActionRefused(Exception):
     """A campaign action the rules do not allow in the campaign's state (see messaging.rules; the API answers 409)."""
+
+
+class MessageActionRefused(CampaignActionRefused):
+    """Cancelling or rescheduling a message that no longer waits (the API answers 409, like a campaign action)."""
 
 
 class IdempotencyConflict(Exception):
@@ -138,3 +145,26 @@ def vanished_reference() -> MessageRejected:
     forget_lookups()
     changed = _("The account, template or recipient changed while this message was being accepted; send it again.")
     return MessageRejected({NON_FIELD_ERRORS: [changed]})
+
+
+def check_send_at(
+    account: OfficialAccount, send_at: datetime | None, errors: dict[str, Any], now: datetime
+) -> datetime | None:
+    """The send time, aware: a time without an offset is read in the account's time zone (its audience's clock).
+
+    Refused (a ``send_at`` field error): a time not after ``now``, and one more than ``WXNOTIFY_SCHEDULE_MAX_DAYS``
+    ahead (a typo in the year should not park a message for a decade).
+    """
+    if send_at is None:
+        return None
+    if timezone.is_naive(send_at):
+        send_at = timezone.make_aware(send_at, account.zone)
+    if send_at <= now:
+        errors["send_at"] = [_("The send time has passed; give a time in the future, or none to send now.")]
+        return None
+    if send_at > now + timedelta(days=settings.WXNOTIFY_SCHEDULE_MAX_DAYS):
+        errors["send_at"] = [
+            _("A send time at most %(days)d days ahead, please.") % {"days": settings.WXNOTIFY_SCHEDULE_MAX_DAYS}
+        ]
+        return None
+    return send_at

@@ -24,7 +24,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import Follower
 from accounts.selectors import followers_by_username
-from messaging import dispatch, events
+from messaging import dispatch, events, scheduling
 from messaging.models import Campaign, Message
 from messaging.reasons import UNSUBSCRIBED_REASON
 from messaging.services import duplicates
@@ -113,6 +113,9 @@ class CampaignRows:
         self.campaign = campaign
         self.salt = secrets.token_hex(CAMPAIGN_SALT_LENGTH // 2)
         self.now = connection.ops.adapt_datetimefield_value(now)
+        # A scheduled campaign's messages wait as scheduled for its send time (messaging.scheduling).
+        send_at = connection.ops.adapt_datetimefield_value(campaign.send_at) if campaign.send_at else None
+        self.waiting_status = Message.Status.SCHEDULED if send_at else Message.Status.QUEUED
         self.shared: dict[str, Any] = {
             "account": campaign.account_id,
             "template": campaign.template_id,
@@ -128,7 +131,10 @@ class CampaignRows:
             "wechat_rid": "",
             "wechat_rid_at": None,
             "attempts": 0,
-            "next_attempt_at": None,
+            "next_attempt_at": send_at,
+            "send_at": send_at,
+            "wait_reason": Message.WaitReason.SEND_AT.value if send_at else "",
+            "respect_quiet_hours": False,
             "attempted_at": None,
             "outcome_unknown_since": None,
             "lease_expires_at": None,
@@ -165,8 +171,8 @@ class CampaignRows:
         return ", ".join(expressions), params
 
     def row(self, openid: str, follower_id: int | None, key: str, subscribed: bool) -> tuple[Any, ...]:
-        """One recipient: queued, or failed at once if the follower is known to have left."""
-        status = Message.Status.QUEUED if subscribed else Message.Status.FAILED
+        """One recipient: queued (scheduled), or failed at once if the follower is known to have left."""
+        status = self.waiting_status if subscribed else Message.Status.FAILED
         return (openid, follower_id, _campaign_client_msg_id(self.campaign, self.salt, key), status.value)
 
     def insert(self, rows: list[tuple[Any, ...]]) -> None:
@@ -189,12 +195,12 @@ class CampaignRows:
         quote = connection.ops.quote_name
         follower = Follower._meta
         pk = quote(follower.pk.column)
-        # Every subscribed follower is queued: the status is a literal of our own, not a value from a request.
+        # Every subscribed follower is queued (scheduled): the status is a literal of our own, not from a request.
         select, select_params = self._select(
             f"f.{quote(follower.get_field('openid').column)}",
             f"f.{pk}",
             f"%s || CAST(f.{pk} AS TEXT)",
-            f"'{Message.Status.QUEUED.value}'",
+            f"'{self.waiting_status.value}'",
         )
         # The client_msg_id prefix sits between the shared values and the CASE values: bind in that order.
         shared_count = len(self.shared)
@@ -310,10 +316,16 @@ def _expand_chunk(campaign_id: int) -> tuple[bool, int]:
         if through is not None:
             Campaign.objects.filter(pk=campaign_id).update(expanded_through=through)
             return True, added
+        scheduled = campaign.send_at is not None
         Campaign.objects.filter(pk=campaign_id).update(
-            state=Campaign.State.RUNNING, recipient_count=Message.objects.filter(campaign_id=campaign_id).count()
+            state=Campaign.State.SCHEDULED if scheduled else Campaign.State.RUNNING,
+            recipient_count=Message.objects.filter(campaign_id=campaign_id).count(),
         )
-        transaction.on_commit(lambda: dispatch.enqueue_campaign(campaign_id, campaign.trace_id))
+        if scheduled:
+            send_at = campaign.send_at
+            transaction.on_commit(lambda: scheduling.wake_before(send_at, timezone.now()))
+        else:
+            transaction.on_commit(lambda: dispatch.enqueue_campaign(campaign_id, campaign.trace_id))
         return False, added
 
 
@@ -330,6 +342,8 @@ def expand_all_subscribed(campaign_id: int, *, trace_id: str = "") -> int:
     was lost.
     """
     deadline = time.monotonic() + EXPANSION_TASK_SECONDS
+    # A scheduled campaign's messages wait for its send time: no delivery task starts while it expands.
+    scheduled = Campaign.objects.filter(pk=campaign_id, send_at__isnull=False).exists()
     total = 0
     more = True
     while more:
@@ -337,7 +351,7 @@ def expand_all_subscribed(campaign_id: int, *, trace_id: str = "") -> int:
         more, added = _expand_chunk(campaign_id)
         total += added
         engine_key = dispatch.campaign_engine_key(campaign_id)
-        if more and cache.add(engine_key, 1, timeout=dispatch.CAMPAIGN_ENGINE_KEY_SECONDS):
+        if more and not scheduled and cache.add(engine_key, 1, timeout=dispatch.CAMPAIGN_ENGINE_KEY_SECONDS):
             dispatch.enqueue_campaign(campaign_id, trace_id)
         if more and time.monotonic() > deadline:
             dispatch.enqueue_expansion(campaign_id, trace_id)

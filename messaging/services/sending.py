@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -16,7 +17,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import Follower, OfficialAccount
 from accounts.selectors import followers_by_username
-from messaging import dispatch, events
+from messaging import dispatch, events, scheduling
 from messaging.models import Message
 from messaging.reasons import UNSUBSCRIBED_REASON
 from messaging.services import duplicates
@@ -28,6 +29,7 @@ from messaging.services.checks import (
     check_client_msg_id,
     check_data,
     check_link,
+    check_send_at,
     check_template,
     generate_client_msg_id,
     vanished_reference,
@@ -126,6 +128,8 @@ def send_message(
     url: str = "",
     miniprogram: Mapping[str, str] | None = None,
     client_msg_id: str | None = None,
+    send_at: datetime | None = None,
+    respect_quiet_hours: bool = False,
     created_by: Any = None,
     trace_id: str = "",
 ) -> SendResult:
@@ -139,6 +143,11 @@ def send_message(
     account's duplicate window on, the same content to the same user within it returns the first message with
     ``duplicate`` set and stores nothing (:mod:`messaging.services.duplicates`).
     Without ``trace_id`` the current one (e.g. the request's, see :mod:`wxnotify.tracing`) is stored.
+
+    With ``send_at`` (see ``check_send_at``) the message is stored ``scheduled`` and sent at that time; it can be
+    cancelled or rescheduled until then.  Single messages are transactional and ignore the account's quiet hours
+    unless ``respect_quiet_hours``: then one accepted inside them waits as scheduled until they end (as does one
+    whose send time or retry falls inside them, see messaging.scheduling).
     """
     trace_id = trace_id or get_trace_id()
     errors: dict[str, Any] = {}
@@ -148,6 +157,8 @@ def send_message(
     normalized = check_data(template, data, errors)
     mini = check_link(url or "", miniprogram, errors)
     check_client_msg_id(client_msg_id, errors)
+    now = timezone.now()
+    send_at = check_send_at(account, send_at, errors, now)
     if errors:
         raise MessageRejected(errors)
 
@@ -157,7 +168,6 @@ def send_message(
     content = duplicates.content_hash(template_id=template_id, data=normalized, url=url or "", miniprogram=mini)
     # A repeated client_msg_id is found by the unique constraint rather than a look-up first: repeats are
     # rare, and every other request saves a query.
-    now = timezone.now()
     message = Message(
         account=account,
         template=template,
@@ -170,6 +180,8 @@ def send_message(
         client_msg_id=client_msg_id or generate_client_msg_id(),
         request_fingerprint=fingerprint,
         content_hash=content,
+        send_at=send_at,
+        respect_quiet_hours=respect_quiet_hours,
         created_by=created_by if getattr(created_by, "pk", None) else None,
         trace_id=trace_id,
     )
@@ -177,6 +189,12 @@ def send_message(
         message.status = Message.Status.FAILED
         message.errmsg = UNSUBSCRIBED_REASON
         message.finished_at = now
+    elif send_at is not None:
+        message.status, message.next_attempt_at = Message.Status.SCHEDULED, send_at
+        message.wait_reason = Message.WaitReason.SEND_AT
+    elif respect_quiet_hours and (quiet_until := account.quiet_hours_end(now)) is not None:
+        message.status, message.next_attempt_at = Message.Status.SCHEDULED, quiet_until
+        message.wait_reason = Message.WaitReason.QUIET_HOURS
     window = duplicates.window_of(account)
     with duplicates.guarded(account.pk, openid, content) if window else contextlib.nullcontext():
         if window:
@@ -198,4 +216,7 @@ def send_message(
         logger.info("Accepted message #%s to %s (%s)", message.pk, openid, message.status)
     if message.status == Message.Status.QUEUED:
         transaction.on_commit(dispatch.request_singles_delivery)
+    elif message.status == Message.Status.SCHEDULED:
+        when = message.next_attempt_at
+        transaction.on_commit(lambda: scheduling.wake_before(when, timezone.now()))
     return SendResult(message, created=True)

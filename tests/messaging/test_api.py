@@ -429,7 +429,7 @@ def test_campaign_to_openids_runs_and_reports_counts(api_a, followers_a, sandbox
     assert detail["account"] == DEMO_APPID
     assert detail["recipient_kind"] == "openids"
     assert detail["recipient_count"] == 3
-    assert detail["counts"] == {"queued": 0, "sending": 0, "sent": 3, "delivered": 0, "failed": 0}
+    assert detail["counts"] == {"scheduled": 0, "queued": 0, "sending": 0, "sent": 3, "delivered": 0, "failed": 0}
     assert detail["progress"] == 100.0
     assert detail["state"] == "done"
     assert sorted(item["touser"] for item in sandbox_api.messages()) == sorted(openids)

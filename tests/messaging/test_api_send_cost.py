@@ -102,11 +102,14 @@ def test_prebuilt_message_fields_answer_like_drfs_own_and_are_never_shared(accou
         msgid = serializers.CharField(read_only=True, allow_null=True)
         error_description = serializers.SerializerMethodField()
         created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+        wait_reason = serializers.ChoiceField(choices=Message.WaitReason.choices, allow_blank=True, read_only=True)
+        wait_description = serializers.SerializerMethodField()
 
         class Meta(MessageSerializer.Meta):
             pass
 
         get_error_description = MessageSerializer.get_error_description
+        get_wait_description = MessageSerializer.get_wait_description
 
     message = _make_message(account_a, "oRecipient", errcode=43101, msgid=3487542469355618313, created_by=staff_a)
     first, second = MessageSerializer(message), MessageSerializer(message)

@@ -476,7 +476,7 @@ def test_progress_json_matches_the_database(client_a, account_a):
     statuses = [Message.Status.SENT, Message.Status.SENT, Message.Status.SENDING, Message.Status.FAILED]
     campaign = _campaign_with_messages(account_a, statuses)
     body = client_a.get(f"/console/campaigns/{campaign.pk}/progress/").json()
-    assert body["counts"] == {"queued": 0, "sending": 1, "sent": 2, "delivered": 0, "failed": 1}
+    assert body["counts"] == {"scheduled": 0, "queued": 0, "sending": 1, "sent": 2, "delivered": 0, "failed": 1}
     assert body["total"] == 4
     assert body["done"] == 3
     assert body["percent"] == 75.0

@@ -118,7 +118,7 @@ def test_the_numbers_equal_the_database_for_a_superuser(client, world):
     day, week = dashboard.summaries
     assert day.counts == expected_counts(now - timedelta(hours=24), accounts)
     assert week.counts == expected_counts(now - timedelta(days=7), accounts)
-    assert day.counts == {"queued": 3, "sending": 1, "sent": 3, "delivered": 1, "failed": 3}
+    assert day.counts == {"scheduled": 0, "queued": 3, "sending": 1, "sent": 3, "delivered": 1, "failed": 3}
     assert day.success_rate == round(100 * 4 / 7, 1)
     assert week.counts["sent"] == 4 and week.counts["failed"] == 5
 

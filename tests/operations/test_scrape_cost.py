@@ -68,7 +68,7 @@ def test_a_scrape_counts_only_messages_in_progress(client, add_messages):
     add_messages(Message.Status.SENT, 4)
     add_messages(Message.Status.DELIVERED, 5)
     gauges, queries = scrape(client)
-    assert gauges == {"queued": 3, "sending": 2}
+    assert gauges == {"scheduled": 0, "queued": 3, "sending": 2}
     message_queries = [sql for sql in queries if '"messaging_message"' in sql]
     assert message_queries
     assert all("WHERE" in sql for sql in message_queries), "no query may read the whole message table"
@@ -83,6 +83,6 @@ def test_scrape_and_probe_cost_the_same_queries_with_more_history(client, add_me
     for status in (Message.Status.SENT, Message.Status.DELIVERED, Message.Status.FAILED):
         add_messages(status, 200)
     gauges, many = scrape(client)
-    assert gauges == {"queued": 1, "sending": 0}
+    assert gauges == {"scheduled": 0, "queued": 1, "sending": 0}
     assert len(many) == len(few)
     assert probe(client) == probe_few

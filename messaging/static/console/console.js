@@ -239,6 +239,11 @@
       var cancel = document.getElementById("cancel-form");
       if (retry) { retry.hidden = !progress.can_retry; }
       if (cancel) { cancel.hidden = !progress.can_cancel; }
+      var reschedule = document.getElementById("reschedule-form");
+      if (reschedule) { reschedule.hidden = !progress.can_reschedule; }
+      var wait = document.getElementById("campaign-wait");
+      wait.textContent = progress.wait_text;
+      wait.hidden = !progress.wait_text;
       var body = document.getElementById("failures");
       body.textContent = "";
       progress.failures.forEach(function (failure) {
