@@ -209,6 +209,21 @@ class CpuMeter:
         return used
 
 
+def backend_database(pid: int, cache: dict[int, str]) -> str:
+    """The database a postgres backend serves, from its title ``postgres: [cluster:] user database host state``."""
+    if pid not in cache:
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
+        except OSError:
+            title = []
+        if title[:1] == ["postgres:"]:
+            words = [word for word in title if not word.endswith(":")]
+            cache[pid] = words[1] if len(words) > 1 else ""
+        else:
+            cache[pid] = ""
+    return cache[pid]
+
+
 def worker_pids(master_pid: int) -> list[int]:
     """Direct children of a process (gunicorn's workers)."""
     try:

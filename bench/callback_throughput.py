@@ -61,6 +61,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 from bench._stack import (  # noqa: E402 -- importable once the project is on sys.path
+    CpuMeter,
+    backend_database,
     export_commit,
     flush_redis,
     load_average,
@@ -354,7 +356,8 @@ def internal_count(expected: int, settle: float) -> dict:
         if statuses.get("delivered", 0) >= expected or now - last_change >= settle:
             break
         time.sleep(0.1)
-    receipts = DeliveryReceipt.objects.filter(account__appid=BURST_APPID).count()
+    # Applied receipts stay a while as their own de-duplication records (since the receipts' one-INSERT path).
+    receipts = DeliveryReceipt.objects.filter(account__appid=BURST_APPID).exclude(state="applied").count()
     return {"statuses": statuses, "receipts_kept_aside": receipts, "settled_seconds": last_change - started}
 
 
@@ -458,6 +461,7 @@ class BurstResult:
     statuses: dict[str, int]
     receipts_kept_aside: int
     settled_seconds: float
+    cpu: dict[str, float]
     reference: bool = False
 
     @property
@@ -491,9 +495,23 @@ def start_burst_server(
             "REFERENCE_CALLBACK_APPID": BURST_APPID,
         }
         command = [sys.executable, "-m", "gunicorn", "reference_callback:application", "--pythonpath", str(BASE_DIR)]
-        return subprocess.Popen(command + shape, cwd=BASE_DIR / "bench", env=env, stderr=stderr)
+        return subprocess.Popen(command + shape, cwd=BASE_DIR / "bench", env=env, stderr=stderr, process_group=0)
     command = [sys.executable, "-m", "gunicorn", "wxnotify.wsgi:application", "--config", "gunicorn.conf.py"]
-    return subprocess.Popen(command + shape, cwd=code_dir, env=env, stderr=stderr)
+    return subprocess.Popen(command + shape, cwd=code_dir, env=env, stderr=stderr, process_group=0)
+
+
+def burst_meter(server: subprocess.Popen, workers: subprocess.Popen | None, database_url: str) -> CpuMeter:
+    """CPU of the parts that serve the burst: gunicorn (master and workers), the qcluster, and the PostgreSQL
+    backends of the benchmark's database (SQLite is inside the first two)."""
+    parts = {"gunicorn": lambda pid, sample: sample.pgid == server.pid}
+    if workers is not None:
+        parts["qcluster"] = lambda pid, sample: sample.pgid == workers.pid
+    if database_url:
+        database = database_url.rsplit("/", 1)[-1].split("?")[0]
+        titles: dict[int, str] = {}
+        parts["postgres"] = lambda pid, sample: sample.name == "postgres" and backend_database(pid, titles) == database
+    parts["client"] = lambda pid, sample: pid == os.getpid()
+    return CpuMeter(parts)
 
 
 def burst_once(
@@ -516,9 +534,12 @@ def burst_once(
             stderr=subprocess.DEVNULL if args.quiet else None,
         )
     counted = {"statuses": {}, "receipts_kept_aside": 0, "settled_seconds": 0.0}
+    cpu: dict[str, float] = {}
     try:
         wait_until_up(base_url, server)
         prepared = prepare_receipts(base_url, args.requests, run)
+        meter = burst_meter(server, workers, env.get("DATABASE_URL", ""))
+        meter.start()
         holder = None
         if args.hold_lock and not env.get("DATABASE_URL"):
             holder = threading.Thread(
@@ -541,6 +562,7 @@ def burst_once(
                 kinds[index] = kind
         if not reference:
             counted = run_internal("count", env, BASE_DIR, str(args.requests), str(args.settle))
+        cpu = meter.stop()
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -562,6 +584,7 @@ def burst_once(
         statuses=counted["statuses"],
         receipts_kept_aside=counted["receipts_kept_aside"],
         settled_seconds=counted["settled_seconds"],
+        cpu=cpu,
         reference=reference,
     )
 
@@ -592,8 +615,9 @@ def burst_report(results: list[BurstResult], args: argparse.Namespace, command: 
         f"(1/5/15 min) {loads[0]} at start, {loads[1]} at end.",
         "",
         "| configuration | code | first answers | receipts/s (first pass) | × reference | p99 ms | resent "
-        "| final answers | messages delivered | settled after (s) | answered success, not applied | kept aside |",
-        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| final answers | messages delivered | settled after (s) | answered success, not applied | kept aside "
+        "| server CPU ms per receipt |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for result in results:
         if result.reference:
@@ -606,16 +630,29 @@ def burst_report(results: list[BurstResult], args: argparse.Namespace, command: 
         lines.append(
             f"| {result.configuration} | {result.version} | {answers(result.first_answers)} | {rate(result):.0f} | "
             f"{ratio} | {result.p99_ms:.0f} | {result.retries} | {answers(result.final_answers)} | {delivered} | "
-            f"{settled} | {lost} | {aside} |"
+            f"{settled} | {lost} | {aside} | {cpu_per_receipt(result.cpu, args.requests)} |"
         )
     lines += [
         "",
         '"× reference" divides by the mean of the reference\'s rates in the same configuration\'s runs. "Settled '
         'after" is how long after the last answer the last message became `delivered` (receipts applied in batches '
         'after their answer). "Kept aside" counts receipts stored as pending or unmatched instead of applied (none '
-        "expected: every message exists with its msgid before its receipt arrives).",
+        'expected: every message exists with its msgid before its receipt arrives). "Server CPU" is the CPU time '
+        "(user + system, from /proc) of gunicorn's processes, the qcluster's and the PostgreSQL backends of the "
+        "benchmark's database from the first request until the count, per receipt: the figure the machine's "
+        "other load disturbs least (the client's own CPU is not in it).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def cpu_per_receipt(cpu: dict[str, float], receipts: int) -> str:
+    """``total = gunicorn + qcluster + postgres`` in ms per receipt."""
+    server = {name: seconds for name, seconds in cpu.items() if name != "client"}
+    if not server:
+        return "—"
+    parts = " + ".join(f"{name} {1000 * seconds / receipts:.2f}" for name, seconds in server.items())
+    total = 1000 * sum(server.values()) / receipts
+    return f"{total:.2f} ({parts})" if len(server) > 1 else f"{total:.2f}"
 
 
 def burst_main(args: argparse.Namespace, command: str) -> int:

@@ -58,6 +58,7 @@ from bench._stack import (
     BASE_DIR,
     CpuMeter,
     Stack,
+    backend_database,
     export_commit,
     flush_redis,
     load_average,
@@ -169,21 +170,6 @@ def child_sync(project: str, appid: str, *, trace: bool, profile: str | None) ->
 
 
 # --- Parent: stack, runs, report ------------------------------------------------------------------------------------
-
-
-def backend_database(pid: int, cache: dict[int, str]) -> str:
-    """The database a postgres backend serves, from its title ``postgres: [cluster:] user database host state``."""
-    if pid not in cache:
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
-        except OSError:
-            title = []
-        if title[:1] == ["postgres:"]:
-            words = [word for word in title if not word.endswith(":")]
-            cache[pid] = words[1] if len(words) > 1 else ""
-        else:
-            cache[pid] = ""
-    return cache[pid]
 
 
 def sandbox_calls(sandbox: str, appid: str) -> dict[str, int]:

@@ -17,7 +17,9 @@ the same query with the same body is a retry.
 
 Anything slow (the ``user/info`` profile fetch for the unionid) goes to django-q2 after the transaction commits,
 so the answer stays far inside WeChat's 5-second budget.  A delivery receipt is answered once it is stored: WeChat
-pushes one per message after a campaign, as fast as it delivers, and messaging applies them in batches.
+pushes one per message after a campaign, as fast as it delivers, and messaging applies them in batches.  An
+encrypted receipt with a MsgID costs one INSERT and no ``ProcessedCallback`` row (:func:`store_receipt`): the stored
+receipt is unique per msgid, so it is its own record of having been received.
 """
 
 from __future__ import annotations
@@ -104,6 +106,9 @@ def handle_post(account: OfficialAccount, query: Mapping[str, str], body: bytes)
     if encrypted:
         message = decrypt(account, query, message)
     validate(message)
+    if encrypted and is_numbered_receipt(message):
+        store_receipt(account, message)
+        return CallbackResponse(SUCCESS)
     reply = dispatch_once(account, message, signed_query=f"{query.get('timestamp')}:{query.get('nonce', '')}")
     if not reply:
         return CallbackResponse(SUCCESS)
@@ -198,6 +203,32 @@ def dispatch_once(account: OfficialAccount, message: CallbackMessage, *, signed_
     return reply
 
 
+def is_numbered_receipt(message: CallbackMessage) -> bool:
+    """A delivery receipt with a MsgID of its own (0 is reported when ``client_msg_id`` was used)."""
+    return message.is_event(RECEIPT_EVENT) and bool(message.get("MsgID").strip().strip("0"))
+
+
+def store_receipt(account: OfficialAccount, message: CallbackMessage) -> None:
+    """Store an encrypted receipt with its MsgID: one INSERT in autocommit, no :class:`ProcessedCallback` row.
+
+    The stored receipt is its own de-duplication record (unique per account and msgid, see
+    ``messaging.models.DeliveryReceipt``): a retry or a replay inserts nothing and is answered ``success``, which the
+    first try's committed row makes true.  The signed-query rule of ``ProcessedCallback`` is not needed here:
+    ``msg_signature`` covers the ciphertext, so a signed query cannot be reused with another body.  Plaintext
+    receipts (whose signature does not cover the body) and MsgID 0 receipts (no msgid to be unique on) keep
+    :func:`dispatch_once`.  A database failure answers 503, so one of WeChat's retries stores the receipt.
+    """
+    try:
+        with one_sqlite_writer():
+            stored = record_receipt(account, message)
+    except INFRASTRUCTURE_ERRORS as exc:
+        log_failure(exc, account.appid)
+        raise CallbackRejected(503, "database unavailable") from exc
+    if not stored:
+        logger.info("Repeated receipt for %s: stored already", account.appid)
+    request_receipt_application()
+
+
 def log_failure(exc: BaseException, appid: str) -> None:
     """An outage is logged once a minute (it fails every callback); any other database error each time, in full."""
     if is_outage(exc):
@@ -226,10 +257,10 @@ def dispatch(account: OfficialAccount, message: CallbackMessage) -> str:
     return reply
 
 
-def record_receipt(account: OfficialAccount, message: CallbackMessage) -> None:
-    """Hand a TEMPLATESENDJOBFINISH to messaging, which stores it to apply it with others a moment later; a receipt is
-    WeChat's report, not an interaction of the user."""
-    record_delivery_receipt(
+def record_receipt(account: OfficialAccount, message: CallbackMessage) -> bool:
+    """Hand a TEMPLATESENDJOBFINISH to messaging, which stores it to apply it with others a moment later (False: it
+    was stored before); a receipt is WeChat's report, not an interaction of the user."""
+    return record_delivery_receipt(
         account=account,
         msgid=int(message.get("MsgID").strip()),
         wechat_status=normalise_receipt_status(message.get("Status")),

@@ -8,8 +8,11 @@ from django.utils import timezone
 
 from callbacks.services import dedup_seconds
 from callbacks.services import prune_processed_callbacks as prune_older_than
+from messaging.services import prune_applied_receipts
 
 
 def prune_processed_callbacks() -> int:
-    """Forget processed callbacks once no retry or fresh replay of them can arrive (see ``dedup_seconds``)."""
-    return prune_older_than(timezone.now() - timedelta(seconds=dedup_seconds()))
+    """Forget processed callbacks, and applied receipts (the de-duplication records of encrypted receipts), once no
+    retry or fresh replay of them can arrive (see ``dedup_seconds``); returns how many rows went."""
+    older_than = timezone.now() - timedelta(seconds=dedup_seconds())
+    return prune_older_than(older_than) + prune_applied_receipts(older_than)

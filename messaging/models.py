@@ -397,10 +397,15 @@ class DeliveryReceipt(models.Model):
     """A ``TEMPLATESENDJOBFINISH`` report from WeChat that is not applied to its message yet, or could not be.
 
     The callback stores each receipt as *received* (its one write before WeChat gets its answer); a task applies
-    received receipts to their messages a moment later, many at a time, and deletes them: the message then holds
-    the outcome.  A receipt can beat the sending worker to the database (the worker stores ``msgid`` after WeChat
-    answers); such a receipt waits here as *pending* and is applied when the msgid lands.  One that still matches
-    nothing after a while, or carries MsgID 0, becomes *unmatched* and is shown to admins.
+    received receipts to their messages a moment later, many at a time, and marks them *applied*: the message then
+    holds the outcome.  A receipt can beat the sending worker to the database (the worker stores ``msgid`` after
+    WeChat answers); such a receipt waits here as *pending* and is applied when the msgid lands.  One that still
+    matches nothing after a while, or carries MsgID 0, becomes *unmatched* and is shown to admins.
+
+    The row is also the receipt's de-duplication record: WeChat reports a msgid once, so ``(account, msgid)`` is
+    unique (MsgID 0, reported when ``client_msg_id`` was used, excepted), and a retry or a replay of a stored receipt
+    inserts nothing (``messaging.services.record_delivery_receipt``).  Applied rows are therefore kept as long as a
+    retry or a fresh replay can arrive, then pruned (``prune_applied_receipts``).
     """
 
     class State(models.TextChoices):
@@ -427,10 +432,13 @@ class DeliveryReceipt(models.Model):
         verbose_name = _("delivery receipt")
         verbose_name_plural = _("delivery receipts")
         ordering = ["-received_at"]
-        indexes = [
-            models.Index(fields=["account", "msgid"], name="receipt_account_msgid"),
-            models.Index(fields=["state", "received_at"], name="receipt_state_received"),
+        constraints = [
+            # Also the index of the look-ups by msgid (which say msgid > 0, so that the planners use it).
+            models.UniqueConstraint(
+                fields=["account", "msgid"], condition=models.Q(msgid__gt=0), name="receipt_unique_msgid"
+            ),
         ]
+        indexes = [models.Index(fields=["state", "received_at"], name="receipt_state_received")]
 
     def __str__(self) -> str:
         return f"MsgID {self.msgid}: {self.wechat_status}"

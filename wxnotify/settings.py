@@ -99,6 +99,8 @@ MIDDLEWARE = [
     "wxnotify.middleware.OutageMiddleware",
     "wxnotify.middleware.ForwardedHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # WeChat's callback URLs stop here: nothing below serves them (see callbacks.middleware).
+    "callbacks.middleware.CallbackShortcutMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -33,6 +33,7 @@ from messaging.services.receipts import (
     RECEIPT_BATCH_SIZE,
     apply_pending_receipts,
     apply_received_receipts,
+    prune_applied_receipts,
     record_delivery_receipt,
     resolve_stale_receipts,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "finish_campaigns",
     "hold_end_text",
     "poll_intercepted",
+    "prune_applied_receipts",
     "quota_warnings",
     "record_delivery_receipt",
     "request_fingerprint",

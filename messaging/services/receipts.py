@@ -12,8 +12,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from django.db import transaction
-from django.db.models import Q
+from django.db import connections, router, transaction
+from django.db.models import BigIntegerField, Case, Q, Value, When
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -23,6 +23,8 @@ from messaging.models import DeliveryReceipt, Message
 
 # Receipts applied in one transaction: a burst's receipts in a few hundred statements rather than a few per receipt.
 RECEIPT_BATCH_SIZE = 500
+# Applied receipts deleted per statement by prune_applied_receipts.
+PRUNE_BATCH_SIZE = 5000
 
 
 def _normalise_status(wechat_status: str) -> str:
@@ -69,21 +71,36 @@ def record_delivery_receipt(
     wechat_status: str,
     openid: str = "",
     event_time: datetime | None = None,
-) -> DeliveryReceipt:
-    """Keep WeChat's ``TEMPLATESENDJOBFINISH`` report as *received*: one INSERT, all a callback writes before its
-    answer, so a burst of receipts after a big campaign is answered at WeChat's pace.
+) -> bool:
+    """Keep WeChat's ``TEMPLATESENDJOBFINISH`` report as *received*; False when it was stored before (a retry).
 
-    :func:`apply_received_receipts` applies it a moment later with the others of its batch (run by the task that
-    :func:`messaging.dispatch.request_receipt_application` starts, and by the sweeper).  Call that after commit.
+    One ``INSERT … ON CONFLICT DO NOTHING``: the row is the receipt's de-duplication record too (unique per account
+    and msgid, see :class:`~messaging.models.DeliveryReceipt`), so a callback in autocommit answers after this one
+    durable write, and a retry of a receipt already stored (or already applied, within the replay window) writes
+    nothing.  Written as SQL rather than through the ORM because a burst of receipts runs it hundreds of times a
+    second and the ORM's model and statement building were a large part of its cost; PostgreSQL and SQLite both
+    speak this dialect.  :func:`apply_received_receipts` applies the receipt a moment later with the others of its
+    batch (run by the task that :func:`messaging.dispatch.request_receipt_application` starts, and by the sweeper);
+    call that after commit.
     """
-    return DeliveryReceipt.objects.create(
-        account=account,
-        msgid=int(msgid),
-        openid=openid[:64],
-        wechat_status=_normalise_status(wechat_status)[:64],
-        event_time=event_time,
-        state=DeliveryReceipt.State.RECEIVED,
-    )
+    connection = connections[router.db_for_write(DeliveryReceipt)]
+    table = connection.ops.quote_name(DeliveryReceipt._meta.db_table)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (account_id, msgid, openid, wechat_status, event_time, state, received_at) "  # noqa: S608 -- name quoted, values bound
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [
+                account.pk,
+                int(msgid),
+                openid[:64],
+                _normalise_status(wechat_status)[:64],
+                connection.ops.adapt_datetimefield_value(event_time),
+                DeliveryReceipt.State.RECEIVED.value,
+                now,
+            ],
+        )
+        return cursor.rowcount == 1
 
 
 def _candidates_by_msgid(receipts: Sequence[DeliveryReceipt]) -> dict[tuple[int, int], list[Message]]:
@@ -117,10 +134,10 @@ def apply_received_receipts(*, batch_size: int = RECEIPT_BATCH_SIZE) -> int:
 
     One transaction: the batch is locked (a concurrent applier skips it on PostgreSQL; SQLite has one writer), the
     messages are found with one query and moved with one UPDATE per outcome, and every receipt of the batch leaves
-    the received state, so each is applied exactly once whatever fails.  A receipt that found its message is
-    deleted (the message holds the outcome; a message no longer ``sent`` is left as it is, e.g. for a second
-    receipt); one whose message has no msgid yet becomes pending (:func:`apply_pending_receipts`), MsgID 0
-    unmatched at once.
+    the received state, so each is applied exactly once whatever fails.  A receipt that found its message becomes
+    applied (the message holds the outcome; a message no longer ``sent`` is left as it is); the row stays as the
+    receipt's de-duplication record until :func:`prune_applied_receipts`.  One whose message has no msgid yet
+    becomes pending (:func:`apply_pending_receipts`), MsgID 0 unmatched at once.
     """
     now = timezone.now()
     waiting: dict[int, list[int]] = defaultdict(list)
@@ -134,7 +151,8 @@ def apply_received_receipts(*, batch_size: int = RECEIPT_BATCH_SIZE) -> int:
             return 0
         candidates = _candidates_by_msgid(receipts)
         outcomes: dict[tuple[str, str, datetime], list[int]] = defaultdict(list)
-        done, pending, unmatched, moved = [], [], [], set()
+        done: dict[int, int] = {}
+        pending, unmatched, moved = [], [], set()
         for receipt in receipts:
             message = _matching(candidates.get((receipt.account_id, receipt.msgid), []), receipt.openid)
             if message is None and receipt.msgid:
@@ -144,7 +162,7 @@ def apply_received_receipts(*, batch_size: int = RECEIPT_BATCH_SIZE) -> int:
             if message is None:
                 unmatched.append(receipt.pk)
                 continue
-            done.append(receipt.pk)
+            done[receipt.pk] = message.pk
             if message.status == Message.Status.SENT and message.pk not in moved:
                 moved.add(message.pk)
                 outcomes[(*_receipt_outcome(receipt.wechat_status), receipt.event_time or now)].append(message.pk)
@@ -158,7 +176,15 @@ def apply_received_receipts(*, batch_size: int = RECEIPT_BATCH_SIZE) -> int:
                 finished_at=finished_at,
                 updated_at=now,
             )
-        DeliveryReceipt.objects.filter(pk__in=done).delete()
+        if done:
+            DeliveryReceipt.objects.filter(pk__in=list(done)).update(
+                state=DeliveryReceipt.State.APPLIED,
+                resolved_at=now,
+                message_id=Case(
+                    *(When(pk=pk, then=Value(message_id)) for pk, message_id in done.items()),
+                    output_field=BigIntegerField(),
+                ),
+            )
         DeliveryReceipt.objects.filter(pk__in=pending).update(state=DeliveryReceipt.State.PENDING)
         DeliveryReceipt.objects.filter(pk__in=unmatched).update(state=DeliveryReceipt.State.UNMATCHED, resolved_at=now)
     for account_id, msgids in waiting.items():
@@ -176,7 +202,9 @@ def apply_pending_receipts(account_id: int, msgids: Sequence[int]) -> int:
     if not msgids:
         return 0
     waiting = (DeliveryReceipt.State.PENDING, DeliveryReceipt.State.UNMATCHED)
-    receipts = list(DeliveryReceipt.objects.filter(account_id=account_id, msgid__in=list(msgids), state__in=waiting))
+    receipts = list(
+        DeliveryReceipt.objects.filter(account_id=account_id, msgid__gt=0, msgid__in=list(msgids), state__in=waiting)
+    )
     applied = 0
     for receipt in receipts:
         message = _find_sent_message(account_id, receipt.msgid, receipt.openid)
@@ -200,3 +228,17 @@ def resolve_stale_receipts(older_than: datetime) -> tuple[int, int]:
         applied += apply_pending_receipts(account_id, [msgid])
     unmatched = stale.update(state=DeliveryReceipt.State.UNMATCHED, resolved_at=timezone.now())
     return applied, unmatched
+
+
+def prune_applied_receipts(older_than: datetime) -> int:
+    """Delete applied receipts received before ``older_than``; returns how many.
+
+    Their messages hold the outcome, and a receipt is only kept this long so that a retry or a replay of it inserts
+    nothing (the caller passes the callbacks' replay window).  Deleted in short batches, as each is a write
+    transaction that callbacks on SQLite wait behind.
+    """
+    deleted = 0
+    applied = DeliveryReceipt.objects.filter(state=DeliveryReceipt.State.APPLIED, received_at__lt=older_than)
+    while batch := list(applied.values_list("pk", flat=True)[:PRUNE_BATCH_SIZE]):
+        deleted += DeliveryReceipt.objects.filter(pk__in=batch).delete()[0]
+    return deleted

@@ -373,20 +373,49 @@ def receipt_xml(openid: str, msgid: int, status: str, create_time: int | None = 
     )
 
 
-def test_receipt_is_handed_to_messaging_once(safe, receipts):
+def test_plaintext_receipt_is_handed_to_messaging_once(plain, receipts):
     openid = new_openid()
     xml = receipt_xml(openid, 3487542469355618313, "failed: user block", create_time=1_800_000_000)
-    assert safe.post(xml).content == b"success"
-    assert safe.post(xml).content == b"success"  # WeChat's retry: answered, not processed again
+    assert plain.post(xml).content == b"success"
+    assert plain.post(xml).content == b"success"  # WeChat's retry: answered, not processed again
     assert len(receipts) == 1
     receipt = receipts[0]
-    assert receipt["account"] == safe.account
+    assert receipt["account"] == plain.account
     assert receipt["msgid"] == 3487542469355618313
     assert receipt["wechat_status"] == "failed:user block"
     assert receipt["openid"] == openid
     assert int(receipt["event_time"].timestamp()) == 1_800_000_000
     # A delivery report is WeChat's, not the user's: it creates no follower.
     assert not Follower.objects.exists()
+
+
+def test_encrypted_receipt_and_its_retries_are_stored_once(safe):
+    """No ProcessedCallback row: the stored receipt, unique per msgid, is the record (one INSERT per receipt)."""
+    openid = new_openid()
+    xml = receipt_xml(openid, 3487542469355618313, "failed: user block", create_time=1_800_000_000)
+    query = safe.query()
+    timestamp, nonce = int(query["timestamp"]), query["nonce"]
+    for _try in range(2):
+        assert safe.post(xml, timestamp=timestamp, nonce=nonce).content == b"success"  # the same request again
+    assert safe.post(xml).content == b"success"  # WeChat's retry, signed anew
+    receipt = DeliveryReceipt.objects.get()
+    assert (receipt.account, receipt.msgid, receipt.wechat_status, receipt.openid) == (
+        safe.account,
+        3487542469355618313,
+        "failed:user block",
+        openid,
+    )
+    assert int(receipt.event_time.timestamp()) == 1_800_000_000
+    assert not ProcessedCallback.objects.exists()
+    assert not Follower.objects.exists()
+
+
+def test_encrypted_receipts_with_msgid_zero_keep_their_processed_record(safe):
+    openid = new_openid()
+    safe.post(receipt_xml(openid, 0, "success", create_time=1_800_000_000))
+    safe.post(receipt_xml(openid, 0, "success", create_time=1_800_000_001))
+    assert list(DeliveryReceipt.objects.values_list("msgid", flat=True)) == [0, 0]
+    assert ProcessedCallback.objects.count() == 2
 
 
 def test_receipts_with_msgid_zero_are_not_merged(plain, receipts):

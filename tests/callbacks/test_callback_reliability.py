@@ -89,27 +89,34 @@ def test_receipt_whose_database_write_fails_is_503_and_applied_by_the_retry(safe
     assert first["Retry-After"] == "1"
     message.refresh_from_db()
     assert message.status == Message.Status.SENT
-    assert not ProcessedCallback.objects.exists()  # rolled back with the effect: nothing claims the message
+    assert not DeliveryReceipt.objects.exists()  # nothing stored: nothing claims the receipt
 
     retry = safe.post_raw(query, body)
     assert retry.status_code == 200
     assert retry.content == b"success"
     message.refresh_from_db()
     assert message.status == Message.Status.DELIVERED
-    assert ProcessedCallback.objects.count() == 1
+    assert DeliveryReceipt.objects.get().state == DeliveryReceipt.State.APPLIED
 
 
-def test_failure_to_record_the_message_rolls_back_its_effect(safe, monkeypatch):
+@pytest.fixture
+def plain(db, client) -> WeChat:
+    """Plaintext receipts keep a ProcessedCallback record (their signature does not cover the body)."""
+    return WeChat(client, make_account("wx00000000000000a1", OfficialAccount.MessageMode.PLAINTEXT))
+
+
+def test_failure_to_record_the_message_rolls_back_its_effect(plain, monkeypatch):
     """The record is written with the effect: if the record cannot be written, the effect is not kept either."""
-    message = sent_messages(safe.account, 1)[0]
+    message = sent_messages(plain.account, 1)[0]
 
     def failing_create(*args, **kwargs):
         raise OperationalError("disk I/O error")
 
     monkeypatch.setattr(ProcessedCallback.objects, "create", failing_create)
-    assert safe.post(receipt_for(message)).status_code == 503
+    assert plain.post(receipt_for(message)).status_code == 503
     message.refresh_from_db()
     assert message.status == Message.Status.SENT
+    assert not DeliveryReceipt.objects.exists()
 
 
 def test_cache_that_refuses_every_add_changes_nothing(safe, monkeypatch):
@@ -137,17 +144,17 @@ def test_account_look_up_failure_is_503(safe, monkeypatch, error):
     assert response.content == b""
 
 
-def test_failure_answering_a_repeat_is_503_not_success(safe, monkeypatch):
+def test_failure_answering_a_repeat_is_503_not_success(plain, monkeypatch):
     """A repeat whose look-up fails cannot know whether the first try was applied: it asks WeChat to retry."""
-    message = sent_messages(safe.account, 1)[0]
+    message = sent_messages(plain.account, 1)[0]
     xml = receipt_for(message)
-    assert safe.post(xml).content == b"success"
+    assert plain.post(xml).content == b"success"
 
     def failing(*args, **kwargs):
         raise OperationalError("connection reset")
 
     monkeypatch.setattr(services, "answer_already_given", failing)
-    assert safe.post(xml).status_code == 503
+    assert plain.post(xml).status_code == 503
 
 
 # --- Repeats get the first answer, and only the first try is applied ---------------------------------------------
@@ -229,22 +236,71 @@ def test_copies_of_one_receipt_racing_each_other_are_applied_once(monkeypatch):
     assert ProcessedCallback.objects.count() == 1
     message.refresh_from_db()
     assert message.status == Message.Status.DELIVERED
-    assert not DeliveryReceipt.objects.exists()
+    assert DeliveryReceipt.objects.get().state == DeliveryReceipt.State.APPLIED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_copies_of_one_encrypted_receipt_racing_each_other_are_stored_once():
+    """The one INSERT of an encrypted receipt: four copies at the same moment, one row, every copy answered."""
+    account = make_account(SAFE_APPID, OfficialAccount.MessageMode.SAFE)
+    parsed = messages.parse_xml(receipt_xml("oRacingRecipient00000000002", 8_000_002, "success"))
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def hand_in() -> None:
+        try:
+            start.wait()
+            services.store_receipt(account, parsed)
+        except BaseException as exc:  # a failed thread must fail the test, not vanish
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=hand_in) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert DeliveryReceipt.objects.filter(msgid=8_000_002).count() == 1
+    assert not ProcessedCallback.objects.exists()
 
 
 # --- Pruning ------------------------------------------------------------------------------------------------------
 
 
-def test_pruning_forgets_records_past_the_replay_window_only(safe):
-    messages = sent_messages(safe.account, 3)
+def test_pruning_forgets_records_past_the_replay_window_only(plain):
+    messages = sent_messages(plain.account, 3)
     for message in messages:
-        safe.post(receipt_for(message))
+        plain.post(receipt_for(message))
+    DeliveryReceipt.objects.all().delete()  # applied receipts' own pruning is tested below
     old = timezone.now() - timedelta(seconds=services.dedup_seconds() + 5)
     first = ProcessedCallback.objects.order_by("pk").first()
     ProcessedCallback.objects.filter(pk=first.pk).update(processed_at=old)
     assert tasks.prune_processed_callbacks() == 1
     assert ProcessedCallback.objects.count() == 2
     assert not ProcessedCallback.objects.filter(pk=first.pk).exists()
+
+
+def test_pruning_forgets_applied_receipts_past_the_replay_window_only(safe):
+    """Applied receipts are kept as de-duplication records for the replay window; waiting ones are never pruned."""
+    messages = sent_messages(safe.account, 2)
+    for message in messages:
+        assert safe.post(receipt_for(message)).content == b"success"  # applied inline (tasks run synchronously)
+    old = timezone.now() - timedelta(seconds=services.dedup_seconds() + 5)
+    DeliveryReceipt.objects.filter(msgid=messages[0].msgid).update(received_at=old)
+    DeliveryReceipt.objects.create(
+        account=safe.account, msgid=7_999_999, wechat_status="success", state=DeliveryReceipt.State.PENDING
+    )
+    DeliveryReceipt.objects.filter(msgid=7_999_999).update(received_at=old)
+    assert tasks.prune_processed_callbacks() == 1
+    assert sorted(DeliveryReceipt.objects.values_list("msgid", "state")) == [
+        (messages[1].msgid, DeliveryReceipt.State.APPLIED),
+        (7_999_999, DeliveryReceipt.State.PENDING),
+    ]
+    # A retry of the pruned receipt is stored again and changes nothing: its message is delivered already.
+    assert safe.post(receipt_for(messages[0])).content == b"success"
+    assert Message.objects.get(pk=messages[0].pk).status == Message.Status.DELIVERED
 
 
 def test_pruning_deletes_in_batches(safe, monkeypatch):

@@ -1,9 +1,10 @@
 """Receipts at WeChat's pace: a receipt is answered once it is stored, and applied a moment later in batches, each
 exactly once.
 
-The callback writes its ``ProcessedCallback`` row and the receipt (state *received*) in one transaction and answers;
-``messaging.tasks.apply_received_receipts`` applies the stored receipts in batches.  These tests hold the task back
-to see what a callback alone leaves behind, then run it, break it, race it and check what the messages end up as.
+An encrypted callback writes the receipt (state *received*) with one INSERT, the receipt being its own
+de-duplication record, and answers; ``messaging.tasks.apply_received_receipts`` applies the stored receipts in
+batches.  These tests hold the task back to see what a callback alone leaves behind, then run it, break it, race it
+and check what the messages end up as.
 """
 
 from __future__ import annotations
@@ -75,12 +76,14 @@ def test_a_receipt_is_answered_once_stored_and_applied_by_the_task(safe, enqueue
         assert safe.post(receipt_for(message)).content == b"success"
     assert statuses(messages) == [Message.Status.SENT] * 3
     assert DeliveryReceipt.objects.filter(state=DeliveryReceipt.State.RECEIVED).count() == 3
-    assert ProcessedCallback.objects.count() == 3
+    assert not ProcessedCallback.objects.exists()  # the stored receipt is the record of an encrypted receipt
     assert enqueued == [dispatch.RECEIPTS_TASK]  # one task for the burst: the others saw its key up
 
     assert tasks.apply_received_receipts() == 3
     assert statuses(messages) == [Message.Status.DELIVERED] * 3
-    assert not DeliveryReceipt.objects.exists()  # applied receipts leave their outcome on the message
+    # Applied receipts leave their outcome on the message and stay, each pointing to it, for the replay window.
+    applied = DeliveryReceipt.objects.filter(state=DeliveryReceipt.State.APPLIED)
+    assert sorted(applied.values_list("message_id", flat=True)) == sorted(message.pk for message in messages)
     assert cache.get(dispatch.RECEIPTS_ALIVE_KEY) is None
     assert tasks.apply_received_receipts() == 0
 
@@ -97,8 +100,8 @@ def test_a_retry_of_an_applied_receipt_is_answered_and_stores_nothing(safe, enqu
 
     assert safe.post(xml, timestamp=timestamp, nonce=nonce).content == b"success"  # the same request again
     assert safe.post(xml).content == b"success"  # WeChat's retry, signed anew
-    assert not DeliveryReceipt.objects.exists()
-    assert ProcessedCallback.objects.count() == 1
+    assert DeliveryReceipt.objects.get().state == DeliveryReceipt.State.APPLIED  # the first, and only, copy
+    assert not ProcessedCallback.objects.exists()
     assert tasks.apply_received_receipts() == 0
     assert Message.objects.get(pk=message.pk).finished_at == finished.finished_at
 
@@ -121,6 +124,9 @@ def test_a_batch_sorts_receipts_as_the_single_path_did(safe, enqueued):
     kept = {(receipt.account_id, receipt.msgid): receipt.state for receipt in DeliveryReceipt.objects.all()}
     # Another account's msgid matches nothing of this account: it waits for a message of its own; MsgID 0 never will.
     assert kept == {
+        (safe.account.pk, mine[0].msgid): DeliveryReceipt.State.APPLIED,
+        (safe.account.pk, mine[1].msgid): DeliveryReceipt.State.APPLIED,  # its message was delivered already
+        (other.pk, theirs[0].msgid): DeliveryReceipt.State.APPLIED,
         (safe.account.pk, theirs[0].msgid): DeliveryReceipt.State.PENDING,
         (safe.account.pk, 0): DeliveryReceipt.State.UNMATCHED,
     }
@@ -219,4 +225,4 @@ def test_concurrent_batches_apply_each_receipt_once(client, enqueued):
     assert not errors
     assert sum(taken) == 40
     assert statuses(messages) == [Message.Status.DELIVERED] * 40
-    assert not DeliveryReceipt.objects.exists()
+    assert set(DeliveryReceipt.objects.values_list("state", flat=True)) == {DeliveryReceipt.State.APPLIED}
