@@ -3,3 +3,4 @@ WeChat's own errmsg; the admin, console and API show the errcode's meaning in th
 
 UNSUBSCRIBED_REASON = "The recipient no longer follows the account; not sent to WeChat."
 CANCELLED_REASON = "Cancelled with its campaign."
+REJECTED_REASON = "Its campaign was rejected at approval; not sent to WeChat."

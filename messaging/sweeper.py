@@ -116,7 +116,11 @@ def work_ahead(now: datetime) -> bool:
     """Whether a task should stay to send retries at their time: one is due within the wait horizon."""
     horizon = now + timedelta(seconds=settings.WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS)
     return (
-        Message.objects.queued().not_cancelled().within_resend_window(now).filter(next_attempt_at__lte=horizon).exists()
+        Message.objects.queued()
+        .campaign_may_send()
+        .within_resend_window(now)
+        .filter(next_attempt_at__lte=horizon)
+        .exists()
     )
 
 

@@ -7,11 +7,12 @@ re-delivers), the sweeper (:mod:`messaging.sweeper`) finds the due rows again, a
 attempt carries lets WeChat drop a resend.
 
 One module per job: :mod:`.checks` (validation shared by both kinds of send), :mod:`.sending` (one message),
-:mod:`.campaigns` and :mod:`.expansion` (bulk sends), :mod:`.receipts`, :mod:`.ledger` (what WeChat knows of our
-sends).  Callers import from this package.
+:mod:`.campaigns` and :mod:`.expansion` (bulk sends), :mod:`.approval` (campaigns that wait for an admin),
+:mod:`.receipts`, :mod:`.ledger` (what WeChat knows of our sends).  Callers import from this package.
 """
 
-from messaging.reasons import CANCELLED_REASON, UNSUBSCRIBED_REASON
+from messaging.reasons import CANCELLED_REASON, REJECTED_REASON, UNSUBSCRIBED_REASON
+from messaging.services.approval import approve_campaign, needs_approval, reject_campaign
 from messaging.services.campaigns import (
     RecipientSpec,
     RetryResult,
@@ -20,7 +21,7 @@ from messaging.services.campaigns import (
     finish_campaigns,
     retry_failed,
 )
-from messaging.services.checks import CampaignActionRefused, IdempotencyConflict, MessageRejected
+from messaging.services.checks import ApprovalRefused, CampaignActionRefused, IdempotencyConflict, MessageRejected
 from messaging.services.expansion import expand_all_subscribed
 from messaging.services.ledger import WeChatRecord, hold_end_text, poll_intercepted, quota_warnings, wechat_record
 from messaging.services.receipts import (
@@ -35,7 +36,9 @@ from messaging.services.sending import SendResult, request_fingerprint, send_mes
 __all__ = [
     "CANCELLED_REASON",
     "RECEIPT_BATCH_SIZE",
+    "REJECTED_REASON",
     "UNSUBSCRIBED_REASON",
+    "ApprovalRefused",
     "CampaignActionRefused",
     "IdempotencyConflict",
     "MessageRejected",
@@ -45,14 +48,17 @@ __all__ = [
     "WeChatRecord",
     "apply_pending_receipts",
     "apply_received_receipts",
+    "approve_campaign",
     "cancel_campaign",
     "create_campaign",
     "expand_all_subscribed",
     "finish_campaigns",
     "hold_end_text",
+    "needs_approval",
     "poll_intercepted",
     "quota_warnings",
     "record_delivery_receipt",
+    "reject_campaign",
     "request_fingerprint",
     "resolve_stale_receipts",
     "retry_failed",

@@ -49,6 +49,11 @@ class CampaignActionRefused(Exception):
     """A campaign action the rules do not allow in the campaign's state (see messaging.rules; the API answers 409)."""
 
 
+class ApprovalRefused(Exception):
+    """The user may not approve or reject this campaign: not a wxnotify admin, or its creator (the API answers 403;
+    see messaging.rules.approval_refusal)."""
+
+
 class IdempotencyConflict(Exception):
     """The ``client_msg_id`` was already used for a different request (the API answers 422)."""
 
