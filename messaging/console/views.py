@@ -215,6 +215,11 @@ def compose(request: HttpRequest) -> HttpResponse:
                     request,
                     _("Campaign accepted: %(count)d message(s) queued.") % {"count": campaign.recipient_count},
                 )
+                if rules.awaits_approval(campaign):
+                    messages.info(
+                        request,
+                        _("It waits for approval by a member of wxnotify admins: nothing is sent before."),
+                    )
                 for warning in services.quota_warnings(account, recipients=campaign.recipient_count):
                     messages.warning(request, warning)
                 return redirect("console:campaign", pk=campaign.pk)

@@ -399,6 +399,30 @@ def test_api_campaign_waits_then_is_sent_once_approved(django_user_model, follow
 # --- The console --------------------------------------------------------------------------------------------------
 
 
+def test_console_send_says_the_campaign_waits_and_starts_nothing(
+    account_a, staff_a, admin_two, no_broker, django_capture_on_commit_callbacks
+):
+    ApprovalPolicy.objects.create(account=account_a, every_campaign=True)
+    body = {
+        "account": account_a.appid,
+        "template": account_a.templates.get(template_id=ORDER_TEMPLATE).pk,
+        "action": "send",
+        "link_kind": "none",
+        "recipient_kind": Campaign.RecipientKind.OPENIDS,
+        "recipient_list": "\n".join(openids(2)),
+        **{f"kw_{name}": value for name, value in ORDER_DATA.items()},
+    }
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = english_client(staff_a).post(reverse("console:compose"), body, follow=True)
+
+    page = response.content.decode()
+    assert "It waits for approval by a member of wxnotify admins" in page
+    assert 'id="approvers">admin_two<' in page
+    assert Campaign.objects.get().state == Campaign.State.PENDING_APPROVAL
+    assert no_broker == []
+
+
 def test_console_shows_the_creator_the_wait_and_who_can_approve_without_a_form(waiting, admin_one, admin_two):
     page = english_client(admin_one).get(reverse("console:campaign", args=[waiting.pk])).content.decode()
     assert "Pending approval" in page
