@@ -1,12 +1,16 @@
 """Admin for the message log, campaigns and delivery receipts, scoped by ``accounts.selectors``.
 
 The message log is a record of what happened, so nothing here edits it: messages and receipts are
-view-only, campaigns are changed only through the cancel and retry actions, which call the services.
+view-only, campaigns are changed only through the cancel, retry, approve and reject actions, which call the
+services.  Approval policies are the one thing edited here, by whoever has their model permissions (wxnotify
+admins, migration 0009), for the accounts they see.
 """
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -16,9 +20,9 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from accounts.scoping import AccountScopedRelatedFilter, ScopedAdminMixin
-from accounts.selectors import accounts_for_user
+from accounts.selectors import accounts_for_user, in_user_accounts
 from messaging import rules
-from messaging.models import Campaign, DeliveryReceipt, Message, SendingCap
+from messaging.models import ApprovalPolicy, Campaign, DeliveryReceipt, Message, SendingCap
 from messaging.scheduling import campaign_wait_text, message_wait_text
 from messaging.selectors import (
     campaign_progress,
@@ -29,7 +33,17 @@ from messaging.selectors import (
     receipts_for_user,
     status_counts_by_campaign,
 )
-from messaging.services import CampaignActionRefused, cancel_campaign, retry_failed, wechat_record
+from messaging.services import (
+    ApprovalRefused,
+    CampaignActionRefused,
+    MessageRejected,
+    approve_campaign,
+    cancel_campaign,
+    reject_campaign,
+    retry_failed,
+    wechat_record,
+)
+from messaging.services.approval import NOTE_MAX_LENGTH
 from templates_app.models import MessageTemplate
 from wxnotify.pagination import EstimatedCountPaginator
 from wxnotify.wechat.errors import describe_failure
@@ -181,7 +195,13 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["state", ("account", admin.RelatedOnlyFieldListFilter), "recipient_kind"]
     list_select_related = ["account", "template"]
     search_fields = ["name", "trace_id"]
-    actions = ["cancel_selected", "retry_failed_messages", "retry_failed_messages_including_unknown"]
+    actions = [
+        "approve_selected",
+        "reject_selected",
+        "cancel_selected",
+        "retry_failed_messages",
+        "retry_failed_messages_including_unknown",
+    ]
     readonly_fields = ["waiting", "status_counts", "progress", "messages_link"]
     fields = [
         "name",
@@ -203,6 +223,9 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "created_at",
         "finished_at",
         "cancelled_at",
+        "decided_by",
+        "decided_at",
+        "decision_note",
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Campaign]:
@@ -220,6 +243,58 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return rules.may_operate_campaigns(request.user)
+
+    def has_approve_permission(self, request: HttpRequest) -> bool:
+        return rules.may_approve_campaigns(request.user)
+
+    @admin.action(description=_("Approve selected campaigns"), permissions=["approve"])
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> TemplateResponse | None:
+        return self._decide(request, queryset, approve=True)
+
+    @admin.action(description=_("Reject selected campaigns"), permissions=["approve"])
+    def reject_selected(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> TemplateResponse | None:
+        return self._decide(request, queryset, approve=False)
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet[Campaign], *, approve: bool) -> TemplateResponse | None:
+        """First a page with the selected campaigns and a note (required to reject), then the decision on each;
+        each refusal (not waiting, the user's own campaign, no note) is reported by campaign."""
+        campaigns = list(queryset.select_related("account", "created_by").order_by("pk"))
+        form = DecisionForm(request.POST if request.POST.get("confirm") == "yes" else None, required=not approve)
+        if not form.is_bound or not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "title": _("Approve campaigns") if approve else _("Reject campaigns"),
+                "opts": self.model._meta,
+                "campaigns": campaigns,
+                "form": form,
+                "approve": approve,
+                "action": "approve_selected" if approve else "reject_selected",
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/messaging/campaign/decide.html", context)
+        note = form.cleaned_data["note"]
+        decided = 0
+        for campaign in campaigns:
+            try:
+                if approve:
+                    approve_campaign(campaign, by=request.user, note=note)
+                else:
+                    reject_campaign(campaign, by=request.user, note=note)
+            except (ApprovalRefused, CampaignActionRefused) as refused:
+                self.message_user(request, f"{campaign}: {refused}", messages.ERROR)
+            except MessageRejected as rejected:
+                texts = [str(text) for field_messages in rejected.errors.values() for text in field_messages]
+                self.message_user(request, f"{campaign}: {' '.join(texts)}", messages.ERROR)
+            else:
+                decided += 1
+        if decided:
+            text = (
+                ngettext("%(count)d campaign approved.", "%(count)d campaigns approved.", decided)
+                if approve
+                else ngettext("%(count)d campaign rejected.", "%(count)d campaigns rejected.", decided)
+            )
+            self.message_user(request, text % {"count": decided}, messages.SUCCESS)
+        return None
 
     def _counts(self, obj: Campaign) -> dict[str, int]:
         """Counted for the list's page at once, or here once for the change page (which shows them twice)."""
@@ -281,7 +356,11 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
             except CampaignActionRefused:
                 refused += 1
         if refused:
-            self.message_user(request, _("Cancelled campaigns are not retried; they were left out."), messages.WARNING)
+            self.message_user(
+                request,
+                _("Cancelled, rejected and waiting campaigns are not retried; they were left out."),
+                messages.WARNING,
+            )
         retried = sum(result.retried for result in results)
         left = sum(result.left_unknown for result in results)
         self.message_user(
@@ -301,6 +380,66 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
                 % {"count": left},
                 messages.WARNING,
             )
+
+
+class DecisionForm(forms.Form):
+    """The note of an approval or a rejection, on the admin's page between the action and the decision."""
+
+    note = forms.CharField(
+        label=_("Note"),
+        max_length=NOTE_MAX_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
+        help_text=_("Shown to the campaign's creator."),
+    )
+
+    def __init__(self, *args: object, required: bool, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["note"].required = required
+
+
+class ApprovalPolicyForm(forms.ModelForm):
+    class Meta:
+        model = ApprovalPolicy
+        fields = ["account", "every_campaign", "recipient_threshold", "templates"]
+
+    def clean(self) -> dict:
+        """The templates must be the account's own (the list offers every template of the user's accounts)."""
+        cleaned = super().clean()
+        account, templates = cleaned.get("account"), cleaned.get("templates")
+        if account is not None and templates is not None:
+            others = [template for template in templates if template.account_id != account.pk]
+            if others:
+                self.add_error(
+                    "templates",
+                    _("These templates are not the account's: %(names)s.")
+                    % {"names": ", ".join(str(template) for template in others)},
+                )
+        return cleaned
+
+
+@admin.register(ApprovalPolicy)
+class ApprovalPolicyAdmin(ScopedAdminMixin, admin.ModelAdmin):
+    """Per account: which campaigns wait for an admin's approval (see ``ApprovalPolicy``)."""
+
+    form = ApprovalPolicyForm
+    list_display = ["account", "every_campaign", "recipient_threshold", "updated_at"]
+    list_select_related = ["account"]
+    filter_horizontal = ["templates"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApprovalPolicy]:
+        return ApprovalPolicy.objects.filter(in_user_accounts(request.user))
+
+    def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
+        if db_field.name == "account":
+            kwargs["queryset"] = accounts_for_user(request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field, request: HttpRequest, **kwargs):
+        if db_field.name == "templates":
+            kwargs["queryset"] = MessageTemplate.objects.filter(in_user_accounts(request.user)).select_related(
+                "account"
+            )
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
 
 @admin.register(DeliveryReceipt)

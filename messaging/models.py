@@ -20,14 +20,21 @@ from django.utils.translation import gettext_lazy as _
 
 
 class Campaign(models.Model):
-    """One bulk send of a template with the same data to many recipients."""
+    """One bulk send of a template with the same data to many recipients.
+
+    A campaign its account's :class:`ApprovalPolicy` holds back is accepted in state *pending approval*: its
+    recipients are counted (a list's messages are written, queued), nothing is sent until a wxnotify admin other
+    than its creator approves it (messaging.services.approval), and a rejection fails its messages.
+    """
 
     class State(models.TextChoices):
+        PENDING_APPROVAL = "pending_approval", _("Pending approval")
         EXPANDING = "expanding", _("Adding recipients")
         SCHEDULED = "scheduled", _("Scheduled")
         RUNNING = "running", _("Running")
         DONE = "done", _("Done")
         CANCELLED = "cancelled", _("Cancelled")
+        REJECTED = "rejected", _("Rejected")
 
     class RecipientKind(models.TextChoices):
         OPENIDS = "openids", _("List of openids")
@@ -71,6 +78,19 @@ class Campaign(models.Model):
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
     cancelled_at = models.DateTimeField(_("cancelled at"), null=True, blank=True)
+    # The approval decision, for a campaign that waited for one (empty otherwise, and while it waits).
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("approved or rejected by"),
+    )
+    decided_at = models.DateTimeField(_("approved or rejected at"), null=True, blank=True)
+    decision_note = models.TextField(
+        _("decision note"), blank=True, help_text=_("Why the campaign was approved or rejected; shown to its creator.")
+    )
 
     class Meta:
         verbose_name = _("campaign")
@@ -100,8 +120,10 @@ class MessageQuerySet(models.QuerySet):
         """Single messages never tried yet (served by the ``message_queued_single`` index)."""
         return self.queued().filter(campaign__isnull=True, next_attempt_at__isnull=True)
 
-    def not_cancelled(self) -> MessageQuerySet:
-        return self.filter(Q(campaign__isnull=True) | ~Q(campaign__state=Campaign.State.CANCELLED))
+    def campaign_may_send(self) -> MessageQuerySet:
+        """Single messages, and messages of a campaign that may send: not one cancelled, rejected or waiting for
+        approval (``CAMPAIGN_STATES_NOT_SENDING``)."""
+        return self.filter(Q(campaign__isnull=True) | ~Q(campaign__state__in=CAMPAIGN_STATES_NOT_SENDING))
 
     def within_resend_window(self, now: datetime) -> MessageQuerySet:
         """Messages that may still be sent: none of their attempts went unanswered, or the first unanswered one is
@@ -114,8 +136,12 @@ class MessageQuerySet(models.QuerySet):
         return self.filter(outcome_unknown_since__lt=resend_window_start(now))
 
     def claimable(self, now: datetime) -> MessageQuerySet:
-        """Due messages a delivery task may claim: not of a cancelled campaign, and safe to send again."""
-        return self.due(now).not_cancelled().within_resend_window(now)
+        """Due messages a delivery task may claim: of a campaign that may send, and safe to send again.
+
+        The campaign's state is read in the claiming query itself, so approving a campaign (one UPDATE of its state)
+        is what lets its messages go, and no message of a campaign waiting for approval is ever claimed.
+        """
+        return self.due(now).campaign_may_send().within_resend_window(now)
 
     def scheduled(self) -> MessageQuerySet:
         return self.filter(status=Message.Status.SCHEDULED)
@@ -147,6 +173,10 @@ def quiet_hours_apply() -> Q:
     """Messages that wait for the end of their account's quiet hours: campaign messages, and singles whose sender
     asked for it (single messages are transactional and go through by default)."""
     return Q(campaign__isnull=False) | Q(respect_quiet_hours=True)
+
+
+# Campaign states whose queued messages must not be sent: stopped for good, or not (yet) approved.
+CAMPAIGN_STATES_NOT_SENDING = (Campaign.State.CANCELLED, Campaign.State.PENDING_APPROVAL, Campaign.State.REJECTED)
 
 
 def due_condition(now: datetime) -> Q:
@@ -559,3 +589,54 @@ class CapCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.openid} {self.day}: {self.count}"
+
+
+class ApprovalPolicy(models.Model):
+    """Which campaigns of an account wait for approval before anything is sent.
+
+    A campaign needs approval when any rule says so: every campaign of the account, more recipients than
+    ``recipient_threshold`` (exactly that many do not), or one of ``templates``.  Without a policy, or with every
+    rule off, campaigns start at once as before.  Single messages (``POST /api/v1/messages/``) never wait.  The
+    policy lives here rather than on the account because it is about campaigns and names templates, which the
+    accounts app below us must not know.  The rules are read when a campaign is accepted: changing the policy
+    later neither holds back running campaigns nor lets waiting ones go.
+    """
+
+    account = models.OneToOneField(
+        "accounts.OfficialAccount",
+        on_delete=models.CASCADE,
+        related_name="approval_policy",
+        verbose_name=_("account"),
+    )
+    every_campaign = models.BooleanField(
+        _("every campaign needs approval"), default=False, help_text=_("Whatever its size and template.")
+    )
+    recipient_threshold = models.PositiveIntegerField(
+        _("recipient threshold"),
+        null=True,
+        blank=True,
+        help_text=_("Campaigns to more than this many recipients need approval. Empty: no threshold."),
+    )
+    templates = models.ManyToManyField(
+        "templates_app.MessageTemplate",
+        blank=True,
+        related_name="+",
+        verbose_name=_("templates that always need approval"),
+        help_text=_("Campaigns of these templates of the account need approval, whatever their size."),
+    )
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("approval policy")
+        verbose_name_plural = _("approval policies")
+
+    def __str__(self) -> str:
+        return str(_("Approval policy of %(account)s") % {"account": self.account})
+
+    def requires_approval(self, template_pk: int, recipient_count: int) -> bool:
+        """Whether a campaign of the template to ``recipient_count`` recipients must wait for approval."""
+        if self.every_campaign:
+            return True
+        if self.recipient_threshold is not None and recipient_count > self.recipient_threshold:
+            return True
+        return self.templates.filter(pk=template_pk).exists()

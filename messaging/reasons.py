@@ -9,3 +9,4 @@ CAPPED_HELD_REASON = "Capped: the account's daily cap for this user is reached; 
 DUPLICATE_REASON = (
     "Duplicate: the same content went to this user within the account's duplicate window; not sent again."
 )
+REJECTED_REASON = "Its campaign was rejected at approval; not sent to WeChat."

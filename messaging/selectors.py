@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, F, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 
-from accounts.selectors import accounts_for_user, in_user_accounts
+from accounts.selectors import ADMINS_GROUP, accounts_for_user, in_user_accounts
+from messaging import rules
 from messaging.models import Campaign, DeliveryReceipt, Message, SendingCap
 
 FINAL_STATUSES = (Message.Status.DELIVERED, Message.Status.FAILED)
@@ -22,6 +24,23 @@ def messages_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Messag
 
 def campaigns_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Campaign]:
     return Campaign.objects.filter(account__in=accounts_for_user(user))
+
+
+def campaigns_awaiting_decision_by(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Campaign]:
+    """The campaigns waiting for approval that ``user`` may approve or reject: none unless they may approve at all,
+    and never their own (messaging.rules.approval_refusal)."""
+    if not rules.may_approve_campaigns(user):
+        return Campaign.objects.none()
+    return campaigns_for_user(user).filter(state=Campaign.State.PENDING_APPROVAL).exclude(created_by=user.pk)
+
+
+def approvers_of(campaign: Campaign) -> QuerySet:
+    """The active users who may approve or reject ``campaign``: wxnotify admins and superusers but its creator,
+    the names its page shows while it waits."""
+    users = get_user_model().objects.filter(Q(is_superuser=True) | Q(groups__name=ADMINS_GROUP), is_active=True)
+    if campaign.created_by_id is not None:
+        users = users.exclude(pk=campaign.created_by_id)
+    return users.distinct().order_by("username")
 
 
 def receipts_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[DeliveryReceipt]:

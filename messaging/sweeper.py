@@ -120,7 +120,7 @@ def work_ahead(now: datetime) -> bool:
     horizon = now + timedelta(seconds=settings.WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS)
     return (
         Message.objects.filter(status__in=WAITING_STATUSES, next_attempt_at__lte=horizon)
-        .not_cancelled()
+        .campaign_may_send()
         .within_resend_window(now)
         .exists()
         or Campaign.objects.filter(state=Campaign.State.SCHEDULED, send_at__lte=horizon).exists()

@@ -67,10 +67,14 @@ class HealthReport:
 def queue_lag_seconds(now: datetime) -> float:
     """How long the oldest due queued message has been due (since acceptance, or since its retry time); 0 if none.
 
-    Messages held for a later attempt (backoff, quota) are not due, so they do not count as lag.
+    Messages held for a later attempt (backoff, quota) are not due, so they do not count as lag; nor do those of a
+    campaign waiting for approval (or stopped), which no worker may send however long they wait.
     """
     oldest = (
-        Message.objects.due(now).order_by().aggregate(oldest=Min(Coalesce("next_attempt_at", "created_at")))["oldest"]
+        Message.objects.due(now)
+        .campaign_may_send()
+        .order_by()
+        .aggregate(oldest=Min(Coalesce("next_attempt_at", "created_at")))["oldest"]
     )
     if oldest is None:
         return 0.0

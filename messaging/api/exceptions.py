@@ -26,7 +26,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from messaging.services import CampaignActionRefused, IdempotencyConflict, MessageRejected
+from messaging.services import ApprovalRefused, CampaignActionRefused, IdempotencyConflict, MessageRejected
 from wxnotify.http_errors import ServiceUnavailable, error_body
 from wxnotify.outages import is_outage, log_outage
 
@@ -93,6 +93,8 @@ def _as_api_exception(exc: Exception) -> Exception:
         return IdempotencyKeyReused()
     if isinstance(exc, CampaignActionRefused):
         return CampaignConflict(str(exc))
+    if isinstance(exc, ApprovalRefused):
+        return exceptions.PermissionDenied(str(exc))
     if isinstance(exc, RequestDataTooBig):
         return RequestTooLarge()
     if isinstance(exc, Http404):

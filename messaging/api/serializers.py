@@ -21,6 +21,7 @@ from messaging.models import Campaign, Message
 from messaging.scheduling import campaign_wait_text, message_wait_text
 from messaging.selectors import campaign_progress
 from messaging.services import RecipientSpec
+from messaging.services.approval import NOTE_MAX_LENGTH
 from messaging.services.checks import CLIENT_MSG_ID_MAX_LENGTH
 from templates_app.keywords import keyword_rules
 from templates_app.models import MessageTemplate
@@ -361,6 +362,12 @@ class CampaignSerializer(serializers.ModelSerializer):
     wait_description = serializers.SerializerMethodField(
         help_text=_("For a scheduled campaign, when it starts, in words; empty otherwise.")
     )
+    decided_by = serializers.SlugRelatedField(
+        slug_field="username",
+        read_only=True,
+        allow_null=True,
+        help_text=_("The admin who approved or rejected the campaign; null while it waits, or when it never had to."),
+    )
 
     class Meta:
         model = Campaign
@@ -384,6 +391,9 @@ class CampaignSerializer(serializers.ModelSerializer):
             "created_at",
             "finished_at",
             "cancelled_at",
+            "decided_by",
+            "decided_at",
+            "decision_note",
         ]
         read_only_fields = fields
 
@@ -471,6 +481,16 @@ class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField(help_text=_("Readable explanation."))
     errors = serializers.DictField(
         child=serializers.JSONField(), help_text=_("Field errors: field name → list of messages, nested for data.")
+    )
+
+
+class CampaignDecisionSerializer(serializers.Serializer):
+    note = serializers.CharField(
+        max_length=NOTE_MAX_LENGTH,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text=_("Why: shown to the campaign's creator.  Required to reject, optional to approve."),
     )
 
 

@@ -29,6 +29,7 @@ from messaging.api.permissions import ModelActionPermission
 from messaging.api.serializers import (
     CampaignCreatedSerializer,
     CampaignCreateSerializer,
+    CampaignDecisionSerializer,
     CampaignSerializer,
     ErrorSerializer,
     FollowerSerializer,
@@ -285,10 +286,12 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
     # Explicit recipient lists outgrow Django's request body cap; this parser has its own.
     parser_classes = [BulkJSONParser]
     filter_class = CampaignFilter
-    send_actions = frozenset({"create", "cancel", "retry_failed", "reschedule"})
+    send_actions = frozenset({"create", "cancel", "retry_failed", "reschedule", "approve", "reject"})
 
     def get_queryset(self) -> QuerySet[Campaign]:
-        return selectors.campaigns_for_user(self.request.user).select_related("account", "template", "created_by")
+        return selectors.campaigns_for_user(self.request.user).select_related(
+            "account", "template", "created_by", "decided_by"
+        )
 
     def get_serializer(self, *args: Any, **kwargs: Any) -> CampaignSerializer:
         """Counts for every campaign serialized, in one GROUP BY query rather than one per campaign."""
@@ -360,6 +363,55 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
         body = RescheduleSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         campaign = services.reschedule_campaign(campaign, body.validated_data["send_at"])
+        return Response(self.get_serializer(campaign).data)
+
+    @extend_schema(
+        operation_id="campaigns_approve",
+        summary=_("Approve a campaign waiting for approval"),
+        description=_(
+            "Lets a campaign in state pending_approval send: it runs (or starts adding all subscribed followers).  "
+            "Only a member of wxnotify admins other than the campaign's creator may approve (403 otherwise); a "
+            "campaign not waiting for approval answers 409.  The note is optional."
+        ),
+        request=CampaignDecisionSerializer,
+        responses={
+            200: CampaignSerializer,
+            400: SEND_ERRORS[400],
+            409: OpenApiResponse(ErrorSerializer, description=_("The campaign is not waiting for approval.")),
+            **DETAIL_ERRORS,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def approve(self, request: Request, pk: str | None = None) -> Response:
+        campaign = self.get_object()
+        decision = CampaignDecisionSerializer(data=request.data or {})
+        decision.is_valid(raise_exception=True)
+        services.approve_campaign(campaign, by=request.user, note=decision.validated_data["note"])
+        campaign.refresh_from_db()
+        return Response(self.get_serializer(campaign).data)
+
+    @extend_schema(
+        operation_id="campaigns_reject",
+        summary=_("Reject a campaign waiting for approval"),
+        description=_(
+            "Ends a campaign in state pending_approval as rejected: every queued message fails, nothing is sent.  "
+            "The note (why) is required and shown to the creator.  Who may reject, and the 409, as for approve."
+        ),
+        request=CampaignDecisionSerializer,
+        responses={
+            200: CampaignSerializer,
+            400: SEND_ERRORS[400],
+            409: OpenApiResponse(ErrorSerializer, description=_("The campaign is not waiting for approval.")),
+            **DETAIL_ERRORS,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def reject(self, request: Request, pk: str | None = None) -> Response:
+        campaign = self.get_object()
+        decision = CampaignDecisionSerializer(data=request.data or {})
+        decision.is_valid(raise_exception=True)
+        services.reject_campaign(campaign, by=request.user, note=decision.validated_data["note"])
+        campaign.refresh_from_db()
         return Response(self.get_serializer(campaign).data)
 
     @extend_schema(

@@ -204,6 +204,7 @@ class HistoryFilterForm(forms.Form):
     status = forms.ChoiceField(
         label=_("Message status"), choices=[("", _("Any status")), *Message.Status.choices], required=False
     )
+    awaiting_me = forms.BooleanField(label=_("Waiting for my approval"), required=False)
     date_from = forms.DateField(label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(label=_("To"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
 

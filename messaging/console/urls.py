@@ -17,6 +17,8 @@ urlpatterns = [
     path("campaigns/<int:pk>/progress/", views.campaign_progress, name="campaign-progress"),
     path("campaigns/<int:pk>/cancel/", views.campaign_cancel, name="campaign-cancel"),
     path("campaigns/<int:pk>/reschedule/", views.campaign_reschedule, name="campaign-reschedule"),
+    path("campaigns/<int:pk>/approve/", views.campaign_approve, name="campaign-approve"),
+    path("campaigns/<int:pk>/reject/", views.campaign_reject, name="campaign-reject"),
     path("campaigns/<int:pk>/retry-failed/", views.campaign_retry_failed, name="campaign-retry-failed"),
     path("history/", views.history, name="history"),
 ]

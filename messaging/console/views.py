@@ -37,6 +37,7 @@ from messaging.console.forms import CampaignForm, HistoryFilterForm
 from messaging.console.selectors import QUOTED_PROBLEMS, count_recipients, parse_recipient_list, search_followers
 from messaging.models import Campaign, Message
 from messaging.scheduling import campaign_wait_text, wait_text
+from messaging.services.approval import NOTE_MAX_LENGTH
 from templates_app.keywords import render_card, validate_template_data
 from templates_app.models import MessageTemplate
 from templates_app.selectors import active_templates
@@ -48,6 +49,9 @@ SEND_PERMISSION = rules.OPERATE_PERMISSION
 PAGE_SIZE = 20
 # Failures listed on a campaign's page (the history page has them all).
 FAILURES_SHOWN = 50
+# Approvers named on the page of a campaign waiting for approval.
+APPROVERS_SHOWN = 10
+STOPPED_STATES = (Campaign.State.DONE, Campaign.State.CANCELLED, Campaign.State.REJECTED)
 
 ViewFunc = Callable[..., HttpResponse]
 
@@ -136,9 +140,10 @@ def _campaign_progress(campaign: Campaign) -> dict[str, Any]:
         "done": progress.done,
         "percent": progress.percent,
         "counts": counts,
-        # Done or cancelled, and nothing left in flight: the page stops polling.  A running campaign whose last
-        # message just finished waits for the pipeline (or the sweeper) to mark it done, so the page shows that too.
-        "finished": campaign.state in (Campaign.State.DONE, Campaign.State.CANCELLED) and pending == 0,
+        # Done, cancelled or rejected, and nothing left in flight: the page stops polling.  A running campaign whose
+        # last message just finished waits for the pipeline (or the sweeper) to mark it done, so the page shows that
+        # too.  A campaign waiting for approval changes only by someone's decision: its page is not polled either.
+        "finished": (campaign.state in STOPPED_STATES and pending == 0) or rules.awaits_approval(campaign),
         "failures": failures,
         "can_cancel": rules.can_cancel(campaign),
         "can_reschedule": rules.can_reschedule(campaign),
@@ -259,6 +264,11 @@ def compose(request: HttpRequest) -> HttpResponse:
                         request,
                         _("Campaign accepted: %(count)d message(s) queued.") % {"count": campaign.recipient_count},
                     )
+                if rules.awaits_approval(campaign):
+                    messages.info(
+                        request,
+                        _("It waits for approval by a member of wxnotify admins: nothing is sent before."),
+                    )
                 for warning in services.quota_warnings(account, recipients=campaign.recipient_count):
                     messages.warning(request, warning)
                 for warning in _duplicate_warnings(campaign):
@@ -345,7 +355,8 @@ def followers(request: HttpRequest) -> JsonResponse:
 
 def _campaign_or_404(request: HttpRequest, pk: int) -> Campaign:
     return get_object_or_404(
-        selectors.campaigns_for_user(request.user).select_related("account", "template", "created_by"), pk=pk
+        selectors.campaigns_for_user(request.user).select_related("account", "template", "created_by", "decided_by"),
+        pk=pk,
     )
 
 
@@ -365,6 +376,11 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "card": render_card(campaign.template, campaign.data),
             "card_has_link": bool(campaign.url or campaign.miniprogram),
             "can_send": request.user.has_perm(SEND_PERMISSION),
+            "can_decide": rules.can_decide(request.user, campaign),
+            "approvers": (
+                list(selectors.approvers_of(campaign)[:APPROVERS_SHOWN]) if rules.awaits_approval(campaign) else []
+            ),
+            "note_max_length": NOTE_MAX_LENGTH,
         },
     )
 
@@ -434,6 +450,43 @@ def campaign_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("console:campaign", pk=campaign.pk)
 
 
+def _decide(request: HttpRequest, pk: int, approve: bool) -> HttpResponse:
+    """Approve or reject from the campaign's page; every refusal (who, state, note) comes back as a message."""
+    campaign = _campaign_or_404(request, pk)
+    note = request.POST.get("note", "")
+    try:
+        if approve:
+            services.approve_campaign(campaign, by=request.user, note=note)
+        else:
+            failed = services.reject_campaign(campaign, by=request.user, note=note)
+    except (services.ApprovalRefused, services.CampaignActionRefused) as refused:
+        messages.error(request, str(refused))
+    except services.MessageRejected as rejected:
+        for field_messages in rejected.errors.values():
+            for text in field_messages:
+                messages.error(request, text)
+    else:
+        if approve:
+            messages.success(request, _("Campaign approved: it is being sent."))
+        else:
+            messages.success(
+                request, _("Campaign rejected: %(count)d message(s) will not be sent.") % {"count": failed}
+            )
+    return redirect("console:campaign", pk=campaign.pk)
+
+
+@console_view(SEND_PERMISSION)
+@require_POST
+def campaign_approve(request: HttpRequest, pk: int) -> HttpResponse:
+    return _decide(request, pk, approve=True)
+
+
+@console_view(SEND_PERMISSION)
+@require_POST
+def campaign_reject(request: HttpRequest, pk: int) -> HttpResponse:
+    return _decide(request, pk, approve=False)
+
+
 # --- History ------------------------------------------------------------------------------------------------------
 
 
@@ -447,6 +500,16 @@ def _filtered(queryset: QuerySet, filters: dict[str, Any], status_field: str, st
     if filters.get("date_to"):
         queryset = queryset.filter(created_at__date__lte=filters["date_to"])
     return queryset
+
+
+def _campaign_list(request: HttpRequest, filters: dict[str, Any]) -> QuerySet[Campaign]:
+    """The user's campaigns, or with "waiting for my approval" only those they may approve or reject now."""
+    campaigns = (
+        selectors.campaigns_awaiting_decision_by(request.user)
+        if filters.get("awaiting_me")
+        else selectors.campaigns_for_user(request.user)
+    )
+    return _filtered(campaigns.select_related("account", "template", "created_by"), filters, "state", "state")
 
 
 @console_view()
@@ -475,20 +538,23 @@ def history(request: HttpRequest) -> HttpResponse:
             for message in page
         ]
     else:
-        queryset = _filtered(
-            selectors.campaigns_for_user(request.user).select_related("account", "template", "created_by"),
-            filters,
-            "state",
-            "state",
-        )
+        queryset = _campaign_list(request, filters)
         page = Paginator(queryset.order_by("-created_at", "-id"), PAGE_SIZE).get_page(request.GET.get("page"))
         counts = selectors.status_counts_by_campaign([campaign.pk for campaign in page])
         rows = [
             {"campaign": campaign, "progress": selectors.campaign_progress(campaign, counts[campaign.pk])}
             for campaign in page
         ]
+    awaiting = selectors.campaigns_awaiting_decision_by(request.user).count() if not show_messages else 0
     return render(
         request,
         "console/history.html",
-        {"nav": "history", "form": form, "page": page, "rows": rows, "show_messages": show_messages},
+        {
+            "nav": "history",
+            "form": form,
+            "page": page,
+            "rows": rows,
+            "show_messages": show_messages,
+            "awaiting_count": awaiting,
+        },
     )

@@ -8,10 +8,19 @@ attempt carries lets WeChat drop a resend.
 
 One module per job: :mod:`.checks` (validation shared by both kinds of send), :mod:`.sending` (one message),
 :mod:`.campaigns` and :mod:`.expansion` (bulk sends), :mod:`.schedules` (moving and stopping scheduled sends),
-:mod:`.receipts`, :mod:`.ledger` (what WeChat knows of our sends).  Callers import from this package.
+:mod:`.approval` (campaigns that wait for an admin), :mod:`.receipts`, :mod:`.ledger` (what WeChat knows of our
+sends).  Callers import from this package.
 """
 
-from messaging.reasons import CANCELLED_REASON, CAPPED_HELD_REASON, CAPPED_REASON, DUPLICATE_REASON, UNSUBSCRIBED_REASON
+from messaging.reasons import (
+    CANCELLED_REASON,
+    CAPPED_HELD_REASON,
+    CAPPED_REASON,
+    DUPLICATE_REASON,
+    REJECTED_REASON,
+    UNSUBSCRIBED_REASON,
+)
+from messaging.services.approval import approve_campaign, needs_approval, reject_campaign
 from messaging.services.campaigns import (
     RecipientSpec,
     RetryResult,
@@ -21,6 +30,7 @@ from messaging.services.campaigns import (
     retry_failed,
 )
 from messaging.services.checks import (
+    ApprovalRefused,
     CampaignActionRefused,
     IdempotencyConflict,
     MessageActionRefused,
@@ -46,7 +56,9 @@ __all__ = [
     "CAPPED_REASON",
     "DUPLICATE_REASON",
     "RECEIPT_BATCH_SIZE",
+    "REJECTED_REASON",
     "UNSUBSCRIBED_REASON",
+    "ApprovalRefused",
     "CampaignActionRefused",
     "EarlierCopies",
     "IdempotencyConflict",
@@ -58,6 +70,7 @@ __all__ = [
     "WeChatRecord",
     "apply_pending_receipts",
     "apply_received_receipts",
+    "approve_campaign",
     "cancel_campaign",
     "cancel_message",
     "create_campaign",
@@ -65,10 +78,12 @@ __all__ = [
     "expand_all_subscribed",
     "finish_campaigns",
     "hold_end_text",
+    "needs_approval",
     "poll_intercepted",
     "prune_applied_receipts",
     "quota_warnings",
     "record_delivery_receipt",
+    "reject_campaign",
     "request_fingerprint",
     "reschedule_campaign",
     "reschedule_message",

@@ -18,6 +18,7 @@ from accounts.models import OfficialAccount
 from messaging import dispatch, events, rules, scheduling
 from messaging.models import WAITING_STATUSES, Campaign, Message
 from messaging.reasons import CANCELLED_REASON
+from messaging.services.approval import needs_approval
 from messaging.services.checks import (
     CampaignActionRefused,
     MessageRejected,
@@ -85,6 +86,9 @@ def create_campaign(
     With ``send_at`` (see ``check_send_at``) the recipients are expanded the same way, but the campaign waits as
     *scheduled* and its messages as ``scheduled`` until that time (messaging.scheduling); it can be cancelled or
     rescheduled until then.
+    A campaign the account's approval policy holds back (``needs_approval``, on the recipients counted here) is
+    accepted the same way in state "pending approval", and nothing is started: neither delivery nor, for all
+    subscribed followers, the expansion (messaging.services.approval).
     """
     trace_id = trace_id or get_trace_id()
     errors: dict[str, Any] = {}
@@ -136,7 +140,11 @@ def create_campaign(
                     events.MESSAGE_FAILED, Message.objects.filter(campaign=campaign, status=Message.Status.FAILED)
                 )
             campaign.recipient_count = count
-            if expand_later:
+            if needs_approval(account.pk, template.pk, count):
+                # Nothing starts: approve_campaign starts the delivery (or the expansion) of a waiting campaign.
+                campaign.state = Campaign.State.PENDING_APPROVAL
+                campaign.save(update_fields=["recipient_count", "state"])
+            elif expand_later:
                 campaign.save(update_fields=["recipient_count"])
                 transaction.on_commit(partial(dispatch.enqueue_expansion, campaign.pk, trace_id))
             elif send_at is not None:
@@ -190,7 +198,10 @@ def cancel_campaign(campaign: Campaign) -> int:
         )
         if not changed:
             raise CampaignActionRefused(
-                _("Only a campaign that is adding recipients, scheduled or running can be cancelled.")
+                _(
+                    "Only a campaign that is waiting for approval, adding recipients, scheduled or running can be "
+                    "cancelled."
+                )
             )
         cancelled = Message.objects.filter(campaign=campaign, status__in=WAITING_STATUSES).update(
             status=Message.Status.FAILED, errcode=None, errmsg=CANCELLED_REASON, finished_at=now, updated_at=now
@@ -221,9 +232,11 @@ class RetryResult:
 def retry_failed(campaign: Campaign, *, include_unknown: bool = False) -> RetryResult:
     """Queue a campaign's failed messages again (same client_msg_id).
 
-    A cancel is final: a cancelled campaign raises :class:`CampaignActionRefused`.  Messages whose outcome is unknown
-    (errcode -9001: WeChat may have delivered them, and its de-duplication of their client_msg_id has lapsed) are
-    left alone unless ``include_unknown``: retrying them may reach the user twice.
+    A cancel is final: a cancelled campaign raises :class:`CampaignActionRefused`, and so do a rejected one and one
+    still waiting for approval (queuing its failures would start it; see messaging.rules.RETRIABLE_STATES).
+    Messages whose outcome is unknown (errcode -9001: WeChat may have delivered them, and its de-duplication of
+    their client_msg_id has lapsed) are left alone unless ``include_unknown``: retrying them may reach the user
+    twice.
     """
     failed = Message.objects.filter(campaign=campaign, status=Message.Status.FAILED)
     unknown = failed.filter(errcode=OUTCOME_UNKNOWN_ERRCODE)
@@ -231,6 +244,10 @@ def retry_failed(campaign: Campaign, *, include_unknown: bool = False) -> RetryR
         raise CampaignActionRefused(_("A cancelled campaign is not retried."))
     if campaign.state == Campaign.State.SCHEDULED:
         raise CampaignActionRefused(_("A scheduled campaign sends nothing before its time; retry after it started."))
+    if campaign.state == Campaign.State.REJECTED:
+        raise CampaignActionRefused(_("A rejected campaign is not retried."))
+    if campaign.state == Campaign.State.PENDING_APPROVAL:
+        raise CampaignActionRefused(_("A campaign waiting for approval is not retried: it has not been sent yet."))
     if not include_unknown:
         failed = failed.exclude(errcode=OUTCOME_UNKNOWN_ERRCODE)
     now = timezone.now()

@@ -56,6 +56,11 @@ class MessageActionRefused(CampaignActionRefused):
     """Cancelling or rescheduling a message that no longer waits (the API answers 409, like a campaign action)."""
 
 
+class ApprovalRefused(Exception):
+    """The user may not approve or reject this campaign: not a wxnotify admin, or its creator (the API answers 403;
+    see messaging.rules.approval_refusal)."""
+
+
 class IdempotencyConflict(Exception):
     """The ``client_msg_id`` was already used for a different request (the API answers 422)."""
 

@@ -28,7 +28,7 @@ from accounts.services.token_conflicts import record_token_conflict
 from messaging import events
 from messaging.api.urls import router as api_router
 from messaging.console import urls as console_urls
-from messaging.models import DeliveryReceipt
+from messaging.models import ApprovalPolicy, DeliveryReceipt
 from messaging.services import create_campaign, send_message
 from messaging.services.campaigns import RecipientSpec
 from sandbox.demo import DEMO_APPID, DEMO_TEMPLATES
@@ -149,8 +149,9 @@ def every_view_permission_on_account_data() -> list[Permission]:
 
 
 def populate(account: OfficialAccount, spec: dict[str, Any], staff: Any, customer: Any, capture: Any) -> None:
-    """One account's data, made the way production makes it: syncs from WeChat (the sandbox), sends, a receipt, and
-    the webhook events of the sends (their endpoint is refused at send time: loopback, not allow-listed)."""
+    """One account's data, made the way production makes it: syncs from WeChat (the sandbox), sends, a receipt, an
+    approval policy, and the webhook events of the sends (their endpoint is refused at send time: loopback, not
+    allow-listed)."""
     Endpoint.objects.create(
         owner=staff,
         account=account,
@@ -181,6 +182,9 @@ def populate(account: OfficialAccount, spec: dict[str, Any], staff: Any, custome
             name=spec["campaign"],
             created_by=staff,
         )
+    # Set after the campaign, which it would otherwise hold back; it names another of the account's templates.
+    policy = ApprovalPolicy.objects.create(account=account, recipient_threshold=1000)
+    policy.templates.set(account.templates.exclude(template_id=template_id)[:1])
     DeliveryReceipt.objects.create(
         account=account,
         msgid=9_000_000 + account.pk,

@@ -16,13 +16,14 @@ from django.utils import timezone
 
 from accounts.models import Follower, OfficialAccount
 from messaging import events
-from messaging.models import Campaign, Message
+from messaging.models import ApprovalPolicy, Campaign, Message
 from messaging.services import (
     RecipientSpec,
     apply_received_receipts,
     cancel_campaign,
     create_campaign,
     record_delivery_receipt,
+    reject_campaign,
     send_message,
 )
 from messaging.tasks import sweep_messages
@@ -207,6 +208,29 @@ def test_a_cancelled_campaign_reports_its_cancelled_messages_and_its_end(account
         cancel_campaign(campaign)
     kinds = Counter(event["type"] for event in receiver.events())
     assert kinds == {"message.failed": 3, "campaign.finished": 1}
+
+
+def test_a_rejected_campaign_reports_its_failed_messages_and_its_end(
+    account, owner, receiver, sandbox_api, django_user_model
+):
+    endpoint_for(account, owner, receiver.url, kinds=[events.MESSAGE_FAILED, events.CAMPAIGN_FINISHED])
+    ApprovalPolicy.objects.create(account=account, every_campaign=True)
+    campaign = create_campaign(
+        account=account,
+        template_id=ORDER_TEMPLATE,
+        data=ORDER_DATA,
+        recipients=RecipientSpec.openids(sandbox_api.followers()[:3]),
+        created_by=owner,
+    )
+    assert Event.objects.count() == 0
+
+    reject_campaign(campaign, by=django_user_model.objects.create_superuser("approver"), note="Not now.")
+
+    kinds = Counter(event["type"] for event in receiver.events())
+    assert kinds == {"message.failed": 3, "campaign.finished": 1}
+    finished = next(event for event in receiver.events() if event["type"] == "campaign.finished")
+    assert finished["campaign"] == {"id": campaign.pk, "state": "rejected"}
+    assert sandbox_api.messages() == []
 
 
 def test_an_endpoint_whose_owner_lost_the_account_gets_nothing(account, owner, receiver, sandbox_api):
