@@ -305,6 +305,63 @@ def test_rejection_needs_a_note_then_fails_every_message_with_the_reason(waiting
         retry_failed(waiting)
 
 
+# --- With a send time (scheduled sends) ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def waiting_for_tomorrow(account_a, policy, admin_one, no_broker, django_capture_on_commit_callbacks) -> Campaign:
+    """A campaign of 5 openids for tomorrow, created by admin_one, waiting for approval."""
+    return start(
+        account_a,
+        RecipientSpec.openids(openids(5)),
+        django_capture_on_commit_callbacks,
+        by=admin_one,
+        send_at=timezone.now() + timedelta(days=1),
+    )
+
+
+def test_approval_before_the_send_time_leaves_the_campaign_scheduled_not_sending(
+    waiting_for_tomorrow, admin_two, no_broker, django_capture_on_commit_callbacks
+):
+    campaign = waiting_for_tomorrow
+    assert campaign.state == Campaign.State.PENDING_APPROVAL
+    assert statuses(campaign) == {Message.Status.SCHEDULED: 5}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        approve_campaign(campaign, by=admin_two)
+
+    campaign.refresh_from_db()
+    assert campaign.state == Campaign.State.SCHEDULED
+    assert "messaging.tasks.dispatch_campaign" not in no_broker
+    assert statuses(campaign) == {Message.Status.SCHEDULED: 5}
+    assert not Message.objects.claimable(timezone.now()).filter(campaign=campaign).exists()
+
+
+def test_approval_after_the_send_time_passed_sends_at_once(
+    waiting_for_tomorrow, admin_two, no_broker, django_capture_on_commit_callbacks
+):
+    campaign = waiting_for_tomorrow
+    past = timezone.now() - timedelta(minutes=1)
+    Campaign.objects.filter(pk=campaign.pk).update(send_at=past)
+    Message.objects.filter(campaign=campaign).update(send_at=past, next_attempt_at=past)
+    campaign.refresh_from_db()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        approve_campaign(campaign, by=admin_two)
+
+    campaign.refresh_from_db()
+    assert campaign.state == Campaign.State.RUNNING
+    assert "messaging.tasks.dispatch_campaign" in no_broker
+
+
+def test_rejecting_a_scheduled_campaign_fails_its_scheduled_messages(waiting_for_tomorrow, admin_two, english):
+    assert reject_campaign(waiting_for_tomorrow, by=admin_two, note="Not tomorrow.") == 5
+    assert statuses(waiting_for_tomorrow) == {Message.Status.FAILED: 5}
+    assert set(Message.objects.filter(campaign=waiting_for_tomorrow).values_list("errmsg", flat=True)) == {
+        REJECTED_REASON
+    }
+
+
 def test_a_waiting_campaign_can_be_cancelled_and_then_not_decided(waiting, admin_two):
     assert rules.can_cancel(waiting)
 
