@@ -97,6 +97,22 @@ def test_a_task_out_of_time_still_takes_what_was_committed_before_it_stopped(pip
     assert set(statuses(ids)) == {Message.Status.SENT}
 
 
+def test_a_task_that_sends_its_last_claims_leaves_the_signal_down(pipeline, sandbox_api, broker, settings):
+    """Sending its last claims, a stopping task does not raise the alive signal again: the next request enqueues a
+    task at once instead of leaving its message to the minute's sweep."""
+    settings.WXNOTIFY_DELIVERY_TASK_SECONDS = 0
+    openids = sandbox_api.followers()
+    first = send(pipeline, touser=openids[0]).message.pk
+    assert broker.run_all() == 1, "its one claim was one of the last, after it took the signal down"
+    assert statuses([first]) == [Message.Status.SENT]
+    assert cache.get(dispatch.DELIVERY_ALIVE_KEY) is None
+
+    later = send(pipeline, touser=openids[1]).message.pk
+    assert broker.enqueued == 2
+    broker.run_all()
+    assert statuses([later]) == [Message.Status.SENT]
+
+
 def test_messages_committed_while_a_task_sends_join_its_next_batch(pipeline, sandbox_api, broker):
     """Under load a burst costs one task: the signal stays up while the task takes batch after batch."""
     # Slow sends, so the three requests below surely commit while the task is still at work.
