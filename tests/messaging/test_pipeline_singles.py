@@ -300,3 +300,70 @@ def test_a_repeat_inside_a_transaction_leaves_the_transaction_usable(pipeline, s
         assert Message.objects.filter(client_msg_id="repeat-in-atomic").count() == 1
     assert (first.created, again.created) == (True, False)
     assert again.message.pk == first.message.pk
+
+
+# --- The singles lane: a cluster of its own (WXNOTIFY_SINGLES_CLUSTER) ----------------------------------------------
+
+
+@pytest.fixture
+def singles_cluster(settings, monkeypatch) -> list[tuple[str, dict]]:
+    """A singles cluster configured; what is enqueued is recorded with its options (which cluster), never run."""
+    settings.WXNOTIFY_SINGLES_CLUSTER = "singles"
+    enqueued: list[tuple[str, dict]] = []
+    monkeypatch.setattr("messaging.dispatch.async_task", lambda func, *args, **kwargs: enqueued.append((func, kwargs)))
+    cache.clear()
+    return enqueued
+
+
+def test_a_single_message_is_handed_to_the_singles_cluster(pipeline, sandbox_api, singles_cluster):
+    single = send(pipeline, touser=sandbox_api.followers()[0]).message.pk
+    assert singles_cluster == [
+        ("messaging.tasks.deliver_due_messages", {"singles": True, "cluster": "singles", "save": False})
+    ]
+    deliver_due_messages(singles=True)
+    assert statuses([single]) == [Message.Status.SENT]
+    assert cache.get(dispatch.DELIVERY_ALIVE_KEY) is None, "its task took the signal down when it stopped"
+
+
+def test_other_tasks_leave_a_new_single_to_the_singles_cluster_for_its_grace(
+    pipeline, sandbox_api, singles_cluster, monkeypatch
+):
+    """A campaign task does not take a single message from under the singles cluster, nor hold the singles' signal;
+    past the grace any task takes it, so nothing waits for a singles cluster that does not run."""
+    openids = sandbox_api.followers()
+    monkeypatch.setattr("messaging.claims.SINGLES_LANE_GRACE_SECONDS", 3600)
+    single = send(pipeline, touser=openids[0]).message.pk
+    cache.delete(dispatch.DELIVERY_ALIVE_KEY)  # the singles cluster's task never ran
+    campaign = create_campaign(
+        account=pipeline, template_id=ORDER_TEMPLATE, data=ORDER_DATA, recipients=RecipientSpec.openids(openids[1:4])
+    )
+    deliver_campaign(campaign.pk)
+    assert set(Message.objects.filter(campaign=campaign).values_list("status", flat=True)) == {Message.Status.SENT}
+    assert statuses([single]) == [Message.Status.QUEUED]
+    assert cache.get(dispatch.DELIVERY_ALIVE_KEY) is None
+
+    monkeypatch.setattr("messaging.claims.SINGLES_LANE_GRACE_SECONDS", 0)
+    deliver_due_messages()
+    assert statuses([single]) == [Message.Status.SENT]
+    assert sandbox_api.counters()["delivered"] == 4
+
+
+def test_the_sweep_starts_a_main_task_for_singles_left_past_their_grace(
+    pipeline, sandbox_api, singles_cluster, monkeypatch
+):
+    from django.utils import timezone
+
+    from messaging.sweeper import dispatch_lost_work
+
+    monkeypatch.setattr("messaging.claims.SINGLES_LANE_GRACE_SECONDS", 3600)
+    send(pipeline, touser=sandbox_api.followers()[0])
+    singles_cluster.clear()
+    cache.delete(dispatch.DELIVERY_ALIVE_KEY)  # its task was lost
+    dispatch_lost_work(timezone.now())
+    assert [options.get("cluster") for _, options in singles_cluster] == ["singles"], "within its grace: the lane's"
+
+    monkeypatch.setattr("messaging.claims.SINGLES_LANE_GRACE_SECONDS", 0)
+    singles_cluster.clear()
+    cache.delete(dispatch.DELIVERY_ALIVE_KEY)
+    dispatch_lost_work(timezone.now())
+    assert [options.get("cluster") for _, options in singles_cluster] == ["singles", None]
