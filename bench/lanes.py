@@ -2,9 +2,7 @@
 campaign running and while a 100,000-recipient campaign drains, and the campaign's own rate meanwhile.
 
 Runs the deployed shape on PostgreSQL and Redis: gunicorn, two ``qcluster`` processes with the default settings
-(deploy/systemd), the singles lane (``WXNOTIFY_SINGLES_CLUSTER=singles`` and a third ``qcluster`` with
-``Q_CLUSTER_NAME=singles``, as deploy/systemd/wxnotify-worker-singles.service) for a version that has it, and the
-WeChat sandbox in its own process answering every send after 50 ms, no receipts.  The
+(deploy/systemd), and the WeChat sandbox in its own process answering every send after 50 ms, no receipts.  The
 followers are written with one ``INSERT … SELECT generate_series`` (as bench/million_campaign.py does) and the
 sandbox is told the same openids.  For each version of the code (with ``--baseline-rev REV``: commit REV, exported
 with ``git archive``, then this tree; the web and worker processes run the version's code, the benchmark and the
@@ -90,7 +88,6 @@ from tests.servers import free_port
 SECTION_TITLE = "## Lanes: single sends while a 100,000-recipient campaign drains"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_lanes"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
-SINGLES_CLUSTER = "singles"
 TARGET_P99_SECONDS = 2.0
 WARM_UP_SINGLES = 20
 
@@ -194,10 +191,6 @@ def forget_messages() -> None:
         cursor.execute("VACUUM ANALYZE messaging_message")
 
 
-def has_singles_lane(project: Path) -> bool:
-    return "WXNOTIFY_SINGLES_CLUSTER" in (project / "wxnotify" / "settings.py").read_text()
-
-
 def run_version(
     version: Version,
     stack: Stack,
@@ -217,9 +210,6 @@ def run_version(
     web = f"http://127.0.0.1:{web_port}"
     manage = str(version.project / "manage.py")
     workers = [stack.spawn(f"qcluster {n + 1}", [manage, "qcluster"]) for n in range(QCLUSTERS)]
-    if has_singles_lane(version.project):
-        argv = ["env", f"Q_CLUSTER_NAME={SINGLES_CLUSTER}", sys.executable, manage, "qcluster"]
-        workers.append(stack.program("qcluster singles", argv))
     gunicorn = stack.spawn(
         "gunicorn",
         [
@@ -317,14 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="wxnotify-bench-lanes-"))
     metrics_dir = scratch / "metrics"
     metrics_dir.mkdir()
-    env = stack_environment(
-        database_url,
-        redis_url,
-        sandbox_port,
-        str(metrics_dir),
-        WXNOTIFY_SINGLES_CLUSTER=SINGLES_CLUSTER,
-        **API_THROTTLES_RAISED,
-    )
+    env = stack_environment(database_url, redis_url, sandbox_port, str(metrics_dir), **API_THROTTLES_RAISED)
     stack = Stack(env)
     try:
         figures.update(database=recreate_database(database_url), redis=redis_url)
@@ -414,8 +397,7 @@ def report(figures: dict[str, Any], command: str) -> str:
         + ".",
         f"Stack: PostgreSQL (database `{figures['database']}`, dropped and recreated), Redis `{figures['redis']}` "
         f"(cache, django-q2 broker; flushed before each version), DEBUG off; gunicorn {GUNICORN_WORKERS}×"
-        f"{GUNICORN_THREADS} and {QCLUSTERS} `qcluster` processes with the default settings (plus the singles lane's "
-        f"`qcluster`, `Q_CLUSTER_NAME={SINGLES_CLUSTER}`, for a version that has one), running the version's "
+        f"{GUNICORN_THREADS} and {QCLUSTERS} `qcluster` processes with the default settings, running the version's "
         f"code; WeChat sandbox (own process) answering every send after {LATENCY_MS} ms, no receipts; one account "
         f"with {limit}. Singles: {args['rate']}/s for {args['seconds']:.0f} s through `POST /api/v1/messages/`, "
         f"open loop, each to a follower of its own; campaign: {args['campaign']:,} openids accepted with "

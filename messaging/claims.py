@@ -163,23 +163,8 @@ def claim(
     return messages
 
 
-# With a singles cluster (WXNOTIFY_SINGLES_CLUSTER), the other delivery tasks leave a new single message to it for
-# this long, and take it after that: nothing waits for the singles cluster if it does not run, and while it runs a
-# campaign task's slower rounds never take a single message from under it.
-SINGLES_LANE_GRACE_SECONDS = 1.0
-
-
-def serves_new_singles(singles_task: bool) -> bool:
-    """Whether a task claims single messages as soon as they are committed (and holds the singles' alive signal)."""
-    return singles_task or not settings.WXNOTIFY_SINGLES_CLUSTER
-
-
-def urgent_candidates(new_singles: bool = True) -> Iterable[tuple[QuerySet[Message], tuple[str, ...]]]:
+def urgent_candidates() -> Iterable[tuple[QuerySet[Message], tuple[str, ...]]]:
     """What every delivery task serves first, most urgent first: retries whose time came (any message that waited
-    for a backoff, a hold or a dead worker), then single messages never tried, without ``new_singles`` only those
-    older than SINGLES_LANE_GRACE_SECONDS.  Claims keep only the due ones."""
+    for a backoff, a hold or a dead worker), then single messages never tried.  Claims keep only the due ones."""
     yield Message.objects.filter(next_attempt_at__isnull=False), ("next_attempt_at", "pk")
-    singles = Message.objects.filter(campaign__isnull=True, next_attempt_at__isnull=True)
-    if not new_singles:
-        singles = singles.filter(created_at__lte=timezone.now() - timedelta(seconds=SINGLES_LANE_GRACE_SECONDS))
-    yield singles, ("pk",)
+    yield Message.objects.filter(campaign__isnull=True, next_attempt_at__isnull=True), ("pk",)

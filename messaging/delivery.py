@@ -94,17 +94,12 @@ class Lane:
 class DeliveryRun:
     """One delivery task's run; see the module docstring."""
 
-    def __init__(
-        self, work: Work | None = None, *, waiter: bool = False, singles: bool = False, trace_id: str = ""
-    ) -> None:
+    def __init__(self, work: Work | None = None, *, waiter: bool = False, trace_id: str = "") -> None:
         self.work = work
         self.work_left = work is not None
         self.waiter = waiter
-        # Whether the task claims new single messages at once and holds their alive signal (messaging.dispatch): every
-        # task, or with a singles cluster only its tasks.  False once the task has taken the signal down to stop: it
-        # must not raise it again (see _stop_serving).
-        self.new_singles = claims.serves_new_singles(singles)
-        self.serving = self.new_singles
+        # False once the task has taken the alive signal down to stop: it must not raise it again (see _stop_serving).
+        self.serving = True
         self.trace_id = trace_id
         self.token = uuid.uuid4().hex
         self.outcomes = Outcomes(self.token)
@@ -186,7 +181,7 @@ class DeliveryRun:
         in the bulk lane's room too when they fill the urgent one."""
         claimed = 0
         urgent, bulk = self.lanes[URGENT], self.lanes[BULK]
-        for candidates, order_by in claims.urgent_candidates(self.new_singles):
+        for candidates, order_by in claims.urgent_candidates():
             room = urgent.room()
             taken = self._claim(candidates, order_by, urgent)
             if taken == room:
@@ -410,9 +405,8 @@ class DeliveryRun:
         outlived the task by up to ALIVE_KEY_SECONDS, and the requests of that moment enqueued no task, so their
         messages waited for the next request after it, or for the minute's sweep (bench/lanes.py measured both).
         """
-        if self.serving:
-            self.serving = False
-            self._cache_call(lambda: cache.delete(dispatch.DELIVERY_ALIVE_KEY))
+        self.serving = False
+        self._cache_call(lambda: cache.delete(dispatch.DELIVERY_ALIVE_KEY))
         for _ in range(FINAL_CLAIM_ROUNDS):
             if not self._claim_urgent():
                 break
@@ -420,9 +414,7 @@ class DeliveryRun:
         self._drain()
 
 
-def run_delivery(
-    work: Work | None = None, *, waiter: bool = False, singles: bool = False, trace_id: str = ""
-) -> dict[str, int]:
+def run_delivery(work: Work | None = None, *, waiter: bool = False, trace_id: str = "") -> dict[str, int]:
     """Run one delivery task; see :class:`DeliveryRun`."""
     with traced(trace_id):
-        return DeliveryRun(work, waiter=waiter, singles=singles, trace_id=trace_id).run()
+        return DeliveryRun(work, waiter=waiter, trace_id=trace_id).run()

@@ -10,8 +10,6 @@ Two cache keys keep the number of tasks small without ever leaving committed wor
   missing and only then enqueues a task; a task about to stop takes the key down *before* its last claim, so a
   message committed while the key was up is claimed by that task, and one committed later finds no key and
   enqueues a task of its own.
-  With ``WXNOTIFY_SINGLES_CLUSTER`` set, that task goes to the singles cluster, and only its tasks hold the key
-  (see messaging.claims.SINGLES_LANE_GRACE_SECONDS for what the other tasks still do with single messages).
 - ``RETRY_WAITER_KEY`` is held by the one task that stays while retries are due soon (within
   ``WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS``) and sends them at their time.
 - ``RECEIPTS_ALIVE_KEY`` is up while a task applies received delivery receipts, the same way as the first: a
@@ -23,7 +21,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from django.conf import settings
 from django.core.cache import cache
 from django_q.tasks import async_task
 
@@ -68,28 +65,9 @@ def request_singles_delivery() -> None:
         # Reading first spares a write on every send while a task is alive (on the embedded default a cache write
         # is a SQLite transaction); a key seen up is as good as a failed add.
         if cache.get(DELIVERY_ALIVE_KEY) is None and cache.add(DELIVERY_ALIVE_KEY, 1, timeout=ALIVE_KEY_SECONDS):
-            enqueue_singles_delivery()
+            async_task("messaging.tasks.deliver_due_messages", save=False)
     except Exception:
         logger.exception("Could not signal single messages to the workers; the sweeper will pick them up")
-
-
-def enqueue_singles_delivery() -> None:
-    """Enqueue a task for single messages: on the singles cluster when there is one (WXNOTIFY_SINGLES_CLUSTER)."""
-    if settings.WXNOTIFY_SINGLES_CLUSTER:
-        async_task(
-            "messaging.tasks.deliver_due_messages", singles=True, cluster=settings.WXNOTIFY_SINGLES_CLUSTER, save=False
-        )
-    else:
-        async_task("messaging.tasks.deliver_due_messages", save=False)
-
-
-def enqueue_main_delivery() -> None:
-    """Enqueue a task for due work on the main cluster, which takes single messages only after the grace (the sweep's
-    fallback for a singles cluster that does not run)."""
-    try:
-        async_task("messaging.tasks.deliver_due_messages", save=False)
-    except Exception:
-        logger.exception("Could not enqueue a delivery task for waiting single messages")
 
 
 def request_receipt_application() -> None:

@@ -17,7 +17,7 @@ from django.db.models import Exists, F, OuterRef, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from messaging import claims, dispatch, events, reasons, services
+from messaging import dispatch, events, reasons, services
 from messaging.models import Campaign, Message
 from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
 
@@ -126,11 +126,6 @@ def dispatch_lost_work(now: datetime) -> dict[str, int]:
     due = Message.objects.claimable(now)
     if due.filter(campaign__isnull=True).exists() and cache.get(dispatch.DELIVERY_ALIVE_KEY) is None:
         dispatch.request_singles_delivery()
-        result["singles"] = 1
-    grace = now - timedelta(seconds=claims.SINGLES_LANE_GRACE_SECONDS)
-    if settings.WXNOTIFY_SINGLES_CLUSTER and due.filter(campaign__isnull=True, created_at__lte=grace).exists():
-        # Left over by the singles cluster (not running?): a task of this cluster takes them, past their grace.
-        dispatch.enqueue_main_delivery()
         result["singles"] = 1
     if work_ahead(now) and cache.get(dispatch.RETRY_WAITER_KEY) is None:
         dispatch.request_retry_waiter()

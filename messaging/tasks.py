@@ -31,13 +31,12 @@ logger = logging.getLogger("wxnotify.messaging")
 RECEIPT_BATCH_PAUSE_SECONDS = 0.2
 
 
-def deliver_due_messages(waiter: bool = False, singles: bool = False) -> dict[str, int]:
-    """Send new single messages and due retries until none is left; ``waiter`` stays for retries due soon,
-    ``singles`` is a task of the singles cluster (WXNOTIFY_SINGLES_CLUSTER).
+def deliver_due_messages(waiter: bool = False) -> dict[str, int]:
+    """Send new single messages and due retries until none is left; ``waiter`` stays for retries due soon.
 
     Returns counts by outcome (``sent``, ``failed``, ``retried``, ``held``) for the task result.
     """
-    return run_delivery(waiter=waiter, singles=singles)
+    return run_delivery(waiter=waiter)
 
 
 def deliver_pending_singles() -> dict[str, int]:

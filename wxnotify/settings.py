@@ -214,12 +214,6 @@ Q_CLUSTER = {
     "catch_up": False,
     "sync": env_bool("WXNOTIFY_TASKS_SYNC", default=False),
 }
-# The django-q2 cluster (its queue) that runs the delivery tasks of single messages, with a worker of its own
-# (`Q_CLUSTER_NAME=<name> manage.py qcluster`, deploy/systemd/wxnotify-worker-singles.service), so a campaign that
-# keeps every other worker busy cannot slow them down (bench/lanes.py).  Empty: the one cluster runs everything.
-WXNOTIFY_SINGLES_CLUSTER = os.environ.get("WXNOTIFY_SINGLES_CLUSTER", "").strip()
-if WXNOTIFY_SINGLES_CLUSTER:
-    Q_CLUSTER["ALT_CLUSTERS"] = {WXNOTIFY_SINGLES_CLUSTER: {"workers": 1}}
 if REDIS_URL:
     Q_CLUSTER["django_redis"] = "default"
 else:
