@@ -5,8 +5,9 @@ urgent work: retries whose time has come and new single messages.  So any runnin
 and a new single message within a poll, whatever else it is doing, and a campaign never starves them.
 
 Urgent work and the run's own work go through separate lanes (:mod:`messaging.sendpool`), each with its own threads
-and its own budget of sends in flight: a campaign that keeps its lane full leaves the urgent lane free, so a single
-message is claimed at the next poll and sent at once, not behind the campaign's queue of sends.  Urgent work that
+and its own budget of sends in flight: a campaign that keeps its lane full (or whose sends all hang until WeChat's
+read timeout) leaves the urgent lane free, so a single message is claimed at the task's next round and sent by a
+thread of its own lane, not after the campaign's queue of sends.  Urgent work that
 finds its own lane full also takes room left in the bulk lane, as it did when there was one lane.
 
 It claims a few dozen messages at a time (:mod:`messaging.claims`) whenever a lane has room, instead of

@@ -6,9 +6,10 @@ own thread, so a claim of dozens of messages costs a handful of queries however 
 Two lanes, so a campaign never makes a single message queue behind it: the *bulk* lane (WXNOTIFY_SEND_CONCURRENCY
 threads) sends a task's work, a campaign's messages; the *urgent* lane (a quarter of that, at least one thread) sends
 single messages and due retries.  A pool's queue is first come, first served, and a campaign task keeps twice its
-threads in flight: measured (bench/lanes.py), a single sent through the bulk pool during a 100,000-recipient campaign
-waited behind about 64 campaign sends, 0.8 s at the median and 2 s at p99 on a loaded machine.  Urgent work that
-finds its lane full overflows into the bulk lane (messaging.delivery), so a burst of singles is as fast as before.
+threads in flight: with one pool, a campaign whose sends hang (a slow WeChat holds each until the read timeout) held
+every single message of that task back as long.  Urgent work that finds its lane full overflows into the bulk lane
+(messaging.delivery), so a burst of singles is as fast as before.  bench/lanes.py measured no difference on a loaded
+2-CPU machine with a sandbox answering in 50 ms: there the time goes into the send round trip itself.
 """
 
 from __future__ import annotations
