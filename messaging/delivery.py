@@ -4,7 +4,13 @@ A run works through its own *work* (a campaign, or a list of ids) and, before th
 urgent work: retries whose time has come and new single messages.  So any running task sends a retry at its time
 and a new single message within a poll, whatever else it is doing, and a campaign never starves them.
 
-It claims a few dozen messages at a time (:mod:`messaging.claims`) whenever the send pool has room, instead of
+Urgent work and the run's own work go through separate lanes (:mod:`messaging.sendpool`), each with its own threads
+and its own budget of sends in flight: a campaign that keeps its lane full (or whose sends all hang until WeChat's
+read timeout) leaves the urgent lane free, so a single message is claimed at the task's next round and sent by a
+thread of its own lane, not after the campaign's queue of sends.  Urgent work that
+finds its own lane full also takes room left in the bulk lane, as it did when there was one lane.
+
+It claims a few dozen messages at a time (:mod:`messaging.claims`) whenever a lane has room, instead of
 claiming a batch and waiting for all of it: one WeChat call that hangs until its read timeout holds one pool
 thread, not the task.  Answers are collected as they arrive and written back every FLUSH_EVERY_SECONDS
 (:mod:`messaging.outcomes`).  While it runs the task renews the lease on its ``sending`` rows, reads which of its
@@ -39,7 +45,7 @@ from accounts.models import Follower
 from messaging import caps, claims, dispatch, metrics, reasons, scheduling, services, sweeper
 from messaging.models import Campaign, Message, lease_from_now
 from messaging.outcomes import Outcomes
-from messaging.sendpool import send_one, send_pool
+from messaging.sendpool import BULK, URGENT, lane_threads, send_one, send_pool
 from messaging.work import Work
 from wxnotify.tracing import context_with_trace_id, traced
 from wxnotify.wechat.client import WeChatClient
@@ -69,6 +75,23 @@ INFRASTRUCTURE_PAUSE_SECONDS = 5.0
 # --- The run ------------------------------------------------------------------------------------------------------
 
 
+class Lane:
+    """A run's sends in flight in one lane, and how many more it may claim."""
+
+    def __init__(self, name: str, min_claim: int) -> None:
+        self.name = name
+        # Twice the lane's threads, so the pool always has the next send ready while the task claims.
+        self.max_in_flight = 2 * lane_threads(name)
+        self.min_claim = min_claim
+        self.in_flight = 0
+
+    def room(self) -> int:
+        """What the lane may claim now: nothing while it has less than ``min_claim`` room and sends in flight (many
+        small claims would cost a query each)."""
+        room = self.max_in_flight - self.in_flight
+        return room if room >= self.min_claim or not self.in_flight else 0
+
+
 class DeliveryRun:
     """One delivery task's run; see the module docstring."""
 
@@ -76,15 +99,19 @@ class DeliveryRun:
         self.work = work
         self.work_left = work is not None
         self.waiter = waiter
+        # False once the task has taken the alive signal down to stop: it must not raise it again (see _stop_serving).
+        self.serving = True
         self.trace_id = trace_id
         self.token = uuid.uuid4().hex
         self.outcomes = Outcomes(self.token)
         self.gate = claims.AccountGate()
         self.caps = caps.CapRules()
-        self.max_in_flight = 2 * settings.WXNOTIFY_SEND_CONCURRENCY
-        self.min_claim = max(1, settings.WXNOTIFY_SEND_CONCURRENCY // 2)
-        self.in_flight = 0
-        self.results: queue.SimpleQueue[tuple[Message, Future]] = queue.SimpleQueue()
+        self.lanes = {
+            # The urgent lane claims whatever room it has: a single message should not wait for company.
+            URGENT: Lane(URGENT, min_claim=1),
+            BULK: Lane(BULK, min_claim=max(1, settings.WXNOTIFY_SEND_CONCURRENCY // 2)),
+        }
+        self.results: queue.SimpleQueue[tuple[Message, Lane, Future]] = queue.SimpleQueue()
         self.clients: dict[int, WeChatClient | None] = {}
         self.campaigns: dict[int, Campaign] = {}
         self.cancelled: set[int] = set()
@@ -94,6 +121,10 @@ class DeliveryRun:
         self.last_flush = start
         self.last_alive = self.last_lease = self.last_cancel_check = self.last_maintenance = self.last_release = 0.0
         self.last_cache_error = -CACHE_ERROR_LOG_SECONDS
+
+    @property
+    def in_flight(self) -> int:
+        return sum(lane.in_flight for lane in self.lanes.values())
 
     @property
     def counts(self) -> dict[str, int]:
@@ -135,35 +166,36 @@ class DeliveryRun:
 
     # -- claiming --
 
-    def _room(self) -> int:
-        room = self.max_in_flight - self.in_flight
-        return room if room >= self.min_claim or not self.in_flight else 0
-
-    def _claim(self, candidates: QuerySet[Message], order_by: tuple[str, ...]) -> int:
+    def _claim(self, candidates: QuerySet[Message], order_by: tuple[str, ...], lane: Lane) -> int:
+        room = lane.room()
+        if not room:
+            return 0
         now = timezone.now()
         messages = claims.claim(
-            candidates.claimable(now),
-            order_by=order_by,
-            limit=self._room(),
-            token=self.token,
-            gate=self.gate,
-            now=now,
+            candidates.claimable(now), order_by=order_by, limit=room, token=self.token, gate=self.gate, now=now
         )
         if messages:
-            self._start(messages)
+            self._start(messages, lane)
         return len(messages)
 
     def _claim_urgent(self) -> int:
-        """Retries whose time came, then new single messages: what every task serves first."""
+        """Retries whose time came, then new single messages: what every task serves first, in the urgent lane, and
+        in the bulk lane's room too when they fill the urgent one."""
         claimed = 0
+        urgent, bulk = self.lanes[URGENT], self.lanes[BULK]
         for candidates, order_by in claims.urgent_candidates():
-            claimed += self._claim(candidates, order_by)
+            room = urgent.room()
+            taken = self._claim(candidates, order_by, urgent)
+            if taken == room:
+                taken += self._claim(candidates, order_by, bulk)
+            claimed += taken
         return claimed
 
     def _claim_work(self) -> int:
-        if self.work is None or not self.work_left or not self._room():
+        lane = self.lanes[BULK]
+        if self.work is None or not self.work_left or not lane.room():
             return 0
-        claimed = self._claim(self.work.candidates(), ("pk",))
+        claimed = self._claim(self.work.candidates(), ("pk",), lane)
         # Nothing claimable now (an account waiting for rate-limit permits still has claimable messages): the work
         # is done, or waits for retries, which the urgent claims of whichever task runs then will take.
         if not claimed and not self.work.candidates().claimable(timezone.now()).exists():
@@ -172,8 +204,8 @@ class DeliveryRun:
 
     # -- sending --
 
-    def _start(self, messages: list[Message]) -> None:
-        """Observe the claim, drop what must not go out, and submit the rest to the send pool.
+    def _start(self, messages: list[Message], lane: Lane) -> None:
+        """Observe the claim, drop what must not go out, and submit the rest to the lane's send pool.
 
         What must not go out: messages to followers who left, then messages over a sending cap (:mod:`messaging.caps`,
         counted here, after the claim and before any WeChat call, so retries and held messages count on the day they
@@ -203,7 +235,7 @@ class DeliveryRun:
                 continue
             for message in account_messages:
                 try:
-                    self._submit(client, message)
+                    self._submit(client, message, lane)
                 except Exception as error:
                     self.outcomes.error(message, error, during_send=False)
 
@@ -249,7 +281,7 @@ class DeliveryRun:
             self.clients[account.pk] = client
         return client
 
-    def _submit(self, client: WeChatClient, message: Message) -> None:
+    def _submit(self, client: WeChatClient, message: Message, lane: Lane) -> None:
         campaign = self.campaigns.get(message.campaign_id) if message.campaign_id else None
         source = campaign if campaign is not None and message.data is None else message
         payload = {
@@ -261,9 +293,11 @@ class DeliveryRun:
             "client_msg_id": message.client_msg_id,
         }
         context = context_with_trace_id(message.trace_id)
-        future = send_pool().submit(context.run, send_one, client, payload, message.campaign_id, self.cancelled)
-        self.in_flight += 1
-        future.add_done_callback(lambda done, message=message: self.results.put((message, done)))
+        future = send_pool(lane.name).submit(
+            context.run, send_one, client, payload, message.campaign_id, self.cancelled
+        )
+        lane.in_flight += 1
+        future.add_done_callback(lambda done, message=message: self.results.put((message, lane, done)))
 
     def _collect(self, timeout: float) -> None:
         """Take finished sends off the result queue: wait up to ``timeout`` for the first, then take what is ready.
@@ -274,11 +308,11 @@ class DeliveryRun:
         wait = timeout
         while True:
             try:
-                message, future = self.results.get(timeout=wait) if wait > 0 else self.results.get_nowait()
+                message, lane, future = self.results.get(timeout=wait) if wait > 0 else self.results.get_nowait()
             except queue.Empty:
                 break
             wait = 0
-            self.in_flight -= 1
+            lane.in_flight -= 1
             error = future.exception()
             metrics.record_send(message, error)
             if error is None:
@@ -324,7 +358,8 @@ class DeliveryRun:
                 sweeper.settle(timezone.now())
 
     def _refresh_keys(self) -> None:
-        cache.set(dispatch.DELIVERY_ALIVE_KEY, 1, timeout=dispatch.ALIVE_KEY_SECONDS)
+        if self.serving:
+            cache.set(dispatch.DELIVERY_ALIVE_KEY, 1, timeout=dispatch.ALIVE_KEY_SECONDS)
         if self.waiter:
             cache.set(dispatch.RETRY_WAITER_KEY, 1, timeout=dispatch.WAITER_KEY_SECONDS)
         if self.work is not None and self.work_left:
@@ -382,7 +417,13 @@ class DeliveryRun:
         return handed_over
 
     def _stop_serving(self) -> None:
-        """Take the alive signal down, then claim what was committed while it was up (see messaging.dispatch)."""
+        """Take the alive signal down, then claim what was committed while it was up (see messaging.dispatch).
+
+        The signal stays down while the last claims are sent: raised again by the refresh of a draining task, it
+        outlived the task by up to ALIVE_KEY_SECONDS, and the requests of that moment enqueued no task, so their
+        messages waited for the next request after it, or for the minute's sweep (bench/lanes.py measured both).
+        """
+        self.serving = False
         self._cache_call(lambda: cache.delete(dispatch.DELIVERY_ALIVE_KEY))
         for _ in range(FINAL_CLAIM_ROUNDS):
             if not self._claim_urgent():

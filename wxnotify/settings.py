@@ -267,7 +267,8 @@ WXNOTIFY_PUBLIC_BASE_URL = os.environ.get("WXNOTIFY_PUBLIC_BASE_URL", "http://12
 
 # --- Send pipeline (messaging) --------------------------------------------------------------------
 
-# Sends in flight per worker process (one shared thread pool over the pooled HTTP session).
+# Sends in flight per worker process for campaigns (the bulk lane's thread pool, over the pooled HTTP session); single
+# messages and due retries have a lane of a quarter of that on top (messaging.sendpool).
 WXNOTIFY_SEND_CONCURRENCY = env_int("WXNOTIFY_SEND_CONCURRENCY", 32)
 # How many delivery tasks work through one campaign side by side (each keeps WXNOTIFY_SEND_CONCURRENCY sends in
 # flight); more than the cluster's worker processes only makes tasks wait for a worker.

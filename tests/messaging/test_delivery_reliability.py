@@ -262,7 +262,7 @@ def test_an_exception_during_the_send_counts_as_an_attempt_and_ends_failed_with_
 def test_an_exception_before_the_send_fails_with_the_internal_errcode(pipeline, sandbox_api, settings, monkeypatch):
     settings.WXNOTIFY_MAX_ATTEMPTS = 2
 
-    def broken_payload(self, client, message):
+    def broken_payload(self, client, message, lane):
         raise KeyError("payload")
 
     monkeypatch.setattr("messaging.delivery.DeliveryRun._submit", broken_payload)

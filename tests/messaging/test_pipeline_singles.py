@@ -15,9 +15,11 @@ import pytest
 from django.core.cache import cache
 from django.db import connection, transaction
 
-from messaging import dispatch, ratelimit
+from messaging import dispatch, ratelimit, sendpool
 from messaging.models import Message
-from messaging.tasks import deliver_due_messages
+from messaging.services import RecipientSpec, create_campaign
+from messaging.tasks import deliver_campaign, deliver_due_messages
+from tests.factories import ORDER_DATA, ORDER_TEMPLATE
 from tests.messaging import test_pipeline
 
 # The demo account with its templates and followers, and the send shortcut, as in the main pipeline tests.
@@ -95,6 +97,66 @@ def test_a_task_out_of_time_still_takes_what_was_committed_before_it_stopped(pip
     assert broker.enqueued == 1
     assert broker.run_all() == 1, "the task's last claims after it took the signal down"
     assert set(statuses(ids)) == {Message.Status.SENT}
+
+
+def test_a_task_that_sends_its_last_claims_leaves_the_signal_down(pipeline, sandbox_api, broker, settings):
+    """Sending its last claims, a stopping task does not raise the alive signal again: the next request enqueues a
+    task at once instead of leaving its message to the minute's sweep."""
+    settings.WXNOTIFY_DELIVERY_TASK_SECONDS = 0
+    openids = sandbox_api.followers()
+    first = send(pipeline, touser=openids[0]).message.pk
+    assert broker.run_all() == 1, "its one claim was one of the last, after it took the signal down"
+    assert statuses([first]) == [Message.Status.SENT]
+    assert cache.get(dispatch.DELIVERY_ALIVE_KEY) is None
+
+    later = send(pipeline, touser=openids[1]).message.pk
+    assert broker.enqueued == 2
+    broker.run_all()
+    assert statuses([later]) == [Message.Status.SENT]
+
+
+def wait_until(condition, seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_campaign_that_fills_its_lane_leaves_a_lane_to_single_messages(
+    pipeline, sandbox_api, broker, settings, monkeypatch
+):
+    """While every send of a campaign task hangs, the same task still claims a new single message and sends it
+    through the urgent lane; the campaign's sends go on once they are answered."""
+    settings.WXNOTIFY_SEND_CONCURRENCY = 2  # the bulk lane: 4 sends in flight at most
+    openids = sandbox_api.followers()
+    answer = threading.Event()
+
+    def send_one(client, payload, campaign_id, cancelled):
+        if campaign_id is not None:
+            answer.wait(30)
+        return sendpool.send_one(client, payload, campaign_id, cancelled)
+
+    monkeypatch.setattr("messaging.delivery.send_one", send_one)
+    campaign = create_campaign(
+        account=pipeline, template_id=ORDER_TEMPLATE, data=ORDER_DATA, recipients=RecipientSpec.openids(openids[:6])
+    )
+    task = threading.Thread(target=lambda: (deliver_campaign(campaign.pk), connection.close()))
+    task.start()
+    try:
+        in_campaign = Message.objects.filter(campaign=campaign)
+        assert wait_until(lambda: in_campaign.filter(status=Message.Status.SENDING).count() == 4), "lane full"
+        single = send(pipeline, touser=openids[6]).message.pk
+        assert wait_until(lambda: statuses([single]) == [Message.Status.SENT]), "the single waited for the campaign"
+        assert in_campaign.filter(status=Message.Status.SENDING).count() == 4
+        assert not in_campaign.filter(status=Message.Status.SENT).exists()
+    finally:
+        answer.set()
+        task.join()
+    assert set(in_campaign.values_list("status", flat=True)) == {Message.Status.SENT}
+    assert sandbox_api.counters()["delivered"] == 7
+    assert broker.enqueued == 1, "the campaign's dispatch only: its task served the single"
 
 
 def test_messages_committed_while_a_task_sends_join_its_next_batch(pipeline, sandbox_api, broker):
