@@ -14,6 +14,7 @@ more than ``WECHAT_CALLBACK_MAX_CLOCK_SKEW`` seconds (default 300) away from our
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -38,6 +39,11 @@ MAX_MSGID = 2**63 - 1  # stored in a BIGINT column
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 XML_CONTENT_TYPE = "application/xml; charset=utf-8"
 RECEIPT_EVENT = "templatesendjobfinish"
+# Subscription-notification events (docs/wechat-api.md §6.6): their templates come as a list of items.
+POPUP_EVENT = "subscribe_msg_popup_event"
+CHANGE_EVENT = "subscribe_msg_change_event"
+SENT_EVENT = "subscribe_msg_sent_event"
+LIST_ELEMENT = "List"
 
 
 class CallbackRejected(Exception):
@@ -56,9 +62,14 @@ class CallbackResponse:
 
 @dataclass(frozen=True)
 class CallbackMessage:
-    """The flat child elements of a callback XML (nested wrappers such as subscription lists are not needed)."""
+    """The flat child elements of a callback (XML or JSON), and the items of a subscription event's ``List``.
+
+    ``items`` holds one mapping per ``<List>`` (XML, inside the event's wrapper element) or per element of the JSON
+    ``List`` (an object when there is one item, an array otherwise: both are taken).
+    """
 
     fields: Mapping[str, str]
+    items: tuple[Mapping[str, str], ...] = ()
 
     def get(self, name: str) -> str:
         return self.fields.get(name, "")
@@ -166,8 +177,56 @@ def current_timestamp() -> int:
     return int(time.time())
 
 
+def parse_body(data: bytes | str) -> CallbackMessage:
+    """A callback body in either of WeChat's formats: JSON when it starts with ``{``, XML otherwise.
+
+    WeChat sends the format chosen in the account's push settings (XML, or JSON where offered), and the AES
+    envelope and the plaintext inside it share that format; no account setting of ours records the choice, so the
+    body says which it is.  Either way the same checks follow (signatures, decryption, :func:`validate`).
+    """
+    head = data.lstrip()[:1]
+    if head in (b"{", "{"):
+        return parse_json(data)
+    return parse_xml(data)
+
+
+def parse_json(data: bytes | str) -> CallbackMessage:
+    """Parse a JSON callback: scalar members become fields (``CreateTime`` may be a number or a string), ``List``
+    the items; a single item may come as an object rather than an array (WxJava PR #2477, and
+    https://developers.weixin.qq.com/community/develop/doc/00042034428fa074706c908245b800)."""
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise CallbackRejected(400, "body is not valid JSON") from exc
+    if not isinstance(document, dict):
+        raise CallbackRejected(400, "JSON body is not an object")
+    fields = {name: scalar_text(value) for name, value in document.items() if is_scalar(value)}
+    listed = document.get(LIST_ELEMENT, [])
+    listed = [listed] if isinstance(listed, dict) else listed
+    if not isinstance(listed, list):
+        raise CallbackRejected(400, "JSON List is neither an object nor an array")
+    items = tuple(
+        {name: scalar_text(value) for name, value in item.items() if is_scalar(value)}
+        for item in listed
+        if isinstance(item, dict)
+    )
+    return CallbackMessage(fields, items)
+
+
+def is_scalar(value: object) -> bool:
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def scalar_text(value: str | int | float) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
 def parse_xml(data: bytes | str) -> CallbackMessage:
-    """Parse a callback XML with DTDs, entity declarations and external references refused (400)."""
+    """Parse a callback XML with DTDs, entity declarations and external references refused (400).
+
+    The ``<List>`` elements inside a wrapper (``SubscribeMsgPopupEvent`` ...) are the items, whatever the wrapper's
+    name: WeChat's own example once named the change event's wrapper after the popup's.
+    """
     try:
         root = DefusedET.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except defusedxml.DefusedXmlException as exc:
@@ -177,10 +236,15 @@ def parse_xml(data: bytes | str) -> CallbackMessage:
     if root.tag != "xml":
         raise CallbackRejected(400, "root element is not <xml>")
     fields: dict[str, str] = {}
+    items: list[dict[str, str]] = []
     for child in root:
         if isinstance(child.tag, str):
             fields.setdefault(child.tag, child.text or "")
-    return CallbackMessage(fields)
+            items.extend(
+                {part.tag: part.text or "" for part in listed if isinstance(part.tag, str)}
+                for listed in child.iterfind(LIST_ELEMENT)
+            )
+    return CallbackMessage(fields, tuple(items))
 
 
 def crypto_for(account: OfficialAccount) -> CallbackCrypto:
@@ -202,7 +266,7 @@ def decrypt(account: OfficialAccount, query: Mapping[str, str], envelope: Callba
         )
     except CallbackCryptoError as exc:
         raise CallbackRejected(403, f"ciphertext refused: {type(exc).__name__}") from exc
-    return parse_xml(plaintext)
+    return parse_body(plaintext)
 
 
 def validate(message: CallbackMessage) -> None:
