@@ -105,7 +105,8 @@ class CallbackMessage:
         """What makes a delivery unique: MsgId for messages, MsgID for receipts, sender + time + event otherwise.
 
         A receipt with MsgID 0 (reported when ``client_msg_id`` was used) falls back to the event identity, so
-        different zero-id receipts are not mistaken for one another.
+        different zero-id receipts are not mistaken for one another.  A subscription event's identity adds its
+        templates and choices.
         """
         msg_id = self.get("MsgId").strip()
         if self.msg_type != "event" and msg_id:
@@ -113,7 +114,14 @@ class CallbackMessage:
         receipt_id = self.get("MsgID").strip()
         if self.is_event(RECEIPT_EVENT) and receipt_id.strip("0"):
             return f"receipt:{receipt_id}"
-        return f"event:{self.openid}:{self.get('CreateTime').strip()}:{self.msg_type}:{self.event}"
+        identity = f"event:{self.openid}:{self.get('CreateTime').strip()}:{self.msg_type}:{self.event}"
+        if self.items:
+            # A subscription event's choices are part of it: a popup and a change of mind within one second differ.
+            listed = ";".join(
+                f"{item.get('TemplateId', '')}={item.get('SubscribeStatusString', '')}" for item in self.items
+            )
+            identity = f"{identity}:{listed}"
+        return identity
 
 
 def verify_url(account: OfficialAccount, query: Mapping[str, str]) -> str:
