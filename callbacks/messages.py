@@ -3,7 +3,8 @@
 The endpoint faces the internet, so every check runs before anything is trusted, in this order: known active
 account (404, :func:`callbacks.services.active_account`), body size (413), URL ``signature`` (403), timestamp
 freshness (403), message mode (403: compatible and safe accounts trust only the encrypted part, so a request
-without it is refused), XML parsed by ``defusedxml`` with DTDs, entities and external references refused (400),
+without it is refused), XML parsed by ``defusedxml`` with DTDs, entities and external references refused, or JSON
+(WeChat's other push format) parsed by the standard library, which resolves nothing outside the body (400),
 then in AES mode ``msg_signature``, decryption and the AppID inside the ciphertext (403).  Only then is the
 message dispatched (:mod:`callbacks.services`).
 
