@@ -3,7 +3,8 @@
 The endpoint faces the internet, so every check runs before anything is trusted, in this order: known active
 account (404, :func:`callbacks.services.active_account`), body size (413), URL ``signature`` (403), timestamp
 freshness (403), message mode (403: compatible and safe accounts trust only the encrypted part, so a request
-without it is refused), XML parsed by ``defusedxml`` with DTDs, entities and external references refused (400),
+without it is refused), XML parsed by ``defusedxml`` with DTDs, entities and external references refused, or JSON
+(WeChat's other push format) parsed by the standard library, which resolves nothing outside the body (400),
 then in AES mode ``msg_signature``, decryption and the AppID inside the ciphertext (403).  Only then is the
 message dispatched (:mod:`callbacks.services`).
 
@@ -14,6 +15,7 @@ more than ``WECHAT_CALLBACK_MAX_CLOCK_SKEW`` seconds (default 300) away from our
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -38,6 +40,11 @@ MAX_MSGID = 2**63 - 1  # stored in a BIGINT column
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 XML_CONTENT_TYPE = "application/xml; charset=utf-8"
 RECEIPT_EVENT = "templatesendjobfinish"
+# Subscription-notification events (docs/wechat-api.md §6.6): their templates come as a list of items.
+POPUP_EVENT = "subscribe_msg_popup_event"
+CHANGE_EVENT = "subscribe_msg_change_event"
+SENT_EVENT = "subscribe_msg_sent_event"
+LIST_ELEMENT = "List"
 
 
 class CallbackRejected(Exception):
@@ -56,9 +63,14 @@ class CallbackResponse:
 
 @dataclass(frozen=True)
 class CallbackMessage:
-    """The flat child elements of a callback XML (nested wrappers such as subscription lists are not needed)."""
+    """The flat child elements of a callback (XML or JSON), and the items of a subscription event's ``List``.
+
+    ``items`` holds one mapping per ``<List>`` (XML, inside the event's wrapper element) or per element of the JSON
+    ``List`` (an object when there is one item, an array otherwise: both are taken).
+    """
 
     fields: Mapping[str, str]
+    items: tuple[Mapping[str, str], ...] = ()
 
     def get(self, name: str) -> str:
         return self.fields.get(name, "")
@@ -94,7 +106,8 @@ class CallbackMessage:
         """What makes a delivery unique: MsgId for messages, MsgID for receipts, sender + time + event otherwise.
 
         A receipt with MsgID 0 (reported when ``client_msg_id`` was used) falls back to the event identity, so
-        different zero-id receipts are not mistaken for one another.
+        different zero-id receipts are not mistaken for one another.  A subscription event's identity adds its
+        templates and choices.
         """
         msg_id = self.get("MsgId").strip()
         if self.msg_type != "event" and msg_id:
@@ -102,7 +115,14 @@ class CallbackMessage:
         receipt_id = self.get("MsgID").strip()
         if self.is_event(RECEIPT_EVENT) and receipt_id.strip("0"):
             return f"receipt:{receipt_id}"
-        return f"event:{self.openid}:{self.get('CreateTime').strip()}:{self.msg_type}:{self.event}"
+        identity = f"event:{self.openid}:{self.get('CreateTime').strip()}:{self.msg_type}:{self.event}"
+        if self.items:
+            # A subscription event's choices are part of it: a popup and a change of mind within one second differ.
+            listed = ";".join(
+                f"{item.get('TemplateId', '')}={item.get('SubscribeStatusString', '')}" for item in self.items
+            )
+            identity = f"{identity}:{listed}"
+        return identity
 
 
 def verify_url(account: OfficialAccount, query: Mapping[str, str]) -> str:
@@ -166,8 +186,56 @@ def current_timestamp() -> int:
     return int(time.time())
 
 
+def parse_body(data: bytes | str) -> CallbackMessage:
+    """A callback body in either of WeChat's formats: JSON when it starts with ``{``, XML otherwise.
+
+    WeChat sends the format chosen in the account's push settings (XML, or JSON where offered), and the AES
+    envelope and the plaintext inside it share that format; no account setting of ours records the choice, so the
+    body says which it is.  Either way the same checks follow (signatures, decryption, :func:`validate`).
+    """
+    head = data.lstrip()[:1]
+    if head in (b"{", "{"):
+        return parse_json(data)
+    return parse_xml(data)
+
+
+def parse_json(data: bytes | str) -> CallbackMessage:
+    """Parse a JSON callback: scalar members become fields (``CreateTime`` may be a number or a string), ``List``
+    the items; a single item may come as an object rather than an array (WxJava PR #2477, and
+    https://developers.weixin.qq.com/community/develop/doc/00042034428fa074706c908245b800)."""
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise CallbackRejected(400, "body is not valid JSON") from exc
+    if not isinstance(document, dict):
+        raise CallbackRejected(400, "JSON body is not an object")
+    fields = {name: scalar_text(value) for name, value in document.items() if is_scalar(value)}
+    listed = document.get(LIST_ELEMENT, [])
+    listed = [listed] if isinstance(listed, dict) else listed
+    if not isinstance(listed, list):
+        raise CallbackRejected(400, "JSON List is neither an object nor an array")
+    items = tuple(
+        {name: scalar_text(value) for name, value in item.items() if is_scalar(value)}
+        for item in listed
+        if isinstance(item, dict)
+    )
+    return CallbackMessage(fields, items)
+
+
+def is_scalar(value: object) -> bool:
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def scalar_text(value: str | int | float) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
 def parse_xml(data: bytes | str) -> CallbackMessage:
-    """Parse a callback XML with DTDs, entity declarations and external references refused (400)."""
+    """Parse a callback XML with DTDs, entity declarations and external references refused (400).
+
+    The ``<List>`` elements inside a wrapper (``SubscribeMsgPopupEvent`` ...) are the items, whatever the wrapper's
+    name: WeChat's own example once named the change event's wrapper after the popup's.
+    """
     try:
         root = DefusedET.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except defusedxml.DefusedXmlException as exc:
@@ -177,10 +245,15 @@ def parse_xml(data: bytes | str) -> CallbackMessage:
     if root.tag != "xml":
         raise CallbackRejected(400, "root element is not <xml>")
     fields: dict[str, str] = {}
+    items: list[dict[str, str]] = []
     for child in root:
         if isinstance(child.tag, str):
             fields.setdefault(child.tag, child.text or "")
-    return CallbackMessage(fields)
+            items.extend(
+                {part.tag: part.text or "" for part in listed if isinstance(part.tag, str)}
+                for listed in child.iterfind(LIST_ELEMENT)
+            )
+    return CallbackMessage(fields, tuple(items))
 
 
 def crypto_for(account: OfficialAccount) -> CallbackCrypto:
@@ -202,7 +275,7 @@ def decrypt(account: OfficialAccount, query: Mapping[str, str], envelope: Callba
         )
     except CallbackCryptoError as exc:
         raise CallbackRejected(403, f"ciphertext refused: {type(exc).__name__}") from exc
-    return parse_xml(plaintext)
+    return parse_body(plaintext)
 
 
 def validate(message: CallbackMessage) -> None:

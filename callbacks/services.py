@@ -44,7 +44,10 @@ from django_q.tasks import async_task
 from accounts import binding
 from accounts.models import Follower, OfficialAccount
 from callbacks.messages import (
+    CHANGE_EVENT,
+    POPUP_EVENT,
     RECEIPT_EVENT,
+    SENT_EVENT,
     XML_CONTENT_TYPE,
     CallbackMessage,
     CallbackRejected,
@@ -52,13 +55,14 @@ from callbacks.messages import (
     check_request,
     crypto_for,
     decrypt,
-    parse_xml,
+    parse_body,
     text_reply_xml,
     validate,
 )
 from callbacks.models import ProcessedCallback
 from messaging.dispatch import request_receipt_application
 from messaging.services import record_delivery_receipt
+from subscriptions.services import record_change, record_popup
 from wxnotify.memo import memo_key, remember, remembered
 from wxnotify.outages import OUTAGE_ERRORS, is_outage, log_outage
 
@@ -102,7 +106,7 @@ def active_account(appid: str) -> OfficialAccount | None:
 def handle_post(account: OfficialAccount, query: Mapping[str, str], body: bytes) -> CallbackResponse:
     """Check, decrypt, parse and dispatch one POSTed callback; the answer WeChat gets."""
     encrypted = check_request(account, query)
-    message = parse_xml(body)
+    message = parse_body(body)
     if encrypted:
         message = decrypt(account, query, message)
     validate(message)
@@ -129,7 +133,10 @@ def digest(text: str) -> str:
 
 def content_digest(message: CallbackMessage) -> str:
     """What the message says, independent of XML layout: its fields in a canonical order."""
-    return digest(json.dumps(sorted(message.fields.items()), ensure_ascii=False))
+    fields = sorted(message.fields.items())
+    if message.items:
+        return digest(json.dumps([fields, [sorted(item.items()) for item in message.items]], ensure_ascii=False))
+    return digest(json.dumps(fields, ensure_ascii=False))
 
 
 def answer_already_given(
@@ -242,6 +249,9 @@ def dispatch(account: OfficialAccount, message: CallbackMessage) -> str:
     if message.is_event(RECEIPT_EVENT):
         record_receipt(account, message)
         return ""
+    if message.is_event(POPUP_EVENT) or message.is_event(CHANGE_EVENT) or message.is_event(SENT_EVENT):
+        record_subscription_event(account, message)
+        return ""
     follower, created = touch_follower(account, message)
     reply = ""
     if message.is_event("subscribe"):
@@ -267,6 +277,19 @@ def record_receipt(account: OfficialAccount, message: CallbackMessage) -> bool:
         openid=message.openid,
         event_time=message.create_time,
     )
+
+
+def record_subscription_event(account: OfficialAccount, message: CallbackMessage) -> None:
+    """Apply a subscription-notification event to the consent ledger, without touching the followers: these events
+    come from users who may not follow the account, and a follower row would make them look subscribed.
+
+    ``subscribe_msg_sent_event`` (bizsend's delivery report) is only recorded as processed here: reconciling it
+    with the message belongs to the subscription sending work.
+    """
+    if message.is_event(POPUP_EVENT):
+        record_popup(account, message.openid, message.items)
+    elif message.is_event(CHANGE_EVENT):
+        record_change(account, message.openid, message.items)
 
 
 def normalise_receipt_status(status: str) -> str:

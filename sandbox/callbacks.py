@@ -50,6 +50,21 @@ def event_xml(original_id: str, openid: str, elements: list[tuple[str, str | int
     return "\n".join(lines)
 
 
+def subscription_event_xml(
+    original_id: str, openid: str, event: str, wrapper: str, items: list[list[tuple[str, str | int]]]
+) -> str:
+    """A subscription-notification event: the common elements, then one ``<List>`` per template inside the
+    event's wrapper (``SubscribeMsgPopupEvent`` ...), as
+    https://developers.weixin.qq.com/doc/service/guide/product/subscription_messages/push.html shows it."""
+    listed = []
+    for item in items:
+        parts = "".join(f"<{name}>{str(v) if isinstance(v, int) else cdata(v)}</{name}>" for name, v in item)
+        listed.append(f"<List>{parts}</List>")
+    wrapped = f"<{wrapper}>\n" + "\n".join(listed) + f"\n</{wrapper}>"
+    xml = event_xml(original_id, openid, [("MsgType", "event"), ("Event", event)])
+    return xml.replace("</xml>", f"{wrapped}\n</xml>")
+
+
 @dataclass(frozen=True)
 class CallbackTarget:
     """What signing and addressing a callback needs from an account; ``token`` and key stay out of reprs."""

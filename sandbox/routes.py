@@ -96,6 +96,7 @@ class SandboxApp:
             ("POST", "/sandbox/simulate/scan"): self.simulate_scan,
             ("POST", "/sandbox/simulate/unsubscribe"): self.simulate_unsubscribe,
             ("POST", "/sandbox/simulate/text"): self.simulate_text,
+            ("POST", "/sandbox/simulate/subscribe_popup"): self.simulate_subscribe_popup,
             ("GET", "/sandbox/state"): self.control_state,
             ("GET", "/sandbox/messages"): self.control_messages,
             ("GET", "/sandbox/sends"): self.control_sends,
@@ -299,6 +300,23 @@ class SandboxApp:
         payload = parse_json(body)
         openid = str(payload.get("openid", ""))
         simulated = self.state.simulate_text(str(payload.get("appid", "")), openid, str(payload.get("content", "")))
+        return self._push(simulated, openid)
+
+    def simulate_subscribe_popup(self, query: dict[str, str], body: bytes) -> dict[str, Any]:
+        """``{"appid", "openid", "templates": [{"priTmplId": …, "status": "accept" | "reject"}, …]}``: the user's
+        choices in an H5 subscribe popup, applied to the consent and pushed as ``subscribe_msg_popup_event``."""
+        payload = parse_json(body)
+        openid = str(payload.get("openid", ""))
+        templates = payload.get("templates")
+        if not isinstance(templates, list) or not all(isinstance(item, dict) for item in templates):
+            raise SandboxError(47001, "data format error: templates must be a list of objects")
+        choices = []
+        for item in templates:
+            status = str(item.get("status", "")).lower()
+            if status not in {"accept", "reject"}:
+                raise SandboxError(47001, "data format error: status must be accept or reject")
+            choices.append((str(item.get("priTmplId", "")), status == "accept"))
+        simulated = self.state.simulate_subscribe_popup(str(payload.get("appid", "")), openid, choices)
         return self._push(simulated, openid)
 
     # --- inspection and control -------------------------------------------------------------------

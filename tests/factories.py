@@ -41,6 +41,7 @@ STAFF_PERMISSIONS = (
     "view_follower",
     "view_messagetemplate",
     "view_subscriptiontemplate",
+    "view_subscriptionconsent",
     "view_message",
     "add_message",
     "view_campaign",

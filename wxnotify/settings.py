@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "wxnotify.apps.WxnotifyConfig",
     "accounts",
     "templates_app",
+    "subscriptions",
     "messaging",
     "callbacks",
     "webhooks",

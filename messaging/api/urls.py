@@ -3,7 +3,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from messaging.api import tokens, views
+from messaging.api import subscriptions, tokens, views
 
 app_name = "api"
 
@@ -12,6 +12,7 @@ router.register("messages", views.MessageViewSet, basename="message")
 router.register("campaigns", views.CampaignViewSet, basename="campaign")
 router.register("followers", views.FollowerViewSet, basename="follower")
 router.register("templates", views.TemplateViewSet, basename="template")
+router.register("subscriptions", subscriptions.SubscriptionViewSet, basename="subscription")
 
 urlpatterns = [
     *router.urls,

@@ -9,9 +9,10 @@ consent (one-time credits and long-term grants) and ``/cgi-bin/message/subscribe
   (200012).  ``gettemplate`` lists them, with ``keywordEnumValueList`` for enumerated keywords; ``deltemplate``
   removes one (and the consent held for it).
 * Consent: ``grant_credit`` adds one-time credits for (openid, priTmplId), ``grant_long_term`` a long-term grant,
-  ``refuse`` takes both away (a "reject" in the popup or in the user's settings).  These are the state a simulated
-  popup (a later step: posting ``subscribe_msg_popup_event`` to the callback) changes; ``POST
-  /sandbox/subscriptions/grant`` and ``/refuse`` and ``GET /sandbox/subscriptions/credits`` expose them.
+  ``refuse`` takes both away (a "reject" in the popup or in the user's settings).  ``simulate_subscribe_popup``
+  plays the H5 popup (``POST /sandbox/simulate/subscribe_popup``): it changes them and returns the
+  ``subscribe_msg_popup_event`` to push to the account's callback; ``POST /sandbox/subscriptions/grant`` and
+  ``/refuse`` and ``GET /sandbox/subscriptions/credits`` expose them without an event.
 * ``bizsend``: the template must be the account's (40037), the values must fit their rules (47003, with WeChat's
   ``data.<key>.value invalid``), and the user must hold consent: a one-time template consumes one credit, a
   long-term one needs a long-term grant; without, 43101.  Recipients need not follow the account.  Each delivery
@@ -26,7 +27,9 @@ import time
 from collections import deque
 from typing import Any
 
+from sandbox.callbacks import subscription_event_xml
 from sandbox.state.accounts import Account
+from sandbox.state.errors import SandboxError
 from sandbox.state.sends import NON_ASCII_ESCAPE_RE
 from sandbox.state.subscription_templates import (
     SUBSCRIPTION_TEMPLATES_MAX,
@@ -170,6 +173,40 @@ class SubscriptionsMixin(TokensMixin):
             self._template_of(appid, pri_tmpl_id)
             self.subscription_credits.pop((appid, openid, pri_tmpl_id), None)
             self.long_term_grants.discard((appid, openid, pri_tmpl_id))
+
+    def simulate_subscribe_popup(self, appid: str, openid: str, choices: list[tuple[str, bool]]) -> tuple[Account, str]:
+        """The user acts on an H5 subscribe popup (``PopupScene`` 1): each (priTmplId, accepted) changes the consent
+        as WeChat would (an accepted one-time template adds one credit, a long-term one grants, a rejection takes
+        both away); returns the account and the ``subscribe_msg_popup_event`` to push.  Unknown templates: 40037,
+        nothing changed."""
+        if not choices:
+            raise SandboxError(47001, "data format error: no template in the popup")
+        with self.lock:
+            account = self.accounts.get(appid)
+            if account is None:
+                raise SandboxError(40013)
+            if not openid:
+                raise SandboxError(40003)
+            templates = {}
+            for pri_tmpl_id, _accepted in choices:
+                template = account.subscription_templates.get(pri_tmpl_id)
+                if template is None:
+                    raise SandboxError(40037)
+                templates[pri_tmpl_id] = template
+            items = []
+            for pri_tmpl_id, accepted in choices:
+                if not accepted:
+                    self.refuse(appid, openid, pri_tmpl_id)
+                elif templates[pri_tmpl_id].type == LONG_TERM:
+                    self.grant_long_term(appid, openid, pri_tmpl_id)
+                else:
+                    self.grant_credit(appid, openid, pri_tmpl_id)
+                status = "accept" if accepted else "reject"
+                items.append([("TemplateId", pri_tmpl_id), ("SubscribeStatusString", status), ("PopupScene", 1)])
+            xml = subscription_event_xml(
+                account.original_id, openid, "subscribe_msg_popup_event", "SubscribeMsgPopupEvent", items
+            )
+            return account, xml
 
     def credits(self, appid: str, openid: str | None = None) -> list[dict[str, Any]]:
         """The consent held for ``appid``'s templates (one user's when ``openid`` is given), by openid and template."""

@@ -26,9 +26,9 @@ SECRET_B = "b" * 32
 
 
 def perms(group_name: str) -> set[str]:
-    """The group's permissions on accounts and templates (the messaging app adds its own sending ones)."""
+    """The group's permissions on accounts, templates and consent (the messaging app adds its own sending ones)."""
     group = Group.objects.get(name=group_name)
-    granted = group.permissions.filter(content_type__app_label__in=["accounts", "templates_app"])
+    granted = group.permissions.filter(content_type__app_label__in=["accounts", "templates_app", "subscriptions"])
     return {f"{p.content_type.app_label}.{p.codename}" for p in granted.select_related("content_type")}
 
 
@@ -45,8 +45,11 @@ def test_groups_exist_with_expected_permissions_after_migrate():
     }
     # Subscription templates (templates_app 0004): "delete" is the admin's delete at WeChat, the row stays.
     subscription = {f"templates_app.{action}_subscriptiontemplate" for action in ("add", "change", "delete", "view")}
-    assert perms(ADMINS_GROUP) == {*expected_admin, *subscription, "accounts.view_accesstokenread"}
+    # The consent ledger (subscriptions 0002) is written by WeChat's events only: both groups view it.
+    consent = "subscriptions.view_subscriptionconsent"
+    assert perms(ADMINS_GROUP) == {*expected_admin, *subscription, consent, "accounts.view_accesstokenread"}
     assert perms(STAFF_GROUP) == {
+        consent,
         "accounts.view_officialaccount",
         "accounts.view_follower",
         "templates_app.view_messagetemplate",

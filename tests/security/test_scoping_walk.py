@@ -32,6 +32,7 @@ from messaging.models import ApprovalPolicy, DeliveryReceipt
 from messaging.services import create_campaign, send_message
 from messaging.services.campaigns import RecipientSpec
 from sandbox.demo import DEMO_APPID, DEMO_TEMPLATES
+from subscriptions.services import record_change, record_popup
 from templates_app.models import TemplateSync
 from templates_app.services import sync_subscription_templates, sync_templates
 from tests import factories
@@ -121,6 +122,7 @@ def business_staff_group() -> Group:
     messaging_groups = import_module("messaging.migrations.0002_messaging_permissions")
     webhooks_groups = import_module("webhooks.migrations.0002_webhook_permissions")
     subscription_groups = import_module("templates_app.migrations.0004_subscription_template_permissions")
+    consent_groups = import_module("subscriptions.migrations.0002_consent_permissions")
     group, _ = Group.objects.get_or_create(name=STAFF_GROUP)
     group.permissions.set(
         [
@@ -137,6 +139,7 @@ def business_staff_group() -> Group:
             *Permission.objects.filter(
                 content_type__app_label="templates_app", codename__in=subscription_groups.STAFF_CODENAMES
             ),
+            *Permission.objects.filter(content_type__app_label="subscriptions", codename__in=consent_groups.CODENAMES),
         ]
     )
     return group
@@ -192,6 +195,10 @@ def populate(account: OfficialAccount, spec: dict[str, Any], staff: Any, custome
         wechat_status="success",
         state=DeliveryReceipt.State.UNMATCHED,
     )
+    # Consent: the stranger (no follower) accepted the subscription template twice, a follower refused it.
+    accepted = [{"TemplateId": spec["subscription"]["pri_tmpl_id"], "SubscribeStatusString": "accept"}]
+    record_popup(account, spec["stranger"], accepted * 2)
+    record_change(account, spec["followers"][1], [{**accepted[0], "SubscribeStatusString": "reject"}])
     read_access_token(account=account, user=staff, address="203.0.113.7", min_ttl=0)
     record_token_conflict(None, appid=account.appid, errcode=40001)
 
