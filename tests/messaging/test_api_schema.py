@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from django.test import RequestFactory
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from messaging.api import throttles
 from messaging.api.throttles import parse_rate, throttle_cache
 from wxnotify.http_errors import server_error
 
@@ -28,9 +31,15 @@ def superuser_api(admin_user) -> APIClient:
 
 
 @pytest.fixture
-def throttle_rates(settings):
-    """Set throttle rates for one test; windows left over from other tests are cleared first."""
+def throttle_rates(settings, monkeypatch):
+    """Set throttle rates for one test; windows left over from other tests are cleared first.
+
+    The throttles' clock is pinned half-way into a minute, an hour and a day: a test running across a window's end
+    would otherwise see its count start again (fixed windows) or a short Retry-After.
+    """
     throttle_cache().clear()
+    mid_window = 20_000 * 86_400 + 12 * 3_600 + 30 * 60 + 30
+    monkeypatch.setattr(throttles, "time", SimpleNamespace(time=lambda: mid_window, monotonic=time.monotonic))
 
     def set_rates(**rates: str) -> None:
         settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
