@@ -11,13 +11,14 @@ import json
 from typing import Any
 
 from auditlog.admin import LogEntryAdmin
-from auditlog.render import render_logentry_changes_html
+from auditlog.render import get_field_verbose_name
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from audit.export import csv_lines
 from audit.models import AuditEvent, AuditLogEntry
@@ -26,12 +27,14 @@ admin.site.unregister(AuditLogEntry)
 
 # How many changed field names the list shows before "…".
 SUMMARY_FIELDS = 6
+# A membership change as the changes table words it (the "before" column of a many-to-many row).
+M2M_OPERATIONS = {"add": pgettext_lazy("audit log", "added"), "delete": pgettext_lazy("audit log", "removed")}
 
 
 class ActionFilter(admin.SimpleListFilter):
     """Model changes (created, changed, deleted) and the recorded events, in one list."""
 
-    title = _("action")
+    title = pgettext_lazy("audit log", "action")
     parameter_name = "action"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, Any]]:
@@ -52,7 +55,7 @@ class ActionFilter(admin.SimpleListFilter):
 class ActorFilter(admin.SimpleListFilter):
     """Who acted: each user, command or task that appears in the log ("system" when nothing said who)."""
 
-    title = _("by")
+    title = pgettext_lazy("audit log", "by")
     parameter_name = "by"
     SYSTEM = "-"
     LIMIT = 200
@@ -65,7 +68,7 @@ class ActorFilter(admin.SimpleListFilter):
             .values_list("actor_name", flat=True)
             .distinct()[: self.LIMIT]
         )
-        return [(self.SYSTEM, _("system")), *((name, name) for name in names)]
+        return [(self.SYSTEM, pgettext_lazy("audit log", "system")), *((name, name) for name in names)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[AuditLogEntry]) -> QuerySet[AuditLogEntry]:
         value = self.value()
@@ -86,8 +89,8 @@ class AuditLogEntryAdmin(LogEntryAdmin):
     actions = ["export_csv"]
     fieldsets = [
         (None, {"fields": ["timestamp", "action_label", "who", "actor", "remote_addr", "cid"]}),
-        (_("object"), {"fields": ["content_type", "object_pk", "resource_url"]}),
-        (_("what"), {"fields": ["changes_table", "details"]}),
+        (pgettext_lazy("audit log", "object"), {"fields": ["content_type", "object_pk", "resource_url"]}),
+        (pgettext_lazy("audit log", "what"), {"fields": ["changes_table", "details"]}),
     ]
     readonly_fields = [
         "timestamp",
@@ -112,15 +115,15 @@ class AuditLogEntryAdmin(LogEntryAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: AuditLogEntry | None = None) -> bool:
         return False
 
-    @admin.display(description=_("action"))
+    @admin.display(description=pgettext_lazy("audit log", "action"))
     def action_label(self, obj: AuditLogEntry) -> str:
         return obj.action_label
 
-    @admin.display(description=_("by"), ordering="actor_name")
+    @admin.display(description=pgettext_lazy("audit log", "by"), ordering="actor_name")
     def who(self, obj: AuditLogEntry) -> str:
         return obj.who
 
-    @admin.display(description=_("what"))
+    @admin.display(description=pgettext_lazy("audit log", "what"))
     def summary(self, obj: AuditLogEntry) -> str:
         """The changed fields' names (a model change) or the details' keys and values (an event)."""
         if obj.event:
@@ -129,11 +132,33 @@ class AuditLogEntryAdmin(LogEntryAdmin):
         shown = ", ".join(names[:SUMMARY_FIELDS])
         return f"{shown}, …" if len(names) > SUMMARY_FIELDS else shown
 
-    @admin.display(description=_("changes"))
+    @admin.display(description=pgettext_lazy("audit log", "changes"))
     def changes_table(self, obj: AuditLogEntry) -> str:
-        return render_logentry_changes_html(obj) if obj.changes else "-"
+        """One row per field: its name, and the value before and after (a membership: added or removed, whom).
 
-    @admin.display(description=_("details"))
+        Ours rather than django-auditlog's table, whose "From" and "To" other catalogues translate as dates.
+        """
+        if not obj.changes:
+            return "-"
+        rows = []
+        for name, change in obj.changes.items():
+            label = get_field_verbose_name(obj, name)
+            if isinstance(change, dict):  # many-to-many: {"type": "m2m", "operation": "add"|"delete", "objects"}
+                verb = M2M_OPERATIONS.get(change.get("operation"), change.get("operation"))
+                rows.append((label, verb, ", ".join(str(item) for item in change.get("objects", []))))
+            else:
+                before, after = change
+                rows.append((label, before, after))
+        header = format_html(
+            "<tr><th>{}</th><th>{}</th><th>{}</th></tr>",
+            pgettext_lazy("audit log", "field"),
+            pgettext_lazy("audit log", "before"),
+            pgettext_lazy("audit log", "after"),
+        )
+        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+        return format_html("<table>{}{}</table>", header, body)
+
+    @admin.display(description=pgettext_lazy("audit log", "details"))
     def details(self, obj: AuditLogEntry) -> str:
         if not obj.additional_data:
             return "-"

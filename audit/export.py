@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.db.models import QuerySet
-from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 
 from audit.models import AuditLogEntry
 
@@ -36,18 +36,18 @@ class _Echo:
 
 def header() -> list[str]:
     return [
-        _("ID"),
-        _("Time (UTC)"),
-        _("Action"),
-        _("By"),
-        _("User ID"),
-        _("Address"),
-        _("Object type"),
-        _("Object ID"),
-        _("Object"),
-        _("Changes"),
-        _("Details"),
-        _("Trace ID"),
+        pgettext("audit log export", "ID"),
+        pgettext("audit log export", "Time (UTC)"),
+        pgettext("audit log export", "Action"),
+        pgettext("audit log export", "By"),
+        pgettext("audit log export", "User ID"),
+        pgettext("audit log export", "Address"),
+        pgettext("audit log export", "Object type"),
+        pgettext("audit log export", "Object ID"),
+        pgettext("audit log export", "Object"),
+        pgettext("audit log export", "Changes"),
+        pgettext("audit log export", "Details"),
+        pgettext("audit log export", "Trace ID"),
     ]
 
 

@@ -72,7 +72,7 @@ class AuditLogEntry(AbstractLogEntry):
         pgettext_lazy("audit log", "event"), max_length=40, choices=AuditEvent.choices, blank=True, db_index=True
     )
     actor_name = models.CharField(
-        _("by"),
+        pgettext_lazy("audit log", "by"),
         max_length=150,
         blank=True,
         help_text=_("The user's username at the time, or the command or task that acted; empty: the system."),
@@ -98,7 +98,7 @@ class AuditLogEntry(AbstractLogEntry):
     @property
     def who(self) -> str:
         """The user's name, the command's or task's, or "system" when nothing said who acted."""
-        return self.actor_name or str(_("system"))
+        return self.actor_name or str(pgettext_lazy("audit log", "system"))
 
     @property
     def default_actor_name(self) -> str:

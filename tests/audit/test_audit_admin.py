@@ -132,3 +132,18 @@ def test_safe_cell_prefixes_every_formula_start():
     assert safe_cell("plain =1") == "plain =1"
     assert safe_cell(None) == ""
     assert safe_cell(12) == "12"
+
+
+def test_the_log_speaks_chinese(client, admin_user, account):
+    client.force_login(admin_user)
+    account.name = "Renamed"
+    account.save()
+    entry = AuditLogEntry.objects.filter(content_type__model="officialaccount").latest("pk")
+
+    listing = client.get(LIST_URL, headers={"accept-language": "zh-hans"}).content.decode()
+    detail = client.get(
+        reverse("admin:audit_auditlogentry_change", args=[entry.pk]), headers={"accept-language": "zh-hans"}
+    ).content.decode()
+
+    assert "审计日志" in listing and "操作者" in listing and "对象类型" in listing
+    assert all(word in detail for word in ("来源地址", "改前", "改后", "Renamed"))
