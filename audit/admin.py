@@ -13,10 +13,12 @@ from typing import Any
 from auditlog.admin import LogEntryAdmin
 from auditlog.render import get_field_verbose_name
 from django.contrib import admin
+from django.contrib.contenttypes.models import ContentType
 from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
@@ -27,6 +29,8 @@ admin.site.unregister(AuditLogEntry)
 
 # How many changed field names the list shows before "…".
 SUMMARY_FIELDS = 6
+# How many of the latest entries the "by" and "object type" filters take their choices from.
+RECENT_ENTRIES = 10_000
 # A membership change as the changes table words it (the "before" column of a many-to-many row).
 M2M_OPERATIONS = {"add": pgettext_lazy("audit log", "added"), "delete": pgettext_lazy("audit log", "removed")}
 
@@ -52,21 +56,28 @@ class ActionFilter(admin.SimpleListFilter):
         return queryset.none()
 
 
+def recent_entries(queryset: QuerySet[AuditLogEntry]) -> QuerySet[AuditLogEntry]:
+    """The last ``RECENT_ENTRIES`` entries (by id, through the primary key's index): where the "by" and "object type"
+    filters find their choices, so that listing them costs the same on a log of any length.  Older names and types
+    are still found through the search box or the filter's parameter in the URL."""
+    latest = queryset.order_by("-pk").values_list("pk", flat=True).first()
+    return queryset.filter(pk__gt=(latest or 0) - RECENT_ENTRIES)
+
+
 class ActorFilter(admin.SimpleListFilter):
-    """Who acted: each user, command or task that appears in the log ("system" when nothing said who)."""
+    """Who acted: each user, command or task of the recent entries ("system" when nothing said who)."""
 
     title = pgettext_lazy("audit log", "by")
     parameter_name = "by"
     SYSTEM = "-"
-    LIMIT = 200
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, Any]]:
         names = (
-            model_admin.get_queryset(request)
+            recent_entries(model_admin.get_queryset(request))
             .exclude(actor_name="")
             .order_by("actor_name")
             .values_list("actor_name", flat=True)
-            .distinct()[: self.LIMIT]
+            .distinct()
         )
         return [(self.SYSTEM, pgettext_lazy("audit log", "system")), *((name, name) for name in names)]
 
@@ -77,12 +88,41 @@ class ActorFilter(admin.SimpleListFilter):
         return queryset.filter(actor_name="" if value == self.SYSTEM else value)
 
 
+class ObjectTypeFilter(admin.SimpleListFilter):
+    """What kind of object: the types of the recent entries, by their names in the admin's language."""
+
+    title = _("object type")
+    parameter_name = "type"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, Any]]:
+        ids = (
+            recent_entries(model_admin.get_queryset(request))
+            .order_by()
+            .values_list("content_type_id", flat=True)
+            .distinct()
+        )
+        types = [ContentType.objects.get_for_id(type_id) for type_id in ids]
+        named = [(str(content_type.pk), capfirst(_type_name(content_type))) for content_type in types]
+        return sorted(named, key=lambda choice: str(choice[1]))
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[AuditLogEntry]) -> QuerySet[AuditLogEntry]:
+        value = self.value()
+        if value is None:
+            return queryset
+        return queryset.filter(content_type_id=int(value)) if value.isdigit() else queryset.none()
+
+
+def _type_name(content_type: ContentType) -> str:
+    model = content_type.model_class()
+    return str(model._meta.verbose_name) if model is not None else f"{content_type.app_label}.{content_type.model}"
+
+
 @admin.register(AuditLogEntry)
 class AuditLogEntryAdmin(LogEntryAdmin):
     date_hierarchy = "timestamp"
     list_display = ["timestamp", "action_label", "who", "remote_addr", "content_type", "object_repr", "summary"]
     list_display_links = ["timestamp"]
-    list_filter = [ActionFilter, ActorFilter, ("content_type", admin.RelatedOnlyFieldListFilter), "timestamp"]
+    list_filter = [ActionFilter, ActorFilter, ObjectTypeFilter, "timestamp"]
     list_select_related = ["content_type", "actor"]
     search_fields = ["object_repr", "object_pk", "actor_name", "=remote_addr", "=cid"]
     show_full_result_count = False

@@ -75,6 +75,7 @@ class AuditLogEntry(AbstractLogEntry):
         pgettext_lazy("audit log", "by"),
         max_length=150,
         blank=True,
+        db_index=True,
         help_text=_("The user's username at the time, or the command or task that acted; empty: the system."),
     )
 

@@ -70,6 +70,7 @@ class Migration(migrations.Migration):
                     "actor_name",
                     models.CharField(
                         blank=True,
+                        db_index=True,
                         help_text="The user's username at the time, or the command or task that acted; empty: the system.",
                         max_length=150,
                         verbose_name="by",

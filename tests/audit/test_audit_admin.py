@@ -8,6 +8,7 @@ import io
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.contenttypes.models import ContentType
 from django.urls import reverse
 
 from accounts.models import OfficialAccount
@@ -75,6 +76,9 @@ def test_every_filter_choice_and_a_search_load(admin_client, admin_user, account
     assert [entry.event for entry in by_event.context["cl"].result_list] == [AuditEvent.CAMPAIGN_CANCELLED]
     created = admin_client.get(LIST_URL, {"action": str(AuditLogEntry.Action.CREATE)})
     assert {entry.actor_name for entry in created.context["cl"].result_list} == {"manage.py add_official_account", ""}
+    account_type = ContentType.objects.get_for_model(OfficialAccount).pk
+    by_type = admin_client.get(LIST_URL, {"type": account_type})
+    assert {entry.content_type_id for entry in by_type.context["cl"].result_list} == {account_type}
     by_admin = admin_client.get(LIST_URL, {"by": "admin"})
     assert len(by_admin.context["cl"].result_list) == 1
     found = admin_client.get(LIST_URL, {"q": "HYPERLINK"})
