@@ -16,6 +16,8 @@ from django.utils.translation import gettext as _
 from accounts.clients import wechat_client_for
 from accounts.models import OfficialAccount
 from accounts.services import record_wechat_error
+from audit.models import AuditEvent
+from audit.services import record
 from templates_app.keywords import Keyword, parse_keywords
 from templates_app.models import MessageTemplate, SubscriptionTemplate, TemplateSync
 from wxnotify.log import redact
@@ -80,7 +82,8 @@ def sync_templates(
     WeChat confirmed each template; apart from that a second run changes nothing.
 
     Every run writes a :class:`~templates_app.models.TemplateSync` row (the counts, or the error in words) with
-    ``source`` and ``requested_by``, whoever started it, so the admin shows each account's last sync; a WeChat
+    ``source`` and ``requested_by``, whoever started it, so the admin shows each account's last sync, and an entry in
+    the audit log (who, from where; each template it created or changed has its own entry there too); a WeChat
     error is also recorded on the account (its "last WeChat error").  The error then propagates with no template
     changed, for the caller to report in its own way.
 
@@ -103,11 +106,18 @@ def sync_templates(
 
 
 def _finish(run: TemplateSync, **outcome: Any) -> None:
-    """Write the run's row once it has an outcome (status, counts or error)."""
+    """Write the run's row once it has an outcome (status, counts or error), and its audit log entry."""
     for name, value in outcome.items():
         setattr(run, name, value)
     run.finished_at = timezone.now()
-    run.save(force_insert=True)
+    with transaction.atomic():
+        run.save(force_insert=True)
+        record(
+            AuditEvent.TEMPLATES_SYNCED,
+            target=run.account,
+            details={"sync": run.pk, "source": run.source, **outcome},
+            actor=run.requested_by,
+        )
 
 
 def _record_failure(run: TemplateSync, error: str) -> None:

@@ -6,6 +6,8 @@ from django.db import transaction
 from django.db.models import TextField
 from django.db.models.functions import Cast
 
+from audit.models import AuditEvent
+from audit.services import record
 from webhooks.models import Endpoint
 from wxnotify import encryption
 
@@ -16,8 +18,10 @@ def reseal_secrets(*, dry_run: bool = False) -> int:
 
     The accounts app's ``rotate_app_secrets`` cannot see this app (it sits below it), so key rotation runs
     ``rotate_webhook_secrets`` as well (docs/security.md).  One transaction: a secret no key opens changes nothing.
+    Each endpoint whose secret moved gets an audit log entry (``update()`` sends no signal for django-auditlog).
     """
     moved = 0
+    moved_pks: list[int] = []
     with transaction.atomic():
         rows = (
             Endpoint.objects.select_for_update()
@@ -35,6 +39,10 @@ def reseal_secrets(*, dry_run: bool = False) -> int:
                     "nothing was changed."
                 ) from None
             moved += 1
+            moved_pks.append(pk)
             if not dry_run:
                 Endpoint.objects.filter(pk=pk).update(secret=plain)
+        if not dry_run:
+            for endpoint in Endpoint.objects.filter(pk__in=moved_pks).order_by("pk"):
+                record(AuditEvent.SECRETS_REENCRYPTED, target=endpoint, details={"fields": ["secret"]})
     return moved

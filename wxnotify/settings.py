@@ -85,6 +85,9 @@ INSTALLED_APPS = [
     # django_q under a translated name in the admin (its own comes untranslated from Q_CLUSTER["label"]).
     "wxnotify.apps.TaskQueueConfig",
     "wxnotify.apps.WxnotifyConfig",
+    # Before django-auditlog: its auditlogflush command is replaced by audit's, which refuses.
+    "audit",
+    "auditlog",
     "accounts",
     "templates_app",
     "subscriptions",
@@ -107,6 +110,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Who (read when an entry is written, so API token users count) and from where, for the audit log.
+    "audit.context.AuditMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes requires: turns a locked-out sign-in into its lock-out page.
@@ -446,6 +451,18 @@ if not DEBUG:
         *([] if SECURE_SSL_REDIRECT else ["security.W008"]),
         *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
     ]
+
+# --- Audit log (the audit app, django-auditlog) -------------------------------------------------------------------
+
+# django-auditlog writes into our table (audit.models), which adds the action records and refuses changes.
+AUDITLOG_LOGENTRY_MODEL = "audit.AuditLogEntry"
+# Its own migrations would still create its (swapped-out, never used) table, whose foreign key to the content types
+# makes PostgreSQL refuse to empty them (flush, transactional tests): none of its migrations run, and migrate skips a
+# swapped model, so that table never exists.
+MIGRATION_MODULES = {"auditlog": None}
+# An entry's correlation id is the request's or task's trace id (X-Request-ID).
+AUDITLOG_CID_GETTER = "audit.context.current_trace_id"
+# Which models are recorded, and which of their fields are masked, is said in audit.tracked.
 
 # --- Logging --------------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 Every system that fetches tokens with an AppSecret of its own knocks out the tokens of the others (``40001``); with
 wxnotify as the one owner, the others read the token here instead.  The token comes from the same token manager the
 sends use, so a read that needs a fresher token goes through the same single-flight lock: readers and senders
-together cause one fetch.  Each read is recorded (:class:`accounts.models.AccessTokenRead`); the token never is.
+together cause one fetch.  Each read is recorded (:class:`accounts.models.AccessTokenRead`, and an entry of the audit
+log that points to it); the token never is.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
 
 from accounts.clients import wechat_client_for
 from accounts.models import AccessTokenRead, OfficialAccount
+from audit.models import AuditEvent
+from audit.services import record
 
 # A caller may ask for a token valid this long at most: WeChat issues tokens for 7,200 s and stable_token replaces
 # one only in its last 5 minutes, so anything longer could never be honoured.
@@ -46,13 +50,20 @@ def read_access_token(
     client = wechat_client_for(account)
     token, refreshed = client.token_manager.get_token_valid_for(client, float(min_ttl))
     expires_at = datetime.fromtimestamp(token.expires_at, tz=UTC)
-    AccessTokenRead.objects.create(
-        account=account,
-        user=user,
-        username=user.get_username(),
-        address=address,
-        min_ttl=min_ttl,
-        refreshed=refreshed,
-        expires_at=expires_at,
-    )
+    with transaction.atomic():
+        token_read = AccessTokenRead.objects.create(
+            account=account,
+            user=user,
+            username=user.get_username(),
+            address=address,
+            min_ttl=min_ttl,
+            refreshed=refreshed,
+            expires_at=expires_at,
+        )
+        record(
+            AuditEvent.TOKEN_READ,
+            target=account,
+            details={"read": token_read.pk, "min_ttl": min_ttl, "refreshed": refreshed, "expires_at": expires_at},
+            actor=user,
+        )
     return TokenGrant(access_token=token.value, expires_at=expires_at, refreshed=refreshed)

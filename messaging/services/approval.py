@@ -21,6 +21,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from audit.models import AuditEvent
+from audit.services import record
 from messaging import dispatch, events, rules, scheduling
 from messaging.models import WAITING_STATUSES, ApprovalPolicy, Campaign, Message
 from messaging.reasons import REJECTED_REASON
@@ -84,6 +86,7 @@ def approve_campaign(campaign: Campaign, *, by: Any, note: str = "") -> Campaign
             # A send time that passed while the campaign waited: its scheduled messages are released at once.
             _decide(campaign, Campaign.State.RUNNING, by, note)
             transaction.on_commit(partial(dispatch.enqueue_campaign, campaign.pk, campaign.trace_id))
+        record(AuditEvent.CAMPAIGN_APPROVED, target=campaign, actor=by, details={"note": note})
     logger.info("Campaign #%s approved by %s", campaign.pk, by.get_username())
     return campaign
 
@@ -100,6 +103,7 @@ def reject_campaign(campaign: Campaign, *, by: Any, note: str) -> int:
     now = timezone.now()
     with transaction.atomic():
         _decide(campaign, Campaign.State.REJECTED, by, note)
+        record(AuditEvent.CAMPAIGN_REJECTED, target=campaign, actor=by, details={"note": note})
         failed = Message.objects.filter(campaign=campaign, status__in=WAITING_STATUSES).update(
             status=Message.Status.FAILED, errcode=None, errmsg=REJECTED_REASON, finished_at=now, updated_at=now
         )

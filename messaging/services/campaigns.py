@@ -15,6 +15,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import OfficialAccount
+from audit.models import AuditEvent
+from audit.services import record
 from messaging import dispatch, events, rules, scheduling
 from messaging.models import WAITING_STATUSES, Campaign, Message
 from messaging.reasons import CANCELLED_REASON
@@ -140,6 +142,16 @@ def create_campaign(
                     events.MESSAGE_FAILED, Message.objects.filter(campaign=campaign, status=Message.Status.FAILED)
                 )
             campaign.recipient_count = count
+            record(
+                AuditEvent.CAMPAIGN_CREATED,
+                target=campaign,
+                details={
+                    "account": account.appid,
+                    "template": template.template_id,
+                    "recipients": recipients.kind,
+                    "recipient_count": count,
+                },
+            )
             if needs_approval(account.pk, template.pk, count):
                 # Nothing starts: approve_campaign starts the delivery (or the expansion) of a waiting campaign.
                 campaign.state = Campaign.State.PENDING_APPROVAL
@@ -215,6 +227,7 @@ def cancel_campaign(campaign: Campaign) -> int:
             )
         if events.wanted(events.CAMPAIGN_FINISHED):
             events.record_campaigns(events.CAMPAIGN_FINISHED, Campaign.objects.filter(pk=campaign.pk))
+        record(AuditEvent.CAMPAIGN_CANCELLED, target=campaign, details={"cancelled_messages": cancelled})
     campaign.state, campaign.cancelled_at = Campaign.State.CANCELLED, now
     logger.info("Cancelled campaign #%s: %d queued message(s) will not be sent", campaign.pk, cancelled)
     return cancelled
@@ -267,4 +280,9 @@ def retry_failed(campaign: Campaign, *, include_unknown: bool = False) -> RetryR
             Campaign.objects.filter(pk=campaign.pk).update(state=Campaign.State.RUNNING, finished_at=None)
             campaign.state, campaign.finished_at = Campaign.State.RUNNING, None
             transaction.on_commit(partial(dispatch.enqueue_campaign, campaign.pk, campaign.trace_id))
+        record(
+            AuditEvent.CAMPAIGN_RETRIED,
+            target=campaign,
+            details={"retried": retried, "left_unknown": left_unknown, "include_unknown": include_unknown},
+        )
     return RetryResult(retried=retried, left_unknown=left_unknown)

@@ -46,6 +46,7 @@ pytestmark = pytest.mark.django_db
 # Apps whose admin pages hold no official account's data, or data business staff must never see (users and groups,
 # API tokens, sign-in attempts, the task queue): the walk asserts that staff are refused (403) each of their lists.
 GLOBAL_ADMIN_APPS = {
+    "audit": "the audit log of every account",
     "auth": "users and groups of every account",
     "authtoken": "every user's API tokens",
     "axes": "sign-in attempts",

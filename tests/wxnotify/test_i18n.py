@@ -16,7 +16,17 @@ import pytest
 from django.apps import apps
 from django.utils.translation import trans_real
 
-OUR_APPS = ["operations", "wxnotify", "accounts", "templates_app", "subscriptions", "messaging", "callbacks", "sandbox"]
+OUR_APPS = [
+    "operations",
+    "wxnotify",
+    "audit",
+    "accounts",
+    "templates_app",
+    "subscriptions",
+    "messaging",
+    "callbacks",
+    "sandbox",
+]
 
 
 def _catalogue(app_name: str) -> dict:

@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from accounts.models import OfficialAccount
+from audit.context import acting_as
 from wxnotify.log import register_secret
 
 
@@ -138,7 +139,7 @@ class Command(BaseCommand):
             stdin_values=stdin_values,
             prompt=getpass.getpass if interactive else None,
         )
-        with transaction.atomic():
+        with acting_as("manage.py add_official_account"), transaction.atomic():
             account = OfficialAccount.objects.select_for_update().filter(appid=options["appid"]).first()
             created = account is None
             if created:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.services import reencrypt_secrets
+from audit.context import acting_as
 from wxnotify.encryption import UndecryptableError
 
 
@@ -24,7 +25,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         try:
-            report = reencrypt_secrets(dry_run=options["check"])
+            with acting_as("manage.py rotate_app_secrets"):
+                report = reencrypt_secrets(dry_run=options["check"])
         except UndecryptableError as error:
             raise CommandError(str(error)) from None
         under_first = report.app_secrets - report.moved

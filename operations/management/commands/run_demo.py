@@ -26,6 +26,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.test.utils import override_settings
 
+from audit.context import acting_as
+
 MANAGE_PY = Path(settings.BASE_DIR) / "manage.py"
 DEMO_USERNAME = "admin"
 STARTUP_TIMEOUT = 60.0
@@ -85,10 +87,11 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=verbosity)
         # Metric files of an earlier run would be summed into this run's counters.
         call_command("clear_metrics", verbosity=verbosity)
-        password = self.reset_demo_superuser()
-        if demo_account is not None:
-            with override_settings(WXNOTIFY_PUBLIC_BASE_URL=env["WXNOTIFY_PUBLIC_BASE_URL"].rstrip("/")):
-                self.register_demo_account(demo_account, verbosity)
+        with acting_as("manage.py run_demo"):
+            password = self.reset_demo_superuser()
+            if demo_account is not None:
+                with override_settings(WXNOTIFY_PUBLIC_BASE_URL=env["WXNOTIFY_PUBLIC_BASE_URL"].rstrip("/")):
+                    self.register_demo_account(demo_account, verbosity)
 
         stop_requested: list[int] = []
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import OfficialAccount
+from audit.context import acting_as
 from templates_app.models import TemplateSync
 from templates_app.services import sync_templates
 from wxnotify.wechat.errors import WeChatError, describe_wechat_error
@@ -33,7 +34,8 @@ class Command(BaseCommand):
         failed = []
         for account in accounts:
             try:
-                result = sync_templates(account, source=TemplateSync.Source.COMMAND)
+                with acting_as("manage.py sync_templates"):
+                    result = sync_templates(account, source=TemplateSync.Source.COMMAND)
             except WeChatError as exc:
                 failed.append(account.appid)
                 self.stderr.write(self.style.ERROR(f"{account}: {describe_wechat_error(exc)}"))

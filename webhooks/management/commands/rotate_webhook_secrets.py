@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from audit.context import acting_as
 from webhooks.services import reseal_secrets
 from wxnotify.encryption import UndecryptableError
 
@@ -16,7 +17,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         try:
-            moved = reseal_secrets(dry_run=options["check"])
+            with acting_as("manage.py rotate_webhook_secrets"):
+                moved = reseal_secrets(dry_run=options["check"])
         except UndecryptableError as error:
             raise CommandError(str(error)) from None
         if options["check"]:
