@@ -36,9 +36,11 @@ from messaging.selectors import (
 from messaging.services import (
     ApprovalRefused,
     CampaignActionRefused,
+    MessageActionRefused,
     MessageRejected,
     approve_campaign,
     cancel_campaign,
+    cancel_message,
     reject_campaign,
     retry_failed,
     wechat_record,
@@ -99,7 +101,7 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     # date_hierarchy (its year and month links need a DISTINCT over every row; the created_at filter has the dates).
     show_full_result_count = False
     paginator = EstimatedCountPaginator
-    actions = ["look_up_wechat_record"]
+    actions = ["look_up_wechat_record", "cancel_scheduled"]
     fieldsets = [
         (None, {"fields": ["account", "template", "template_id_sent", "touser", "follower_link", "campaign_link"]}),
         (_("Content"), {"fields": ["data", "url", "miniprogram"]}),
@@ -168,6 +170,40 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
             "lookup": wechat_record(message),
         }
         return TemplateResponse(request, "admin/messaging/message/wechat_record.html", context)
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return rules.may_operate_campaigns(request.user)
+
+    @admin.action(description=_("Cancel selected scheduled messages"), permissions=["operate"])
+    def cancel_scheduled(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        """Stop single messages still waiting for their send time or quiet hours (campaign messages are cancelled
+        with their campaign); the others are left alone and counted."""
+        cancelled = skipped = 0
+        for message in queryset.select_related("campaign"):
+            try:
+                cancel_message(message)
+            except MessageActionRefused:
+                skipped += 1
+            else:
+                cancelled += 1
+        if cancelled:
+            self.message_user(
+                request,
+                ngettext("Cancelled %(count)d scheduled message.", "Cancelled %(count)d scheduled messages.", cancelled)
+                % {"count": cancelled},
+                messages.SUCCESS,
+            )
+        if skipped:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d message was not cancelled: only single messages still scheduled can be.",
+                    "%(count)d messages were not cancelled: only single messages still scheduled can be.",
+                    skipped,
+                )
+                % {"count": skipped},
+                messages.WARNING,
+            )
 
     @admin.display(description=_("follower"))
     def follower_link(self, obj: Message) -> str:

@@ -28,18 +28,18 @@ from tests.factories import create_demo_account
 from wxnotify.wechat import PRODUCTION_API_BASE
 
 # Codes, failure counters and de-duplication live in the shared cache: every test starts and ends with it empty.
-# Replies are asserted in English (``english_client``); WeChat itself sends no Accept-Language (see the Chinese
-# test).
+# Replies are asserted in English: the callback answers in LANGUAGE_CODE whatever the request asks (WeChat sends no
+# Accept-Language), so these fixtures set it to English (``english``); see the Chinese test for the default.
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
 
 
 @pytest.fixture
-def safe(english_client) -> WeChat:
+def safe(english, english_client) -> WeChat:
     return WeChat(english_client, make_account(SAFE_APPID, OfficialAccount.MessageMode.SAFE))
 
 
 @pytest.fixture
-def plain(english_client) -> WeChat:
+def plain(english, english_client) -> WeChat:
     return WeChat(english_client, make_account(PLAIN_APPID, OfficialAccount.MessageMode.PLAINTEXT))
 
 

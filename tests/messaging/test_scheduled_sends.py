@@ -519,6 +519,31 @@ def test_admin_lists_show_the_scheduled_time_and_the_reason(pipeline, sandbox_ap
     assert 'name="quiet_start"' in account_page and 'name="quiet_end"' in account_page
 
 
+def test_admin_cancels_selected_scheduled_singles_and_leaves_the_rest(pipeline, sandbox_api, django_user_model):
+    client = english_client(django_user_model.objects.create_superuser("root", password="pw"))
+    followers = sandbox_api.followers()
+    later = timezone.now() + timedelta(hours=2)
+    scheduled = single(pipeline, followers[0], send_at=later).message
+    queued = single(pipeline, followers[1]).message
+    in_campaign = Message.objects.get(campaign=campaign_to(pipeline, followers[2:3], send_at=later))
+
+    response = client.post(
+        "/admin/messaging/message/",
+        {"action": "cancel_scheduled", "_selected_action": [scheduled.pk, queued.pk, in_campaign.pk]},
+        follow=True,
+    )
+
+    shown = [str(message) for message in response.context["messages"]]
+    assert shown == [
+        "Cancelled 1 scheduled message.",
+        "2 messages were not cancelled: only single messages still scheduled can be.",
+    ]
+    scheduled.refresh_from_db()
+    assert (scheduled.status, scheduled.errmsg) == (Message.Status.FAILED, "Cancelled before its send time.")
+    assert Message.objects.get(pk=in_campaign.pk).status == Message.Status.SCHEDULED
+    assert Message.objects.get(pk=queued.pk).status != Message.Status.FAILED
+
+
 def test_saving_new_quiet_hours_in_the_admin_replans(pipeline, sandbox_api, django_user_model, monkeypatch):
     quiet_now(pipeline)
     campaign_to(pipeline, sandbox_api.followers()[:1])

@@ -28,7 +28,7 @@ from accounts.services.token_conflicts import record_token_conflict
 from messaging import events
 from messaging.api.urls import router as api_router
 from messaging.console import urls as console_urls
-from messaging.models import ApprovalPolicy, DeliveryReceipt
+from messaging.models import ApprovalPolicy, DeliveryReceipt, SendingCap
 from messaging.services import create_campaign, send_message
 from messaging.services.campaigns import RecipientSpec
 from sandbox.demo import DEMO_APPID, DEMO_TEMPLATES
@@ -189,6 +189,7 @@ def populate(account: OfficialAccount, spec: dict[str, Any], staff: Any, custome
     # Set after the campaign, which it would otherwise hold back; it names another of the account's templates.
     policy = ApprovalPolicy.objects.create(account=account, recipient_threshold=1000)
     policy.templates.set(account.templates.exclude(template_id=template_id)[:1])
+    SendingCap.objects.create(account=account, template=account.templates.get(template_id=template_id), limit=50)
     DeliveryReceipt.objects.create(
         account=account,
         msgid=9_000_000 + account.pk,
