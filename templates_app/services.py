@@ -138,46 +138,7 @@ def _apply_template_list(account: OfficialAccount) -> TemplateSyncResult:
         if template_id:
             remote[template_id] = _fields_from_item(item)
 
-    now = timezone.now()
-    created = updated = deactivated = reactivated = 0
-    with transaction.atomic():
-        OfficialAccount.objects.select_for_update().filter(pk=account.pk).exists()
-        existing = {
-            template.template_id: template
-            for template in MessageTemplate.objects.select_for_update().filter(account=account)
-        }
-        confirmed: list[int] = []
-        for template_id, fields in remote.items():
-            template = existing.get(template_id)
-            if template is None:
-                MessageTemplate.objects.create(account=account, template_id=template_id, synced_at=now, **fields)
-                created += 1
-                continue
-            changed = [name for name, value in fields.items() if getattr(template, name) != value]
-            for name in changed:
-                setattr(template, name, fields[name])
-            if template.removed_at is not None:
-                template.removed_at = None
-                template.is_active = True
-                changed += ["removed_at", "is_active"]
-                reactivated += 1
-            elif changed:
-                updated += 1
-            if changed:
-                template.synced_at = now
-                template.save(update_fields=[*changed, "synced_at", "updated_at"])
-            else:
-                confirmed.append(template.pk)
-        MessageTemplate.objects.filter(pk__in=confirmed).update(synced_at=now)
-
-        for template_id, template in existing.items():
-            if template_id not in remote and template.removed_at is None:
-                template.is_active = False
-                template.removed_at = now
-                template.save(update_fields=["is_active", "removed_at", "updated_at"])
-                deactivated += 1
-
-    return TemplateSyncResult(created=created, updated=updated, deactivated=deactivated, reactivated=reactivated)
+    return _reconcile(account, MessageTemplate, "template_id", remote)
 
 
 def flag_template_problem(template: MessageTemplate, errcode: int, message: str = "") -> None:
@@ -289,19 +250,31 @@ def _apply_subscription_template_list(account: OfficialAccount) -> TemplateSyncR
         if pri_tmpl_id and fields is not None:
             remote[pri_tmpl_id] = fields
 
+    return _reconcile(account, SubscriptionTemplate, "pri_tmpl_id", remote)
+
+
+def _reconcile(
+    account: OfficialAccount,
+    model: type[MessageTemplate] | type[SubscriptionTemplate],
+    key: str,
+    remote: dict[str, dict[str, Any]],
+) -> TemplateSyncResult:
+    """Make the account's rows of ``model`` what WeChat listed (``remote``: fields by WeChat's id in ``key``).
+
+    New ids are created, changed ones updated, ids WeChat no longer lists marked removed (kept: messages refer to
+    them) and listed again reactivated.  The account's row is locked first, so two syncs of one account (a button
+    pressed twice, a command beside the schedule) apply one after the other.
+    """
     now = timezone.now()
     created = updated = deactivated = reactivated = 0
     with transaction.atomic():
         OfficialAccount.objects.select_for_update().filter(pk=account.pk).exists()
-        existing = {
-            template.pri_tmpl_id: template
-            for template in SubscriptionTemplate.objects.select_for_update().filter(account=account)
-        }
+        existing = {getattr(row, key): row for row in model.objects.select_for_update().filter(account=account)}
         confirmed: list[int] = []
-        for pri_tmpl_id, fields in remote.items():
-            template = existing.get(pri_tmpl_id)
+        for remote_id, fields in remote.items():
+            template = existing.get(remote_id)
             if template is None:
-                SubscriptionTemplate.objects.create(account=account, pri_tmpl_id=pri_tmpl_id, synced_at=now, **fields)
+                model.objects.create(account=account, synced_at=now, **{key: remote_id}, **fields)
                 created += 1
                 continue
             changed = [name for name, value in fields.items() if getattr(template, name) != value]
@@ -319,15 +292,15 @@ def _apply_subscription_template_list(account: OfficialAccount) -> TemplateSyncR
                 template.save(update_fields=[*changed, "synced_at", "updated_at"])
             else:
                 confirmed.append(template.pk)
-        SubscriptionTemplate.objects.filter(pk__in=confirmed).update(synced_at=now)
-        for pri_tmpl_id, template in existing.items():
-            if pri_tmpl_id not in remote and template.removed_at is None:
+        model.objects.filter(pk__in=confirmed).update(synced_at=now)
+        for remote_id, template in existing.items():
+            if remote_id not in remote and template.removed_at is None:
                 _mark_removed(template, now)
                 deactivated += 1
     return TemplateSyncResult(created=created, updated=updated, deactivated=deactivated, reactivated=reactivated)
 
 
-def _mark_removed(template: SubscriptionTemplate, now: Any) -> None:
+def _mark_removed(template: MessageTemplate | SubscriptionTemplate, now: Any) -> None:
     template.is_active = False
     template.removed_at = now
     template.save(update_fields=["is_active", "removed_at", "updated_at"])
