@@ -4,6 +4,9 @@ The message log is a record of what happened, so nothing here edits it: messages
 view-only, campaigns are changed only through the cancel, retry, approve and reject actions, which call the
 services.  Approval policies are the one thing edited here, by whoever has their model permissions (wxnotify
 admins, migration 0009), for the accounts they see.
+
+Size: over 450 lines because it is the app's one admin module, as in Django's contrib apps; the rule admins
+(caps, approval policies) share its scoping mixins and would otherwise import them from here anyway.
 """
 
 from __future__ import annotations

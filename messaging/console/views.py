@@ -5,6 +5,9 @@ all (``messaging.view_campaign`` to look, ``messaging.add_campaign`` to send, ca
 staff" and "wxnotify admins" groups hold them, anyone else gets 403), and ``accounts_for_user`` decides which
 accounts, templates, followers and campaigns they see: everything else answers 404, exactly like what does not
 exist.  Views stay thin: checking is the validator's and the services' job, queries are selectors.
+
+Size: over 450 lines because it holds every console page (compose, history, campaign, its actions); each view
+is thin, forms live in ``console.forms`` and queries in ``console.selectors``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 The send path is hot (about 1,000 sends/s per host from 64 threads), so the client keeps per-call work small:
 one pooled ``requests.Session`` per process, the JSON body encoded once, the access_token taken from an
 in-process memo in the token manager, and no proxy/netrc lookups per request.
+
+Size: over 450 lines of one short method per WeChat endpoint around one call path (token, retries on an
+expired token, error taxonomy); splitting by endpoint family would scatter that shared path.
 """
 
 from __future__ import annotations
