@@ -82,11 +82,34 @@ def _resolve_recipient(
 
 
 def request_fingerprint(
-    *, touser: str, template_id: str, data: Mapping[str, Any], url: str, miniprogram: Mapping[str, str] | None
+    *,
+    touser: str,
+    template_id: str,
+    data: Mapping[str, Any],
+    url: str,
+    miniprogram: Mapping[str, str] | None,
+    send_at: datetime | None = None,
+    respect_quiet_hours: bool = False,
 ) -> str:
-    """A hash of what was asked, to tell a repeat of a request from another request reusing its key."""
+    """A hash of what was asked, to tell a repeat of a request from another request reusing its key.
+
+    A send time and ``respect_quiet_hours`` count only when given, so a request without them hashes as it did
+    before they existed (a client retrying across an upgrade is still recognised); the same key with another send
+    time is another request (422), not a silent replay of the first.
+    """
+    asked: dict[str, Any] = {
+        "touser": touser,
+        "template_id": template_id,
+        "data": data,
+        "url": url,
+        "miniprogram": miniprogram,
+    }
+    if send_at is not None:
+        asked["send_at"] = send_at.timestamp()
+    if respect_quiet_hours:
+        asked["respect_quiet_hours"] = True
     canonical = json.dumps(
-        {"touser": touser, "template_id": template_id, "data": data, "url": url, "miniprogram": miniprogram},
+        asked,
         sort_keys=True,
         ensure_ascii=False,
         separators=(",", ":"),
@@ -163,7 +186,13 @@ def send_message(
         raise MessageRejected(errors)
 
     fingerprint = request_fingerprint(
-        touser=openid, template_id=template_id, data=normalized, url=url or "", miniprogram=mini
+        touser=openid,
+        template_id=template_id,
+        data=normalized,
+        url=url or "",
+        miniprogram=mini,
+        send_at=send_at,
+        respect_quiet_hours=respect_quiet_hours,
     )
     content = duplicates.content_hash(template_id=template_id, data=normalized, url=url or "", miniprogram=mini)
     # A repeated client_msg_id is found by the unique constraint rather than a look-up first: repeats are

@@ -9,6 +9,8 @@ lateness against real clocks).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -23,12 +25,14 @@ from messaging.models import Campaign, Message
 from messaging.selectors import campaign_status_counts
 from messaging.services import (
     CampaignActionRefused,
+    IdempotencyConflict,
     MessageActionRefused,
     MessageRejected,
     RecipientSpec,
     cancel_campaign,
     cancel_message,
     create_campaign,
+    request_fingerprint,
     reschedule_campaign,
     reschedule_message,
     retry_failed,
@@ -214,6 +218,28 @@ def test_reschedule_a_message_and_refuse_a_past_time(pipeline, sandbox_api):
         reschedule_message(moved, timezone.now() - timedelta(minutes=1))
     assert "send_at" in raised.value.errors
     assert Message.objects.get(pk=message.pk).send_at == later
+
+
+def test_the_same_key_with_another_send_time_is_another_request(pipeline, sandbox_api):
+    openid = sandbox_api.followers()[0]
+    later = timezone.now() + timedelta(hours=1)
+    first = single(pipeline, openid, client_msg_id="order-1-reminder", send_at=later)
+    again = single(pipeline, openid, client_msg_id="order-1-reminder", send_at=later)
+    assert (first.created, again.created, again.message.pk) == (True, False, first.message.pk)
+    with pytest.raises(IdempotencyConflict):
+        single(pipeline, openid, client_msg_id="order-1-reminder", send_at=later + timedelta(hours=1))
+    with pytest.raises(IdempotencyConflict):
+        single(pipeline, openid, client_msg_id="order-1-reminder")
+
+
+def test_a_request_without_a_send_time_hashes_as_before_send_times_existed():
+    asked = {"touser": "o1", "template_id": "t", "data": {"k": {"value": "v"}}, "url": "", "miniprogram": None}
+    assert (
+        request_fingerprint(**asked)
+        == hashlib.sha256(
+            json.dumps(asked, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+        ).hexdigest()
+    )
 
 
 def test_a_message_already_sent_cannot_be_cancelled_or_rescheduled(pipeline, sandbox_api):
