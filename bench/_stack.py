@@ -13,6 +13,7 @@ import io
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -328,6 +329,19 @@ def export_commit(rev: str, into: Path) -> str:
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(into, filter="data")
     return short
+
+
+def command_line() -> str:
+    """This run's command as RESULTS.md shows it: the database and Redis it was pointed at, then the script and its
+    arguments, so the section can be run again as written."""
+    command = shlex.join([os.path.relpath(sys.executable, Path.cwd()), *sys.argv])
+    shown = " ".join(f"{name}={os.environ[name]}" for name in ("DATABASE_URL", "REDIS_URL") if os.environ.get(name))
+    return f"{shown} {command}".strip()
+
+
+def unwind_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, through the benchmark's cleanup of every child process it started."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def write_results_section(title: str, text: str) -> None:

@@ -39,7 +39,6 @@ import json
 import os
 import platform
 import secrets
-import shlex
 import shutil
 import signal
 import statistics
@@ -63,6 +62,7 @@ sys.path.insert(0, str(BASE_DIR))
 from bench._stack import (  # noqa: E402 -- importable once the project is on sys.path
     CpuMeter,
     backend_database,
+    command_line,
     export_commit,
     flush_redis,
     load_average,
@@ -753,10 +753,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.internal:
         return internal_main(args.internal[0], args.internal[1:])
-    command = shlex.join([os.path.relpath(sys.executable, Path.cwd()), *sys.argv])
-    if os.environ.get("DATABASE_URL") or os.environ.get("REDIS_URL"):
-        shown = " ".join(f"{name}={os.environ[name]}" for name in ("DATABASE_URL", "REDIS_URL") if os.environ.get(name))
-        command = f"{shown} {command}"
+    command = command_line()
     if args.receipt_burst:
         args.threads = args.threads or 8
         return burst_main(args, command)

@@ -37,9 +37,7 @@ import json
 import os
 import platform
 import resource
-import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -59,6 +57,7 @@ from bench._stack import (
     CpuMeter,
     Stack,
     backend_database,
+    command_line,
     export_commit,
     flush_redis,
     load_average,
@@ -67,6 +66,7 @@ from bench._stack import (
     setup_django,
     stack_environment,
     this_tree,
+    unwind_on_sigterm,
     write_results_section,
 )
 from bench.pipeline import register_account
@@ -496,13 +496,10 @@ def main() -> int:
     if args.child:
         child_sync(*args.child, trace=args.trace, profile=args.profile)
         return 0
-    command = shlex.join([os.path.relpath(sys.executable, Path.cwd()), *sys.argv])
-    shown = " ".join(f"{name}={os.environ[name]}" for name in ("DATABASE_URL", "REDIS_URL") if os.environ.get(name))
-    command = f"{shown} {command}".strip()
+    command = command_line()
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
-    # SIGTERM unwinds like Ctrl-C, through run()'s cleanup of every child process.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    unwind_on_sigterm()
     figures = run(args)
     text = report(figures, command)
     print(text)

@@ -37,9 +37,7 @@ import json
 import os
 import platform
 import secrets
-import shlex
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -56,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._stack import (
     BASE_DIR,
     Stack,
+    command_line,
     export_commit,
     flush_redis,
     load_average,
@@ -64,6 +63,7 @@ from bench._stack import (
     setup_django,
     stack_environment,
     this_tree,
+    unwind_on_sigterm,
     write_results_section,
 )
 from bench.million_campaign import fill_followers, openid
@@ -432,11 +432,8 @@ def main() -> int:
     parser.add_argument("--baseline-rev", help="also run the web and workers with the code of this commit, first")
     parser.add_argument("--no-results", action="store_true", help="print only, do not write bench/RESULTS.md")
     args = parser.parse_args()
-    command = shlex.join([os.path.relpath(sys.executable, Path.cwd()), *sys.argv])
-    shown = " ".join(f"{name}={os.environ[name]}" for name in ("DATABASE_URL", "REDIS_URL") if os.environ.get(name))
-    command = f"{shown} {command}".strip()
-    # SIGTERM unwinds like Ctrl-C, through run()'s cleanup of every child process.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    command = command_line()
+    unwind_on_sigterm()
     figures = run(args)
     text = report(figures, command)
     print(text)

@@ -29,9 +29,7 @@ import json
 import os
 import platform
 import resource
-import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,6 +46,7 @@ from bench._stack import (
     BASE_DIR,
     CpuMeter,
     Stack,
+    command_line,
     export_commit,
     flush_redis,
     load_average,
@@ -56,6 +55,7 @@ from bench._stack import (
     setup_django,
     stack_environment,
     this_tree,
+    unwind_on_sigterm,
     write_results_section,
 )
 from bench.pipeline import (
@@ -436,11 +436,8 @@ def main() -> int:
     if args.child:
         child_accept(*args.child)
         return 0
-    command = shlex.join([os.path.relpath(sys.executable, Path.cwd()), *sys.argv])
-    shown = " ".join(f"{name}={os.environ[name]}" for name in ("DATABASE_URL", "REDIS_URL") if os.environ.get(name))
-    command = f"{shown} {command}".strip()
-    # SIGTERM unwinds like Ctrl-C, through run()'s cleanup of every child process.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    command = command_line()
+    unwind_on_sigterm()
     figures = run(args)
     text = report(figures, command)
     print(text)

@@ -32,9 +32,7 @@ import os
 import platform
 import resource
 import secrets
-import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -55,6 +53,7 @@ from bench._stack import (
     BASE_DIR,
     CpuMeter,
     Stack,
+    command_line,
     flush_redis,
     load_average,
     memory_kib,
@@ -62,6 +61,7 @@ from bench._stack import (
     recreate_database,
     setup_django,
     stack_environment,
+    unwind_on_sigterm,
     worker_pids,
     write_results_section,
 )
@@ -859,12 +859,9 @@ def main() -> int:
     if args.accept_all_subscribed:
         accept_all_subscribed(*args.accept_all_subscribed)
         return 0
-    command = shlex.join([os.path.relpath(sys.executable, Path.cwd()), *sys.argv])
-    shown = " ".join(f"{name}={os.environ[name]}" for name in ("DATABASE_URL", "REDIS_URL") if os.environ.get(name))
-    command = f"{shown} {command}".strip()
+    command = command_line()
     sizes = QUICK if args.quick else FULL
-    # SIGTERM unwinds like Ctrl-C, through run()'s cleanup of every child process.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    unwind_on_sigterm()
     figures = run(args, sizes)
     text = report(figures, sizes, command)
     print(text)
