@@ -9,6 +9,7 @@ themselves stay a few lines each.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -85,6 +86,13 @@ LIST_ERRORS = {
 DETAIL_ERRORS = {404: OpenApiResponse(ErrorSerializer, description=_("Not found.")), **ERROR_RESPONSES}
 SEND_ERRORS = {400: OpenApiResponse(ErrorSerializer, description=_("Invalid fields.")), **ERROR_RESPONSES}
 CONFLICT = OpenApiResponse(ErrorSerializer, description=_("Not possible in its current state."))
+# Approve and reject answer alike: the campaign, a field error on the note, 409 when it no longer waits.
+DECISION_RESPONSES = {
+    200: CampaignSerializer,
+    400: SEND_ERRORS[400],
+    409: OpenApiResponse(ErrorSerializer, description=_("The campaign is not waiting for approval.")),
+    **DETAIL_ERRORS,
+}
 
 
 class ApiViewSet(CountWindowsTogether, viewsets.GenericViewSet):
@@ -377,21 +385,11 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
             "campaign not waiting for approval answers 409.  The note is optional."
         ),
         request=CampaignDecisionSerializer,
-        responses={
-            200: CampaignSerializer,
-            400: SEND_ERRORS[400],
-            409: OpenApiResponse(ErrorSerializer, description=_("The campaign is not waiting for approval.")),
-            **DETAIL_ERRORS,
-        },
+        responses=DECISION_RESPONSES,
     )
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str | None = None) -> Response:
-        campaign = self.get_object()
-        decision = CampaignDecisionSerializer(data=request.data or {})
-        decision.is_valid(raise_exception=True)
-        services.approve_campaign(campaign, by=request.user, note=decision.validated_data["note"])
-        campaign.refresh_from_db()
-        return Response(self.get_serializer(campaign).data)
+        return self._decide(request, services.approve_campaign)
 
     @extend_schema(
         operation_id="campaigns_reject",
@@ -401,19 +399,18 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
             "The note (why) is required and shown to the creator.  Who may reject, and the 409, as for approve."
         ),
         request=CampaignDecisionSerializer,
-        responses={
-            200: CampaignSerializer,
-            400: SEND_ERRORS[400],
-            409: OpenApiResponse(ErrorSerializer, description=_("The campaign is not waiting for approval.")),
-            **DETAIL_ERRORS,
-        },
+        responses=DECISION_RESPONSES,
     )
     @action(detail=True, methods=["post"])
     def reject(self, request: Request, pk: str | None = None) -> Response:
+        return self._decide(request, services.reject_campaign)
+
+    def _decide(self, request: Request, decide: Callable[..., Any]) -> Response:
+        """Approve or reject (``decide``) the campaign with the request's note, and answer its new state."""
         campaign = self.get_object()
         decision = CampaignDecisionSerializer(data=request.data or {})
         decision.is_valid(raise_exception=True)
-        services.reject_campaign(campaign, by=request.user, note=decision.validated_data["note"])
+        decide(campaign, by=request.user, note=decision.validated_data["note"])
         campaign.refresh_from_db()
         return Response(self.get_serializer(campaign).data)
 
