@@ -331,6 +331,15 @@ def export_commit(rev: str, into: Path) -> str:
     return short
 
 
+def services_urls(default_database_url: str, default_redis_url: str) -> tuple[str, str]:
+    """The PostgreSQL and Redis a services-only benchmark runs on: DATABASE_URL and REDIS_URL, else its defaults."""
+    database_url = os.environ.get("DATABASE_URL") or default_database_url
+    redis_url = os.environ.get("REDIS_URL") or default_redis_url
+    if not database_url.startswith("postgres") or not redis_url.startswith("redis"):
+        raise SystemExit("this benchmark runs on PostgreSQL and Redis: DATABASE_URL and REDIS_URL must point there")
+    return database_url, redis_url
+
+
 def command_line() -> str:
     """This run's command as RESULTS.md shows it: the database and Redis it was pointed at, then the script and its
     arguments, so the section can be run again as written."""

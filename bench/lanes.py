@@ -60,6 +60,7 @@ from bench._stack import (
     load_average,
     port_is_open,
     recreate_database,
+    services_urls,
     setup_django,
     stack_environment,
     this_tree,
@@ -298,10 +299,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID
 
     figures: dict[str, Any] = {"load_start": load_average(), "started": datetime.now(UTC), "args": vars(args)}
-    database_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    if not database_url.startswith("postgres") or not redis_url.startswith("redis"):
-        raise SystemExit("this benchmark runs on PostgreSQL and Redis: DATABASE_URL and REDIS_URL must point there")
+    database_url, redis_url = services_urls(DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL)
     sandbox_port = free_port()
     sandbox = f"http://127.0.0.1:{sandbox_port}"
     scratch = Path(tempfile.mkdtemp(prefix="wxnotify-bench-lanes-"))
