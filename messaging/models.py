@@ -22,8 +22,34 @@ from django.db.models.functions import Now
 from django.utils.translation import gettext_lazy as _
 
 
+class Channel(models.TextChoices):
+    """How a message reaches its recipient.
+
+    ``template``: a template message (``/cgi-bin/message/template/send``), to followers only.  ``subscribe``: a
+    subscription notification (``/cgi-bin/message/subscribe/bizsend``), to anyone holding the user's consent (the
+    ``subscriptions`` ledger), follower or not.  ``auto`` is a request, never a message's channel: a template
+    message when the user follows and the template fits, else a subscription notification when the user holds a
+    credit or a long-term grant, else refused with the reason (messaging.services.routing).
+    """
+
+    TEMPLATE = "template", _("template message")
+    SUBSCRIBE = "subscribe", _("subscription notification")
+    AUTO = "auto", _("automatic")
+
+
+# The channels a message is sent through (``auto`` is resolved for each recipient before a message is stored).
+MESSAGE_CHANNELS = [
+    (Channel.TEMPLATE.value, Channel.TEMPLATE.label),
+    (Channel.SUBSCRIBE.value, Channel.SUBSCRIBE.label),
+]
+
+
 class Campaign(models.Model):
     """One bulk send of a template with the same data to many recipients.
+
+    On channel ``subscribe`` it sends ``subscription_template`` with ``data`` and ``page``; on ``auto`` each
+    recipient gets ``template`` (``data``, ``url``) or ``subscription_template`` (``subscription_data``, or ``data``
+    when empty, and ``page``), chosen when its message is written.
 
     A campaign its account's :class:`ApprovalPolicy` holds back is accepted in state *pending approval*: its
     recipients are counted (a list's messages are written, queued), nothing is sent until a wxnotify admin other
@@ -47,15 +73,40 @@ class Campaign(models.Model):
     account = models.ForeignKey(
         "accounts.OfficialAccount", on_delete=models.PROTECT, related_name="campaigns", verbose_name=_("account")
     )
+    channel = models.CharField(
+        _("channel"), max_length=16, choices=Channel.choices, default=Channel.TEMPLATE, db_default=Channel.TEMPLATE
+    )
     template = models.ForeignKey(
         "templates_app.MessageTemplate",
         on_delete=models.PROTECT,
+        null=True,
+        blank=True,
         related_name="campaigns",
         verbose_name=_("template"),
     )
+    subscription_template = models.ForeignKey(
+        "templates_app.SubscriptionTemplate",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="campaigns",
+        verbose_name=_("subscription template"),
+    )
     name = models.CharField(_("name"), max_length=200, blank=True)
     data = models.JSONField(_("data"), help_text=_("Keyword values as sent: {keyword: {value: ...}}."))
+    subscription_data = models.JSONField(
+        _("subscription data"),
+        null=True,
+        blank=True,
+        help_text=_("On channel auto: the subscription template's keyword values when they differ from data."),
+    )
     url = models.URLField(_("link URL"), max_length=1024, blank=True)
+    page = models.URLField(
+        _("subscription page"),
+        max_length=1024,
+        blank=True,
+        help_text=_("The web page a subscription notification opens."),
+    )
     miniprogram = models.JSONField(_("mini-program page"), null=True, blank=True)
     recipient_kind = models.CharField(_("recipients"), max_length=20, choices=RecipientKind.choices)
     recipient_count = models.PositiveIntegerField(_("recipient count"), default=0)
@@ -100,6 +151,16 @@ class Campaign(models.Model):
         verbose_name_plural = _("campaigns")
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["account", "-created_at"], name="campaign_account_created")]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(channel=Channel.TEMPLATE, template__isnull=False)
+                    | Q(channel=Channel.SUBSCRIBE, subscription_template__isnull=False)
+                    | Q(channel=Channel.AUTO, template__isnull=False, subscription_template__isnull=False)
+                ),
+                name="campaign_channel_templates",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name or f"{_('Campaign')} #{self.pk}"
@@ -198,7 +259,11 @@ def resend_window_start(now: datetime) -> datetime:
 
 
 class Message(models.Model):
-    """One template message to one recipient, from acceptance to its final fate."""
+    """One template message or subscription notification to one recipient, from acceptance to its final fate.
+
+    ``channel`` says which (see :class:`Channel`); ``template_id_sent`` is the template's id on that channel (a
+    ``template_id`` or a ``priTmplId``) and ``url`` its link (``page`` for a subscription notification).
+    """
 
     class Status(models.TextChoices):
         SCHEDULED = "scheduled", _("Scheduled")
@@ -217,11 +282,27 @@ class Message(models.Model):
         verbose_name=_("account"),
         db_index=False,
     )
+    channel = models.CharField(
+        _("channel"), max_length=16, choices=MESSAGE_CHANNELS, default=Channel.TEMPLATE, db_default=Channel.TEMPLATE
+    )
     template = models.ForeignKey(
         "templates_app.MessageTemplate",
         on_delete=models.PROTECT,
+        null=True,
+        blank=True,
         related_name="messages",
         verbose_name=_("template"),
+    )
+    # No index: subscription templates are never deleted (the PROTECT check would be its only reader), and every
+    # index of this table is written on each claim and write-back.
+    subscription_template = models.ForeignKey(
+        "templates_app.SubscriptionTemplate",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="messages",
+        verbose_name=_("subscription template"),
+        db_index=False,
     )
     template_id_sent = models.CharField(_("template_id as sent"), max_length=128)
     touser = models.CharField(_("recipient openid"), max_length=64)
@@ -239,7 +320,9 @@ class Message(models.Model):
         blank=True,
         help_text=_("Keyword values as sent; empty for campaign messages, which send the campaign's data."),
     )
-    url = models.URLField(_("link URL"), max_length=1024, blank=True)
+    url = models.URLField(
+        _("link URL"), max_length=1024, blank=True, help_text=_("A subscription notification sends it as its page.")
+    )
     miniprogram = models.JSONField(_("mini-program page"), null=True, blank=True)
     client_msg_id = models.CharField(
         _("client_msg_id"),
@@ -357,6 +440,13 @@ class Message(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["account", "client_msg_id"], name="message_unique_client_msg_id"),
+            models.CheckConstraint(
+                condition=(
+                    Q(channel=Channel.TEMPLATE, template__isnull=False)
+                    | Q(channel=Channel.SUBSCRIBE, subscription_template__isnull=False)
+                ),
+                name="message_channel_template",
+            ),
         ]
         indexes = [
             # The sweeper: due queued messages, and sending messages whose lease ran out.

@@ -25,7 +25,7 @@ from django.utils.translation import gettext as _
 from accounts.models import Follower
 from accounts.selectors import followers_by_username
 from messaging import dispatch, events, scheduling
-from messaging.models import Campaign, Message
+from messaging.models import Campaign, Channel, Message
 from messaging.reasons import UNSUBSCRIBED_REASON
 from messaging.services import duplicates
 from messaging.services.checks import CLIENT_MSG_ID_MAX_LENGTH, OPENID_RE
@@ -118,7 +118,9 @@ class CampaignRows:
         self.waiting_status = Message.Status.SCHEDULED if send_at else Message.Status.QUEUED
         self.shared: dict[str, Any] = {
             "account": campaign.account_id,
+            "channel": Channel.TEMPLATE.value,
             "template": campaign.template_id,
+            "subscription_template": None,
             "template_id_sent": campaign.template.template_id,
             "data": None,
             "url": "",
