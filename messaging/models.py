@@ -165,6 +165,14 @@ class Campaign(models.Model):
     def __str__(self) -> str:
         return self.name or f"{_('Campaign')} #{self.pk}"
 
+    def content_for(self, channel: str) -> tuple[dict, str]:
+        """The data and link its messages on ``channel`` send: campaign messages store neither (their data is None)."""
+        if channel == Channel.SUBSCRIBE:
+            if self.channel == Channel.AUTO and self.subscription_data:
+                return self.subscription_data, self.page
+            return self.data, self.page
+        return self.data, self.url
+
 
 class MessageQuerySet(models.QuerySet):
     """The states of the send pipeline as queries, so delivery, the sweeper and the health check agree on them."""

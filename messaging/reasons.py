@@ -10,3 +10,13 @@ DUPLICATE_REASON = (
     "Duplicate: the same content went to this user within the account's duplicate window; not sent again."
 )
 REJECTED_REASON = "Its campaign was rejected at approval; not sent to WeChat."
+# Subscription notifications (the subscriptions ledger): refused before any WeChat call, which would answer 43101.
+CONSENT_REJECTED_REASON = "Refused: the user refused this subscription notification; not sent to WeChat."
+CONSENT_NO_CREDIT_REASON = (
+    "No consent: the user holds no subscription to this notification (never accepted, or used up); not sent to WeChat."
+)
+# Channel auto with neither channel open for the recipient.
+NO_CHANNEL_REASON = (
+    "No channel: the user does not follow the account (or the template does not fit) and holds no subscription to "
+    "the notification; not sent to WeChat."
+)
