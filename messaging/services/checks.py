@@ -18,8 +18,8 @@ from django.utils.translation import gettext as _
 from accounts.models import OfficialAccount
 from messaging.models import Message
 from templates_app.keywords import validate_template_data
-from templates_app.models import MessageTemplate
-from templates_app.selectors import get_active_template
+from templates_app.models import MessageTemplate, SubscriptionTemplate
+from templates_app.selectors import get_active_subscription_template, get_active_template
 from wxnotify.memo import forget_lookups
 
 CLIENT_MSG_ID_MAX_LENGTH = 64
@@ -88,28 +88,42 @@ def check_template(account: OfficialAccount, template_id: str, errors: dict[str,
     return template
 
 
-def check_data(template: MessageTemplate | None, data: Any, errors: dict[str, Any]) -> dict[str, Any]:
+def check_subscription_template(
+    account: OfficialAccount, pri_tmpl_id: str, errors: dict[str, Any], field: str = "subscription_template_id"
+) -> SubscriptionTemplate | None:
+    """The account's active subscription template ``pri_tmpl_id`` (its ``priTmplId``), or a field error."""
+    template = get_active_subscription_template(account, pri_tmpl_id) if pri_tmpl_id else None
+    if template is None:
+        errors[field] = [_("No active subscription template with this priTmplId for this account.")]
+    return template
+
+
+def check_data(
+    template: MessageTemplate | SubscriptionTemplate | None, data: Any, errors: dict[str, Any], field: str = "data"
+) -> dict[str, Any]:
+    """The data normalised as sent; one validator judges template messages and subscription notifications."""
     if template is None:
         return {}
     result = validate_template_data(template, data)
     if result.errors:
-        errors["data"] = result.errors
+        errors[field] = result.errors
     return result.data
 
 
-def check_link(url: str, miniprogram: Any, errors: dict[str, Any]) -> dict[str, str] | None:
+def check_link(url: str, miniprogram: Any, errors: dict[str, Any], url_field: str = "url") -> dict[str, str] | None:
     """The link of a message: an http(s) URL with a host, and/or a mini-program page (AppID ``wx`` + 16 hex digits).
 
-    Returns the mini-program as sent to WeChat (None for none).
+    ``url_field`` names the URL in errors: ``page`` for a subscription notification.  Returns the mini-program as
+    sent to WeChat (None for none).
     """
     if url:
         if len(url) > URL_MAX_LENGTH:
-            errors["url"] = [_("The link URL is longer than %(max)d characters.") % {"max": URL_MAX_LENGTH}]
+            errors[url_field] = [_("The link URL is longer than %(max)d characters.") % {"max": URL_MAX_LENGTH}]
         else:
             try:
                 URLValidator(schemes=["http", "https"])(url)
             except ValidationError:
-                errors["url"] = [_("Enter a valid http:// or https:// URL.")]
+                errors[url_field] = [_("Enter a valid http:// or https:// URL.")]
     if miniprogram in (None, {}):
         return None
     if not isinstance(miniprogram, Mapping) or set(miniprogram) - MINIPROGRAM_KEYS:
