@@ -1,6 +1,7 @@
-"""When and by whom delivery reports are pushed: WeChat sends TEMPLATESENDJOBFINISH some time after a send, so
-here a delay queue releases each report at its due time to a small fixed pool of posting threads (a burst of
-sends must not spawn a thread per report).  Building and signing the push is ``sandbox.callbacks``'.
+"""When and by whom delivery reports are pushed: WeChat sends TEMPLATESENDJOBFINISH (template sends) and
+subscribe_msg_sent_event (bizsend) some time after a send, so here a delay queue releases each report at its due
+time to a small fixed pool of posting threads (a burst of sends must not spawn a thread per report).  Building and
+signing the push is ``sandbox.callbacks``'.
 """
 
 from __future__ import annotations
@@ -14,12 +15,22 @@ from dataclasses import dataclass, field
 
 import requests
 
-from sandbox.callbacks import CALLBACK_ATTEMPTS, CALLBACK_TIMEOUT_S, CallbackTarget, event_xml, post_callback
+from sandbox.callbacks import (
+    CALLBACK_ATTEMPTS,
+    CALLBACK_TIMEOUT_S,
+    CallbackTarget,
+    event_xml,
+    post_callback,
+    subscription_event_xml,
+)
+
+SENT_EVENT = "subscribe_msg_sent_event"
 
 
 @dataclass(order=True)
 class Receipt:
-    """A TEMPLATESENDJOBFINISH event waiting for its due time."""
+    """A delivery report waiting for its due time: a TEMPLATESENDJOBFINISH, or with a ``template_id`` (priTmplId) a
+    subscribe_msg_sent_event whose item reports ``error_code`` and ``status`` (ErrorStatus)."""
 
     due: float
     seq: int
@@ -28,6 +39,24 @@ class Receipt:
     msgid: int = field(compare=False)
     status: str = field(compare=False)
     generation: int = field(compare=False, default=0)
+    template_id: str = field(compare=False, default="")
+    error_code: int = field(compare=False, default=0)
+
+    def event(self, original_id: str) -> str:
+        """The XML WeChat pushes for this report."""
+        if self.template_id:
+            item: list[tuple[str, str | int]] = [
+                ("TemplateId", self.template_id),
+                ("MsgID", self.msgid),
+                ("ErrorCode", self.error_code),
+                ("ErrorStatus", self.status),
+            ]
+            return subscription_event_xml(original_id, self.openid, SENT_EVENT, "SubscribeMsgSentEvent", [item])
+        return event_xml(
+            original_id,
+            self.openid,
+            [("MsgType", "event"), ("Event", "TEMPLATESENDJOBFINISH"), ("MsgID", self.msgid), ("Status", self.status)],
+        )
 
 
 class DelayQueue:
@@ -44,9 +73,31 @@ class DelayQueue:
         with self._cond:
             return len(self._heap)
 
-    def put(self, appid: str, openid: str, msgid: int, status: str, delay_s: float, generation: int = 0) -> bool:
-        """Queue a receipt; False when the queue is full (the caller counts it as failed)."""
-        receipt = Receipt(time.monotonic() + delay_s, next(self._seq), appid, openid, msgid, status, generation)
+    def put(
+        self,
+        appid: str,
+        openid: str,
+        msgid: int,
+        status: str,
+        delay_s: float,
+        generation: int = 0,
+        *,
+        template_id: str = "",
+        error_code: int = 0,
+    ) -> bool:
+        """Queue a receipt (a subscription one with ``template_id``); False when the queue is full (the caller counts
+        it as failed)."""
+        receipt = Receipt(
+            time.monotonic() + delay_s,
+            next(self._seq),
+            appid,
+            openid,
+            msgid,
+            status,
+            generation,
+            template_id,
+            error_code,
+        )
         with self._cond:
             if len(self._heap) >= self.capacity:
                 return False
@@ -118,17 +169,7 @@ class ReceiptDispatcher:
             target = self._resolve(receipt)
             if target is None:
                 continue
-            xml = event_xml(
-                target.original_id,
-                receipt.openid,
-                [
-                    ("MsgType", "event"),
-                    ("Event", "TEMPLATESENDJOBFINISH"),
-                    ("MsgID", receipt.msgid),
-                    ("Status", receipt.status),
-                ],
-            )
-            self._record(receipt, self._deliver(session, target, receipt.openid, xml))
+            self._record(receipt, self._deliver(session, target, receipt.openid, receipt.event(target.original_id)))
 
     @staticmethod
     def _deliver(session: requests.Session, target: CallbackTarget, openid: str, xml: str) -> bool:

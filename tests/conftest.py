@@ -83,7 +83,8 @@ class SandboxHandle:
 
     def set_faults(self, **changes: Any) -> dict[str, Any]:
         """Change latency_ms, user_latency_ms, error_rate, error_code, token_ttl, receipts, receipt_delay_ms,
-        drop_reply_rate, drop_reply_mode, drop_reply_hang_ms, dedupe_window_s (see ``sandbox.state.Faults``)."""
+        drop_reply_rate, drop_reply_mode, drop_reply_hang_ms, dedupe_window_s, bizsend_msgid, sent_event_error_code
+        (see ``sandbox.state.Faults``)."""
         return self.state.set_faults(**changes)
 
     def add_api_fault(self, api: str, **spec: Any) -> ApiFault:

@@ -26,7 +26,7 @@ Config format (a JSON file for ``manage.py wechat_sandbox --config``, or a dict 
       "faults": {"latency_ms": 0, "user_latency_ms": 0, "error_rate": 0.0, "error_code": -1,
                  "token_ttl": 7200, "receipts": true, "receipt_delay_ms": 300,
                  "drop_reply_rate": 0.0, "drop_reply_mode": "close", "drop_reply_hang_ms": 30000,
-                 "dedupe_window_s": 600}
+                 "dedupe_window_s": 600, "bizsend_msgid": true, "sent_event_error_code": 0}
     }
 
 Without ``templates`` an account gets the demo templates.  Seeded followers (``followers`` as a number)

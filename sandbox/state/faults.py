@@ -27,6 +27,11 @@ class Faults:
     connection (its read timeout) or ``drop_reply_hang_ms`` pass, ``mixed`` picks one of the two per reply.
     ``dedupe_window_s`` is how long a ``client_msg_id`` is remembered per recipient (WeChat: about 10 minutes);
     a resend after it is delivered again, so a test can catch a blind resend without waiting ten minutes.
+
+    ``bizsend_msgid`` off makes ``/cgi-bin/message/subscribe/bizsend`` answer without a msgid (the official-account
+    page documents only errcode/errmsg); its ``subscribe_msg_sent_event`` still names the MsgID.
+    ``sent_event_error_code`` is the ``ErrorCode`` those events report (0: ``success``; anything else reports the
+    delivery failed, ``ErrorStatus`` ``failed``).
     """
 
     latency_ms: int = 0
@@ -40,6 +45,8 @@ class Faults:
     drop_reply_mode: str = DROP_CLOSE
     drop_reply_hang_ms: int = 30_000
     dedupe_window_s: float = DEDUPE_WINDOW_S
+    bizsend_msgid: bool = True
+    sent_event_error_code: int = 0
 
     def update(self, **changes: Any) -> None:
         """Apply ``changes``; all of them are checked before any is applied, so a refused update changes nothing."""

@@ -1,4 +1,5 @@
-"""Delivery reports (TEMPLATESENDJOBFINISH): queued per delivered send, resolved and counted when pushed.
+"""Delivery reports (TEMPLATESENDJOBFINISH, subscribe_msg_sent_event): queued per delivered send, resolved and
+counted when pushed.
 
 The pushing itself (a delay queue and a pool of posting threads) lives in ``sandbox.receipt_dispatch``.
 """
@@ -26,6 +27,27 @@ class ReceiptsMixin(StateBase):
         )
         queued = self.receipt_queue.put(
             account.appid, touser, msgid, status, faults.receipt_delay_ms / 1000, self._generation
+        )
+        if not queued:
+            account.counters.receipts_failed += 1
+
+    def _queue_subscription_receipt(self, account: Account, touser: str, pri_tmpl_id: str, msgid: int) -> None:
+        """Queue the ``subscribe_msg_sent_event`` of a bizsend WeChat accepted (the lock is held), when receipts are
+        on and the account has a callback: ``ErrorCode`` is ``Faults.sent_event_error_code`` (0, ``success``, unless
+        a test makes deliveries fail; ``ErrorStatus`` is then ``failed``)."""
+        faults = self.faults
+        if not (faults.receipts and account.callback_url):
+            return
+        error_code = faults.sent_event_error_code
+        queued = self.receipt_queue.put(
+            account.appid,
+            touser,
+            msgid,
+            "success" if error_code == 0 else "failed",
+            faults.receipt_delay_ms / 1000,
+            self._generation,
+            template_id=pri_tmpl_id,
+            error_code=error_code,
         )
         if not queued:
             account.counters.receipts_failed += 1

@@ -17,7 +17,8 @@ consent (one-time credits and long-term grants) and ``/cgi-bin/message/subscribe
   ``data.<key>.value invalid``), and the user must hold consent: a one-time template consumes one credit, a
   long-term one needs a long-term grant; without, 43101.  Recipients need not follow the account.  Each delivery
   is kept for ``GET /sandbox/subscriptions/messages`` and answered with a msgid (as the Mini Program variant of the
-  API does; receipts are a later step).
+  API does; without one when ``Faults.bizsend_msgid`` is off), and reported to the account's callback as a
+  ``subscribe_msg_sent_event`` (``sandbox.state.receipts``; ``Faults.sent_event_error_code`` makes it a failure).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 from sandbox.callbacks import subscription_event_xml
 from sandbox.state.accounts import Account
 from sandbox.state.errors import SandboxError
+from sandbox.state.receipts import ReceiptsMixin
 from sandbox.state.sends import NON_ASCII_ESCAPE_RE
 from sandbox.state.subscription_templates import (
     SUBSCRIPTION_TEMPLATES_MAX,
@@ -41,7 +43,7 @@ from sandbox.state.tokens import TokensMixin
 from sandbox.subscription_library import LONG_TERM, TITLES, TITLES_BY_TID
 
 
-class SubscriptionsMixin(TokensMixin):
+class SubscriptionsMixin(ReceiptsMixin, TokensMixin):
     """The library APIs, the account templates, consent and bizsend (the lock guards them like everything else)."""
 
     # (appid, openid, priTmplId) → one-time credits left; and the long-term grants.
@@ -265,6 +267,9 @@ class SubscriptionsMixin(TokensMixin):
                     "time": time.time(),
                 }
             )
+            self._queue_subscription_receipt(account, touser, template.pri_tmpl_id, msgid)
+            if not self.faults.bizsend_msgid:
+                return {"errcode": 0, "errmsg": "ok"}
             return {"errcode": 0, "errmsg": "ok", "msgid": msgid}
 
     def _consume_consent(self, account: Account, touser: str, template: SubscriptionTemplate) -> None:

@@ -25,6 +25,7 @@ FAULT_OPTIONS = (
     "drop_reply_mode",
     "drop_reply_hang_ms",
     "dedupe_window_s",
+    "sent_event_error_code",
 )
 
 
@@ -74,7 +75,20 @@ class Command(BaseCommand):
             default=100_000,
             help="delivered messages and send records kept for inspection (the oldest are dropped)",
         )
-        parser.add_argument("--no-receipts", action="store_true", help="never push TEMPLATESENDJOBFINISH")
+        parser.add_argument(
+            "--no-receipts", action="store_true", help="never push TEMPLATESENDJOBFINISH or subscribe_msg_sent_event"
+        )
+        parser.add_argument(
+            "--bizsend-without-msgid",
+            action="store_true",
+            help="answer subscribe/bizsend without a msgid (its subscribe_msg_sent_event still names it)",
+        )
+        parser.add_argument(
+            "--sent-event-error-code",
+            dest="sent_event_error_code",
+            type=int,
+            help="ErrorCode of every subscribe_msg_sent_event (default 0, delivered; other values report a failure)",
+        )
         parser.add_argument(
             "--callback-url", help="callback URL for every account; '{appid}' is replaced by the account's AppID"
         )
@@ -110,6 +124,8 @@ class Command(BaseCommand):
         faults.update({name: options[name] for name in FAULT_OPTIONS if options[name] is not None})
         if options["no_receipts"]:
             faults["receipts"] = False
+        if options["bizsend_without_msgid"]:
+            faults["bizsend_msgid"] = False
         for account in config.get("accounts", []):
             if options["followers"] is not None:
                 account["followers"] = options["followers"]
