@@ -117,9 +117,12 @@ class CallbackMessage:
             return f"receipt:{receipt_id}"
         identity = f"event:{self.openid}:{self.get('CreateTime').strip()}:{self.msg_type}:{self.event}"
         if self.items:
-            # A subscription event's choices are part of it: a popup and a change of mind within one second differ.
+            # A subscription event's choices are part of it: a popup and a change of mind within one second differ;
+            # so are the MsgIDs of a sent event: two sends of one template to one user reported within one second.
             listed = ";".join(
-                f"{item.get('TemplateId', '')}={item.get('SubscribeStatusString', '')}" for item in self.items
+                f"{item.get('TemplateId', '')}={item.get('SubscribeStatusString', '')}"
+                + (f"#{item['MsgID']}" if item.get("MsgID") else "")
+                for item in self.items
             )
             identity = f"{identity}:{listed}"
         return identity

@@ -61,7 +61,7 @@ from callbacks.messages import (
 )
 from callbacks.models import ProcessedCallback
 from messaging.dispatch import request_receipt_application
-from messaging.services import record_delivery_receipt
+from messaging.services import record_delivery_receipt, record_subscription_receipts
 from subscriptions.services import record_change, record_popup
 from wxnotify.memo import memo_key, remember, remembered
 from wxnotify.outages import OUTAGE_ERRORS, is_outage, log_outage
@@ -205,7 +205,7 @@ def dispatch_once(account: OfficialAccount, message: CallbackMessage, *, signed_
     except INFRASTRUCTURE_ERRORS as exc:
         log_failure(exc, account.appid)
         raise CallbackRejected(503, "database unavailable") from exc
-    if message.is_event(RECEIPT_EVENT):
+    if message.is_event(RECEIPT_EVENT) or message.is_event(SENT_EVENT):
         request_receipt_application()
     return reply
 
@@ -280,16 +280,20 @@ def record_receipt(account: OfficialAccount, message: CallbackMessage) -> bool:
 
 
 def record_subscription_event(account: OfficialAccount, message: CallbackMessage) -> None:
-    """Apply a subscription-notification event to the consent ledger, without touching the followers: these events
-    come from users who may not follow the account, and a follower row would make them look subscribed.
+    """Apply a subscription-notification event without touching the followers: these events come from users who may
+    not follow the account, and a follower row would make them look subscribed.
 
-    ``subscribe_msg_sent_event`` (bizsend's delivery report) is only recorded as processed here: reconciling it
-    with the message belongs to the subscription sending work.
+    Popups and changes go to the consent ledger.  ``subscribe_msg_sent_event`` (bizsend's delivery report) is handed
+    to messaging like a TEMPLATESENDJOBFINISH: each item stored as a receipt, applied with others a moment later.
     """
     if message.is_event(POPUP_EVENT):
         record_popup(account, message.openid, message.items)
     elif message.is_event(CHANGE_EVENT):
         record_change(account, message.openid, message.items)
+    elif message.is_event(SENT_EVENT):
+        record_subscription_receipts(
+            account=account, openid=message.openid, items=message.items, event_time=message.create_time
+        )
 
 
 def normalise_receipt_status(status: str) -> str:

@@ -483,8 +483,25 @@ class ApprovalPolicyAdmin(ScopedAdminMixin, admin.ModelAdmin):
 
 @admin.register(DeliveryReceipt)
 class DeliveryReceiptAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "account", "msgid", "openid", "wechat_status", "state", "message_link", "received_at"]
-    list_filter = ["state", ("account", AccountScopedRelatedFilter), ("received_at", admin.DateFieldListFilter)]
+    list_display = [
+        "id",
+        "account",
+        "channel",
+        "msgid",
+        "openid",
+        "template_id",
+        "wechat_status",
+        "error_code",
+        "state",
+        "message_link",
+        "received_at",
+    ]
+    list_filter = [
+        "state",
+        "channel",
+        ("account", AccountScopedRelatedFilter),
+        ("received_at", admin.DateFieldListFilter),
+    ]
     list_select_related = ["account", "message"]
     search_fields = ["openid"]
 

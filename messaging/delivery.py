@@ -43,10 +43,12 @@ from django.utils import timezone
 from accounts.clients import wechat_client_for
 from accounts.models import Follower
 from messaging import caps, claims, dispatch, metrics, reasons, scheduling, services, sweeper
-from messaging.models import Campaign, Message, lease_from_now
+from messaging.models import Campaign, Channel, Message, lease_from_now
 from messaging.outcomes import Outcomes
 from messaging.sendpool import BULK, URGENT, lane_threads, send_one, send_pool
 from messaging.work import Work
+from subscriptions.selectors import NO_CREDIT, REJECTED
+from subscriptions.selectors import refusals as consent_refusals
 from wxnotify.tracing import context_with_trace_id, traced
 from wxnotify.wechat.client import WeChatClient
 from wxnotify.wechat.errors import WeChatError
@@ -66,6 +68,8 @@ FLUSH_EVERY_RESULTS = 50
 FLUSH_EVERY_SECONDS = 0.2
 # A task that stops claims due work a last few times after taking the alive signal down (see messaging.dispatch).
 FINAL_CLAIM_ROUNDS = 20
+# What a subscription notification the consent ledger refuses fails with (the ledger's reasons, in our words).
+CONSENT_REASONS = {REJECTED: reasons.CONSENT_REJECTED_REASON, NO_CREDIT: reasons.CONSENT_NO_CREDIT_REASON}
 # A failing cache is reported at most this often.
 CACHE_ERROR_LOG_SECONDS = 30.0
 # How long an account's messages wait when the infrastructure behind its token (cache, database) failed.
@@ -207,20 +211,27 @@ class DeliveryRun:
     def _start(self, messages: list[Message], lane: Lane) -> None:
         """Observe the claim, drop what must not go out, and submit the rest to the lane's send pool.
 
-        What must not go out: messages to followers who left, then messages over a sending cap (:mod:`messaging.caps`,
-        counted here, after the claim and before any WeChat call, so retries and held messages count on the day they
-        are actually sent).
+        What must not go out: template messages to followers who left, subscription notifications the consent ledger
+        refuses (a known rejection, no credit: WeChat would answer 43101; their recipients need not follow, so the
+        follower check is not theirs), then messages over a sending cap (:mod:`messaging.caps`, counted here, after
+        the claim and before any WeChat call, so retries and held messages count on the day they are actually sent).
         """
         for message in messages:
             metrics.record_claim(message)
         self._load_campaigns({message.campaign_id for message in messages if message.campaign_id})
-        unsubscribed = self._unsubscribed(messages)
+        unsubscribed = self._unsubscribed([m for m in messages if m.channel == Channel.TEMPLATE])
+        refused = self._refused([m for m in messages if m.channel == Channel.SUBSCRIBE])
         following = []
         for message in messages:
-            if (message.account_id, message.touser) in unsubscribed:
+            if message.channel == Channel.SUBSCRIBE:
+                refusal = refused.get((message.account_id, message.touser, message.template_id_sent))
+                if refusal is not None:
+                    self.outcomes.fail(message, None, CONSENT_REASONS[refusal])
+                    continue
+            elif (message.account_id, message.touser) in unsubscribed:
                 self.outcomes.fail(message, None, reasons.UNSUBSCRIBED_REASON)
-            else:
-                following.append(message)
+                continue
+            following.append(message)
         verdict = self.caps.apply(following)
         for message in verdict.capped:
             self.outcomes.fail(message, None, reasons.CAPPED_REASON)
@@ -248,6 +259,8 @@ class DeliveryRun:
     @staticmethod
     def _unsubscribed(messages: list[Message]) -> set[tuple[int, str]]:
         """Followers known to have left since the messages were accepted (checked again right before sending)."""
+        if not messages:
+            return set()
         return set(
             Follower.objects.filter(
                 account_id__in={m.account_id for m in messages},
@@ -255,6 +268,13 @@ class DeliveryRun:
                 subscribed=False,
             ).values_list("account_id", "openid")
         )
+
+    @staticmethod
+    def _refused(messages: list[Message]) -> dict[tuple[int, str, str], str]:
+        """Subscription notifications the consent ledger refuses now (consent may have changed since acceptance)."""
+        if not messages:
+            return {}
+        return consent_refusals((m.account_id, m.touser, m.template_id_sent) for m in messages)
 
     def _client_for(self, messages: list[Message]) -> WeChatClient | None:
         """The account's client, with its token fetched (or read) once here so pool threads start from the memo.
@@ -283,18 +303,26 @@ class DeliveryRun:
 
     def _submit(self, client: WeChatClient, message: Message, lane: Lane) -> None:
         campaign = self.campaigns.get(message.campaign_id) if message.campaign_id else None
-        source = campaign if campaign is not None and message.data is None else message
+        if campaign is not None and message.data is None:
+            data, link = campaign.content_for(message.channel)
+            miniprogram = campaign.miniprogram
+        else:
+            data, link, miniprogram = message.data, message.url, message.miniprogram
         payload = {
             "touser": message.touser,
             "template_id": message.template_id_sent,
-            "data": source.data,
-            "url": source.url or None,
-            "miniprogram": source.miniprogram or None,
-            "client_msg_id": message.client_msg_id,
+            "data": data,
+            "miniprogram": miniprogram or None,
         }
+        if message.channel == Channel.SUBSCRIBE:
+            # bizsend takes a page and no client_msg_id (so WeChat cannot de-duplicate a resend: see outcomes).
+            payload["page"] = link or None
+        else:
+            payload["url"] = link or None
+            payload["client_msg_id"] = message.client_msg_id
         context = context_with_trace_id(message.trace_id)
         future = send_pool(lane.name).submit(
-            context.run, send_one, client, payload, message.campaign_id, self.cancelled
+            context.run, send_one, client, message.channel, payload, message.campaign_id, self.cancelled
         )
         lane.in_flight += 1
         future.add_done_callback(lambda done, message=message: self.results.put((message, lane, done)))

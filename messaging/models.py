@@ -199,13 +199,18 @@ class MessageQuerySet(models.QuerySet):
 
     def within_resend_window(self, now: datetime) -> MessageQuerySet:
         """Messages that may still be sent: none of their attempts went unanswered, or the first unanswered one is
-        recent enough that WeChat still de-duplicates a resend by ``client_msg_id`` (see ``resend_window_start``)."""
+        recent enough that WeChat still de-duplicates a resend by ``client_msg_id`` (see ``resend_window_start``).
+        A subscription notification has no window (``bizsend`` takes no ``client_msg_id``)."""
         return self.filter(
-            Q(outcome_unknown_since__isnull=True) | Q(outcome_unknown_since__gte=resend_window_start(now))
+            Q(outcome_unknown_since__isnull=True)
+            | Q(outcome_unknown_since__gte=resend_window_start(now), channel=Channel.TEMPLATE)
         )
 
     def past_resend_window(self, now: datetime) -> MessageQuerySet:
-        return self.filter(outcome_unknown_since__lt=resend_window_start(now))
+        return self.filter(
+            Q(outcome_unknown_since__lt=resend_window_start(now))
+            | Q(outcome_unknown_since__isnull=False, channel=Channel.SUBSCRIBE)
+        )
 
     def claimable(self, now: datetime) -> MessageQuerySet:
         """Due messages a delivery task may claim: of a campaign that may send, and safe to send again.
@@ -525,7 +530,10 @@ WAITING_STATUSES = (Message.Status.SCHEDULED, Message.Status.QUEUED)
 
 
 class DeliveryReceipt(models.Model):
-    """A ``TEMPLATESENDJOBFINISH`` report from WeChat that is not applied to its message yet, or could not be.
+    """A delivery report from WeChat that is not applied to its message yet, or could not be: a
+    ``TEMPLATESENDJOBFINISH`` (channel ``template``), or one item of a ``subscribe_msg_sent_event`` (channel
+    ``subscribe``: its ``template_id`` is the priTmplId, ``error_code`` WeChat's ``ErrorCode``, 0 when delivered, and
+    ``wechat_status`` its ``ErrorStatus``).
 
     The callback stores each receipt as *received* (its one write before WeChat gets its answer); a task applies
     received receipts to their messages a moment later, many at a time, and marks them *applied*: the message then
@@ -548,8 +556,14 @@ class DeliveryReceipt(models.Model):
     account = models.ForeignKey(
         "accounts.OfficialAccount", on_delete=models.CASCADE, related_name="receipts", verbose_name=_("account")
     )
+    channel = models.CharField(
+        _("channel"), max_length=16, choices=MESSAGE_CHANNELS, default=Channel.TEMPLATE, db_default=Channel.TEMPLATE
+    )
     msgid = models.BigIntegerField(_("WeChat msgid"))
     openid = models.CharField(_("recipient openid"), max_length=64, blank=True)
+    # Written by the callbacks' plain INSERT of template receipts too, which leaves out the subscription columns.
+    template_id = models.CharField(_("template ID (priTmplId)"), max_length=128, blank=True, default="", db_default="")
+    error_code = models.IntegerField(_("WeChat ErrorCode"), null=True, blank=True)
     wechat_status = models.CharField(_("WeChat status"), max_length=64)
     event_time = models.DateTimeField(_("event time"), null=True, blank=True)
     state = models.CharField(_("state"), max_length=16, choices=State.choices, default=State.PENDING)

@@ -9,6 +9,14 @@ A message whose attempt may have reached WeChat without our hearing the answer (
 an exception during the call, a worker that died) may be sent again only inside the resend window
 (``messaging.models.resend_window_start``), because only then does WeChat still de-duplicate the resend by its
 ``client_msg_id``.  Past the window it fails with errcode -9001: it may have been delivered, and a person decides.
+A subscription notification has no such window: ``bizsend`` takes no ``client_msg_id``, so WeChat cannot drop a
+resend, and a resend could reach the user twice and spend a second credit.  Its unknown outcome fails it with
+errcode -9001 at once; its ``subscribe_msg_sent_event`` receipt, if WeChat did accept it, makes it delivered later
+(``messaging.services.receipts``).
+
+Subscription notifications also keep the consent ledger in step with WeChat: each send WeChat accepted spends one
+credit (in the flush, one UPDATE per template and count), and a 43101 sets the user's credits for the template to
+zero, so the next sends are refused before any WeChat call.
 
 Outcomes are grouped so that each group is one UPDATE, and each UPDATE touches only rows that still carry the
 task's claim token, so a task that lost its claim (its lease ran out) can never overwrite what another did.  When a
@@ -36,12 +44,14 @@ from accounts.models import Follower
 from accounts.services import record_wechat_error
 from messaging import events, ratelimit, reasons, services
 from messaging.claims import as_datetime
-from messaging.models import Message
+from messaging.models import Channel, Message
+from subscriptions.services import consume_credits, zero_credits
 from templates_app.services import flag_template_problem
 from wxnotify.tracing import traced
 from wxnotify.wechat.errors import (
     INTERNAL_ERROR_ERRCODE,
     OUTCOME_UNKNOWN_ERRCODE,
+    ConsentError,
     ErrorKind,
     WeChatError,
     classify_errcode,
@@ -54,6 +64,12 @@ logger = logging.getLogger("wxnotify.messaging")
 UNFOLLOWED_ERRCODES = frozenset({43004, 50005})
 # Configuration errors that are about the template rather than the account.
 TEMPLATE_ERRCODES = frozenset({40037, 43116})
+# Why a subscription notification whose attempt went unanswered fails at once (errcode -9001) instead of waiting
+# for a retry; the sweeper says the same of one whose worker died.
+NO_RESEND_WINDOW_REASON = (
+    "No answer from WeChat, and a subscription notification has no resend window (bizsend takes no client_msg_id, so "
+    "WeChat cannot drop a resend): not sent again. It may have been delivered; its receipt will tell."
+)
 # Columns the write-back of sent messages touches.
 _SENT_COLUMNS = (
     "id",
@@ -87,8 +103,8 @@ def truncate(text: str, limit: int = 512) -> str:
 class _Writes:
     """Outcomes waiting to be written back, grouped so each group is one UPDATE."""
 
-    # message id → (account id, WeChat msgid)
-    sent: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # message id → (account id, WeChat msgid or None)
+    sent: dict[int, tuple[int, int | None]] = field(default_factory=dict)
     # (errcode, errmsg) → message ids
     failed: dict[tuple[int | None, str], list[int]] = field(default_factory=lambda: defaultdict(list))
     # (errcode, errmsg, outcome unknown) → {message id: next attempt}
@@ -98,6 +114,13 @@ class _Writes:
     # (next attempt, reason) → message ids put back without spending their attempt, the reason shown meanwhile
     deferred: dict[tuple[datetime, str], list[int]] = field(default_factory=lambda: defaultdict(list))
     unfollowed: set[tuple[int, str]] = field(default_factory=set)
+    # (account id, priTmplId, openid) → sends WeChat accepted: credits to spend in the consent ledger
+    consumed: dict[tuple[int, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    # (account id, openid, priTmplId) of subscription notifications WeChat accepted without a msgid: their receipts
+    # may have arrived before the write-back and wait to be matched by recipient and template
+    unnumbered: set[tuple[int, str, str]] = field(default_factory=set)
+    # (account id, openid, priTmplId) → the message's account: WeChat answered 43101, the credits are zeroed
+    refused: dict[tuple[int, str, str], Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return (
@@ -126,9 +149,14 @@ class Outcomes:
 
     # -- deciding --
 
-    def sent(self, message: Message, msgid: int) -> None:
+    def sent(self, message: Message, msgid: int | None) -> None:
+        """WeChat accepted the message; ``msgid`` is None when its answer carried none (``bizsend`` may not)."""
         self.writes.sent[message.pk] = (message.account_id, msgid)
         self.counts["sent"] += 1
+        if message.channel == Channel.SUBSCRIBE:
+            self.writes.consumed[(message.account_id, message.template_id_sent, message.touser)] += 1
+            if msgid is None:
+                self.writes.unnumbered.add((message.account_id, message.touser, message.template_id_sent))
 
     def fail(self, message: Message, errcode: int | None, reason: str) -> None:
         self.writes.failed[(errcode, truncate(reason))].append(message.pk)
@@ -159,7 +187,8 @@ class Outcomes:
             self._flag(message, error)
             kind = ErrorKind.TOKEN_INVALID
         if error.outcome_unknown and during_send:
-            reason = f"{reason} (no answer: retried with the same client_msg_id)"
+            if message.channel == Channel.TEMPLATE:
+                reason = f"{reason} (no answer: retried with the same client_msg_id)"
             self._retry_or_fail(message, error.errcode, reason, unknown=True)
         elif kind in (ErrorKind.TRANSIENT, ErrorKind.TOKEN_INVALID):
             self._retry_or_fail(message, error.errcode, reason, retry_after=error.retry_after)
@@ -167,7 +196,9 @@ class Outcomes:
             self._hold(message, error)
         else:
             self.fail(message, error.errcode, reason)
-            if kind == ErrorKind.RECIPIENT and error.errcode in UNFOLLOWED_ERRCODES:
+            if isinstance(error, ConsentError) and message.channel == Channel.SUBSCRIBE:
+                self.writes.refused[(message.account_id, message.touser, message.template_id_sent)] = message.account
+            elif kind == ErrorKind.RECIPIENT and error.errcode in UNFOLLOWED_ERRCODES:
                 self.writes.unfollowed.add((message.account_id, message.touser))
             elif kind == ErrorKind.CONFIGURATION:
                 self._flag(message, error)
@@ -183,6 +214,9 @@ class Outcomes:
     ) -> None:
         """Queue the message again after its backoff, unless that is one attempt too many or past the resend window."""
         unknown_since = message.outcome_unknown_since or (message.attempted_at if unknown else None)
+        if unknown_since is not None and message.channel == Channel.SUBSCRIBE:
+            self.fail(message, OUTCOME_UNKNOWN_ERRCODE, f"{NO_RESEND_WINDOW_REASON} Last: {reason}")
+            return
         if message.attempts >= self.max_attempts:
             if unknown_since is not None:
                 self.fail(
@@ -232,6 +266,8 @@ class Outcomes:
         self.counts["held"] += len(messages)
 
     def _flag(self, message: Message, error: WeChatError) -> None:
+        if error.errcode in TEMPLATE_ERRCODES and message.channel == Channel.SUBSCRIBE:
+            return  # about the subscription template, which has no problem flag; the message names the errcode
         if error.errcode in TEMPLATE_ERRCODES:
             if message.template_id not in self.flagged_templates:
                 self.flagged_templates.add(message.template_id)
@@ -260,9 +296,13 @@ class Outcomes:
                     )
             msgids_by_account: dict[int, list[int]] = defaultdict(list)
             for account_id, msgid in writes.sent.values():
-                msgids_by_account[account_id].append(msgid)
+                if msgid is not None:
+                    msgids_by_account[account_id].append(msgid)
             for account_id, msgids in msgids_by_account.items():
                 services.apply_pending_receipts(account_id, msgids)
+            if writes.unnumbered:
+                services.apply_pending_subscription_receipts(writes.unnumbered)
+        self._write_consent(writes)
         for (errcode, reason), ids in writes.failed.items():
             with events.recording(events.MESSAGE_FAILED) as record:
                 self._ours(ids).update(
@@ -321,7 +361,20 @@ class Outcomes:
                 subscribed=False, unsubscribed_at=now, updated_at=now
             )
 
-    def _store_sent(self, sent: dict[int, tuple[int, int]], now: datetime) -> None:
+    @staticmethod
+    def _write_consent(writes: _Writes) -> None:
+        """Spend the credits of the subscription notifications WeChat accepted, grouped so that each template and
+        count is one UPDATE; zero those WeChat answered 43101 for.  Whether or not our write-back of the message
+        succeeded (a task that lost its claim writes nothing back): WeChat spent the credit all the same."""
+        groups: dict[tuple[int, str, int], list[str]] = defaultdict(list)
+        for (account_id, pri_tmpl_id, openid), count in writes.consumed.items():
+            groups[(account_id, pri_tmpl_id, count)].append(openid)
+        for (account_id, pri_tmpl_id, count), openids in groups.items():
+            consume_credits(account_id, pri_tmpl_id, openids, count)
+        for (_account_id, openid, pri_tmpl_id), account in writes.refused.items():
+            zero_credits(account, openid, pri_tmpl_id)
+
+    def _store_sent(self, sent: dict[int, tuple[int, int | None]], now: datetime) -> None:
         """Mark our rows sent with their msgids in one UPDATE.
 
         Plain SQL: this runs for every message at full speed, and building an ORM ``Case(When(...))`` per row cost

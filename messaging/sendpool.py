@@ -22,6 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
+from messaging.models import Channel
 from messaging.outcomes import CancelledBeforeSend
 from wxnotify.wechat.client import WeChatClient
 
@@ -57,8 +58,11 @@ def send_pool(lane: str = BULK) -> ThreadPoolExecutor:
         return _pools[lane]
 
 
-def send_one(client: WeChatClient, payload: dict[str, Any], campaign_id: int | None, cancelled: set[int]) -> int:
-    """Runs in a pool thread: one HTTP call, unless the message's campaign was cancelled since its claim.
+def send_one(
+    client: WeChatClient, channel: str, payload: dict[str, Any], campaign_id: int | None, cancelled: set[int]
+) -> int | None:
+    """Runs in a pool thread: one HTTP call on the message's channel (``template/send``, or ``subscribe/bizsend``,
+    whose answer may carry no msgid), unless the message's campaign was cancelled since its claim.
 
     A token refresh may have used the database cache here, and pool threads live on, so any connection opened by
     this thread is closed rather than left idle.
@@ -66,6 +70,8 @@ def send_one(client: WeChatClient, payload: dict[str, Any], campaign_id: int | N
     if campaign_id is not None and campaign_id in cancelled:
         raise CancelledBeforeSend
     try:
+        if channel == Channel.SUBSCRIBE:
+            return client.send_subscription_message(**payload)
         return client.send_template_message(**payload)
     finally:
         for thread_connection in connections.all(initialized_only=True):

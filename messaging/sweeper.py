@@ -19,7 +19,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from messaging import caps, dispatch, events, reasons, scheduling, services
-from messaging.models import WAITING_STATUSES, Campaign, Message
+from messaging.models import WAITING_STATUSES, Campaign, Channel, Message
 from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
 
 logger = logging.getLogger("wxnotify.messaging")
@@ -29,6 +29,10 @@ UNKNOWN_PAST_WINDOW_REASON = (
     "No answer from WeChat (or its worker stopped) and the resend window has passed; it may have been delivered."
 )
 UNKNOWN_AFTER_LAST_ATTEMPT_REASON = "Its worker stopped during the last allowed attempt; WeChat may have delivered it."
+SUBSCRIPTION_WORKER_STOPPED_REASON = (
+    "The worker sending it stopped, and a subscription notification has no resend window (bizsend takes no "
+    "client_msg_id, so WeChat cannot drop a resend): not sent again. It may have been delivered; its receipt will tell."
+)
 
 
 def recover_expired_leases(now: datetime) -> int:
@@ -36,12 +40,25 @@ def recover_expired_leases(now: datetime) -> int:
 
     Such a message may have reached WeChat, so the attempt's outcome is unknown: it is queued again at once (with
     the same client_msg_id, which WeChat de-duplicates) while inside the resend window and under the attempt limit;
-    otherwise it fails with errcode -9001.  A cancelled campaign's message fails as cancelled.
+    otherwise it fails with errcode -9001.  A subscription notification always fails with errcode -9001 (bizsend
+    takes no client_msg_id: a resend could reach the user twice), first of all, so that its receipt can still turn
+    it delivered (``messaging.services.receipts``).  A cancelled campaign's other messages fail as cancelled.
     """
     expired = Message.objects.lease_expired()
     # Rows claimed before attempted_at existed: their attempt began at least one lease ago.
     claimed_before = now - timedelta(seconds=settings.WXNOTIFY_SEND_LEASE_SECONDS)
     unknown_since = Coalesce(F("outcome_unknown_since"), F("attempted_at"), Value(claimed_before))
+    unknown_subscriptions = events.update_recording(
+        expired.filter(channel=Channel.SUBSCRIBE),
+        events.MESSAGE_FAILED,
+        status=Message.Status.FAILED,
+        errcode=OUTCOME_UNKNOWN_ERRCODE,
+        errmsg=SUBSCRIPTION_WORKER_STOPPED_REASON,
+        outcome_unknown_since=unknown_since,
+        lease_expires_at=None,
+        finished_at=now,
+        updated_at=now,
+    )
     cancelled = events.update_recording(
         expired.filter(campaign__state=Campaign.State.CANCELLED),
         events.MESSAGE_FAILED,
@@ -72,7 +89,7 @@ def recover_expired_leases(now: datetime) -> int:
         lease_expires_at=None,
         updated_at=now,
     )
-    return cancelled + exhausted + requeued
+    return unknown_subscriptions + cancelled + exhausted + requeued
 
 
 def fail_past_resend_window(now: datetime) -> int:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from accounts.models import OfficialAccount
@@ -130,6 +131,21 @@ def consume_credit(account: OfficialAccount, openid: str, pri_tmpl_id: str) -> b
     if scope.filter(long_term=True).exists():
         return True
     return bool(scope.filter(credits__gt=0).update(credits=F("credits") - 1, updated_at=timezone.now()))
+
+
+def consume_credits(account_id: int, pri_tmpl_id: str, openids: Iterable[str], count: int = 1) -> int:
+    """Spend ``count`` credits of each of ``openids`` for ``pri_tmpl_id``: WeChat accepted that many sends to each.
+
+    The bulk form of :func:`consume_credit` for the send pipeline's write-back: one UPDATE for a group, on the rows
+    that hold a credit and no long-term grant (a grant is never spent), never below zero.  Returns the rows changed.
+    """
+    return SubscriptionConsent.objects.filter(
+        account_id=account_id,
+        pri_tmpl_id=pri_tmpl_id,
+        openid__in=list(openids),
+        credits__gt=0,
+        long_term=False,
+    ).update(credits=Greatest(F("credits") - count, 0), updated_at=timezone.now())
 
 
 def zero_credits(account: OfficialAccount, openid: str, pri_tmpl_id: str) -> None:

@@ -42,9 +42,11 @@ from messaging.services.ledger import WeChatRecord, hold_end_text, poll_intercep
 from messaging.services.receipts import (
     RECEIPT_BATCH_SIZE,
     apply_pending_receipts,
+    apply_pending_subscription_receipts,
     apply_received_receipts,
     prune_applied_receipts,
     record_delivery_receipt,
+    record_subscription_receipts,
     resolve_stale_receipts,
 )
 from messaging.services.schedules import cancel_message, reschedule_campaign, reschedule_message
@@ -69,6 +71,7 @@ __all__ = [
     "SendResult",
     "WeChatRecord",
     "apply_pending_receipts",
+    "apply_pending_subscription_receipts",
     "apply_received_receipts",
     "approve_campaign",
     "cancel_campaign",
@@ -83,6 +86,7 @@ __all__ = [
     "prune_applied_receipts",
     "quota_warnings",
     "record_delivery_receipt",
+    "record_subscription_receipts",
     "reject_campaign",
     "request_fingerprint",
     "reschedule_campaign",

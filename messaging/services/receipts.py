@@ -1,30 +1,50 @@
-"""Delivery receipts: apply WeChat's TEMPLATESENDJOBFINISH reports to their messages, exactly once, whichever
-arrives first (the receipt or the sending worker's write-back of the msgid).
+"""Delivery receipts: apply WeChat's TEMPLATESENDJOBFINISH and subscribe_msg_sent_event reports to their messages,
+exactly once, whichever arrives first (the receipt or the sending worker's write-back of the msgid).
 
-A callback only stores its receipt (:func:`record_delivery_receipt`); :func:`apply_received_receipts` applies the
-stored ones in batches, the send pipeline's write-back applies those that were waiting for their msgid
-(:func:`apply_pending_receipts`), and the sweeper gives up on those that wait too long
-(:func:`resolve_stale_receipts`)."""
+A callback only stores its receipt (:func:`record_delivery_receipt`, :func:`record_subscription_receipts`);
+:func:`apply_received_receipts` applies the stored ones in batches, the send pipeline's write-back applies those that
+were waiting for their message (:func:`apply_pending_receipts`, :func:`apply_pending_subscription_receipts`), and the
+sweeper gives up on those that wait too long (:func:`resolve_stale_receipts`).
+
+Subscription notifications differ in two ways.  ``bizsend``'s answer to an official account may carry no msgid
+(the client returns None), while the receipt always names its ``MsgID``: a subscription receipt that finds no
+message by msgid is matched by recipient and template to the oldest such message still without a msgid, which then
+takes the receipt's msgid.  And a subscription notification whose attempt went unanswered is failed with errcode
+-9001 rather than resent (``bizsend`` takes no client_msg_id, see :mod:`messaging.outcomes`): its receipt is the
+only word on what happened, so it may turn that message delivered (or failed with WeChat's ErrorCode) — see
+:func:`_subscription_candidates`.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from django.db import connections, router, transaction
-from django.db.models import BigIntegerField, Case, Q, Value, When
+from django.db.models import BigIntegerField, Case, F, Q, Value, When
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import OfficialAccount
 from messaging import events
-from messaging.models import DeliveryReceipt, Message
+from messaging.models import Channel, DeliveryReceipt, Message
+from subscriptions.services import consume_credits
+from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
+
+logger = logging.getLogger("wxnotify.messaging")
 
 # Receipts applied in one transaction: a burst's receipts in a few hundred statements rather than a few per receipt.
 RECEIPT_BATCH_SIZE = 500
 # Applied receipts deleted per statement by prune_applied_receipts.
 PRUNE_BATCH_SIZE = 5000
+# The states of a receipt still looking for its message (an unmatched one is found by a msgid that lands late).
+WAITING_STATES = (DeliveryReceipt.State.PENDING, DeliveryReceipt.State.UNMATCHED)
+MAX_MSGID = 2**63 - 1
+# An ErrorCode we can keep in an integer column: anything else is stored as unknown (None), and fails the message.
+ERROR_CODE_RE = re.compile(r"-?[0-9]{1,9}")
 
 
 def _normalise_status(wechat_status: str) -> str:
@@ -36,6 +56,17 @@ def _receipt_outcome(status: str) -> tuple[str, str]:
     if status.lower() == "success":
         return Message.Status.DELIVERED, ""
     return Message.Status.FAILED, _("WeChat could not deliver it: %(status)s") % {"status": status}
+
+
+def _subscription_outcome(error_code: int | None, error_status: str) -> tuple[str, int | None, str]:
+    """(message status, errcode, reason) for a ``subscribe_msg_sent_event`` item: ``ErrorCode`` 0 is delivered."""
+    if error_code == 0:
+        return Message.Status.DELIVERED, None, ""
+    reason = _("WeChat could not deliver it: ErrorStatus %(status)s, ErrorCode %(code)s") % {
+        "status": error_status or "-",
+        "code": "-" if error_code is None else error_code,
+    }
+    return Message.Status.FAILED, error_code, reason
 
 
 def _apply_receipt(message_id: int, status: str, event_time: datetime | None) -> bool:
@@ -55,6 +86,11 @@ def _apply_receipt(message_id: int, status: str, event_time: datetime | None) ->
             updated_at=timezone.now(),
         )
     )
+
+
+def _awaiting_subscription_receipt() -> Q:
+    """Subscription notifications a receipt may still settle: sent, or failed because their outcome was unknown."""
+    return Q(status=Message.Status.SENT) | Q(status=Message.Status.FAILED, errcode=OUTCOME_UNKNOWN_ERRCODE)
 
 
 def _find_sent_message(account_id: int, msgid: int, openid: str) -> Message | None:
@@ -103,6 +139,43 @@ def record_delivery_receipt(
         return cursor.rowcount == 1
 
 
+def record_subscription_receipts(
+    *, account: OfficialAccount, openid: str, items: Iterable[Mapping[str, str]], event_time: datetime | None = None
+) -> int:
+    """Keep the items of a ``subscribe_msg_sent_event`` as *received* receipts; returns how many items it kept.
+
+    One row per ``List`` item (``TemplateId``, ``MsgID``, ``ErrorCode``, ``ErrorStatus``); an item without a template
+    id is skipped (logged), a missing or odd MsgID is kept as 0 (the item is then matched by recipient and template
+    alone).  The callback calls this inside its exactly-once transaction (``callbacks.services.dispatch_once``), and
+    a MsgID seen before inserts nothing, like a repeated TEMPLATESENDJOBFINISH.  :func:`apply_received_receipts`
+    applies them; call :func:`messaging.dispatch.request_receipt_application` after commit.
+    """
+    rows = []
+    for item in items:
+        pri_tmpl_id = str(item.get("TemplateId", "")).strip()
+        if not pri_tmpl_id or len(pri_tmpl_id) > DeliveryReceipt._meta.get_field("template_id").max_length:
+            logger.warning("subscribe_msg_sent_event item without a usable TemplateId skipped")
+            continue
+        msgid = str(item.get("MsgID", "")).strip()
+        error_code = str(item.get("ErrorCode", "")).strip()
+        rows.append(
+            DeliveryReceipt(
+                account=account,
+                channel=Channel.SUBSCRIBE,
+                msgid=int(msgid) if msgid.isdigit() and int(msgid) <= MAX_MSGID else 0,
+                openid=openid[:64],
+                template_id=pri_tmpl_id,
+                error_code=int(error_code) if ERROR_CODE_RE.fullmatch(error_code) else None,
+                wechat_status=_normalise_status(str(item.get("ErrorStatus", "")))[:64],
+                event_time=event_time,
+                state=DeliveryReceipt.State.RECEIVED,
+            )
+        )
+    if rows:
+        DeliveryReceipt.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
 def _candidates_by_msgid(receipts: Sequence[DeliveryReceipt]) -> dict[tuple[int, int], list[Message]]:
     """The messages of the receipts' msgids, in one query, by (account, msgid), each list in the model's order."""
     by_account: dict[int, set[int]] = defaultdict(set)
@@ -115,7 +188,9 @@ def _candidates_by_msgid(receipts: Sequence[DeliveryReceipt]) -> dict[tuple[int,
     for account_id, msgids in by_account.items():
         wanted |= Q(account_id=account_id, msgid__in=sorted(msgids))
     candidates: dict[tuple[int, int], list[Message]] = defaultdict(list)
-    for message in Message.objects.filter(wanted).only("id", "account_id", "msgid", "touser", "status"):
+    for message in Message.objects.filter(wanted).only(
+        "id", "account_id", "msgid", "touser", "status", "channel", "errcode"
+    ):
         candidates[(message.account_id, message.msgid)].append(message)
     return candidates
 
@@ -129,6 +204,102 @@ def _matching(candidates: list[Message], openid: str) -> Message | None:
     return candidates[0] if candidates else None
 
 
+def _subscription_candidates(receipts: Sequence[DeliveryReceipt]) -> dict[tuple[int, str, str], list[Message]]:
+    """Subscription notifications without a msgid that the receipts may report on, in one query, oldest first by
+    (account, openid, priTmplId).
+
+    Sent ones (bizsend answered without a msgid), and failed ones whose outcome was unknown (errcode -9001: no
+    answer, or their worker died; they were not resent because bizsend cannot be de-duplicated).  WeChat reports
+    each send it accepted, so a receipt for a message we could not hear about proves it reached WeChat, and its
+    ErrorCode is the message's real outcome: the receipt turns it delivered (or failed with that ErrorCode).  With
+    several candidates the oldest is taken: WeChat reports in the order it sends, and when a receipt of a later send
+    settles an earlier unknown one, the count of delivered messages per user and template is still right.
+    """
+    keys = {(r.account_id, r.openid, r.template_id) for r in receipts}
+    if not keys:
+        return {}
+    wanted = Q()
+    for account_id, openid, pri_tmpl_id in keys:
+        wanted |= Q(account_id=account_id, touser=openid, template_id_sent=pri_tmpl_id)
+    found: dict[tuple[int, str, str], list[Message]] = defaultdict(list)
+    messages = (
+        Message.objects.filter(wanted, _awaiting_subscription_receipt(), channel=Channel.SUBSCRIBE, msgid__isnull=True)
+        .only("id", "account_id", "touser", "template_id_sent", "status", "errcode")
+        .order_by("pk")
+    )
+    for message in messages:
+        found[(message.account_id, message.touser, message.template_id_sent)].append(message)
+    return found
+
+
+def _settle_subscriptions(receipts: Sequence[DeliveryReceipt], by_msgid: dict[int, Message], now: datetime) -> dict:
+    """Apply subscription receipts: each to the message of its msgid (``by_msgid``, receipt id → message) or else to
+    the oldest candidate of :func:`_subscription_candidates`; one UPDATE per outcome.  Returns receipt id → message
+    id of those that found their message; the others are left to wait.
+
+    A message failed with -9001 that a receipt settles spent a credit at WeChat that our write-back never counted:
+    it is spent here.
+    """
+    done: dict[int, int] = {}
+    unnumbered = [receipt for receipt in receipts if receipt.pk not in by_msgid]
+    candidates = _subscription_candidates(unnumbered)
+    outcomes: dict[tuple[str, int | None, str, datetime], dict[int, int | None]] = defaultdict(dict)
+    spent: dict[tuple[int, str], list[str]] = defaultdict(list)
+    for receipt in receipts:
+        message = by_msgid.get(receipt.pk)
+        new_msgid = None
+        if message is None:
+            waiting = candidates.get((receipt.account_id, receipt.openid, receipt.template_id))
+            if not waiting:
+                continue
+            message = waiting.pop(0)
+            new_msgid = receipt.msgid or None
+        done[receipt.pk] = message.pk
+        unknown = message.status == Message.Status.FAILED and message.errcode == OUTCOME_UNKNOWN_ERRCODE
+        if message.status != Message.Status.SENT and not unknown:
+            continue  # settled before (a duplicate, or a template receipt of the same msgid)
+        message.status = Message.Status.DELIVERED  # taken: a second receipt in the batch leaves it alone
+        message.errcode = None
+        outcome = _subscription_outcome(receipt.error_code, receipt.wechat_status)
+        outcomes[(*outcome, receipt.event_time or now)][message.pk] = new_msgid
+        if unknown:
+            spent[(receipt.account_id, receipt.template_id)].append(receipt.openid)
+    for (status, errcode, reason, finished_at), messages in outcomes.items():
+        kind = events.MESSAGE_DELIVERED if status == Message.Status.DELIVERED else events.MESSAGE_FAILED
+        numbered = [When(pk=pk, then=Value(msgid)) for pk, msgid in messages.items() if msgid]
+        events.update_recording(
+            Message.objects.filter(_awaiting_subscription_receipt(), pk__in=list(messages), channel=Channel.SUBSCRIBE),
+            kind,
+            status=status,
+            errcode=errcode,
+            errmsg=reason[:512],
+            finished_at=finished_at,
+            updated_at=now,
+            msgid=Case(*numbered, default=F("msgid"), output_field=BigIntegerField()) if numbered else F("msgid"),
+        )
+    for (account_id, pri_tmpl_id), openids in spent.items():
+        for openid in set(openids):
+            consume_credits(account_id, pri_tmpl_id, [openid], openids.count(openid))
+    return done
+
+
+def _mark_applied(done: dict[int, int], now: datetime, *, only_waiting: bool = False) -> int:
+    """Mark receipts applied with their message, in one UPDATE; ``only_waiting``: only those still waiting."""
+    if not done:
+        return 0
+    receipts = DeliveryReceipt.objects.filter(pk__in=list(done))
+    if only_waiting:
+        receipts = receipts.filter(state__in=WAITING_STATES)
+    return receipts.update(
+        state=DeliveryReceipt.State.APPLIED,
+        resolved_at=now,
+        message_id=Case(
+            *(When(pk=pk, then=Value(message_id)) for pk, message_id in done.items()),
+            output_field=BigIntegerField(),
+        ),
+    )
+
+
 def apply_received_receipts(*, batch_size: int = RECEIPT_BATCH_SIZE) -> int:
     """Apply one batch of received receipts to their messages; returns how many receipts it took (0: none left).
 
@@ -137,10 +308,13 @@ def apply_received_receipts(*, batch_size: int = RECEIPT_BATCH_SIZE) -> int:
     the received state, so each is applied exactly once whatever fails.  A receipt that found its message becomes
     applied (the message holds the outcome; a message no longer ``sent`` is left as it is); the row stays as the
     receipt's de-duplication record until :func:`prune_applied_receipts`.  One whose message has no msgid yet
-    becomes pending (:func:`apply_pending_receipts`), MsgID 0 unmatched at once.
+    becomes pending (:func:`apply_pending_receipts`), MsgID 0 unmatched at once.  Subscription receipts take the
+    same path and, only when the batch holds some, one more query (:func:`_settle_subscriptions`); one that finds
+    no message waits as pending too, for its msgid or its message's write-back.
     """
     now = timezone.now()
     waiting: dict[int, list[int]] = defaultdict(list)
+    waiting_subscriptions: set[tuple[int, str, str]] = set()
     with transaction.atomic():
         receipts = list(
             DeliveryReceipt.objects.filter(state=DeliveryReceipt.State.RECEIVED)
@@ -153,7 +327,19 @@ def apply_received_receipts(*, batch_size: int = RECEIPT_BATCH_SIZE) -> int:
         outcomes: dict[tuple[str, str, datetime], list[int]] = defaultdict(list)
         done: dict[int, int] = {}
         pending, unmatched, moved = [], [], set()
+        subscriptions: list[DeliveryReceipt] = []
+        subscriptions_by_msgid: dict[int, Message] = {}
         for receipt in receipts:
+            if receipt.channel == Channel.SUBSCRIBE:
+                subscriptions.append(receipt)
+                numbered = [
+                    message
+                    for message in candidates.get((receipt.account_id, receipt.msgid), [])
+                    if message.channel == Channel.SUBSCRIBE
+                ]
+                if found := _matching(numbered, receipt.openid):
+                    subscriptions_by_msgid[receipt.pk] = found
+                continue
             message = _matching(candidates.get((receipt.account_id, receipt.msgid), []), receipt.openid)
             if message is None and receipt.msgid:
                 pending.append(receipt.pk)
@@ -176,20 +362,23 @@ def apply_received_receipts(*, batch_size: int = RECEIPT_BATCH_SIZE) -> int:
                 finished_at=finished_at,
                 updated_at=now,
             )
-        if done:
-            DeliveryReceipt.objects.filter(pk__in=list(done)).update(
-                state=DeliveryReceipt.State.APPLIED,
-                resolved_at=now,
-                message_id=Case(
-                    *(When(pk=pk, then=Value(message_id)) for pk, message_id in done.items()),
-                    output_field=BigIntegerField(),
-                ),
-            )
+        if subscriptions:
+            settled = _settle_subscriptions(subscriptions, subscriptions_by_msgid, now)
+            done.update(settled)
+            for receipt in subscriptions:
+                if receipt.pk not in settled:
+                    pending.append(receipt.pk)
+                    waiting_subscriptions.add((receipt.account_id, receipt.openid, receipt.template_id))
+                    if receipt.msgid:
+                        waiting[receipt.account_id].append(receipt.msgid)
+        _mark_applied(done, now)
         DeliveryReceipt.objects.filter(pk__in=pending).update(state=DeliveryReceipt.State.PENDING)
         DeliveryReceipt.objects.filter(pk__in=unmatched).update(state=DeliveryReceipt.State.UNMATCHED, resolved_at=now)
     for account_id, msgids in waiting.items():
         # The worker may have stored a msgid after our look-up and looked for pending receipts before our commit.
         apply_pending_receipts(account_id, msgids)
+    if waiting_subscriptions:
+        apply_pending_subscription_receipts(waiting_subscriptions)
     return len(receipts)
 
 
@@ -201,20 +390,61 @@ def apply_pending_receipts(account_id: int, msgids: Sequence[int]) -> int:
     """
     if not msgids:
         return 0
-    waiting = (DeliveryReceipt.State.PENDING, DeliveryReceipt.State.UNMATCHED)
     receipts = list(
-        DeliveryReceipt.objects.filter(account_id=account_id, msgid__gt=0, msgid__in=list(msgids), state__in=waiting)
+        DeliveryReceipt.objects.filter(
+            account_id=account_id, msgid__gt=0, msgid__in=list(msgids), state__in=WAITING_STATES
+        )
     )
     applied = 0
     for receipt in receipts:
+        if receipt.channel == Channel.SUBSCRIBE:
+            applied += _apply_pending_subscriptions([receipt])
+            continue
         message = _find_sent_message(account_id, receipt.msgid, receipt.openid)
         if message is None:
             continue
         _apply_receipt(message.pk, receipt.wechat_status, receipt.event_time)
-        applied += DeliveryReceipt.objects.filter(pk=receipt.pk, state__in=waiting).update(
+        applied += DeliveryReceipt.objects.filter(pk=receipt.pk, state__in=WAITING_STATES).update(
             state=DeliveryReceipt.State.APPLIED, message=message, resolved_at=timezone.now()
         )
     return applied
+
+
+def apply_pending_subscription_receipts(keys: Iterable[tuple[int, str, str]]) -> int:
+    """Apply the waiting subscription receipts of these (account id, openid, priTmplId): the write-back of messages
+    bizsend accepted without a msgid calls it, as receipts may have arrived first.  Returns how many it applied."""
+    wanted = Q()
+    for account_id, openid, pri_tmpl_id in set(keys):
+        wanted |= Q(account_id=account_id, openid=openid, template_id=pri_tmpl_id)
+    if not wanted:
+        return 0
+    receipts = DeliveryReceipt.objects.filter(wanted, channel=Channel.SUBSCRIBE, state__in=WAITING_STATES)
+    return _apply_pending_subscriptions(list(receipts.order_by("pk")))
+
+
+def _apply_pending_subscriptions(receipts: list[DeliveryReceipt]) -> int:
+    """Settle waiting subscription receipts in one transaction, locked so that two appliers (a write-back and the
+    receipt task) never apply one twice; returns how many were applied."""
+    if not receipts:
+        return 0
+    now = timezone.now()
+    with transaction.atomic():
+        locked = list(
+            DeliveryReceipt.objects.filter(pk__in=[r.pk for r in receipts], state__in=WAITING_STATES)
+            .order_by("pk")
+            .select_for_update(skip_locked=True)
+        )
+        candidates = _candidates_by_msgid(locked)
+        by_msgid = {}
+        for receipt in locked:
+            numbered = [
+                message
+                for message in candidates.get((receipt.account_id, receipt.msgid), [])
+                if message.channel == Channel.SUBSCRIBE
+            ]
+            if found := _matching(numbered, receipt.openid):
+                by_msgid[receipt.pk] = found
+        return _mark_applied(_settle_subscriptions(locked, by_msgid, now), now, only_waiting=True)
 
 
 def resolve_stale_receipts(older_than: datetime) -> tuple[int, int]:
@@ -224,8 +454,12 @@ def resolve_stale_receipts(older_than: datetime) -> tuple[int, int]:
     """
     applied = unmatched = 0
     stale = DeliveryReceipt.objects.filter(state=DeliveryReceipt.State.PENDING, received_at__lt=older_than)
-    for account_id, msgid in stale.values_list("account_id", "msgid").distinct().iterator():
+    for account_id, msgid in stale.filter(msgid__gt=0).values_list("account_id", "msgid").distinct().iterator():
         applied += apply_pending_receipts(account_id, [msgid])
+    # Subscription receipts also match messages without a msgid, e.g. one failed meanwhile as outcome unknown.
+    keys = set(stale.filter(channel=Channel.SUBSCRIBE).values_list("account_id", "openid", "template_id"))
+    if keys:
+        applied += apply_pending_subscription_receipts(keys)
     unmatched = stale.update(state=DeliveryReceipt.State.UNMATCHED, resolved_at=timezone.now())
     return applied, unmatched
 

@@ -12,6 +12,7 @@ import pytest
 
 from accounts.models import Follower
 from callbacks.models import ProcessedCallback
+from messaging.models import DeliveryReceipt
 from subscriptions.models import SubscriptionConsent
 from tests.callbacks.test_callback_endpoint import ORIGINAL_ID, WeChat, new_openid, plain, safe
 from wxnotify.wechat.crypto import compute_signature
@@ -133,7 +134,7 @@ def test_bad_json_is_refused(plain, body):
     assert not SubscriptionConsent.objects.exists()
 
 
-def test_sent_event_is_recorded_as_processed_and_changes_nothing(plain):
+def test_sent_event_is_stored_as_a_receipt_and_changes_no_consent_nor_follower(plain):
     openid = new_openid()
     xml = (
         f"<xml><ToUserName><![CDATA[{ORIGINAL_ID}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
@@ -144,4 +145,5 @@ def test_sent_event_is_recorded_as_processed_and_changes_nothing(plain):
     )
     assert plain.post(xml).status_code == 200
     assert ProcessedCallback.objects.filter(account=plain.account).count() == 1
+    assert DeliveryReceipt.objects.filter(account=plain.account, msgid=1700827132819554304, template_id=ONE).exists()
     assert not SubscriptionConsent.objects.exists() and not Follower.objects.filter(openid=openid).exists()

@@ -133,10 +133,10 @@ def test_a_campaign_that_fills_its_lane_leaves_a_lane_to_single_messages(
     openids = sandbox_api.followers()
     answer = threading.Event()
 
-    def send_one(client, payload, campaign_id, cancelled):
+    def send_one(client, channel, payload, campaign_id, cancelled):
         if campaign_id is not None:
             answer.wait(30)
-        return sendpool.send_one(client, payload, campaign_id, cancelled)
+        return sendpool.send_one(client, channel, payload, campaign_id, cancelled)
 
     monkeypatch.setattr("messaging.delivery.send_one", send_one)
     campaign = create_campaign(
