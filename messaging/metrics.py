@@ -1,5 +1,8 @@
 """Prometheus series of the send pipeline: send latency, WeChat's error answers, how long messages waited for a claim.
 
+Sends and errors carry the message's ``channel`` (``template``: template/send, ``subscribe``: bizsend), so the two
+APIs' latency and errcodes can be told apart; the series' names are those of the template-only days.
+
 Observed in the qcluster worker processes in prometheus_client's multiprocess mode and exposed with every other
 series of the host by ``/metrics`` (``operations.metrics``).
 """
@@ -17,13 +20,13 @@ LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 SEND_LATENCY = Histogram(
     "wxnotify_send_latency_seconds",
     "Seconds from a delivery task claiming a message to WeChat's answer (or to giving up on one).",
-    ["account", "result"],
+    ["account", "result", "channel"],
     buckets=LATENCY_BUCKETS,
 )
 WECHAT_ERRORS = Counter(
     "wxnotify_wechat_errors",
-    "Error answers from WeChat to template message sends, by errcode.",
-    ["account", "errcode", "kind"],
+    "Error answers from WeChat to sends (template messages and subscription notifications), by errcode.",
+    ["account", "errcode", "kind", "channel"],
 )
 # Retries are sent at their backoff time by whichever delivery task polls next; seconds late, and a new single
 # message's wait from acceptance to its claim.  Both are well under a second when the workers keep up.
@@ -67,6 +70,7 @@ def record_send(message: Message, error: BaseException | None) -> None:
     """Record one finished send attempt (called by the delivery task as it collects each answer)."""
     appid = message.account.appid
     started = message.attempted_at or timezone.now()
-    SEND_LATENCY.labels(appid, send_result(error)).observe((timezone.now() - started).total_seconds())
+    channel = message.channel
+    SEND_LATENCY.labels(appid, send_result(error), channel).observe((timezone.now() - started).total_seconds())
     if isinstance(error, WeChatError) and error.errcode is not None:
-        WECHAT_ERRORS.labels(appid, str(error.errcode), error.kind.value).inc()
+        WECHAT_ERRORS.labels(appid, str(error.errcode), error.kind.value, channel).inc()

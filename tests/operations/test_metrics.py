@@ -80,7 +80,7 @@ def test_sends_move_the_latency_histogram_errors_token_fetches_and_the_status_ga
     assert set(after) >= SEND_FAMILIES
     latency = "wxnotify_send_latency_seconds"
     for result, sent in (("ok", 3), ("wechat_error", 2)):
-        labels = {"account": DEMO_APPID, "result": result}
+        labels = {"account": DEMO_APPID, "result": result, "channel": "template"}
         count = value(after, latency, f"{latency}_count", **labels) - value(
             before, latency, f"{latency}_count", **labels
         )
@@ -90,7 +90,7 @@ def test_sends_move_the_latency_histogram_errors_token_fetches_and_the_status_ga
         )
         assert in_inf == sent
         assert value(after, latency, f"{latency}_sum", **labels) > value(before, latency, f"{latency}_sum", **labels)
-    errors = {"account": DEMO_APPID, "errcode": "43101", "kind": "recipient"}
+    errors = {"account": DEMO_APPID, "errcode": "43101", "kind": "recipient", "channel": "template"}
     assert (
         value(after, "wxnotify_wechat_errors", "wxnotify_wechat_errors_total", **errors)
         - value(before, "wxnotify_wechat_errors", "wxnotify_wechat_errors_total", **errors)
