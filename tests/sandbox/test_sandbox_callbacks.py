@@ -14,7 +14,7 @@ import pytest
 import requests
 from defusedxml import ElementTree
 
-from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_TEMPLATES
+from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_SUBSCRIPTION_TEMPLATES, DEMO_TEMPLATES
 from sandbox.state import seeded_openid, special_openids
 from tests.servers import QuietHandler, free_port, serving
 from wxnotify.wechat.crypto import CallbackCrypto, verify_signature
@@ -318,3 +318,47 @@ def test_simulation_without_callback_url_reports_it(wechat_sandbox):
     wechat_sandbox.update_account(DEMO_APPID, callback_url=unreachable)
     reply = simulate(wechat_sandbox, "unsubscribe", appid=DEMO_APPID, openid="oSomeone")
     assert reply["error"].startswith("callback unreachable")
+
+
+@pytest.mark.parametrize(("with_msgid", "error_code"), [(True, 0), (False, 10005)])
+def test_bizsend_is_reported_as_subscribe_msg_sent_event(wechat_sandbox, receiver, crypto, with_msgid, error_code):
+    """Each accepted bizsend is pushed like a template send's report; the faults drop the msgid from bizsend's answer
+    (the event still names it) and make the report a failure.  A send refused (43101) is reported by nobody."""
+    pri_tmpl_id = DEMO_SUBSCRIPTION_TEMPLATES[0]["pri_tmpl_id"]
+    openid = "oSandboxSubscriber000000001"
+    wechat_sandbox.update_account(DEMO_APPID, callback_url=receiver.url)
+    wechat_sandbox.set_faults(receipt_delay_ms=0, bizsend_msgid=with_msgid, sent_event_error_code=error_code)
+    wechat_sandbox.state.grant_credit(DEMO_APPID, openid, pri_tmpl_id)
+    data = {
+        "character_string1": {"value": "SO1"},
+        "thing2": {"value": "键盘"},
+        "time3": {"value": "2026年11月28日 10:30"},
+        "phrase7": {"value": "已发货"},
+    }
+    with requests.Session() as http:
+        token = fetch_token(wechat_sandbox, http)
+        answers = [
+            http.post(
+                f"{wechat_sandbox.base_url}/cgi-bin/message/subscribe/bizsend",
+                params={"access_token": token},
+                data=json.dumps(
+                    {"touser": openid, "template_id": pri_tmpl_id, "data": data}, ensure_ascii=False
+                ).encode("utf-8"),
+            ).json()
+            for _ in range(2)
+        ]
+    assert [answer["errcode"] for answer in answers] == [0, 43101]
+    assert ("msgid" in answers[0]) is with_msgid
+    [push] = receiver.wait_for(1)
+    event = open_push(push, "safe", crypto)
+    assert (event.findtext("Event"), event.findtext("FromUserName")) == ("subscribe_msg_sent_event", openid)
+    [item] = event.findall("SubscribeMsgSentEvent/List")
+    msgid = wechat_sandbox.state.list_subscription_messages(DEMO_APPID, openid)[0]["msgid"]
+    assert (item.findtext("TemplateId"), int(item.findtext("MsgID")), int(item.findtext("ErrorCode"))) == (
+        pri_tmpl_id,
+        msgid,
+        error_code,
+    )
+    assert item.findtext("ErrorStatus") == ("success" if error_code == 0 else "failed")
+    time.sleep(0.3)
+    assert len(receiver.pushes) == 1

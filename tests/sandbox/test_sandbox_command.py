@@ -96,10 +96,11 @@ def test_command_takes_the_delivery_fault_options():
     process, base_url = start_sandbox(
         "--port", str(free_port()), "--followers", "3", "--no-receipts", "--drop-reply-rate", "0.05",
         "--drop-reply-mode", "mixed", "--drop-reply-hang-ms", "1500", "--dedupe-window-s", "90",
-        "--message-capacity", "2",
+        "--message-capacity", "2", "--bizsend-without-msgid", "--sent-event-error-code", "10005",
     )  # fmt: skip
     try:
         faults = requests.get(f"{base_url}/sandbox/state", timeout=5).json()["faults"]
+        assert (faults["bizsend_msgid"], faults["sent_event_error_code"]) == (False, 10005)
         assert (faults["drop_reply_rate"], faults["drop_reply_mode"]) == (0.05, "mixed")
         assert (faults["drop_reply_hang_ms"], faults["dedupe_window_s"]) == (1500, 90.0)
         requests.post(f"{base_url}/sandbox/faults", json={"drop_reply_rate": 0}, timeout=5).raise_for_status()
