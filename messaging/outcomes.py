@@ -40,7 +40,7 @@ from django.db.models import Case, DateTimeField, F, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from accounts.models import Follower
+from accounts.models import Follower, OfficialAccount
 from accounts.services import record_wechat_error
 from messaging import events, ratelimit, reasons, services
 from messaging.claims import as_datetime
@@ -116,11 +116,12 @@ class _Writes:
     unfollowed: set[tuple[int, str]] = field(default_factory=set)
     # (account id, priTmplId, openid) → sends WeChat accepted: credits to spend in the consent ledger
     consumed: dict[tuple[int, str, str], int] = field(default_factory=lambda: defaultdict(int))
-    # (account id, openid, priTmplId) of subscription notifications WeChat accepted without a msgid: their receipts
-    # may have arrived before the write-back and wait to be matched by recipient and template
+    # (account id, openid, priTmplId) of subscription notifications WeChat accepted without a msgid, or whose
+    # outcome is unknown: their receipts may have arrived before the write-back and wait to be matched by recipient
+    # and template
     unnumbered: set[tuple[int, str, str]] = field(default_factory=set)
     # (account id, openid, priTmplId) → the message's account: WeChat answered 43101, the credits are zeroed
-    refused: dict[tuple[int, str, str], Any] = field(default_factory=dict)
+    refused: dict[tuple[int, str, str], OfficialAccount] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return (
@@ -216,6 +217,8 @@ class Outcomes:
         unknown_since = message.outcome_unknown_since or (message.attempted_at if unknown else None)
         if unknown_since is not None and message.channel == Channel.SUBSCRIBE:
             self.fail(message, OUTCOME_UNKNOWN_ERRCODE, f"{NO_RESEND_WINDOW_REASON} Last: {reason}")
+            # Its receipt may have come already, and waits to be matched by recipient and template.
+            self.writes.unnumbered.add((message.account_id, message.touser, message.template_id_sent))
             return
         if message.attempts >= self.max_attempts:
             if unknown_since is not None:
@@ -300,8 +303,6 @@ class Outcomes:
                     msgids_by_account[account_id].append(msgid)
             for account_id, msgids in msgids_by_account.items():
                 services.apply_pending_receipts(account_id, msgids)
-            if writes.unnumbered:
-                services.apply_pending_subscription_receipts(writes.unnumbered)
         self._write_consent(writes)
         for (errcode, reason), ids in writes.failed.items():
             with events.recording(events.MESSAGE_FAILED) as record:
@@ -360,6 +361,8 @@ class Outcomes:
             Follower.objects.filter(account_id=account_id, openid=openid, subscribed=True).update(
                 subscribed=False, unsubscribed_at=now, updated_at=now
             )
+        if writes.unnumbered:
+            services.apply_pending_subscription_receipts(writes.unnumbered)
 
     @staticmethod
     def _write_consent(writes: _Writes) -> None:

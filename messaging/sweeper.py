@@ -48,8 +48,11 @@ def recover_expired_leases(now: datetime) -> int:
     # Rows claimed before attempted_at existed: their attempt began at least one lease ago.
     claimed_before = now - timedelta(seconds=settings.WXNOTIFY_SEND_LEASE_SECONDS)
     unknown_since = Coalesce(F("outcome_unknown_since"), F("attempted_at"), Value(claimed_before))
+    subscriptions = list(
+        expired.filter(channel=Channel.SUBSCRIBE).values_list("pk", "account_id", "touser", "template_id_sent")
+    )
     unknown_subscriptions = events.update_recording(
-        expired.filter(channel=Channel.SUBSCRIBE),
+        expired.filter(pk__in=[pk for pk, *_key in subscriptions]),
         events.MESSAGE_FAILED,
         status=Message.Status.FAILED,
         errcode=OUTCOME_UNKNOWN_ERRCODE,
@@ -89,6 +92,9 @@ def recover_expired_leases(now: datetime) -> int:
         lease_expires_at=None,
         updated_at=now,
     )
+    if unknown_subscriptions:
+        # Their receipts may have come while the worker was gone, and wait to be matched by recipient and template.
+        services.apply_pending_subscription_receipts(tuple(key) for _pk, *key in subscriptions)
     return unknown_subscriptions + cancelled + exhausted + requeued
 
 

@@ -206,7 +206,7 @@ def _matching(candidates: list[Message], openid: str) -> Message | None:
 
 def _subscription_candidates(receipts: Sequence[DeliveryReceipt]) -> dict[tuple[int, str, str], list[Message]]:
     """Subscription notifications without a msgid that the receipts may report on, in one query, oldest first by
-    (account, openid, priTmplId).
+    (account, openid, priTmplId); call it inside a transaction.
 
     Sent ones (bizsend answered without a msgid), and failed ones whose outcome was unknown (errcode -9001: no
     answer, or their worker died; they were not resent because bizsend cannot be de-duplicated).  WeChat reports
@@ -222,10 +222,13 @@ def _subscription_candidates(receipts: Sequence[DeliveryReceipt]) -> dict[tuple[
     for account_id, openid, pri_tmpl_id in keys:
         wanted |= Q(account_id=account_id, touser=openid, template_id_sent=pri_tmpl_id)
     found: dict[tuple[int, str, str], list[Message]] = defaultdict(list)
+    # Locked, skipping those another applier holds: two receipts applied side by side (a batch, and a write-back
+    # looking for its early receipts) must not both settle one message and leave the other waiting for ever.
     messages = (
         Message.objects.filter(wanted, _awaiting_subscription_receipt(), channel=Channel.SUBSCRIBE, msgid__isnull=True)
         .only("id", "account_id", "touser", "template_id_sent", "status", "errcode")
         .order_by("pk")
+        .select_for_update(skip_locked=True, of=("self",))
     )
     for message in messages:
         found[(message.account_id, message.touser, message.template_id_sent)].append(message)

@@ -259,6 +259,42 @@ def test_a_dead_workers_subscription_notification_is_failed_not_resent(subscript
     assert sandbox_api.requests(BIZSEND) == []
 
 
+def test_a_receipt_that_came_during_the_unanswered_attempt_is_applied_when_the_message_fails(
+    subscriptions, sandbox_api, settings
+):
+    settings.WECHAT_READ_TIMEOUT = 0.3
+    openid = non_follower(17)
+    grant(subscriptions, sandbox_api, openid)
+    send(subscriptions, touser=sandbox_api.followers()[1])  # fetches the token, so the next id goes to the send
+    sandbox_api.state._ids = itertools.count(40_000_000_000_000_001)
+    sent_event(subscriptions, openid, 40_000_000_000_000_001)  # WeChat reported it while we waited for the answer
+    sandbox_api.add_api_fault(BIZSEND, delay_ms=1200)
+    message = subscription_message(subscriptions, openid)
+    deliver_due_messages()
+    message = refreshed(message)
+    assert (message.status, message.msgid) == (Message.Status.DELIVERED, 40_000_000_000_000_001)
+    assert receipt_of(subscriptions, 40_000_000_000_000_001).state == DeliveryReceipt.State.APPLIED
+    assert (our_credits(subscriptions, openid), wechat_credits(sandbox_api, openid)) == (0, 0)
+
+
+def test_a_receipt_that_came_while_the_worker_was_dead_is_applied_when_the_sweeper_fails_it(subscriptions, sandbox_api):
+    openid = non_follower(18)
+    grant(subscriptions, sandbox_api, openid)
+    sent_event(subscriptions, openid, 424_244)
+    message = subscription_message(
+        subscriptions,
+        openid,
+        status=Message.Status.SENDING,
+        attempts=1,
+        attempted_at=timezone.now() - timedelta(seconds=40),
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    sweep_messages()
+    message = refreshed(message)
+    assert (message.status, message.errcode, message.msgid) == (Message.Status.DELIVERED, None, 424_244)
+    assert our_credits(subscriptions, openid) == 0
+
+
 def test_a_queued_subscription_notification_with_an_unknown_outcome_is_never_claimed(subscriptions, sandbox_api):
     """However it got back in the queue (a retry asked for by hand), inside the template's resend window too."""
     openid = non_follower(10)
