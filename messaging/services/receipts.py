@@ -235,15 +235,27 @@ def _subscription_candidates(receipts: Sequence[DeliveryReceipt]) -> dict[tuple[
     return found
 
 
-def _settle_subscriptions(receipts: Sequence[DeliveryReceipt], by_msgid: dict[int, Message], now: datetime) -> dict:
-    """Apply subscription receipts: each to the message of its msgid (``by_msgid``, receipt id → message) or else to
-    the oldest candidate of :func:`_subscription_candidates`; one UPDATE per outcome.  Returns receipt id → message
-    id of those that found their message; the others are left to wait.
+def _settle_subscriptions(
+    receipts: Sequence[DeliveryReceipt], candidates_by_msgid: dict[tuple[int, int], list[Message]], now: datetime
+) -> dict[int, int]:
+    """Apply subscription receipts: each to the subscription notification of its msgid (among
+    ``candidates_by_msgid``, :func:`_candidates_by_msgid`'s answer) or else to the oldest candidate of
+    :func:`_subscription_candidates`; one UPDATE per outcome.  Returns receipt id → message id of those that found
+    their message; the others are left to wait.
 
     A message failed with -9001 that a receipt settles spent a credit at WeChat that our write-back never counted:
     it is spent here.
     """
     done: dict[int, int] = {}
+    by_msgid: dict[int, Message] = {}
+    for receipt in receipts:
+        numbered = [
+            message
+            for message in candidates_by_msgid.get((receipt.account_id, receipt.msgid), [])
+            if message.channel == Channel.SUBSCRIBE
+        ]
+        if found := _matching(numbered, receipt.openid):
+            by_msgid[receipt.pk] = found
     unnumbered = [receipt for receipt in receipts if receipt.pk not in by_msgid]
     candidates = _subscription_candidates(unnumbered)
     outcomes: dict[tuple[str, int | None, str, datetime], dict[int, int | None]] = defaultdict(dict)
@@ -331,17 +343,9 @@ def apply_received_receipts(*, batch_size: int = RECEIPT_BATCH_SIZE) -> int:
         done: dict[int, int] = {}
         pending, unmatched, moved = [], [], set()
         subscriptions: list[DeliveryReceipt] = []
-        subscriptions_by_msgid: dict[int, Message] = {}
         for receipt in receipts:
             if receipt.channel == Channel.SUBSCRIBE:
                 subscriptions.append(receipt)
-                numbered = [
-                    message
-                    for message in candidates.get((receipt.account_id, receipt.msgid), [])
-                    if message.channel == Channel.SUBSCRIBE
-                ]
-                if found := _matching(numbered, receipt.openid):
-                    subscriptions_by_msgid[receipt.pk] = found
                 continue
             message = _matching(candidates.get((receipt.account_id, receipt.msgid), []), receipt.openid)
             if message is None and receipt.msgid:
@@ -366,7 +370,7 @@ def apply_received_receipts(*, batch_size: int = RECEIPT_BATCH_SIZE) -> int:
                 updated_at=now,
             )
         if subscriptions:
-            settled = _settle_subscriptions(subscriptions, subscriptions_by_msgid, now)
+            settled = _settle_subscriptions(subscriptions, candidates, now)
             done.update(settled)
             for receipt in subscriptions:
                 if receipt.pk not in settled:
@@ -437,17 +441,8 @@ def _apply_pending_subscriptions(receipts: list[DeliveryReceipt]) -> int:
             .order_by("pk")
             .select_for_update(skip_locked=True)
         )
-        candidates = _candidates_by_msgid(locked)
-        by_msgid = {}
-        for receipt in locked:
-            numbered = [
-                message
-                for message in candidates.get((receipt.account_id, receipt.msgid), [])
-                if message.channel == Channel.SUBSCRIBE
-            ]
-            if found := _matching(numbered, receipt.openid):
-                by_msgid[receipt.pk] = found
-        return _mark_applied(_settle_subscriptions(locked, by_msgid, now), now, only_waiting=True)
+        settled = _settle_subscriptions(locked, _candidates_by_msgid(locked), now)
+        return _mark_applied(settled, now, only_waiting=True)
 
 
 def resolve_stale_receipts(older_than: datetime) -> tuple[int, int]:

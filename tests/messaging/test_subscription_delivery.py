@@ -15,8 +15,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from messaging.models import Campaign, Channel, DeliveryReceipt, Message
-from messaging.reasons import CONSENT_NO_CREDIT_REASON, CONSENT_REJECTED_REASON
+from messaging.models import Campaign, Channel, DeliveryReceipt, Message, SendingCap
+from messaging.reasons import CAPPED_REASON, CONSENT_NO_CREDIT_REASON, CONSENT_REJECTED_REASON
 from messaging.services import apply_received_receipts, record_subscription_receipts
 from messaging.tasks import deliver_campaign, deliver_due_messages, sweep_messages
 from sandbox.demo import DEMO_APPID, DEMO_SUBSCRIPTION_TEMPLATES
@@ -75,6 +75,17 @@ def subscription_message(account, openid: str, **fields) -> Message:
         client_msg_id=f"sub-{next(_keys)}",
         **fields,
     )
+
+
+def dead_workers() -> dict:
+    """The fields of a message whose worker died mid-send, forty seconds ago: its lease ran out."""
+    now = timezone.now()
+    return {
+        "status": Message.Status.SENDING,
+        "attempts": 1,
+        "attempted_at": now - timedelta(seconds=40),
+        "lease_expires_at": now - timedelta(seconds=1),
+    }
 
 
 def our_credits(account, openid: str) -> int:
@@ -164,6 +175,19 @@ def test_the_follower_check_stays_the_template_messages(subscriptions, sandbox_a
     assert refreshed(message).status == Message.Status.SENT
 
 
+def test_the_accounts_sending_caps_apply_to_subscription_notifications(subscriptions, sandbox_api):
+    """A cap over all the account's templates counts them too; only what the ledger allows is counted."""
+    openid = non_follower(19)
+    grant(subscriptions, sandbox_api, openid, 3)
+    SendingCap.objects.create(account=subscriptions, template=None, limit=1, action=SendingCap.Action.FAIL)
+    first, second = subscription_message(subscriptions, openid), subscription_message(subscriptions, openid)
+    deliver_due_messages()
+    assert [refreshed(m).status for m in (first, second)] == [Message.Status.SENT, Message.Status.FAILED]
+    assert second.errmsg == CAPPED_REASON
+    assert len(sandbox_api.requests(BIZSEND)) == 1
+    assert our_credits(subscriptions, openid) == 2
+
+
 def test_43101_fails_at_once_and_zeroes_our_credits(subscriptions, sandbox_api):
     openid = non_follower(5)
     grant(subscriptions, sandbox_api, openid, 0, ours=3)  # we counted three; WeChat holds none
@@ -242,14 +266,7 @@ def test_no_answer_fails_the_message_without_a_resend_and_its_receipt_turns_it_d
 def test_a_dead_workers_subscription_notification_is_failed_not_resent(subscriptions, sandbox_api, settings):
     openid = non_follower(9)
     grant(subscriptions, sandbox_api, openid)
-    message = subscription_message(
-        subscriptions,
-        openid,
-        status=Message.Status.SENDING,
-        attempts=1,
-        attempted_at=timezone.now() - timedelta(seconds=40),
-        lease_expires_at=timezone.now() - timedelta(seconds=1),
-    )
+    message = subscription_message(subscriptions, openid, **dead_workers())
     result = sweep_messages()
     assert result["recovered"] == 1
     message = refreshed(message)
@@ -281,14 +298,7 @@ def test_a_receipt_that_came_while_the_worker_was_dead_is_applied_when_the_sweep
     openid = non_follower(18)
     grant(subscriptions, sandbox_api, openid)
     sent_event(subscriptions, openid, 424_244)
-    message = subscription_message(
-        subscriptions,
-        openid,
-        status=Message.Status.SENDING,
-        attempts=1,
-        attempted_at=timezone.now() - timedelta(seconds=40),
-        lease_expires_at=timezone.now() - timedelta(seconds=1),
-    )
+    message = subscription_message(subscriptions, openid, **dead_workers())
     sweep_messages()
     message = refreshed(message)
     assert (message.status, message.errcode, message.msgid) == (Message.Status.DELIVERED, None, 424_244)
