@@ -259,7 +259,7 @@ def _settle_subscriptions(
     unnumbered = [receipt for receipt in receipts if receipt.pk not in by_msgid]
     candidates = _subscription_candidates(unnumbered)
     outcomes: dict[tuple[str, int | None, str, datetime], dict[int, int | None]] = defaultdict(dict)
-    spent: dict[tuple[int, str], list[str]] = defaultdict(list)
+    spent: dict[tuple[int, str, str], int] = defaultdict(int)
     for receipt in receipts:
         message = by_msgid.get(receipt.pk)
         new_msgid = None
@@ -272,13 +272,13 @@ def _settle_subscriptions(
         done[receipt.pk] = message.pk
         unknown = message.status == Message.Status.FAILED and message.errcode == OUTCOME_UNKNOWN_ERRCODE
         if message.status != Message.Status.SENT and not unknown:
-            continue  # settled before (a duplicate, or a template receipt of the same msgid)
+            continue  # settled before, by another report of it
         message.status = Message.Status.DELIVERED  # taken: a second receipt in the batch leaves it alone
         message.errcode = None
         outcome = _subscription_outcome(receipt.error_code, receipt.wechat_status)
         outcomes[(*outcome, receipt.event_time or now)][message.pk] = new_msgid
         if unknown:
-            spent[(receipt.account_id, receipt.template_id)].append(receipt.openid)
+            spent[(receipt.account_id, receipt.template_id, receipt.openid)] += 1
     for (status, errcode, reason, finished_at), messages in outcomes.items():
         kind = events.MESSAGE_DELIVERED if status == Message.Status.DELIVERED else events.MESSAGE_FAILED
         numbered = [When(pk=pk, then=Value(msgid)) for pk, msgid in messages.items() if msgid]
@@ -292,9 +292,8 @@ def _settle_subscriptions(
             updated_at=now,
             msgid=Case(*numbered, default=F("msgid"), output_field=BigIntegerField()) if numbered else F("msgid"),
         )
-    for (account_id, pri_tmpl_id), openids in spent.items():
-        for openid in set(openids):
-            consume_credits(account_id, pri_tmpl_id, [openid], openids.count(openid))
+    for (account_id, pri_tmpl_id, openid), count in spent.items():
+        consume_credits(account_id, pri_tmpl_id, [openid], count)
     return done
 
 

@@ -13,6 +13,7 @@ Config format (a JSON file for ``manage.py wechat_sandbox --config``, or a dict 
           "token": "callbacktoken",                  # callback Token that signs our pushes
           "encoding_aes_key": "43 letters/digits",   # needed for "safe" and "compatible"
           "mode": "plaintext" | "compatible" | "safe",
+          "callback_format": "xml" | "json",         # how pushes are written (WeChat's push setting); "xml"
           "original_id": "gh_0123456789ab",          # ToUserName of pushes; derived from appid if absent
           "callback_url": "http://127.0.0.1:8000/wechat/callback/wx0123456789abcdef/",  # "" = no pushes
           "followers": 1000,                         # N seeded followers, or an explicit list of openids

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sandbox.callbacks import MODE_PLAINTEXT, MODES, CallbackTarget
+from sandbox.callbacks import FORMAT_XML, FORMATS, MODE_PLAINTEXT, MODES, CallbackTarget
 from sandbox.demo import DEMO_TEMPLATES
 from sandbox.state.errors import SandboxError
 from sandbox.state.subscription_templates import SubscriptionTemplate, build_subscription_template
@@ -131,6 +131,8 @@ class Account:
         self.encoding_aes_key = ""
         self.mode = MODE_PLAINTEXT
         self.callback_url = ""
+        # The push format chosen in the account's settings: XML, or JSON (sandbox.callbacks).
+        self.callback_format = FORMAT_XML
         self.original_id = "gh_" + hashlib.sha1(self.appid.encode()).hexdigest()[:12]  # noqa: S324
         self.templates: dict[str, Template] = {}
         # The service categories set for subscription notifications, and the subscription templates added.
@@ -166,6 +168,9 @@ class Account:
                 raise ValueError("encoding_aes_key must be 43 letters and digits") from exc
         if not str(spec.get("secret", self.secret) or ""):
             raise ValueError("an account needs a secret")
+        callback_format = str(spec.get("callback_format", self.callback_format))
+        if callback_format not in FORMATS:
+            raise ValueError(f"callback_format must be one of {', '.join(FORMATS)}")
         templates = [Template(**item) for item in spec["templates"]] if "templates" in spec else None
         categories = (
             _subscription_categories(spec["subscription_categories"]) if "subscription_categories" in spec else None
@@ -186,6 +191,7 @@ class Account:
             if name in spec:
                 setattr(self, name, str(spec[name] or ""))
         self.mode = mode
+        self.callback_format = callback_format
         self.encoding_aes_key = key
         if templates is not None:
             self.templates = {template.template_id: template for template in templates}
@@ -284,4 +290,5 @@ class Account:
             mode=self.mode,
             token=self.token,
             encoding_aes_key=self.encoding_aes_key,
+            format=self.callback_format,
         )

@@ -388,11 +388,16 @@ def test_a_receipt_matching_no_message_waits_then_becomes_unmatched(subscription
 # --- Round trip through our callback ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("error_code", [0, 10005])
+@pytest.mark.parametrize(("error_code", "callback_format"), [(0, "xml"), (10005, "xml"), (0, "json")])
 def test_the_sandbox_reports_bizsend_to_our_callback_and_the_message_ends_there(
-    subscriptions, sandbox_api, live_server, error_code
+    subscriptions, sandbox_api, live_server, error_code, callback_format
 ):
-    sandbox_api.update_account(DEMO_APPID, callback_url=f"{live_server.url}{subscriptions.callback_path()}")
+    """In safe mode, as XML or as JSON (whose single List item comes as an object)."""
+    sandbox_api.update_account(
+        DEMO_APPID,
+        callback_url=f"{live_server.url}{subscriptions.callback_path()}",
+        callback_format=callback_format,
+    )
     sandbox_api.set_faults(bizsend_msgid=False, sent_event_error_code=error_code, receipt_delay_ms=50)
     openid = non_follower(16)
     grant(subscriptions, sandbox_api, openid)

@@ -362,3 +362,33 @@ def test_bizsend_is_reported_as_subscribe_msg_sent_event(wechat_sandbox, receive
     assert item.findtext("ErrorStatus") == ("success" if error_code == 0 else "failed")
     time.sleep(0.3)
     assert len(receiver.pushes) == 1
+
+
+@pytest.mark.parametrize("mode", ["plaintext", "compatible", "safe"])
+def test_an_account_on_json_gets_json_pushes_with_a_single_item_as_an_object(wechat_sandbox, receiver, crypto, mode):
+    pri_tmpl_id = DEMO_SUBSCRIPTION_TEMPLATES[0]["pri_tmpl_id"]
+    wechat_sandbox.update_account(DEMO_APPID, mode=mode, callback_url=receiver.url, callback_format="json")
+    answer = simulate(
+        wechat_sandbox,
+        "subscribe_popup",
+        appid=DEMO_APPID,
+        openid="oJsonPusher0000000000000001",
+        templates=[{"priTmplId": pri_tmpl_id, "status": "accept"}],
+    )
+    assert answer["status"] == 200
+    [push] = receiver.wait_for(1)
+    body = json.loads(push.body)
+    if mode == "plaintext":
+        event = body
+    else:
+        query = push.query
+        plaintext = crypto.decrypt_message(query["msg_signature"], query["timestamp"], query["nonce"], body["Encrypt"])
+        event = json.loads(plaintext)
+        assert set(body) == ({"ToUserName", "Encrypt"} if mode == "safe" else {*event, "Encrypt"})
+    assert (event["Event"], event["FromUserName"], event["ToUserName"]) == (
+        "subscribe_msg_popup_event",
+        "oJsonPusher0000000000000001",
+        ORIGINAL_ID,
+    )
+    assert isinstance(event["CreateTime"], int)
+    assert event["List"] == {"TemplateId": pri_tmpl_id, "SubscribeStatusString": "accept", "PopupScene": 1}
