@@ -51,16 +51,19 @@ def recover_expired_leases(now: datetime) -> int:
     subscriptions = list(
         expired.filter(channel=Channel.SUBSCRIBE).values_list("pk", "account_id", "touser", "template_id_sent")
     )
+    unknown_as_failed = {
+        "status": Message.Status.FAILED,
+        "errcode": OUTCOME_UNKNOWN_ERRCODE,
+        "outcome_unknown_since": unknown_since,
+        "lease_expires_at": None,
+        "finished_at": now,
+        "updated_at": now,
+    }
     unknown_subscriptions = events.update_recording(
         expired.filter(pk__in=[pk for pk, *_key in subscriptions]),
         events.MESSAGE_FAILED,
-        status=Message.Status.FAILED,
-        errcode=OUTCOME_UNKNOWN_ERRCODE,
         errmsg=SUBSCRIPTION_WORKER_STOPPED_REASON,
-        outcome_unknown_since=unknown_since,
-        lease_expires_at=None,
-        finished_at=now,
-        updated_at=now,
+        **unknown_as_failed,
     )
     cancelled = events.update_recording(
         expired.filter(campaign__state=Campaign.State.CANCELLED),
@@ -75,13 +78,8 @@ def recover_expired_leases(now: datetime) -> int:
     exhausted = events.update_recording(
         expired.filter(attempts__gte=settings.WXNOTIFY_MAX_ATTEMPTS),
         events.MESSAGE_FAILED,
-        status=Message.Status.FAILED,
-        errcode=OUTCOME_UNKNOWN_ERRCODE,
         errmsg=UNKNOWN_AFTER_LAST_ATTEMPT_REASON,
-        outcome_unknown_since=unknown_since,
-        lease_expires_at=None,
-        finished_at=now,
-        updated_at=now,
+        **unknown_as_failed,
     )
     requeued = expired.update(
         status=Message.Status.QUEUED,
