@@ -27,7 +27,7 @@ from sandbox.demo import DEMO_APPID, DEMO_SUBSCRIPTION_TEMPLATES
 from subscriptions.services import record_change, record_popup
 from templates_app.keywords import parse_keywords
 from templates_app.models import SubscriptionTemplate
-from tests.factories import ORDER_DATA, ORDER_TEMPLATE, api_client_for
+from tests.factories import ORDER_DATA, ORDER_TEMPLATE, api_client_for, english_client
 from webhooks.delivery import payload
 from webhooks.models import Endpoint, Event
 
@@ -383,6 +383,26 @@ def test_the_api_answers_auto_without_a_channel_400(api, account_a, people):
     assert response.json()["channel"] == "subscribe"
 
 
+def test_the_api_replays_a_repeated_subscription_notification_and_refuses_its_key_on_another_channel(
+    api, account_a, people
+):
+    grant(account_a, FOLLOWER)
+    body = {
+        "account": DEMO_APPID,
+        "touser": FOLLOWER,
+        "channel": "subscribe",
+        "subscription_template_id": SUBSCRIPTION,
+        "data": SUBSCRIPTION_DATA,
+        "client_msg_id": "order-9-shipped",
+    }
+    first = api.post(MESSAGES, body, format="json")
+    again = api.post(MESSAGES, body, format="json")
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again["X-Wxnotify-Replay"] == "idempotency-key" and again.json()["id"] == first.json()["id"]
+    other = {**body, "channel": "auto", "template_id": ORDER_TEMPLATE}
+    assert api.post(MESSAGES, other, format="json").status_code == 422
+
+
 BASE = {"account": DEMO_APPID, "touser": FOLLOWER, "data": ORDER_DATA}
 
 
@@ -468,3 +488,16 @@ def test_scheduled_subscription_notifications_wait_like_template_messages(accoun
     later = timezone.now() + timedelta(hours=2)
     message = subscribe(account_a, touser=STRANGER, send_at=later).message
     assert (message.status, message.next_attempt_at) == (Message.Status.SCHEDULED, later)
+
+
+def test_the_dashboard_and_the_console_history_open_with_a_subscription_notification(
+    admin_client, account_a, people, staff_a
+):
+    grant(account_a, STRANGER)
+    subscribe(account_a, touser=STRANGER)
+    refused = subscribe(account_a, touser=FOLLOWER).message
+    assert admin_client.get("/admin/ops/dashboard/", HTTP_ACCEPT_LANGUAGE="en").status_code == 200
+    console = english_client(staff_a)
+    history = console.get(reverse("console:history"), {"view": "messages"})
+    assert history.status_code == 200
+    assert refused.touser in history.content.decode() and "No consent" in history.content.decode()
