@@ -206,6 +206,7 @@ class MessageCreateSerializer(serializers.Serializer):
     )
     subscription_data = TemplateDataField(
         required=False,
+        allow_null=True,
         help_text=_(
             "Channel auto only: the subscription template's keyword values, when they differ from data (default: "
             "data). Its errors are reported under this name."

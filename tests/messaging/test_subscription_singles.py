@@ -378,7 +378,7 @@ def test_the_api_answers_auto_without_a_channel_400(api, account_a, people):
     assert response.status_code == 400, response.content
     assert set(response.json()["errors"]) == {"channel"}
     grant(account_a, STRANGER)
-    response = api.post(MESSAGES, body, format="json")
+    response = api.post(MESSAGES, {**body, "subscription_data": None, "data": SUBSCRIPTION_DATA}, format="json")
     assert response.status_code == 202, response.content
     assert response.json()["channel"] == "subscribe"
 
