@@ -156,7 +156,8 @@ def test_without_consent_the_message_is_stored_failed_at_once_with_its_event(
     assert no_broker == []  # no delivery asked for: WeChat is never called
     event = Event.objects.get(kind="message.failed", message_id=message.pk)
     event.appid = DEMO_APPID
-    assert payload(event)["message"]["errmsg"] == reason
+    body = payload(event)["message"]
+    assert (body["channel"], body["errmsg"]) == ("subscribe", reason)
 
 
 def test_explicit_subscribe_validates_against_the_subscription_template(account_a, people):
