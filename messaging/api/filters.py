@@ -58,7 +58,9 @@ class QueryFilterBackend(BaseFilterBackend):
 class MessageFilter(QueryFilter):
     status = serializers.ChoiceField(choices=Message.Status.choices, required=False, help_text=_("Message status."))
     account = serializers.CharField(required=False, help_text=_("AppID of the official account."))
-    template = serializers.CharField(required=False, help_text=_("WeChat template_id."))
+    template = serializers.CharField(
+        required=False, help_text=_("WeChat template_id, or the priTmplId of subscription notifications.")
+    )
     openid = serializers.CharField(required=False, help_text=_("Recipient openid."))
     campaign = serializers.IntegerField(required=False, min_value=1, help_text=_("Campaign id."))
     created_after = serializers.DateTimeField(

@@ -126,7 +126,7 @@ class ApiViewSet(CountWindowsTogether, viewsets.GenericViewSet):
     retrieve=extend_schema(summary=_("Get a message"), responses={200: MessageSerializer, **DETAIL_ERRORS}),
 )
 class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
-    """Template messages: send one, and follow what became of it."""
+    """Messages (template messages and subscription notifications): send one, and follow what became of it."""
 
     queryset = Message.objects.none()
     serializer_class = MessageSerializer
@@ -138,9 +138,15 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
         return selectors.messages_for_user(self.request.user).select_related("account", "created_by")
 
     @extend_schema(
-        summary=_("Send a template message"),
+        summary=_("Send a message"),
         description=_(
             "Validates the message, stores it and queues it for delivery; answers 202 with the stored message.  "
+            "channel template (the default) sends a template message (template_id, data, url); subscribe a "
+            "subscription notification (subscription_template_id, data, page) to any user whose consent allows it, "
+            "follower or not: a refused subscription, or none left, stores the message failed at once with the "
+            "reason and sends nothing; auto sends the template message when the user follows and data fits the "
+            "template, else the subscription notification (subscription_data, or data) when the user's consent "
+            "allows it, else answers 400 with a channel error.  A field another channel takes answers 400.  "
             "Repeating a request with the same client_msg_id (or Idempotency-Key header) and the same body answers "
             "200 with the message stored the first time and sends nothing; the same key with another body is "
             "refused with 422.  With send_at the message is stored with status 'scheduled' and sent at that time "
@@ -190,11 +196,15 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
         fields = serializer.validated_data
         result = services.send_message(
             account=fields["account"],
+            channel=fields["channel"],
             template_id=fields["template_id"],
+            subscription_template_id=fields["subscription_template_id"],
             data=fields["data"],
+            subscription_data=fields.get("subscription_data"),
             touser=fields.get("touser"),
             user=fields.get("user"),
             url=fields["url"],
+            page=fields["page"],
             miniprogram=dict(fields["miniprogram"]) if fields["miniprogram"] else None,
             client_msg_id=fields.get("client_msg_id"),
             send_at=fields["send_at"],
