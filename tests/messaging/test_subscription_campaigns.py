@@ -24,7 +24,7 @@ from messaging.services import (
 from subscriptions.models import SubscriptionConsent
 from templates_app.keywords import parse_keywords
 from templates_app.models import SubscriptionTemplate
-from tests.factories import ORDER_DATA, ORDER_TEMPLATE
+from tests.factories import ORDER_DATA, ORDER_TEMPLATE, english_client
 from tests.messaging.test_approval import make_admin
 
 pytestmark = pytest.mark.django_db
@@ -434,3 +434,23 @@ def test_the_api_answers_field_errors(api_a, account_a, people, no_broker):
         format="json",
     )
     assert both.status_code == 400
+
+
+def test_the_admin_shows_the_channel_subscription_template_and_credit_count(
+    account_a, people, django_user_model, no_broker, django_capture_on_commit_callbacks
+):
+    campaign = start(
+        django_capture_on_commit_callbacks,
+        account_a,
+        RecipientSpec.openids([people["stranger_credit"]]),
+        channel=Channel.SUBSCRIBE,
+        subscription_template_id=SHIPPED,
+        data=ORDER_DATA,
+    )
+    boss = django_user_model.objects.create_superuser("root", password="pw-root")
+    page = english_client(boss).get(f"/admin/messaging/campaign/{campaign.pk}/change/").content.decode()
+    assert "subscription notification" in page
+    assert "订单发货提醒" in page
+    assert "recipients holding a subscription" in page.lower()
+    listed = english_client(boss).get("/admin/messaging/campaign/", {"channel__exact": "subscribe"}).content.decode()
+    assert f"/admin/messaging/campaign/{campaign.pk}/change/" in listed
