@@ -263,17 +263,20 @@ def _choice(request: HttpRequest, params: Any) -> Choice:
         return choice
     if choice.channel != Channel.SUBSCRIBE:
         choice.templates = list(active_templates(choice.account))
-        if params.get("template"):
-            choice.template = _template_or_404(choice.account, params["template"])
-        elif len(choice.templates) == 1:
-            choice.template = choice.templates[0]
+        choice.template = _picked(params.get("template"), choice.templates, choice.account, _template_or_404)
     if choice.channel != Channel.TEMPLATE:
         choice.subscription_templates = list(active_subscription_templates(choice.account))
-        if params.get("subscription"):
-            choice.subscription_template = _subscription_template_or_404(choice.account, params["subscription"])
-        elif len(choice.subscription_templates) == 1:
-            choice.subscription_template = choice.subscription_templates[0]
+        choice.subscription_template = _picked(
+            params.get("subscription"), choice.subscription_templates, choice.account, _subscription_template_or_404
+        )
     return choice
+
+
+def _picked(asked: Any, candidates: list, account: OfficialAccount, lookup: Callable[..., Any]) -> Any:
+    """The template asked for (404 when not the account's), or the only candidate, or None."""
+    if asked:
+        return lookup(account, asked)
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def _accepted(request: HttpRequest, campaign: Campaign) -> None:
