@@ -147,13 +147,16 @@ def check_content(
 
 def count_with_credit(campaign: Campaign) -> int | None:
     """How many of an accepted campaign's recipients hold a credit or a grant of its subscription template now;
-    None for a template campaign.  A list's recipients are its messages; all subscribed followers are counted in SQL
-    (their messages may not be written yet)."""
+    None for a template campaign.  A list's recipients are its messages (``subscriptions.selectors.count_with_credit``
+    over their openids); all subscribed followers are counted in SQL (their messages are not written yet)."""
     if campaign.subscription_template_id is None:
         return None
     pri_tmpl_id = campaign.subscription_template.pri_tmpl_id
     if campaign.recipient_kind == Campaign.RecipientKind.ALL_SUBSCRIBED:
         return count_subscribed_followers_with_credit(campaign.account_id, pri_tmpl_id)
+    if campaign.recipient_kind == Campaign.RecipientKind.ALL_WITH_CREDIT:
+        # Every recipient was taken from the holders.
+        return Message.objects.filter(campaign=campaign).count()
     openids = Message.objects.filter(campaign=campaign).values_list("touser", flat=True)
     return consent_count_with_credit(campaign.account, pri_tmpl_id, openids.iterator())
 

@@ -191,6 +191,12 @@ class CampaignRows:
             }
             for channel in message_channels(campaign)
         }
+        # Per campaign, not per recipient: whether its content passes each channel's template (auto only).
+        self.fits = (
+            {channel: channel_fits(campaign, channel) for channel in message_channels(campaign)}
+            if campaign.channel == Channel.AUTO
+            else {}
+        )
         self.shared: dict[str, Any] = {
             "account": campaign.account_id,
             **({} if self.routed else self.by_channel[Channel.TEMPLATE]),
@@ -366,9 +372,9 @@ class CampaignRows:
         sendable = _sendable_sql("c")
         if self.campaign.channel == Channel.AUTO:
             whens = []
-            if channel_fits(self.campaign, Channel.TEMPLATE):
+            if self.fits[Channel.TEMPLATE]:
                 whens.append(f"WHEN s.follows = 't' THEN '{_ROUTE_TEMPLATE}'")
-            if channel_fits(self.campaign, Channel.SUBSCRIBE):
+            if self.fits[Channel.SUBSCRIBE]:
                 whens.append(f"WHEN {sendable} THEN '{_ROUTE_SUBSCRIBE}'")
             return f"CASE {' '.join(whens)} ELSE 'no_channel' END" if whens else "'no_channel'"
         rejected = f"c.{connection.ops.quote_name(SubscriptionConsent._meta.get_field('rejected').column)}"

@@ -7,9 +7,11 @@ messages the expansion wrote.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from accounts.models import Follower, OfficialAccount
 from messaging.models import ApprovalPolicy, Campaign, Channel, Message
@@ -454,3 +456,41 @@ def test_the_admin_shows_the_channel_subscription_template_and_credit_count(
     assert "recipients holding a subscription" in page.lower()
     listed = english_client(boss).get("/admin/messaging/campaign/", {"channel__exact": "subscribe"}).content.decode()
     assert f"/admin/messaging/campaign/{campaign.pk}/change/" in listed
+
+
+def test_a_scheduled_subscribe_campaign_keeps_its_holders_scheduled(
+    account_a, people, no_broker, django_capture_on_commit_callbacks
+):
+    campaign = start(
+        django_capture_on_commit_callbacks,
+        account_a,
+        RecipientSpec.openids([people["stranger_credit"], people["stranger_bare"]]),
+        channel=Channel.SUBSCRIBE,
+        subscription_template_id=SHIPPED,
+        data=ORDER_DATA,
+        send_at=timezone.now() + timedelta(hours=2),
+    )
+    assert campaign.state == Campaign.State.SCHEDULED
+    assert outcome(campaign) == {
+        people["stranger_credit"]: (Channel.SUBSCRIBE, Message.Status.SCHEDULED, ""),
+        people["stranger_bare"]: (Channel.SUBSCRIBE, Message.Status.FAILED, CONSENT_NO_CREDIT_REASON),
+    }
+
+
+def test_the_duplicate_window_compares_each_channel_with_its_own_content(
+    account_a, people, no_broker, django_capture_on_commit_callbacks
+):
+    account_a.duplicate_window_minutes = 60
+    account_a.save()
+    fields = {
+        "channel": Channel.AUTO,
+        "template_id": ORDER_TEMPLATE,
+        "subscription_template_id": SHIPPED,
+        "data": ORDER_DATA,
+    }
+    recipients = [people["follower_bare"], people["stranger_long"]]
+    start(django_capture_on_commit_callbacks, account_a, RecipientSpec.openids(recipients), **fields)
+    again = start(django_capture_on_commit_callbacks, account_a, RecipientSpec.openids(recipients), **fields)
+    result = outcome(again)
+    assert result[people["follower_bare"]][:2] == (Channel.TEMPLATE, Message.Status.FAILED)
+    assert result[people["stranger_long"]][:2] == (Channel.SUBSCRIBE, Message.Status.FAILED)
