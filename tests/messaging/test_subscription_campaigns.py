@@ -418,8 +418,10 @@ def test_the_api_starts_a_subscribe_campaign_and_shows_the_credit_count(
     assert body["counts"]["failed"] == 1
     detail = api_a.get(f"/api/v1/campaigns/{body['id']}/").json()
     assert detail["recipients_with_credit"] == 1
-    listed = api_a.get("/api/v1/campaigns/").json()
+    listed = api_a.get("/api/v1/campaigns/", {"channel": "subscribe"}).json()
+    assert [campaign["id"] for campaign in listed["results"]] == [body["id"]]
     assert listed["results"][0]["subscription_template_id"] == SHIPPED
+    assert api_a.get("/api/v1/campaigns/", {"channel": "template"}).json()["results"] == []
 
 
 def test_the_api_answers_field_errors(api_a, account_a, people, no_broker):
