@@ -246,6 +246,7 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "id",
         "name",
         "account",
+        "channel",
         "template",
         "state",
         "send_at",
@@ -254,7 +255,7 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "progress",
         "created_at",
     ]
-    list_filter = ["state", ("account", admin.RelatedOnlyFieldListFilter), "recipient_kind"]
+    list_filter = ["state", ("account", admin.RelatedOnlyFieldListFilter), "channel", "recipient_kind"]
     list_select_related = ["account", "template"]
     search_fields = ["name", "trace_id"]
     actions = [
@@ -268,12 +269,17 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     fields = [
         "name",
         "account",
+        "channel",
         "template",
+        "subscription_template",
         "data",
+        "subscription_data",
         "url",
+        "page",
         "miniprogram",
         "recipient_kind",
         "recipient_count",
+        "recipients_with_credit",
         "state",
         "send_at",
         "waiting",

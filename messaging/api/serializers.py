@@ -262,37 +262,106 @@ class MessageCreateSerializer(serializers.Serializer):
 
 
 class RecipientsSerializer(serializers.Serializer):
-    """Exactly one of: a list of openids, a list of usernames, or every subscribed follower."""
+    """Exactly one of: a list of openids, a list of usernames, every subscribed follower, or (channels subscribe and
+    auto) everyone holding the subscription."""
 
-    openids = OpenidListField(required=False, help_text=_("Openids of the account's followers."))
+    openids = OpenidListField(
+        required=False,
+        help_text=_("Openids of the account's followers (on channel subscribe, of anyone who opened the popup)."),
+    )
     usernames = UsernameListField(required=False, help_text=_("Usernames, each bound to a follower of the account."))
     all_subscribed = serializers.BooleanField(required=False, help_text=_("true: every subscribed follower."))
+    all_with_credit = serializers.BooleanField(
+        required=False,
+        help_text=_(
+            "true: everyone holding a credit or a long-term grant of the subscription template now, follower or not "
+            "(channels subscribe and auto)."
+        ),
+    )
 
     def validate(self, attrs: dict[str, Any]) -> RecipientSpec:
-        given = [name for name in ("openids", "usernames", "all_subscribed") if name in attrs]
+        flags = {"all_subscribed": RecipientSpec.all_subscribed, "all_with_credit": RecipientSpec.all_with_credit}
+        given = [name for name in ("openids", "usernames", *flags) if name in attrs]
         if len(given) != 1:
             raise serializers.ValidationError(
-                _('Give exactly one of "openids", "usernames" or "all_subscribed": true.')
+                _('Give exactly one of "openids", "usernames", "all_subscribed": true or "all_with_credit": true.')
             )
         kind = given[0]
-        if kind == "all_subscribed":
-            if not attrs["all_subscribed"]:
-                raise serializers.ValidationError({"all_subscribed": [_("Only true is meaningful here.")]})
-            return RecipientSpec.all_subscribed()
+        if kind in flags:
+            if not attrs[kind]:
+                raise serializers.ValidationError({kind: [_("Only true is meaningful here.")]})
+            return flags[kind]()
         if kind == "openids":
             return RecipientSpec.openids(attrs["openids"])
         return RecipientSpec.usernames(attrs["usernames"])
 
 
 class CampaignCreateSerializer(serializers.Serializer):
+    """A campaign on one channel: ``template`` (the default: ``template_id``, ``url``), ``subscribe``
+    (``subscription_template_id``, ``page``) or ``auto`` (all of them, and ``subscription_data`` when the
+    subscription's values differ).  Which fields each channel takes is decided by ``create_campaign``."""
+
     account = AccountField()
-    template_id = serializers.CharField(max_length=128, help_text=_("WeChat template_id of an active template."))
+    channel = serializers.ChoiceField(
+        choices=Channel.choices,
+        required=False,
+        default=Channel.TEMPLATE.value,
+        help_text=_(
+            "template: template messages to followers. subscribe: subscription notifications to whoever holds a "
+            "credit (the others fail at once). auto: per recipient, a template message to a subscribed follower, "
+            "else a subscription notification when they hold a credit, else fails at once."
+        ),
+    )
+    template_id = serializers.CharField(
+        max_length=128,
+        required=False,
+        default="",
+        help_text=_("WeChat template_id of an active template (channels template and auto)."),
+    )
+    subscription_template_id = serializers.CharField(
+        max_length=128,
+        required=False,
+        default="",
+        help_text=_("priTmplId of an active subscription template (channels subscribe and auto)."),
+    )
     data = TemplateDataField()
+    subscription_data = TemplateDataField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=_("Channel auto: the subscription template's values when they differ from data (default: data)."),
+    )
     recipients = RecipientsSerializer()
-    url = serializers.CharField(max_length=1024, required=False, allow_blank=True, default="")
+    url = serializers.CharField(
+        max_length=1024,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text=_("Link of a template message (channels template and auto)."),
+    )
+    page = serializers.CharField(
+        max_length=1024,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text=_("Web page a subscription notification opens (channels subscribe and auto)."),
+    )
     miniprogram = MiniprogramSerializer(required=False, allow_null=True, default=None)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     send_at = send_at_field()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        channel = attrs["channel"]
+        missing = {}
+        if channel in (Channel.TEMPLATE, Channel.AUTO) and not attrs["template_id"]:
+            missing["template_id"] = [_("This field is required on channel %(channel)s.") % {"channel": channel}]
+        if channel in (Channel.SUBSCRIBE, Channel.AUTO) and not attrs["subscription_template_id"]:
+            missing["subscription_template_id"] = [
+                _("This field is required on channel %(channel)s.") % {"channel": channel}
+            ]
+        if missing:
+            raise serializers.ValidationError(missing)
+        return attrs
 
 
 class RescheduleSerializer(serializers.Serializer):
@@ -433,7 +502,24 @@ class StatusCountsSerializer(serializers.Serializer):
 
 class CampaignSerializer(serializers.ModelSerializer):
     account = serializers.SlugRelatedField(slug_field="appid", read_only=True, help_text=_("AppID."))
-    template_id = serializers.CharField(source="template.template_id", read_only=True)
+    template_id = serializers.CharField(
+        source="template.template_id", read_only=True, allow_null=True, help_text=_("null on channel subscribe.")
+    )
+    subscription_template_id = serializers.CharField(
+        source="subscription_template.pri_tmpl_id",
+        read_only=True,
+        allow_null=True,
+        help_text=_("priTmplId of the subscription template; null on channel template."),
+    )
+    recipients_with_credit = serializers.IntegerField(
+        read_only=True,
+        allow_null=True,
+        help_text=_(
+            "Channels subscribe and auto: how many recipients held a credit or a long-term grant of the subscription "
+            "template when the campaign was accepted (the others fail at once, or on auto get a template message "
+            "as followers); null on channel template."
+        ),
+    )
     counts = serializers.SerializerMethodField(help_text=_("Messages of the campaign by status."))
     progress = serializers.SerializerMethodField(
         help_text=_("Percentage of messages with nothing left to do (sent, delivered or failed), 0-100.")
@@ -458,12 +544,17 @@ class CampaignSerializer(serializers.ModelSerializer):
             "id",
             "name",
             "account",
+            "channel",
             "template_id",
+            "subscription_template_id",
             "data",
+            "subscription_data",
             "url",
+            "page",
             "miniprogram",
             "recipient_kind",
             "recipient_count",
+            "recipients_with_credit",
             "state",
             "send_at",
             "wait_description",

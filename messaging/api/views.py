@@ -300,7 +300,7 @@ class RetryFailedResultSerializer(serializers.Serializer):
     ),
 )
 class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
-    """Bulk sends of one template to many recipients."""
+    """Bulk sends of one template (or subscription template, or either per recipient) to many recipients."""
 
     queryset = Campaign.objects.none()
     serializer_class = CampaignSerializer
@@ -311,7 +311,7 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
 
     def get_queryset(self) -> QuerySet[Campaign]:
         return selectors.campaigns_for_user(self.request.user).select_related(
-            "account", "template", "created_by", "decided_by"
+            "account", "template", "subscription_template", "created_by", "decided_by"
         )
 
     def get_serializer(self, *args: Any, **kwargs: Any) -> CampaignSerializer:
@@ -327,7 +327,11 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
         summary=_("Start a campaign"),
         description=_(
             "Validates the data against the template, records the campaign and adds its recipients in the "
-            "background; answers 202 with the campaign (its counts grow while recipients are added).  With send_at "
+            "background; answers 202 with the campaign (its counts grow while recipients are added).  On channel "
+            "subscribe each recipient holding a credit or a long-term grant of the subscription template gets a "
+            "subscription notification (follower or not) and the others fail at once with the ledger's reason; on "
+            "auto a subscribed follower gets the template message, anyone else holding the subscription gets it, and "
+            "the rest fail at once; recipients_with_credit counts the holders before anything is sent.  With send_at "
             "the campaign is accepted the same way but waits in state 'scheduled' (its messages with status "
             "'scheduled') until that time; cancel or reschedule it until then.  Its messages wait for the end of "
             "the account's quiet hours when they would be sent inside them."
@@ -341,10 +345,14 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
         fields = serializer.validated_data
         campaign = services.create_campaign(
             account=fields["account"],
+            channel=fields["channel"],
             template_id=fields["template_id"],
+            subscription_template_id=fields["subscription_template_id"],
             data=fields["data"],
+            subscription_data=fields["subscription_data"],
             recipients=fields["recipients"],
             url=fields["url"],
+            page=fields["page"],
             miniprogram=dict(fields["miniprogram"]) if fields["miniprogram"] else None,
             name=fields["name"],
             send_at=fields["send_at"],
