@@ -100,11 +100,16 @@ def sent_template_id(campaign: Campaign, channel: str) -> str:
 def campaign_content_hash(campaign: Campaign, channel: str = Channel.TEMPLATE) -> str:
     """What the campaign's messages on ``channel`` say, for the duplicate window (messaging.services.duplicates).
 
-    A template campaign's hash is the one it always had: template, data, url, mini-program.
+    The same hash as a single message with the same content on that channel, so the window catches one after the
+    other; a template campaign's hash is the one it always had: template, data, url, mini-program.
     """
     data, link = campaign.content_for(channel)
     return duplicates.content_hash(
-        template_id=sent_template_id(campaign, channel), data=data, url=link, miniprogram=campaign.miniprogram
+        template_id=sent_template_id(campaign, channel),
+        data=data,
+        url=link,
+        miniprogram=campaign.miniprogram,
+        channel=channel,
     )
 
 

@@ -470,3 +470,27 @@ def test_the_duplicate_window_compares_each_channel_with_its_own_content(
     result = outcome(again)
     assert result[people["follower_bare"]][:2] == (Channel.TEMPLATE, Message.Status.FAILED)
     assert result[people["stranger_long"]][:2] == (Channel.SUBSCRIBE, Message.Status.FAILED)
+
+
+def test_a_single_notification_and_a_campaign_with_the_same_content_are_duplicates_of_each_other(
+    account_a, people, no_broker, django_capture_on_commit_callbacks
+):
+    """One hash for one content on one channel, whether a single send or a campaign wrote the message."""
+    from messaging.reasons import DUPLICATE_REASON
+    from messaging.services import send_message
+
+    account_a.duplicate_window_minutes = 60
+    account_a.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        single = send_message(
+            account=account_a,
+            touser=people["stranger_long"],
+            template_id="",
+            **SUBSCRIBE,
+        ).message
+    again = start(
+        django_capture_on_commit_callbacks, account_a, RecipientSpec.openids([people["stranger_long"]]), **SUBSCRIBE
+    )
+    duplicate = Message.objects.get(campaign=again)
+    assert duplicate.content_hash == single.content_hash
+    assert (duplicate.status, duplicate.errmsg) == (Message.Status.FAILED, DUPLICATE_REASON)
