@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -306,6 +307,22 @@ class RawRun:
 
 def raw_baseline(sandbox: str, template_id: str, count: int, run: str) -> RawRun:
     """The fastest plain client: 64 threads, keep-alive sessions, one send after another, each with a client_msg_id."""
+    return raw_sends(
+        sandbox,
+        "/cgi-bin/message/template/send",
+        lambda openid, index: {
+            "touser": openid,
+            "template_id": template_id,
+            "data": TEMPLATE_DATA,
+            "client_msg_id": f"raw-{run}-{index}",
+        },
+        count,
+    )
+
+
+def raw_sends(sandbox: str, path: str, payload: Callable[[str, int], dict[str, Any]], count: int) -> RawRun:
+    """``count`` sends to ``path`` from 64 threads with keep-alive sessions, as the raw client's account
+    (``RAW_APPID``), to its seeded openids in order; ``payload(openid, index)`` is each request's body."""
     from sandbox.state import seeded_openid
 
     token = requests.post(
@@ -313,7 +330,7 @@ def raw_baseline(sandbox: str, template_id: str, count: int, run: str) -> RawRun
         json={"grant_type": "client_credential", "appid": RAW_APPID, "secret": RAW_SECRET},
         timeout=10,
     ).json()["access_token"]
-    url = f"{sandbox}/cgi-bin/message/template/send?access_token={token}"
+    url = f"{sandbox}{path}?access_token={token}"
     openids = [seeded_openid(RAW_APPID, index) for index in range(count)]
     errcodes: dict[int, int] = {}
     lock = threading.Lock()
@@ -325,14 +342,8 @@ def raw_baseline(sandbox: str, template_id: str, count: int, run: str) -> RawRun
             session.headers["Content-Type"] = "application/json"
             barrier.wait()
             for index in range(offset, count, RAW_THREADS):
-                payload = {
-                    "touser": openids[index],
-                    "template_id": template_id,
-                    "data": TEMPLATE_DATA,
-                    "client_msg_id": f"raw-{run}-{index}",
-                }
-                reply = session.post(url, data=json.dumps(payload, ensure_ascii=False).encode(), timeout=30)
-                errcode = reply.json().get("errcode", -1)
+                body = json.dumps(payload(openids[index], index), ensure_ascii=False).encode()
+                errcode = session.post(url, data=body, timeout=30).json().get("errcode", -1)
                 seen[errcode] = seen.get(errcode, 0) + 1
         with lock:
             for errcode, number in seen.items():

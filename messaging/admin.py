@@ -80,7 +80,7 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "account",
-        "template",
+        "template_title",
         "touser",
         "status",
         "waiting",
@@ -92,12 +92,13 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     ]
     list_filter = [
         "status",
+        "channel",
         ("account", AccountScopedRelatedFilter),
         ("template", AccountScopedRelatedFilter),
         ("campaign", AccountScopedRelatedFilter),
         ("created_at", admin.DateFieldListFilter),
     ]
-    list_select_related = ["account", "template", "campaign"]
+    list_select_related = ["account", "template", "subscription_template", "campaign"]
     search_fields = ["touser", "client_msg_id", "trace_id"]
     search_help_text = _("Search by openid, client_msg_id, trace id, or a WeChat msgid (digits).")
     # Over millions of rows: no count of the unfiltered list, an estimated count past 10,000 rows, and no
@@ -106,7 +107,20 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     actions = ["look_up_wechat_record", "cancel_scheduled"]
     fieldsets = [
-        (None, {"fields": ["account", "template", "template_id_sent", "touser", "follower_link", "campaign_link"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "account",
+                    "channel",
+                    "template_title",
+                    "template_id_sent",
+                    "touser",
+                    "follower_link",
+                    "campaign_link",
+                ]
+            },
+        ),
         (_("Content"), {"fields": ["data", "url", "miniprogram"]}),
         (
             _("Delivery"),
@@ -137,7 +151,9 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
-        return messages_for_user(request.user).select_related("account", "template", "campaign")
+        return messages_for_user(request.user).select_related(
+            "account", "template", "subscription_template", "campaign"
+        )
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
         """A number is also looked up as WeChat's msgid (a 64-bit integer, so no text search on it)."""
@@ -146,6 +162,13 @@ class MessageAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         if term.isdigit() and len(term) <= 19:
             results |= queryset.filter(msgid=int(term))
         return results, may_have_duplicates
+
+    @admin.display(description=_("template"), ordering="template__title")
+    def template_title(self, obj: Message) -> str:
+        """The template of either channel: a subscription notification has no template, its subscription
+        template's title stands in."""
+        template = obj.template or obj.subscription_template
+        return template.title if template is not None else "—"
 
     @admin.display(description=_("waiting for"))
     def waiting(self, obj: Message) -> str:
@@ -223,6 +246,7 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "id",
         "name",
         "account",
+        "channel",
         "template",
         "state",
         "send_at",
@@ -231,7 +255,7 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "progress",
         "created_at",
     ]
-    list_filter = ["state", ("account", admin.RelatedOnlyFieldListFilter), "recipient_kind"]
+    list_filter = ["state", ("account", admin.RelatedOnlyFieldListFilter), "channel", "recipient_kind"]
     list_select_related = ["account", "template"]
     search_fields = ["name", "trace_id"]
     actions = [
@@ -245,12 +269,17 @@ class CampaignAdmin(ScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     fields = [
         "name",
         "account",
+        "channel",
         "template",
+        "subscription_template",
         "data",
+        "subscription_data",
         "url",
+        "page",
         "miniprogram",
         "recipient_kind",
         "recipient_count",
+        "recipients_with_credit",
         "state",
         "send_at",
         "waiting",

@@ -60,6 +60,8 @@ class Cap:
     action: str
 
     def covers(self, message: Message) -> bool:
+        """A cap for all templates covers every message; one for a template only that template's, so never a
+        subscription notification (whose template is None)."""
         return self.template_id is None or self.template_id == message.template_id
 
 

@@ -69,6 +69,8 @@ class Campaign(models.Model):
         OPENIDS = "openids", _("List of openids")
         USERNAMES = "usernames", _("List of usernames")
         ALL_SUBSCRIBED = "all_subscribed", _("All subscribed followers")
+        # Channels subscribe and auto: every user whose consent row allows a send now, follower or not.
+        ALL_WITH_CREDIT = "all_with_credit", _("Everyone holding the subscription")
 
     account = models.ForeignKey(
         "accounts.OfficialAccount", on_delete=models.PROTECT, related_name="campaigns", verbose_name=_("account")
@@ -110,6 +112,16 @@ class Campaign(models.Model):
     miniprogram = models.JSONField(_("mini-program page"), null=True, blank=True)
     recipient_kind = models.CharField(_("recipients"), max_length=20, choices=RecipientKind.choices)
     recipient_count = models.PositiveIntegerField(_("recipient count"), default=0)
+    # Counted when the campaign is accepted, before anything is sent (sends spend credits): what staff weigh.
+    recipients_with_credit = models.PositiveIntegerField(
+        _("recipients holding a subscription"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Channels subscribe and auto: how many recipients held a credit or a long-term grant of the subscription "
+            "template when the campaign was accepted; empty for template campaigns."
+        ),
+    )
     state = models.CharField(_("state"), max_length=16, choices=State.choices, default=State.EXPANDING)
     send_at = models.DateTimeField(
         _("send at"),
@@ -748,10 +760,11 @@ class ApprovalPolicy(models.Model):
     def __str__(self) -> str:
         return str(_("Approval policy of %(account)s") % {"account": self.account})
 
-    def requires_approval(self, template_pk: int, recipient_count: int) -> bool:
-        """Whether a campaign of the template to ``recipient_count`` recipients must wait for approval."""
+    def requires_approval(self, template_pk: int | None, recipient_count: int) -> bool:
+        """Whether a campaign of the template to ``recipient_count`` recipients must wait for approval (a
+        subscription notification campaign has no template: ``None``, judged by the other rules)."""
         if self.every_campaign:
             return True
         if self.recipient_threshold is not None and recipient_count > self.recipient_threshold:
             return True
-        return self.templates.filter(pk=template_pk).exists()
+        return template_pk is not None and self.templates.filter(pk=template_pk).exists()

@@ -11,7 +11,7 @@ from django.db.models import Count, F, Q, QuerySet
 
 from accounts.selectors import ADMINS_GROUP, accounts_for_user, in_user_accounts
 from messaging import rules
-from messaging.models import Campaign, DeliveryReceipt, Message, SendingCap
+from messaging.models import MESSAGE_CHANNELS, Campaign, DeliveryReceipt, Message, SendingCap
 
 FINAL_STATUSES = (Message.Status.DELIVERED, Message.Status.FAILED)
 # "Sent" is final for progress too: WeChat accepted it and a receipt may never come.
@@ -85,6 +85,20 @@ def status_counts_by_campaign(campaign_ids: Iterable[int]) -> dict[int, dict[str
 def campaign_status_counts(campaign: Campaign) -> dict[str, int]:
     """Live message counts of one campaign by status (every status present, zeros included)."""
     return status_counts_by_campaign([campaign.pk])[campaign.pk]
+
+
+def status_counts_by_channel(campaign: Campaign) -> list[tuple[str, str, dict[str, int]]]:
+    """An ``auto`` campaign's message counts by status per channel, as (channel, label, counts).
+
+    Reads the campaign's rows (the channel is in no index): shown on one campaign's page, never in lists.
+    """
+    counts = {channel: _empty_counts() for channel, _label in MESSAGE_CHANNELS}
+    rows = (
+        Message.objects.filter(campaign=campaign).order_by().values_list("channel", "status").annotate(count=Count("*"))
+    )
+    for channel, status, count in rows:
+        counts[channel][status] = count
+    return [(channel, str(label), counts[channel]) for channel, label in MESSAGE_CHANNELS]
 
 
 @dataclass(frozen=True)

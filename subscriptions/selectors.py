@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import OfficialAccount
+from accounts.models import Follower, OfficialAccount
 from accounts.selectors import accounts_for_user
 from subscriptions.models import SubscriptionConsent
 
@@ -98,6 +98,24 @@ def count_with_credit(account: OfficialAccount, pri_tmpl_id: str, openids: Itera
             sendable(), account=account, pri_tmpl_id=pri_tmpl_id, openid__in=chunk
         ).count()
     return total
+
+
+def holding_credit(account_id: int, pri_tmpl_id: str) -> QuerySet[SubscriptionConsent]:
+    """The ledger rows of one template that allow a send now: everyone holding the subscription, follower or not."""
+    return SubscriptionConsent.objects.filter(sendable(), account_id=account_id, pri_tmpl_id=pri_tmpl_id)
+
+
+def count_subscribed_followers_with_credit(account_id: int, pri_tmpl_id: str) -> int:
+    """How many of the account's subscribed followers may be sent ``pri_tmpl_id`` now: one SQL count, for a campaign
+    to all subscribed followers (whose list never travels through Python)."""
+    holders = holding_credit(account_id, pri_tmpl_id).filter(openid=OuterRef("openid"))
+    return Follower.objects.filter(account_id=account_id, subscribed=True).filter(Exists(holders)).count()
+
+
+def openids_with_credit(account: OfficialAccount, pri_tmpl_id: str, openids: Iterable[str]) -> set[str]:
+    """Which of ``openids`` (a short list: one query) may be sent ``pri_tmpl_id`` now."""
+    holders = holding_credit(account.pk, pri_tmpl_id).filter(openid__in=list(openids))
+    return set(holders.values_list("openid", flat=True))
 
 
 def consents_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[SubscriptionConsent]:

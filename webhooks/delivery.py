@@ -144,6 +144,7 @@ def payload(event: Event) -> dict:
     if event.message_id:
         body["message"] = {
             "id": event.message_id,
+            "channel": event.channel,
             "status": event.status,
             "touser": event.touser,
             "client_msg_id": event.client_msg_id,

@@ -98,6 +98,8 @@ class Event(models.Model):
     errcode = models.IntegerField(_("errcode"), null=True, blank=True)
     errmsg = models.CharField(_("error"), max_length=512, blank=True)
     msgid = models.BigIntegerField(_("WeChat msgid"), null=True, blank=True)
+    # A message's channel (template or subscribe; on auto, the one chosen for its recipient); empty for campaigns.
+    channel = models.CharField(_("channel"), max_length=16, blank=True, default="", db_default="")
     occurred_at = models.DateTimeField(_("occurred at"))
     fanned_out = models.BooleanField(_("handed to endpoints"), default=False)
 

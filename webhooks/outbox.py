@@ -60,6 +60,7 @@ class WebhookOutbox:
                 column("errcode"),
                 column("errmsg"),
                 column("msgid"),
+                column("channel"),
             ],
         )
 
@@ -68,7 +69,7 @@ class WebhookOutbox:
         self._insert(
             kind,
             campaigns,
-            [column("account"), "NULL", column("id"), column("state"), "''", "''", "NULL", "''", "NULL"],
+            [column("account"), "NULL", column("id"), column("state"), "''", "''", "NULL", "''", "NULL", "''"],
         )
 
     def _insert(self, kind: str, rows: QuerySet, select: list[str]) -> None:
@@ -114,6 +115,7 @@ def _outbox_columns() -> str:
         "errcode",
         "errmsg",
         "msgid",
+        "channel",
         "occurred_at",
         "fanned_out",
     )

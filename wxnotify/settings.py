@@ -407,7 +407,10 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "wxnotify API",
-    "DESCRIPTION": "Send WeChat Official Account template messages reliably and see what happened to each one.",
+    "DESCRIPTION": (
+        "Send WeChat Official Account template messages and subscription notifications reliably and see what "
+        "happened to each one."
+    ),
     "VERSION": "1.0.0",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -415,6 +418,11 @@ SPECTACULAR_SETTINGS = {
     # Tags and operation ids from the resource ("messages", "campaigns"), not from the version prefix.
     "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
     "SERVE_INCLUDE_SCHEMA": False,
+    # One name per set of channels, whichever serializer shows it: a request may ask for auto, a message never has it.
+    "ENUM_NAME_OVERRIDES": {
+        "ChannelEnum": "messaging.models.Channel",
+        "MessageChannelEnum": "messaging.models.MESSAGE_CHANNELS",
+    },
 }
 
 # --- Security when DEBUG is off -------------------------------------------------------------------

@@ -17,7 +17,7 @@ from rest_framework.filters import BaseFilterBackend
 from rest_framework.request import Request
 
 from accounts.models import OfficialAccount
-from messaging.models import Campaign, Message
+from messaging.models import Campaign, Channel, Message
 
 
 class QueryFilter(serializers.Serializer):
@@ -58,7 +58,9 @@ class QueryFilterBackend(BaseFilterBackend):
 class MessageFilter(QueryFilter):
     status = serializers.ChoiceField(choices=Message.Status.choices, required=False, help_text=_("Message status."))
     account = serializers.CharField(required=False, help_text=_("AppID of the official account."))
-    template = serializers.CharField(required=False, help_text=_("WeChat template_id."))
+    template = serializers.CharField(
+        required=False, help_text=_("WeChat template_id, or the priTmplId of subscription notifications.")
+    )
     openid = serializers.CharField(required=False, help_text=_("Recipient openid."))
     campaign = serializers.IntegerField(required=False, min_value=1, help_text=_("Campaign id."))
     created_after = serializers.DateTimeField(
@@ -82,8 +84,11 @@ class MessageFilter(QueryFilter):
 class CampaignFilter(QueryFilter):
     account = serializers.CharField(required=False, help_text=_("AppID of the official account."))
     state = serializers.ChoiceField(choices=Campaign.State.choices, required=False, help_text=_("Campaign state."))
+    channel = serializers.ChoiceField(
+        choices=Channel.choices, required=False, help_text=_("Campaign channel: template, subscribe or auto.")
+    )
 
-    lookups = {"account": "account__appid", "state": "state"}
+    lookups = {"account": "account__appid", "state": "state", "channel": "channel"}
 
 
 class FollowerFilter(QueryFilter):

@@ -20,7 +20,7 @@ from rest_framework import serializers
 
 from accounts.models import Follower, OfficialAccount
 from accounts.selectors import accounts_for_user, usable_account
-from messaging.models import Campaign, Message
+from messaging.models import Campaign, Channel, Message
 from messaging.scheduling import campaign_wait_text, message_wait_text
 from messaging.selectors import campaign_progress
 from messaging.services import RecipientSpec
@@ -156,10 +156,13 @@ class MiniprogramSerializer(serializers.Serializer):
 
 
 class MessageCreateSerializer(serializers.Serializer):
-    """One template message.  Exactly one recipient: ``touser`` (openid) or ``user`` (username bound to a follower).
+    """One message.  Exactly one recipient: ``touser`` (openid) or ``user`` (username bound to a follower).
 
-    Only types and sizes are checked here; ``send_message`` decides the rest (one recipient, the template's keyword
-    rules, the link, the client_msg_id's characters) and its field errors answer 400 in the same shape.
+    ``channel`` says which fields apply: ``template`` (the default) ``template_id``, ``data`` and ``url``;
+    ``subscribe`` ``subscription_template_id``, ``data`` and ``page``; ``auto`` all of them and ``subscription_data``.
+    Only types and sizes are checked here; ``send_message`` decides the rest (one recipient, which fields the channel
+    takes, the templates' keyword rules, the links, the client_msg_id's characters) and its field errors answer 400
+    in the same shape.
     """
 
     account = AccountField()
@@ -171,14 +174,62 @@ class MessageCreateSerializer(serializers.Serializer):
         required=False,
         help_text=_("Username of the recipient, resolved through the user's binding to a follower of the account."),
     )
-    template_id = serializers.CharField(max_length=128, help_text=_("WeChat template_id of an active template."))
-    data = TemplateDataField()
+    channel = serializers.ChoiceField(
+        choices=Channel.choices,
+        required=False,
+        default=Channel.TEMPLATE.value,
+        help_text=_(
+            "template (default): a template message, to followers. subscribe: a subscription notification "
+            "(订阅通知), to anyone holding the user's consent, follower or not; refused consent or none left stores "
+            "the message failed at once. auto: the template message when the user follows and the data fits the "
+            "template, else the subscription notification when the user's consent allows it, else 400."
+        ),
+    )
+    template_id = serializers.CharField(
+        max_length=128,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text=_("WeChat template_id of an active template; required on channel template and auto."),
+    )
+    subscription_template_id = serializers.CharField(
+        max_length=128,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text=_(
+            "priTmplId of an active subscription template of the account; required on channel subscribe and auto."
+        ),
+    )
+    data = TemplateDataField(
+        help_text=_("Keyword values of the template (on channel subscribe: of the subscription template).")
+    )
+    subscription_data = TemplateDataField(
+        required=False,
+        allow_null=True,
+        help_text=_(
+            "Channel auto only: the subscription template's keyword values, when they differ from data (default: "
+            "data). Its errors are reported under this name."
+        ),
+    )
     url = serializers.CharField(
         max_length=1024,
         required=False,
         allow_blank=True,
         default="",
-        help_text=_("Link opened when the message is tapped (ignored when a mini-program page is given)."),
+        help_text=_(
+            "Link opened when a template message is tapped (ignored when a mini-program page is given); not on "
+            "channel subscribe."
+        ),
+    )
+    page = serializers.CharField(
+        max_length=1024,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text=_(
+            "Link (http or https) opened when a subscription notification is tapped; channel subscribe and auto only."
+        ),
     )
     miniprogram = MiniprogramSerializer(required=False, allow_null=True, default=None)
     client_msg_id = serializers.CharField(
@@ -211,37 +262,106 @@ class MessageCreateSerializer(serializers.Serializer):
 
 
 class RecipientsSerializer(serializers.Serializer):
-    """Exactly one of: a list of openids, a list of usernames, or every subscribed follower."""
+    """Exactly one of: a list of openids, a list of usernames, every subscribed follower, or (channels subscribe and
+    auto) everyone holding the subscription."""
 
-    openids = OpenidListField(required=False, help_text=_("Openids of the account's followers."))
+    openids = OpenidListField(
+        required=False,
+        help_text=_("Openids of the account's followers (on channel subscribe, of anyone who opened the popup)."),
+    )
     usernames = UsernameListField(required=False, help_text=_("Usernames, each bound to a follower of the account."))
     all_subscribed = serializers.BooleanField(required=False, help_text=_("true: every subscribed follower."))
+    all_with_credit = serializers.BooleanField(
+        required=False,
+        help_text=_(
+            "true: everyone holding a credit or a long-term grant of the subscription template now, follower or not "
+            "(channels subscribe and auto)."
+        ),
+    )
 
     def validate(self, attrs: dict[str, Any]) -> RecipientSpec:
-        given = [name for name in ("openids", "usernames", "all_subscribed") if name in attrs]
+        flags = {"all_subscribed": RecipientSpec.all_subscribed, "all_with_credit": RecipientSpec.all_with_credit}
+        given = [name for name in ("openids", "usernames", *flags) if name in attrs]
         if len(given) != 1:
             raise serializers.ValidationError(
-                _('Give exactly one of "openids", "usernames" or "all_subscribed": true.')
+                _('Give exactly one of "openids", "usernames", "all_subscribed": true or "all_with_credit": true.')
             )
         kind = given[0]
-        if kind == "all_subscribed":
-            if not attrs["all_subscribed"]:
-                raise serializers.ValidationError({"all_subscribed": [_("Only true is meaningful here.")]})
-            return RecipientSpec.all_subscribed()
+        if kind in flags:
+            if not attrs[kind]:
+                raise serializers.ValidationError({kind: [_("Only true is meaningful here.")]})
+            return flags[kind]()
         if kind == "openids":
             return RecipientSpec.openids(attrs["openids"])
         return RecipientSpec.usernames(attrs["usernames"])
 
 
 class CampaignCreateSerializer(serializers.Serializer):
+    """A campaign on one channel: ``template`` (the default: ``template_id``, ``url``), ``subscribe``
+    (``subscription_template_id``, ``page``) or ``auto`` (all of them, and ``subscription_data`` when the
+    subscription's values differ).  Which fields each channel takes is decided by ``create_campaign``."""
+
     account = AccountField()
-    template_id = serializers.CharField(max_length=128, help_text=_("WeChat template_id of an active template."))
+    channel = serializers.ChoiceField(
+        choices=Channel.choices,
+        required=False,
+        default=Channel.TEMPLATE.value,
+        help_text=_(
+            "template: template messages to followers. subscribe: subscription notifications to whoever holds a "
+            "credit (the others fail at once). auto: per recipient, a template message to a subscribed follower, "
+            "else a subscription notification when they hold a credit, else fails at once."
+        ),
+    )
+    template_id = serializers.CharField(
+        max_length=128,
+        required=False,
+        default="",
+        help_text=_("WeChat template_id of an active template (channels template and auto)."),
+    )
+    subscription_template_id = serializers.CharField(
+        max_length=128,
+        required=False,
+        default="",
+        help_text=_("priTmplId of an active subscription template (channels subscribe and auto)."),
+    )
     data = TemplateDataField()
+    subscription_data = TemplateDataField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=_("Channel auto: the subscription template's values when they differ from data (default: data)."),
+    )
     recipients = RecipientsSerializer()
-    url = serializers.CharField(max_length=1024, required=False, allow_blank=True, default="")
+    url = serializers.CharField(
+        max_length=1024,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text=_("Link of a template message (channels template and auto)."),
+    )
+    page = serializers.CharField(
+        max_length=1024,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text=_("Web page a subscription notification opens (channels subscribe and auto)."),
+    )
     miniprogram = MiniprogramSerializer(required=False, allow_null=True, default=None)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     send_at = send_at_field()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        channel = attrs["channel"]
+        missing = {}
+        if channel in (Channel.TEMPLATE, Channel.AUTO) and not attrs["template_id"]:
+            missing["template_id"] = [_("This field is required on channel %(channel)s.") % {"channel": channel}]
+        if channel in (Channel.SUBSCRIBE, Channel.AUTO) and not attrs["subscription_template_id"]:
+            missing["subscription_template_id"] = [
+                _("This field is required on channel %(channel)s.") % {"channel": channel}
+            ]
+        if missing:
+            raise serializers.ValidationError(missing)
+        return attrs
 
 
 class RescheduleSerializer(serializers.Serializer):
@@ -279,7 +399,19 @@ class PrebuiltFieldsMixin:
 
 class MessageSerializer(PrebuiltFieldsMixin, serializers.ModelSerializer):
     account = serializers.SlugRelatedField(slug_field="appid", read_only=True, help_text=_("AppID."))
-    template_id = serializers.CharField(source="template_id_sent", read_only=True)
+    channel = serializers.ChoiceField(
+        choices=Message._meta.get_field("channel").choices,
+        read_only=True,
+        help_text=_("template: a template message; subscribe: a subscription notification (订阅通知)."),
+    )
+    template_id = serializers.CharField(
+        source="template_id_sent",
+        read_only=True,
+        help_text=_("The template's id as sent: a template_id, or on channel subscribe the priTmplId."),
+    )
+    subscription_template_id = serializers.SerializerMethodField(
+        help_text=_("The subscription template's priTmplId on channel subscribe; null for a template message.")
+    )
     msgid = serializers.CharField(
         read_only=True,
         allow_null=True,
@@ -289,7 +421,12 @@ class MessageSerializer(PrebuiltFieldsMixin, serializers.ModelSerializer):
     created_by = serializers.SlugRelatedField(
         slug_field="username", read_only=True, allow_null=True, help_text=_("Who sent it; null for a deleted user.")
     )
-    url = serializers.CharField(read_only=True, help_text=_("The link's http(s) URL, or empty for none."))
+    url = serializers.SerializerMethodField(
+        help_text=_("A template message's link, an http(s) URL; empty for none and for a subscription notification.")
+    )
+    page = serializers.SerializerMethodField(
+        help_text=_("A subscription notification's link, an http(s) URL; empty for none and for a template message.")
+    )
     wait_reason = serializers.ChoiceField(
         choices=Message.WaitReason.choices,
         allow_blank=True,
@@ -308,10 +445,13 @@ class MessageSerializer(PrebuiltFieldsMixin, serializers.ModelSerializer):
         fields = [
             "id",
             "account",
+            "channel",
             "template_id",
+            "subscription_template_id",
             "touser",
             "data",
             "url",
+            "page",
             "miniprogram",
             "client_msg_id",
             "status",
@@ -335,6 +475,15 @@ class MessageSerializer(PrebuiltFieldsMixin, serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def get_subscription_template_id(self, message: Message) -> str | None:
+        return message.template_id_sent if message.channel == Channel.SUBSCRIBE else None
+
+    def get_url(self, message: Message) -> str:
+        return "" if message.channel == Channel.SUBSCRIBE else message.url
+
+    def get_page(self, message: Message) -> str:
+        return message.url if message.channel == Channel.SUBSCRIBE else ""
+
     def get_error_description(self, message: Message) -> str:
         return "" if message.errcode is None else describe_errcode(message.errcode)
 
@@ -353,7 +502,24 @@ class StatusCountsSerializer(serializers.Serializer):
 
 class CampaignSerializer(serializers.ModelSerializer):
     account = serializers.SlugRelatedField(slug_field="appid", read_only=True, help_text=_("AppID."))
-    template_id = serializers.CharField(source="template.template_id", read_only=True)
+    template_id = serializers.CharField(
+        source="template.template_id", read_only=True, allow_null=True, help_text=_("null on channel subscribe.")
+    )
+    subscription_template_id = serializers.CharField(
+        source="subscription_template.pri_tmpl_id",
+        read_only=True,
+        allow_null=True,
+        help_text=_("priTmplId of the subscription template; null on channel template."),
+    )
+    recipients_with_credit = serializers.IntegerField(
+        read_only=True,
+        allow_null=True,
+        help_text=_(
+            "Channels subscribe and auto: how many recipients held a credit or a long-term grant of the subscription "
+            "template when the campaign was accepted (the others fail at once, or on auto get a template message "
+            "as followers); null on channel template."
+        ),
+    )
     counts = serializers.SerializerMethodField(help_text=_("Messages of the campaign by status."))
     progress = serializers.SerializerMethodField(
         help_text=_("Percentage of messages with nothing left to do (sent, delivered or failed), 0-100.")
@@ -378,12 +544,17 @@ class CampaignSerializer(serializers.ModelSerializer):
             "id",
             "name",
             "account",
+            "channel",
             "template_id",
+            "subscription_template_id",
             "data",
+            "subscription_data",
             "url",
+            "page",
             "miniprogram",
             "recipient_kind",
             "recipient_count",
+            "recipients_with_credit",
             "state",
             "send_at",
             "wait_description",

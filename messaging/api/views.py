@@ -126,7 +126,7 @@ class ApiViewSet(CountWindowsTogether, viewsets.GenericViewSet):
     retrieve=extend_schema(summary=_("Get a message"), responses={200: MessageSerializer, **DETAIL_ERRORS}),
 )
 class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
-    """Template messages: send one, and follow what became of it."""
+    """Messages (template messages and subscription notifications): send one, and follow what became of it."""
 
     queryset = Message.objects.none()
     serializer_class = MessageSerializer
@@ -138,9 +138,15 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
         return selectors.messages_for_user(self.request.user).select_related("account", "created_by")
 
     @extend_schema(
-        summary=_("Send a template message"),
+        summary=_("Send a message"),
         description=_(
             "Validates the message, stores it and queues it for delivery; answers 202 with the stored message.  "
+            "channel template (the default) sends a template message (template_id, data, url); subscribe a "
+            "subscription notification (subscription_template_id, data, page) to any user whose consent allows it, "
+            "follower or not: a refused subscription, or none left, stores the message failed at once with the "
+            "reason and sends nothing; auto sends the template message when the user follows and data fits the "
+            "template, else the subscription notification (subscription_data, or data) when the user's consent "
+            "allows it, else answers 400 with a channel error.  A field another channel takes answers 400.  "
             "Repeating a request with the same client_msg_id (or Idempotency-Key header) and the same body answers "
             "200 with the message stored the first time and sends nothing; the same key with another body is "
             "refused with 422.  With send_at the message is stored with status 'scheduled' and sent at that time "
@@ -190,11 +196,15 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
         fields = serializer.validated_data
         result = services.send_message(
             account=fields["account"],
+            channel=fields["channel"],
             template_id=fields["template_id"],
+            subscription_template_id=fields["subscription_template_id"],
             data=fields["data"],
+            subscription_data=fields.get("subscription_data"),
             touser=fields.get("touser"),
             user=fields.get("user"),
             url=fields["url"],
+            page=fields["page"],
             miniprogram=dict(fields["miniprogram"]) if fields["miniprogram"] else None,
             client_msg_id=fields.get("client_msg_id"),
             send_at=fields["send_at"],
@@ -290,7 +300,7 @@ class RetryFailedResultSerializer(serializers.Serializer):
     ),
 )
 class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
-    """Bulk sends of one template to many recipients."""
+    """Bulk sends of one template (or subscription template, or either per recipient) to many recipients."""
 
     queryset = Campaign.objects.none()
     serializer_class = CampaignSerializer
@@ -301,7 +311,7 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
 
     def get_queryset(self) -> QuerySet[Campaign]:
         return selectors.campaigns_for_user(self.request.user).select_related(
-            "account", "template", "created_by", "decided_by"
+            "account", "template", "subscription_template", "created_by", "decided_by"
         )
 
     def get_serializer(self, *args: Any, **kwargs: Any) -> CampaignSerializer:
@@ -317,7 +327,11 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
         summary=_("Start a campaign"),
         description=_(
             "Validates the data against the template, records the campaign and adds its recipients in the "
-            "background; answers 202 with the campaign (its counts grow while recipients are added).  With send_at "
+            "background; answers 202 with the campaign (its counts grow while recipients are added).  On channel "
+            "subscribe each recipient holding a credit or a long-term grant of the subscription template gets a "
+            "subscription notification (follower or not) and the others fail at once with the ledger's reason; on "
+            "auto a subscribed follower gets the template message, anyone else holding the subscription gets it, and "
+            "the rest fail at once; recipients_with_credit counts the holders before anything is sent.  With send_at "
             "the campaign is accepted the same way but waits in state 'scheduled' (its messages with status "
             "'scheduled') until that time; cancel or reschedule it until then.  Its messages wait for the end of "
             "the account's quiet hours when they would be sent inside them."
@@ -331,10 +345,14 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
         fields = serializer.validated_data
         campaign = services.create_campaign(
             account=fields["account"],
+            channel=fields["channel"],
             template_id=fields["template_id"],
+            subscription_template_id=fields["subscription_template_id"],
             data=fields["data"],
+            subscription_data=fields["subscription_data"],
             recipients=fields["recipients"],
             url=fields["url"],
+            page=fields["page"],
             miniprogram=dict(fields["miniprogram"]) if fields["miniprogram"] else None,
             name=fields["name"],
             send_at=fields["send_at"],

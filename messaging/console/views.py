@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any
 
@@ -38,12 +39,12 @@ from accounts.selectors import accounts_for_user
 from messaging import rules, selectors, services
 from messaging.console.forms import CampaignForm, HistoryFilterForm
 from messaging.console.selectors import QUOTED_PROBLEMS, count_recipients, parse_recipient_list, search_followers
-from messaging.models import Campaign, Message
+from messaging.models import Campaign, Channel, Message
 from messaging.scheduling import campaign_wait_text, wait_text
 from messaging.services.approval import NOTE_MAX_LENGTH
 from templates_app.keywords import render_card, validate_template_data
-from templates_app.models import MessageTemplate
-from templates_app.selectors import active_templates
+from templates_app.models import MessageTemplate, SubscriptionTemplate
+from templates_app.selectors import active_subscription_templates, active_templates
 from wxnotify.tracing import get_trace_id
 from wxnotify.wechat.errors import describe_failure
 
@@ -99,12 +100,25 @@ def _account_or_404(request: HttpRequest, appid: str | None) -> OfficialAccount:
     return get_object_or_404(_sendable_accounts(request), appid=appid or "")
 
 
-def _template_or_404(account: OfficialAccount, template_pk: Any) -> MessageTemplate:
+def _pk(value: Any) -> int:
     try:
-        pk = int(template_pk)
+        return int(value)
     except (TypeError, ValueError):
-        pk = 0
-    return get_object_or_404(active_templates(account), pk=pk)
+        return 0
+
+
+def _template_or_404(account: OfficialAccount, template_pk: Any) -> MessageTemplate:
+    return get_object_or_404(active_templates(account), pk=_pk(template_pk))
+
+
+def _subscription_template_or_404(account: OfficialAccount, template_pk: Any) -> SubscriptionTemplate:
+    return get_object_or_404(active_subscription_templates(account), pk=_pk(template_pk))
+
+
+def _channel(params: Any) -> str:
+    """The channel asked for, template when none or an unknown one."""
+    channel = params.get("channel")
+    return channel if channel in Channel.values else Channel.TEMPLATE.value
 
 
 def _json_body(request: HttpRequest) -> dict[str, Any] | None:
@@ -177,6 +191,11 @@ def _compose_strings() -> dict[str, str]:
         "unsubscribed": _("%(count)s of them no longer follow the account; those messages fail without being sent."),
         "unknown": _("Not known followers of this account (WeChat may refuse them): %(names)s."),
         "unbound": _("Not bound to this account, the send would be refused: %(names)s."),
+        "with_credit": _(
+            "%(count)s of them hold the subscription (a credit or a long-term grant); the others get nothing."
+        ),
+        "holds": _("%(openid)s: holds the subscription"),
+        "no_credit": _("%(openid)s: no credit, not sent"),
         "more": _("(and %(count)s more)"),
         "add": pgettext("console", "Add"),
         "no_results": _("No follower matches."),
@@ -211,42 +230,125 @@ def _quoted(entries: list[str]) -> dict[str, Any]:
 # --- Compose, preview, send ---------------------------------------------------------------------------------------
 
 
+@dataclass
+class Choice:
+    """What step 1 of the compose page chose: account, channel and the channel's template(s)."""
+
+    accounts: list[OfficialAccount]
+    account: OfficialAccount | None = None
+    channel: str = Channel.TEMPLATE.value
+    templates: list[MessageTemplate] = field(default_factory=list)
+    subscription_templates: list[SubscriptionTemplate] = field(default_factory=list)
+    template: MessageTemplate | None = None
+    subscription_template: SubscriptionTemplate | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Every template the channel needs is chosen: the form can be shown."""
+        needs_template = self.channel != Channel.SUBSCRIBE
+        needs_subscription = self.channel != Channel.TEMPLATE
+        return (self.template is not None or not needs_template) and (
+            self.subscription_template is not None or not needs_subscription
+        )
+
+
+def _choice(request: HttpRequest, params: Any) -> Choice:
+    """Account, channel and templates from the request; a single candidate is chosen without asking."""
+    choice = Choice(accounts=list(_sendable_accounts(request)), channel=_channel(params))
+    if params.get("account"):
+        choice.account = _account_or_404(request, params["account"])
+    elif len(choice.accounts) == 1:
+        choice.account = choice.accounts[0]
+    if choice.account is None:
+        return choice
+    if choice.channel != Channel.SUBSCRIBE:
+        choice.templates = list(active_templates(choice.account))
+        choice.template = _picked(params.get("template"), choice.templates, choice.account, _template_or_404)
+    if choice.channel != Channel.TEMPLATE:
+        choice.subscription_templates = list(active_subscription_templates(choice.account))
+        choice.subscription_template = _picked(
+            params.get("subscription"), choice.subscription_templates, choice.account, _subscription_template_or_404
+        )
+    return choice
+
+
+def _picked(asked: Any, candidates: list, account: OfficialAccount, lookup: Callable[..., Any]) -> Any:
+    """The template asked for (404 when not the account's), or the only candidate, or None."""
+    if asked:
+        return lookup(account, asked)
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _accepted(request: HttpRequest, campaign: Campaign) -> None:
+    """Tell who sent it what became of the campaign: queued or scheduled, held for approval, quota, duplicates."""
+    if campaign.send_at is not None:
+        messages.success(
+            request,
+            _("Campaign accepted: %(count)d message(s) scheduled. %(when)s")
+            % {"count": campaign.recipient_count, "when": campaign_wait_text(campaign)},
+        )
+    else:
+        messages.success(
+            request,
+            _("Campaign accepted: %(count)d message(s) queued.") % {"count": campaign.recipient_count},
+        )
+    if campaign.recipients_with_credit is not None:
+        messages.info(
+            request,
+            _("%(count)d recipient(s) hold the subscription.") % {"count": campaign.recipients_with_credit},
+        )
+    if rules.awaits_approval(campaign):
+        messages.info(
+            request,
+            _("It waits for approval by a member of wxnotify admins: nothing is sent before."),
+        )
+    for warning in services.quota_warnings(campaign.account, recipients=campaign.recipient_count):
+        messages.warning(request, warning)
+    for warning in _duplicate_warnings(campaign):
+        messages.warning(request, warning)
+
+
 @console_view(SEND_PERMISSION)
 @require_http_methods(["GET", "POST"])
 def compose(request: HttpRequest) -> HttpResponse:
-    """Pick an account and a template (a GET form), then fill, preview and send a campaign (a POST form).
+    """Pick an account, a channel and its template(s) (a GET form), then fill, preview and send a campaign (a POST
+    form).
 
     "Preview" and a refused "Send" render the page again with the values kept, the validator's errors on their
-    fields and the phone card; an accepted send goes to the campaign's page, with the warnings the API's answer
-    carries (WeChat's quota left today is short, the account's sends are on hold).
+    fields and the phone cards (the template message, the service notification, or both on ``auto``); an accepted
+    send goes to the campaign's page, with the warnings the API's answer carries (WeChat's quota left today is
+    short, the account's sends are on hold).
     """
     params = request.POST if request.method == "POST" else request.GET
-    accounts = list(_sendable_accounts(request))
-    account = template = form = card = None
-    if params.get("account"):
-        account = _account_or_404(request, params["account"])
-    elif len(accounts) == 1:
-        account = accounts[0]
-    templates = list(active_templates(account)) if account else []
-    if account is not None and params.get("template"):
-        template = _template_or_404(account, params["template"])
-    elif len(templates) == 1:
-        template = templates[0]
-
-    if template is not None and request.method == "POST":
-        form = CampaignForm(request.POST, template=template)
+    choice = _choice(request, params)
+    account = choice.account
+    form = card = service_card = None
+    if account is not None and choice.complete:
+        form_kwargs = {
+            "template": choice.template,
+            "subscription_template": choice.subscription_template,
+            "channel": choice.channel,
+        }
+        form = CampaignForm(request.POST, **form_kwargs) if request.method == "POST" else CampaignForm(**form_kwargs)
+    if form is not None and form.is_bound:
         # The send time is typed on the account's clock, whatever the site's time zone.
         with timezone.override(account.zone):
             valid = form.is_valid()
         if valid and request.POST.get("action") == "send":
-            url, miniprogram = form.link()
+            url, page, miniprogram = form.link()
             try:
                 campaign = services.create_campaign(
                     account=account,
-                    template_id=template.template_id,
+                    channel=choice.channel,
+                    template_id=choice.template.template_id if choice.template else "",
+                    subscription_template_id=(
+                        choice.subscription_template.pri_tmpl_id if choice.subscription_template else ""
+                    ),
                     data=form.template_data,
+                    subscription_data=form.subscription_data,
                     recipients=form.recipients(),
                     url=url,
+                    page=page,
                     miniprogram=miniprogram,
                     name=form.cleaned_data["name"],
                     send_at=form.cleaned_data.get("send_at"),
@@ -256,42 +358,32 @@ def compose(request: HttpRequest) -> HttpResponse:
             except services.MessageRejected as exc:
                 form.add_service_errors(exc.errors)
             else:
-                if campaign.send_at is not None:
-                    messages.success(
-                        request,
-                        _("Campaign accepted: %(count)d message(s) scheduled. %(when)s")
-                        % {"count": campaign.recipient_count, "when": campaign_wait_text(campaign)},
-                    )
-                else:
-                    messages.success(
-                        request,
-                        _("Campaign accepted: %(count)d message(s) queued.") % {"count": campaign.recipient_count},
-                    )
-                if rules.awaits_approval(campaign):
-                    messages.info(
-                        request,
-                        _("It waits for approval by a member of wxnotify admins: nothing is sent before."),
-                    )
-                for warning in services.quota_warnings(account, recipients=campaign.recipient_count):
-                    messages.warning(request, warning)
-                for warning in _duplicate_warnings(campaign):
-                    messages.warning(request, warning)
+                _accepted(request, campaign)
                 return redirect("console:campaign", pk=campaign.pk)
-        card = render_card(template, form.keyword_values())
-    elif template is not None:
-        form = CampaignForm(template=template)
+        for keyword_set in form.keyword_sets:
+            rendered = render_card(keyword_set.template, form.keyword_values(keyword_set))
+            if keyword_set.is_subscription:
+                service_card = rendered
+            else:
+                card = rendered
     return render(
         request,
         "console/compose.html",
         {
             "nav": "compose",
-            "accounts": accounts,
+            "accounts": choice.accounts,
             "account": account,
-            "templates": templates,
-            "template": template,
+            "channel": choice.channel,
+            "channels": Channel.choices,
+            "templates": choice.templates,
+            "template": choice.template,
+            "subscription_templates": choice.subscription_templates,
+            "subscription_template": choice.subscription_template,
             "form": form,
             "card": card,
+            "service_card": service_card,
             "card_has_link": form is not None and form.is_bound and form.previews_link(),
+            "card_has_miniprogram": form is not None and form.is_bound and form.previews_miniprogram(),
             "js_strings": _compose_strings(),
             "caps": selectors.account_caps(account.pk) if account else [],
         },
@@ -301,12 +393,18 @@ def compose(request: HttpRequest) -> HttpResponse:
 @console_view(SEND_PERMISSION)
 @require_POST
 def validate(request: HttpRequest) -> JsonResponse:
-    """The template's rules applied to what is being typed: ``validate_template_data``, as the API applies it."""
+    """The template's rules applied to what is being typed: ``validate_template_data``, as the API applies it.
+
+    ``template`` names a message template, ``subscription`` a subscription template (one of them).
+    """
     body = _json_body(request)
     if body is None:
         return JsonResponse({"detail": _("Send a JSON object.")}, status=400)
     account = _account_or_404(request, body.get("account"))
-    template = _template_or_404(account, body.get("template"))
+    if body.get("subscription"):
+        template = _subscription_template_or_404(account, body.get("subscription"))
+    else:
+        template = _template_or_404(account, body.get("template"))
     result = validate_template_data(template, body.get("data"))
     return JsonResponse({"valid": result.is_valid, "errors": result.errors, "warnings": result.warnings})
 
@@ -314,7 +412,8 @@ def validate(request: HttpRequest) -> JsonResponse:
 @console_view(SEND_PERMISSION)
 @require_POST
 def count(request: HttpRequest) -> JsonResponse:
-    """How many messages the campaign would create, and which pasted entries need a second look."""
+    """How many messages the campaign would create, and which pasted entries need a second look; with
+    ``subscription`` (a subscription template), how many of them hold it, and for a short list who."""
     body = _json_body(request)
     if body is None:
         return JsonResponse({"detail": _("Send a JSON object.")}, status=400)
@@ -325,13 +424,16 @@ def count(request: HttpRequest) -> JsonResponse:
     text = body.get("list", "")
     if not isinstance(text, str):
         return JsonResponse({"detail": _("Give the list as text.")}, status=400)
-    result = count_recipients(account, kind, parse_recipient_list(text))
+    subscription = _subscription_template_or_404(account, body["subscription"]) if body.get("subscription") else None
+    result = count_recipients(account, kind, parse_recipient_list(text), subscription)
     return JsonResponse(
         {
             "count": result.count,
             "unsubscribed": result.unsubscribed,
             "unknown": _quoted(result.unknown),
             "unbound": _quoted(result.unbound),
+            "with_credit": result.with_credit,
+            "holders": result.holders,
         }
     )
 
@@ -358,7 +460,9 @@ def followers(request: HttpRequest) -> JsonResponse:
 
 def _campaign_or_404(request: HttpRequest, pk: int) -> Campaign:
     return get_object_or_404(
-        selectors.campaigns_for_user(request.user).select_related("account", "template", "created_by", "decided_by"),
+        selectors.campaigns_for_user(request.user).select_related(
+            "account", "template", "subscription_template", "created_by", "decided_by"
+        ),
         pk=pk,
     )
 
@@ -368,16 +472,28 @@ def _campaign_or_404(request: HttpRequest, pk: int) -> Campaign:
 def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
     campaign = _campaign_or_404(request, pk)
     progress = _campaign_progress(campaign)
+    service_card = None
+    if campaign.subscription_template is not None:
+        service_card = render_card(campaign.subscription_template, campaign.content_for(Channel.SUBSCRIBE)[0])
     return render(
         request,
         "console/campaign.html",
         {
             "nav": "history",
             "campaign": campaign,
+            "account": campaign.account,
             "progress": progress,
             "status_counts": [(value, label, progress["counts"][value]) for value, label in Message.Status.choices],
-            "card": render_card(campaign.template, campaign.data),
-            "card_has_link": bool(campaign.url or campaign.miniprogram),
+            "channel_counts": [
+                (channel, label, [counts[value] for value, _label in Message.Status.choices])
+                for channel, label, counts in (
+                    selectors.status_counts_by_channel(campaign) if campaign.channel == Channel.AUTO else []
+                )
+            ],
+            "card": render_card(campaign.template, campaign.data) if campaign.template is not None else None,
+            "service_card": service_card,
+            "card_has_link": bool(campaign.url or campaign.page or campaign.miniprogram),
+            "card_has_miniprogram": bool(campaign.miniprogram),
             "can_send": request.user.has_perm(SEND_PERMISSION),
             "can_decide": rules.can_decide(request.user, campaign),
             "approvers": (
@@ -512,7 +628,8 @@ def _campaign_list(request: HttpRequest, filters: dict[str, Any]) -> QuerySet[Ca
         if filters.get("awaiting_me")
         else selectors.campaigns_for_user(request.user)
     )
-    return _filtered(campaigns.select_related("account", "template", "created_by"), filters, "state", "state")
+    related = campaigns.select_related("account", "template", "subscription_template", "created_by")
+    return _filtered(related, filters, "state", "state")
 
 
 @console_view()
@@ -525,7 +642,7 @@ def history(request: HttpRequest) -> HttpResponse:
     filters = form.cleaned_data
     if show_messages:
         queryset = _filtered(
-            selectors.messages_for_user(request.user).select_related("account", "template"),
+            selectors.messages_for_user(request.user).select_related("account", "template", "subscription_template"),
             filters,
             "status",
             "status",

@@ -6,7 +6,8 @@ into one delivery task.  The rows are the source of truth: if the broker loses t
 re-delivers), the sweeper (:mod:`messaging.sweeper`) finds the due rows again, and the ``client_msg_id`` every
 attempt carries lets WeChat drop a resend.
 
-One module per job: :mod:`.checks` (validation shared by both kinds of send), :mod:`.sending` (one message),
+One module per job: :mod:`.checks` (validation shared by both kinds of send), :mod:`.routing` (the channels: which
+fields each takes, ``auto``'s choice for a recipient), :mod:`.sending` (one message),
 :mod:`.campaigns` and :mod:`.expansion` (bulk sends), :mod:`.schedules` (moving and stopping scheduled sends),
 :mod:`.approval` (campaigns that wait for an admin), :mod:`.receipts`, :mod:`.ledger` (what WeChat knows of our
 sends).  Callers import from this package.

@@ -34,7 +34,7 @@ logger = logging.getLogger("wxnotify.messaging")
 NOTE_MAX_LENGTH = 2000
 
 
-def needs_approval(account_id: int, template_pk: int, recipient_count: int) -> bool:
+def needs_approval(account_id: int, template_pk: int | None, recipient_count: int) -> bool:
     """Whether the account's approval policy holds back a campaign of the template to that many recipients."""
     policy = ApprovalPolicy.objects.filter(account_id=account_id).first()
     return policy is not None and policy.requires_approval(template_pk, recipient_count)

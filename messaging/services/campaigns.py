@@ -1,4 +1,5 @@
-"""Campaigns: accept a bulk send of one template to many recipients, cancel it, retry its failures, finish it."""
+"""Campaigns: accept a bulk send of one template (or subscription template) to many recipients, cancel it, retry its
+failures, finish it."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from accounts.models import OfficialAccount
 from audit.models import AuditEvent
 from audit.services import record
 from messaging import dispatch, events, rules, scheduling
-from messaging.models import WAITING_STATUSES, Campaign, Message
+from messaging.models import WAITING_STATUSES, Campaign, Channel, Message
 from messaging.reasons import CANCELLED_REASON
 from messaging.services.approval import needs_approval
 from messaging.services.checks import (
@@ -28,10 +29,21 @@ from messaging.services.checks import (
     check_data,
     check_link,
     check_send_at,
+    check_subscription_template,
     check_template,
     vanished_reference,
 )
-from messaging.services.expansion import expand_openids, expand_usernames, fail_duplicates, subscribed_followers
+from messaging.services.expansion import (
+    expand_credit_holders,
+    expand_openids,
+    expand_usernames,
+    fail_duplicates,
+    subscribed_followers,
+)
+from subscriptions.selectors import count_subscribed_followers_with_credit
+from subscriptions.selectors import count_with_credit as consent_count_with_credit
+from templates_app.keywords import validate_template_data
+from templates_app.models import MessageTemplate, SubscriptionTemplate
 from wxnotify.tracing import get_trace_id, traced
 from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
 
@@ -60,13 +72,105 @@ class RecipientSpec:
     def all_subscribed(cls) -> RecipientSpec:
         return cls(Campaign.RecipientKind.ALL_SUBSCRIBED)
 
+    @classmethod
+    def all_with_credit(cls) -> RecipientSpec:
+        return cls(Campaign.RecipientKind.ALL_WITH_CREDIT)
+
+
+@dataclass(frozen=True)
+class CampaignContent:
+    """What a campaign sends on its channel(s), checked: the templates, the data stored and the links."""
+
+    template: MessageTemplate | None
+    subscription_template: SubscriptionTemplate | None
+    data: dict[str, Any]
+    subscription_data: dict[str, Any] | None
+    miniprogram: dict[str, str] | None
+
+
+def check_content(
+    account: OfficialAccount,
+    errors: dict[str, Any],
+    *,
+    channel: str,
+    template_id: str,
+    subscription_template_id: str,
+    data: Any,
+    subscription_data: Any,
+    url: str,
+    page: str,
+    miniprogram: Any,
+) -> CampaignContent:
+    """Check a campaign's channel, templates, data and links, adding field errors (the contract's field names).
+
+    ``template`` needs ``template_id`` and ``url``; ``subscribe`` needs ``subscription_template_id`` and ``page``;
+    ``auto`` needs both templates and takes both links.  Fields of a channel not used are refused rather than
+    ignored.  An ``auto`` campaign is accepted when its data fits one of its templates (the recipients of the other
+    channel then fail with NO_CHANNEL_REASON); its ``subscription_data``, when given, must fit the subscription
+    template.
+    """
+    if channel not in Channel.values:
+        errors["channel"] = [_("Choose template, subscribe or auto.")]
+        return CampaignContent(None, None, {}, None, None)
+    uses_template = channel in (Channel.TEMPLATE, Channel.AUTO)
+    uses_subscription = channel in (Channel.SUBSCRIBE, Channel.AUTO)
+    template = check_template(account, template_id, errors) if uses_template else None
+    subscription = check_subscription_template(account, subscription_template_id, errors) if uses_subscription else None
+    unused = {
+        "template_id": not uses_template and template_id,
+        "url": not uses_template and url,
+        "subscription_template_id": not uses_subscription and subscription_template_id,
+        "page": not uses_subscription and page,
+        "subscription_data": channel != Channel.AUTO and subscription_data is not None,
+    }
+    for name, given in unused.items():
+        if given:
+            errors[name] = [_("Not used on channel %(channel)s.") % {"channel": channel}]
+    mini = check_link(url if uses_template else "", miniprogram, errors)
+    if uses_subscription:
+        check_link(page, None, errors, url_field="page")
+    if channel != Channel.AUTO:
+        normalized = check_data(template or subscription, data, errors)
+        return CampaignContent(template, subscription, normalized, None, mini)
+    if template is None or subscription is None:
+        return CampaignContent(template, subscription, {}, None, mini)
+    as_template = validate_template_data(template, data)
+    as_subscription = validate_template_data(subscription, data if subscription_data is None else subscription_data)
+    if as_subscription.errors and (subscription_data is not None or as_template.errors):
+        errors["subscription_data"] = as_subscription.errors
+    if as_template.errors and as_subscription.errors:
+        errors["data"] = as_template.errors
+    stored = as_template.data if as_template.is_valid else as_subscription.data
+    own = as_subscription.data if as_subscription.is_valid and as_subscription.data != stored else None
+    return CampaignContent(template, subscription, stored, own, mini)
+
+
+def count_with_credit(campaign: Campaign) -> int | None:
+    """How many of an accepted campaign's recipients hold a credit or a grant of its subscription template now;
+    None for a template campaign.  A list's recipients are its messages (``subscriptions.selectors.count_with_credit``
+    over their openids); all subscribed followers are counted in SQL (their messages are not written yet)."""
+    if campaign.subscription_template_id is None:
+        return None
+    pri_tmpl_id = campaign.subscription_template.pri_tmpl_id
+    if campaign.recipient_kind == Campaign.RecipientKind.ALL_SUBSCRIBED:
+        return count_subscribed_followers_with_credit(campaign.account_id, pri_tmpl_id)
+    if campaign.recipient_kind == Campaign.RecipientKind.ALL_WITH_CREDIT:
+        # Every recipient was taken from the holders.
+        return Message.objects.filter(campaign=campaign).count()
+    openids = Message.objects.filter(campaign=campaign).values_list("touser", flat=True)
+    return consent_count_with_credit(campaign.account, pri_tmpl_id, openids.iterator())
+
 
 def create_campaign(
     *,
     account: OfficialAccount,
-    template_id: str,
     data: Any,
     recipients: RecipientSpec,
+    template_id: str = "",
+    channel: str = Channel.TEMPLATE,
+    subscription_template_id: str = "",
+    subscription_data: Any = None,
+    page: str = "",
     url: str = "",
     miniprogram: Mapping[str, str] | None = None,
     name: str = "",
@@ -88,6 +192,11 @@ def create_campaign(
     With ``send_at`` (see ``check_send_at``) the recipients are expanded the same way, but the campaign waits as
     *scheduled* and its messages as ``scheduled`` until that time (messaging.scheduling); it can be cancelled or
     rescheduled until then.
+    ``channel`` subscribe sends the subscription template ``subscription_template_id`` (with ``data`` and ``page``)
+    to each recipient the consent ledger allows, follower or not, and fails the others at once; auto sends the
+    template to subscribed followers and the subscription to the others who hold it (see :func:`check_content` and
+    ``expansion.CampaignRows``).  Either also counts who holds a credit (``recipients_with_credit``); everyone
+    holding the subscription (``RecipientSpec.all_with_credit``) is a recipient kind of these channels only.
     A campaign the account's approval policy holds back (``needs_approval``, on the recipients counted here) is
     accepted the same way in state "pending approval", and nothing is started: neither delivery nor, for all
     subscribed followers, the expansion (messaging.services.approval).
@@ -95,11 +204,23 @@ def create_campaign(
     trace_id = trace_id or get_trace_id()
     errors: dict[str, Any] = {}
     check_account(account, errors)
-    template = check_template(account, template_id, errors)
-    normalized = check_data(template, data, errors)
-    mini = check_link(url or "", miniprogram, errors)
+    content = check_content(
+        account,
+        errors,
+        channel=channel,
+        template_id=template_id,
+        subscription_template_id=subscription_template_id,
+        data=data,
+        subscription_data=subscription_data,
+        url=url or "",
+        page=page or "",
+        miniprogram=miniprogram,
+    )
+    template = content.template
     if recipients.kind not in Campaign.RecipientKind.values:
         errors["recipients"] = [_("Give openids, usernames, or all subscribed followers.")]
+    elif recipients.kind == Campaign.RecipientKind.ALL_WITH_CREDIT and channel == Channel.TEMPLATE:
+        errors["recipients"] = [_("Everyone holding the subscription is a recipient of subscribe and auto campaigns.")]
     now = timezone.now()
     send_at = check_send_at(account, send_at, errors, now)
     if errors:
@@ -110,11 +231,15 @@ def create_campaign(
         with transaction.atomic():
             campaign = Campaign.objects.create(
                 account=account,
+                channel=channel,
                 template=template,
+                subscription_template=content.subscription_template,
                 name=name,
-                data=normalized,
+                data=content.data,
+                subscription_data=content.subscription_data,
                 url=url or "",
-                miniprogram=mini,
+                page=page or "",
+                miniprogram=content.miniprogram,
                 recipient_kind=recipients.kind,
                 state=Campaign.State.EXPANDING,
                 send_at=send_at,
@@ -125,12 +250,18 @@ def create_campaign(
                 expand_openids(campaign, recipients.values, errors, now)
             elif recipients.kind == Campaign.RecipientKind.USERNAMES:
                 expand_usernames(campaign, recipients.values, errors, now)
+            elif recipients.kind == Campaign.RecipientKind.ALL_WITH_CREDIT:
+                expand_credit_holders(campaign, now)
             if expand_later:
                 count = subscribed_followers(account.pk)
             else:
                 count = Message.objects.filter(campaign=campaign).count()
             if not count and not errors:
-                errors["recipients"] = [_("The campaign has no recipients.")]
+                errors["recipients"] = [
+                    _("Nobody holds this subscription now.")
+                    if recipients.kind == Campaign.RecipientKind.ALL_WITH_CREDIT
+                    else _("The campaign has no recipients.")
+                ]
             if errors:
                 transaction.set_rollback(True)
                 raise MessageRejected(errors)
@@ -142,30 +273,34 @@ def create_campaign(
                     events.MESSAGE_FAILED, Message.objects.filter(campaign=campaign, status=Message.Status.FAILED)
                 )
             campaign.recipient_count = count
-            record(
-                AuditEvent.CAMPAIGN_CREATED,
-                target=campaign,
-                details={
-                    "account": account.appid,
-                    "template": template.template_id,
-                    "recipients": recipients.kind,
-                    "recipient_count": count,
-                },
-            )
-            if needs_approval(account.pk, template.pk, count):
+            campaign.recipients_with_credit = count_with_credit(campaign)
+            details = {
+                "account": account.appid,
+                "template": template.template_id if template else "",
+                "recipients": recipients.kind,
+                "recipient_count": count,
+            }
+            if channel != Channel.TEMPLATE:
+                details |= {
+                    "channel": channel,
+                    "subscription_template": content.subscription_template.pri_tmpl_id,
+                    "recipients_with_credit": campaign.recipients_with_credit,
+                }
+            record(AuditEvent.CAMPAIGN_CREATED, target=campaign, details=details)
+            if needs_approval(account.pk, template.pk if template else None, count):
                 # Nothing starts: approve_campaign starts the delivery (or the expansion) of a waiting campaign.
                 campaign.state = Campaign.State.PENDING_APPROVAL
-                campaign.save(update_fields=["recipient_count", "state"])
+                campaign.save(update_fields=["recipient_count", "recipients_with_credit", "state"])
             elif expand_later:
-                campaign.save(update_fields=["recipient_count"])
+                campaign.save(update_fields=["recipient_count", "recipients_with_credit"])
                 transaction.on_commit(partial(dispatch.enqueue_expansion, campaign.pk, trace_id))
             elif send_at is not None:
                 campaign.state = Campaign.State.SCHEDULED
-                campaign.save(update_fields=["recipient_count", "state"])
+                campaign.save(update_fields=["recipient_count", "recipients_with_credit", "state"])
                 transaction.on_commit(lambda: scheduling.wake_before(send_at, timezone.now()))
             else:
                 campaign.state = Campaign.State.RUNNING
-                campaign.save(update_fields=["recipient_count", "state"])
+                campaign.save(update_fields=["recipient_count", "recipients_with_credit", "state"])
                 transaction.on_commit(partial(dispatch.enqueue_campaign, campaign.pk, trace_id))
     except IntegrityError:
         raise vanished_reference() from None

@@ -1,8 +1,8 @@
 """The duplicate window: the same content to the same user within X minutes is not sent again.
 
 An account's ``duplicate_window_minutes`` (empty or 0: off) sets the window.  Two messages are duplicates when they
-go to the same openid of the same account with the same *content*: template, data, link URL and mini-program page
-(``content_hash``, stored on every message; campaign messages carry their campaign's).
+go to the same openid of the same account with the same *content*: channel, template, data, link URL and mini-program
+page (``content_hash``, stored on every message; campaign messages carry their campaign's).
 
 **Single sends** (API): a duplicate is answered with the first message of the window — not failed, not stored again —
 the way a repeated idempotency key is (200 with the original; the API adds ``X-Wxnotify-Replay: duplicate``).  The
@@ -35,18 +35,33 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from accounts.models import OfficialAccount
-from messaging.models import Campaign, Message
+from messaging.models import Campaign, Channel, Message
 from messaging.reasons import DUPLICATE_REASON
 
 
-def content_hash(*, template_id: str, data: Mapping[str, Any], url: str, miniprogram: Mapping[str, str] | None) -> str:
-    """A hash of what a message says (template, data, link), without its recipient."""
-    canonical = json.dumps(
-        {"template_id": template_id, "data": data, "url": url or "", "miniprogram": miniprogram or None},
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+def content_hash(
+    *,
+    template_id: str,
+    data: Mapping[str, Any],
+    url: str,
+    miniprogram: Mapping[str, str] | None,
+    channel: str = Channel.TEMPLATE,
+) -> str:
+    """A hash of what a message says (template, data, link), without its recipient.
+
+    ``template_id`` and ``url`` are the ones of the message's channel (a subscription notification's priTmplId and
+    page).  The channel counts only when it is not ``template``: a template message hashes as it did before there
+    were channels, so the window still finds the copies accepted before then.
+    """
+    said: dict[str, Any] = {
+        "template_id": template_id,
+        "data": data,
+        "url": url or "",
+        "miniprogram": miniprogram or None,
+    }
+    if channel != Channel.TEMPLATE:
+        said["channel"] = str(channel)
+    canonical = json.dumps(said, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

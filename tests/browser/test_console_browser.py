@@ -12,6 +12,9 @@ from playwright.sync_api import Browser, Page, expect
 
 from messaging.models import Campaign, Message
 from sandbox.demo import DEMO_APPID
+from subscriptions.models import SubscriptionConsent
+from tests.messaging.test_console_subscriptions import HOLDER, STRANGER
+from tests.messaging.test_subscription_campaigns import SHIPPED, SHIPPED_CONTENT, subscription_template
 
 SHIPPED_TITLE = "订单发货通知"
 VALUES = {
@@ -193,3 +196,43 @@ def test_chinese_ui_at_phone_width(browser: Browser, live_server, staff_a, sandb
     page.get_by_role("button", name="切换").click()
     expect(page.get_by_role("heading", name="Send a template message")).to_be_visible()
     context.close()
+
+
+def test_subscribe_channel_checks_keywords_counts_credits_and_previews_the_service_card(
+    page: Page, live_server, staff_a, account_a, shot
+):
+    """Staff pick the subscription channel: its template's fields are checked as they type, the pasted list says who
+    holds the subscription, and the preview is the 服务通知 card."""
+    subscription_template(account_a, SHIPPED, SHIPPED_CONTENT, "订单发货提醒")
+    SubscriptionConsent.objects.create(account=account_a, openid=HOLDER, pri_tmpl_id=SHIPPED, credits=1)
+    _sign_in(page, live_server.url, "staff_a")
+    page.get_by_label("Channel").select_option("subscribe")
+    expect(page.get_by_role("heading", name="Send a subscription notification")).to_be_visible()
+    # The account's only subscription template is chosen already.
+    expect(page.locator("pre.template-content")).to_contain_text("商品名称:{{thing2.DATA}}")
+    for name, value in VALUES.items():
+        page.locator(f"#id_kw_{name}").fill(value)
+    thing = page.get_by_label(re.compile("商品名称"))
+    thing.fill(TOO_LONG)
+    expect(page.locator('[data-errors="thing2"]')).to_have_text("At most 20 characters (this has 21).")
+    thing.fill(FIXED)
+    expect(page.locator('[data-errors="thing2"] li')).to_have_count(0)
+
+    page.get_by_label("These openids").check()
+    page.get_by_label("Openids or usernames").fill(f"{HOLDER}\n{STRANGER}")
+    expect(page.locator("#recipient-count")).to_contain_text("Recipients: 2.")
+    expect(page.locator("#recipient-count")).to_contain_text("1 of them hold the subscription")
+    expect(page.locator(f'#recipient-credits li[data-openid="{HOLDER}"]')).to_have_class("holds")
+    expect(page.locator(f'#recipient-credits li[data-openid="{STRANGER}"]')).to_have_class("no-credit")
+    page.get_by_label("Web page").check()
+    page.get_by_label("Link URL").fill("https://example.com/orders/SO20261128001")
+    shot(page, "01-subscribe-compose")
+
+    page.get_by_role("button", name="Preview").click()
+    card = page.get_by_test_id("service-card")
+    expect(card).to_contain_text("订单发货提醒")
+    expect(card.locator(".card-line", has_text="商品名称")).to_contain_text(FIXED)
+    expect(card.locator(".card-link")).to_contain_text("查看详情")
+    expect(page.locator(".service-header")).to_have_text("服务通知")
+    shot(page, "02-service-card")
+    assert not Campaign.objects.exists()

@@ -104,11 +104,17 @@ def test_prebuilt_message_fields_answer_like_drfs_own_and_are_never_shared(accou
         created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
         wait_reason = serializers.ChoiceField(choices=Message.WaitReason.choices, allow_blank=True, read_only=True)
         wait_description = serializers.SerializerMethodField()
+        subscription_template_id = serializers.SerializerMethodField()
+        url = serializers.SerializerMethodField()
+        page = serializers.SerializerMethodField()
 
         class Meta(MessageSerializer.Meta):
             pass
 
         get_error_description = MessageSerializer.get_error_description
+        get_subscription_template_id = MessageSerializer.get_subscription_template_id
+        get_url = MessageSerializer.get_url
+        get_page = MessageSerializer.get_page
         get_wait_description = MessageSerializer.get_wait_description
 
     message = _make_message(account_a, "oRecipient", errcode=43101, msgid=3487542469355618313, created_by=staff_a)

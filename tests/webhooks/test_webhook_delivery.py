@@ -98,6 +98,7 @@ def test_a_message_sent_then_delivered_reaches_the_receiver_signed_in_order(acco
     assert sent.json["account"] == DEMO_APPID
     assert sent.json["message"] == {
         "id": message.pk,
+        "channel": "template",
         "status": "sent",
         "touser": message.touser,
         "client_msg_id": message.client_msg_id,

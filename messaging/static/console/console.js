@@ -64,16 +64,13 @@
     });
   }
 
-  /* Steps 2-4 of the compose form. */
-  function initCompose() {
-    var form = document.getElementById("campaign-form");
-    if (!form) { return; }
-    var text = strings();
+  /* Step 2: one template's keyword fields, with counters and the server's verdict as people type. */
+  function initKeywordSet(form, set, text) {
     var touched = {};
-    var inputs = Array.prototype.slice.call(form.querySelectorAll("input[data-keyword]"));
+    var inputs = Array.prototype.slice.call(set.querySelectorAll("input[data-keyword]"));
 
     function updateCounter(input) {
-      var counter = form.querySelector('[data-counter="' + input.dataset.keyword + '"]');
+      var counter = set.querySelector('[data-counter="' + input.dataset.keyword + '"]');
       var limit = input.dataset.maxLength ? parseInt(input.dataset.maxLength, 10) : null;
       var count = charCount(input.value);
       counter.textContent = limit ? format(text.counter, { count: count, limit: limit })
@@ -86,8 +83,8 @@
         var name = input.dataset.keyword;
         var errors = touched[name] ? (result.errors[name] || []) : [];
         var warnings = touched[name] ? (result.warnings[name] || []) : [];
-        fillList(form.querySelector('[data-errors="' + name + '"]'), errors);
-        fillList(form.querySelector('[data-warnings="' + name + '"]'), warnings);
+        fillList(set.querySelector('[data-errors="' + name + '"]'), errors);
+        fillList(set.querySelector('[data-warnings="' + name + '"]'), warnings);
         input.setAttribute("aria-invalid", errors.length ? "true" : "false");
         input.closest(".keyword").classList.toggle("invalid", errors.length > 0);
       });
@@ -96,9 +93,14 @@
     var validate = debounce(function () {
       var data = {};
       inputs.forEach(function (input) { data[input.dataset.keyword] = input.value; });
-      postJSON(form.dataset.validateUrl, form, {
-        account: form.dataset.account, template: form.dataset.template, data: data
-      }).then(showResult).catch(function () { /* the server checks again on Send */ });
+      var body = { account: form.dataset.account, data: data };
+      if (set.dataset.keywordSet === "subscription") {
+        body.subscription = set.dataset.templatePk;
+      } else {
+        body.template = set.dataset.templatePk;
+      }
+      postJSON(form.dataset.validateUrl, form, body)
+        .then(showResult).catch(function () { /* the server checks again on Send */ });
     }, 300);
 
     inputs.forEach(function (input) {
@@ -111,6 +113,18 @@
         updateCounter(input);
         validate();
       });
+    });
+  }
+
+  /* Steps 2-4 of the compose form. */
+  function initCompose() {
+    var form = document.getElementById("campaign-form");
+    if (!form) { return; }
+    var text = strings();
+
+    // Each template's keyword fields (two on channel auto) are checked against their own template.
+    Array.prototype.slice.call(form.querySelectorAll("[data-keyword-set]")).forEach(function (set) {
+      initKeywordSet(form, set, text);
     });
 
     // Link: show the inputs of the chosen kind only.
@@ -142,21 +156,45 @@
       return names;
     }
 
+    var credits = document.getElementById("recipient-credits");
+    var subscribes = form.dataset.channel === "subscribe";
+
+    function showCredits(holders) {
+      if (!credits) { return; }
+      credits.textContent = "";
+      Object.keys(holders || {}).forEach(function (openid) {
+        var li = document.createElement("li");
+        li.dataset.openid = openid;
+        li.className = holders[openid] ? "holds" : "no-credit";
+        li.textContent = format(holders[openid] ? text.holds : text.no_credit, { openid: openid });
+        credits.appendChild(li);
+      });
+    }
+
     var updateCount = debounce(function () {
-      postJSON(form.dataset.countUrl, form, {
-        account: form.dataset.account, kind: recipientKind(), list: listInput.value
-      }).then(function (result) {
+      var body = { account: form.dataset.account, kind: recipientKind(), list: listInput.value };
+      if (form.dataset.subscription) { body.subscription = form.dataset.subscription; }
+      postJSON(form.dataset.countUrl, form, body).then(function (result) {
         var lines = [format(text.count, { count: result.count })];
-        if (result.unsubscribed) { lines.push(format(text.unsubscribed, { count: result.unsubscribed })); }
-        if (result.unknown.total) { lines.push(format(text.unknown, { names: quoted(result.unknown) })); }
+        // A subscription needs no follow: only template messages fail for a follower who left.
+        if (result.unsubscribed && !subscribes) {
+          lines.push(format(text.unsubscribed, { count: result.unsubscribed }));
+        }
+        if (result.unknown.total && !subscribes) { lines.push(format(text.unknown, { names: quoted(result.unknown) })); }
         if (result.unbound.total) { lines.push(format(text.unbound, { names: quoted(result.unbound) })); }
+        if (result.with_credit !== null && result.with_credit !== undefined) {
+          lines.push(format(text.with_credit, { count: result.with_credit }));
+          output.dataset.withCredit = result.with_credit;
+        }
         output.textContent = lines.join(" ");
         output.dataset.count = result.count;
-      }).catch(function () { output.textContent = ""; });
+        showCredits(result.holders);
+      }).catch(function () { output.textContent = ""; showCredits({}); });
     }, 300);
 
     function showRecipients() {
-      listBlock.hidden = recipientKind() === "all_subscribed";
+      var kind = recipientKind();
+      listBlock.hidden = kind === "all_subscribed" || kind === "all_with_credit";
       updateCount();
     }
     form.querySelectorAll("input[name=recipient_kind]").forEach(function (radio) {

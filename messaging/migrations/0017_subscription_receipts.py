@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("messaging", "0015_channels"),
+        ("messaging", "0016_campaign_credits"),
     ]
 
     operations = [
