@@ -17,12 +17,13 @@ from django.utils import timezone
 
 from messaging.models import Campaign, Channel, DeliveryReceipt, Message, SendingCap
 from messaging.reasons import CAPPED_REASON, CONSENT_NO_CREDIT_REASON, CONSENT_REJECTED_REASON
-from messaging.services import apply_received_receipts, record_subscription_receipts
+from messaging.services import apply_received_receipts, record_subscription_receipts, send_message
 from messaging.tasks import deliver_campaign, deliver_due_messages, sweep_messages
 from sandbox.demo import DEMO_APPID, DEMO_SUBSCRIPTION_TEMPLATES
 from subscriptions.models import SubscriptionConsent
 from templates_app.models import SubscriptionTemplate
 from templates_app.services import sync_subscription_templates
+from tests.factories import ORDER_TEMPLATE
 from tests.messaging.test_pipeline import pipeline, refreshed, run_due_retries, send, slow_retries
 from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
 
@@ -126,6 +127,29 @@ def test_a_subscription_notification_goes_through_bizsend_and_spends_one_credit_
     assert "client_msg_id" not in sandbox_api.requests(BIZSEND)[0].json()
     assert not sandbox_api.requests("/cgi-bin/message/template/send")
     assert (our_credits(subscriptions, openid), wechat_credits(sandbox_api, openid)) == (1, 1)
+
+
+@pytest.mark.parametrize("channel", [Channel.SUBSCRIBE, "auto"])
+def test_a_single_send_on_channel_subscribe_or_auto_reaches_a_non_follower_through_bizsend(
+    subscriptions, sandbox_api, channel
+):
+    """Accepted by ``send_message`` (the singles' work), delivered by the pipeline, credit spent at both ends."""
+    openid = non_follower(20)
+    grant(subscriptions, sandbox_api, openid)
+    result = send_message(
+        account=subscriptions,
+        channel=channel,
+        touser=openid,
+        subscription_template_id=ONE_TIME,
+        template_id=ORDER_TEMPLATE if channel == "auto" else "",
+        data={key: item["value"] for key, item in DATA.items()},
+        page=PAGE,
+    )
+    message = refreshed(result.message)
+    assert (message.channel, message.status) == (Channel.SUBSCRIBE, Message.Status.SENT)
+    [delivered] = sandbox_api.state.list_subscription_messages(DEMO_APPID, openid)
+    assert (delivered["msgid"], delivered["page"]) == (message.msgid, PAGE)
+    assert (our_credits(subscriptions, openid), wechat_credits(sandbox_api, openid)) == (0, 0)
 
 
 def test_a_campaign_message_sends_the_campaigns_subscription_content(subscriptions, sandbox_api):
