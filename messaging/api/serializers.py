@@ -528,6 +528,9 @@ class CampaignSerializer(serializers.ModelSerializer):
         slug_field="username", read_only=True, allow_null=True, help_text=_("Who sent it; null for a deleted user.")
     )
     url = serializers.CharField(read_only=True, help_text=_("The link's http(s) URL, or empty for none."))
+    page = serializers.CharField(
+        read_only=True, help_text=_("The web page its subscription notifications open, or empty for none.")
+    )
     wait_description = serializers.SerializerMethodField(
         help_text=_("For a scheduled campaign, when it starts, in words; empty otherwise.")
     )
