@@ -40,6 +40,7 @@ from messaging.services.expansion import (
     fail_duplicates,
     subscribed_followers,
 )
+from messaging.services.routing import check_channel_fields
 from subscriptions.selectors import count_subscribed_followers_with_credit
 from subscriptions.selectors import count_with_credit as consent_count_with_credit
 from templates_app.keywords import validate_template_data
@@ -109,23 +110,25 @@ def check_content(
     channel then fail with NO_CHANNEL_REASON); its ``subscription_data``, when given, must fit the subscription
     template.
     """
+    check_channel_fields(
+        channel,
+        errors,
+        template_id=template_id,
+        subscription_template_id=subscription_template_id,
+        subscription_data=subscription_data,
+        url=url,
+        page=page,
+    )
     if channel not in Channel.values:
-        errors["channel"] = [_("Choose template, subscribe or auto.")]
         return CampaignContent(None, None, {}, None, None)
     uses_template = channel in (Channel.TEMPLATE, Channel.AUTO)
     uses_subscription = channel in (Channel.SUBSCRIBE, Channel.AUTO)
-    template = check_template(account, template_id, errors) if uses_template else None
-    subscription = check_subscription_template(account, subscription_template_id, errors) if uses_subscription else None
-    unused = {
-        "template_id": not uses_template and template_id,
-        "url": not uses_template and url,
-        "subscription_template_id": not uses_subscription and subscription_template_id,
-        "page": not uses_subscription and page,
-        "subscription_data": channel != Channel.AUTO and subscription_data is not None,
-    }
-    for name, given in unused.items():
-        if given:
-            errors[name] = [_("Not used on channel %(channel)s.") % {"channel": channel}]
+    template = check_template(account, template_id, errors) if uses_template and template_id else None
+    subscription = (
+        check_subscription_template(account, subscription_template_id, errors)
+        if uses_subscription and subscription_template_id
+        else None
+    )
     mini = check_link(url if uses_template else "", miniprogram, errors)
     if uses_subscription:
         check_link(page, None, errors, url_field="page")
