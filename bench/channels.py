@@ -72,6 +72,7 @@ from bench.pipeline import (
     raw_sends,
     register_account,
     sandbox_account,
+    start_service,
     status_counts,
     wait_drained,
 )
@@ -242,28 +243,7 @@ def run(size: int) -> dict[str, Any]:
         analyze_tables()
         token = api_token(account)
 
-        qclusters = [stack.manage(f"qcluster {n + 1}", "qcluster") for n in range(QCLUSTERS)]
-        gunicorn = stack.spawn(
-            "gunicorn",
-            [
-                "-m",
-                "gunicorn",
-                "wxnotify.wsgi:application",
-                f"--workers={GUNICORN_WORKERS}",
-                f"--threads={GUNICORN_THREADS}",
-                f"--bind=127.0.0.1:{web_port}",
-                "--log-level=warning",
-            ],
-        )
-        sessions = ThreadSessions({"Authorization": f"Token {token}", "Content-Type": "application/json"})
-
-        def api_up() -> bool:
-            try:
-                return sessions.get().get(f"{web}/api/v1/templates/", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        stack.wait_for("gunicorn", api_up)
+        qclusters, gunicorn, sessions = start_service(stack, web, token)
         qcluster_groups = {child.pid for child in qclusters}
         meter = CpuMeter(
             {

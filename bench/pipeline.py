@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._stack import (
     BASE_DIR,
+    Child,
     CpuMeter,
     Stack,
     command_line,
@@ -196,6 +197,36 @@ def api_token(account: Any) -> str:
     user.groups.add(Group.objects.get(name=STAFF_GROUP))
     account.operators.add(user)
     return Token.objects.create(user=user).key
+
+
+def start_service(
+    stack: Stack, web: str, token: str, workers: int = GUNICORN_WORKERS, threads: int = GUNICORN_THREADS
+) -> tuple[list[Child], Child, ThreadSessions]:
+    """The production shape: ``QCLUSTERS`` qclusters and the API under gunicorn on ``web``'s port, waited for until
+    the API answers; returns the qclusters, gunicorn and the API sessions of ``token``'s user."""
+    qclusters = [stack.manage(f"qcluster {n + 1}", "qcluster") for n in range(QCLUSTERS)]
+    gunicorn = stack.spawn(
+        "gunicorn",
+        [
+            "-m",
+            "gunicorn",
+            "wxnotify.wsgi:application",
+            f"--workers={workers}",
+            f"--threads={threads}",
+            f"--bind={web.removeprefix('http://')}",
+            "--log-level=warning",
+        ],
+    )
+    sessions = ThreadSessions({"Authorization": f"Token {token}", "Content-Type": "application/json"})
+
+    def api_up() -> bool:
+        try:
+            return sessions.get().get(f"{web}/api/v1/templates/", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    stack.wait_for("gunicorn", api_up)
+    return qclusters, gunicorn, sessions
 
 
 # --- Measurements -------------------------------------------------------------------------------------------------
@@ -494,28 +525,7 @@ def run(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
         insert_followers(account, followers)
         token = api_token(account)
 
-        qclusters = [stack.manage(f"qcluster {n + 1}", "qcluster") for n in range(QCLUSTERS)]
-        gunicorn = stack.spawn(
-            "gunicorn",
-            [
-                "-m",
-                "gunicorn",
-                "wxnotify.wsgi:application",
-                f"--workers={args.gunicorn_workers}",
-                f"--threads={args.gunicorn_threads}",
-                f"--bind=127.0.0.1:{web_port}",
-                "--log-level=warning",
-            ],
-        )
-        sessions = ThreadSessions({"Authorization": f"Token {token}", "Content-Type": "application/json"})
-
-        def api_up() -> bool:
-            try:
-                return sessions.get().get(f"{web}/api/v1/templates/", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        stack.wait_for("gunicorn", api_up)
+        qclusters, gunicorn, sessions = start_service(stack, web, token, args.gunicorn_workers, args.gunicorn_threads)
         gunicorn_group = gunicorn.pid
         qcluster_groups = {child.pid for child in qclusters}
         meter = CpuMeter(
