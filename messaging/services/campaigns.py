@@ -22,6 +22,7 @@ from messaging import dispatch, events, rules, scheduling
 from messaging.models import WAITING_STATUSES, Campaign, Channel, Message
 from messaging.reasons import CANCELLED_REASON
 from messaging.services.approval import needs_approval
+from messaging.services.campaign_rows import fail_duplicates
 from messaging.services.checks import (
     CampaignActionRefused,
     MessageRejected,
@@ -37,7 +38,6 @@ from messaging.services.expansion import (
     expand_credit_holders,
     expand_openids,
     expand_usernames,
-    fail_duplicates,
     subscribed_followers,
 )
 from messaging.services.routing import check_channel_fields
@@ -198,7 +198,7 @@ def create_campaign(
     ``channel`` subscribe sends the subscription template ``subscription_template_id`` (with ``data`` and ``page``)
     to each recipient the consent ledger allows, follower or not, and fails the others at once; auto sends the
     template to subscribed followers and the subscription to the others who hold it (see :func:`check_content` and
-    ``expansion.CampaignRows``).  Either also counts who holds a credit (``recipients_with_credit``); everyone
+    ``campaign_rows.CampaignRows``).  Either also counts who holds a credit (``recipients_with_credit``); everyone
     holding the subscription (``RecipientSpec.all_with_credit``) is a recipient kind of these channels only.
     A campaign the account's approval policy holds back (``needs_approval``, on the recipients counted here) is
     accepted the same way in state "pending approval", and nothing is started: neither delivery nor, for all
