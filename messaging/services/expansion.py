@@ -3,11 +3,11 @@
 Lists of openids or usernames, and everyone holding a subscription, are expanded while the campaign is accepted;
 every subscribed follower is added after acceptance by a task, a chunk per transaction (:func:`expand_all_subscribed`).
 Recipients who already got the same content within the account's duplicate window are failed as duplicates as they
-are added (:func:`fail_duplicates`).
+are added (:func:`messaging.services.campaign_rows.fail_duplicates`).
 
-Campaigns of channel ``subscribe`` or ``auto`` choose each recipient's channel in the INSERT itself, joined to the
-consent ledger (see :class:`messaging.services.campaign_rows.CampaignRows`); template campaigns keep their plain insert, with no join and no per-row
-choice.
+How a row is written lives in :mod:`messaging.services.campaign_rows`: campaigns of channel ``subscribe`` or
+``auto`` choose each recipient's channel in the INSERT itself, joined to the consent ledger; template campaigns keep
+their plain insert, with no join and no per-row choice.
 """
 
 from __future__ import annotations

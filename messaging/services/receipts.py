@@ -13,6 +13,9 @@ takes the receipt's msgid.  And a subscription notification whose attempt went u
 -9001 rather than resent (``bizsend`` takes no client_msg_id, see :mod:`messaging.outcomes`): its receipt is the
 only word on what happened, so it may turn that message delivered (or failed with WeChat's ErrorCode) — see
 :func:`_subscription_candidates`.
+
+Size: over 450 lines because both kinds of receipt share one storage, one batch application and one stale sweep;
+split by kind, the exactly-once rules (pending, unmatched, applied) would live in two places.
 """
 
 from __future__ import annotations
