@@ -47,7 +47,6 @@ from bench._stack import (
     command_line,
     flush_redis,
     load_average,
-    port_is_open,
     recreate_database,
     services_urls,
     setup_django,
@@ -72,6 +71,7 @@ from bench.pipeline import (
     raw_sends,
     register_account,
     sandbox_account,
+    start_sandbox,
     start_service,
     status_counts,
     wait_drained,
@@ -208,15 +208,7 @@ def run(size: int) -> dict[str, Any]:
     followers = size + WARM_UP
     stack = Stack(env)
     try:
-        sandbox_child = stack.manage(
-            "sandbox",
-            "wechat_sandbox",
-            f"--port={sandbox_port}",
-            f"--followers={followers}",
-            f"--latency-ms={LATENCY_MS}",
-            "--no-receipts",
-        )
-        stack.wait_for("the sandbox", lambda: port_is_open(sandbox_port))
+        sandbox_child = start_sandbox(stack, sandbox_port, followers)
         requests.post(
             f"{sandbox}/sandbox/accounts",
             json={

@@ -199,6 +199,20 @@ def api_token(account: Any) -> str:
     return Token.objects.create(user=user).key
 
 
+def start_sandbox(stack: Stack, port: int, followers: int) -> Child:
+    """The WeChat sandbox on ``port``, answering every send after ``LATENCY_MS``, without receipts."""
+    sandbox = stack.manage(
+        "sandbox",
+        "wechat_sandbox",
+        f"--port={port}",
+        f"--followers={followers}",
+        f"--latency-ms={LATENCY_MS}",
+        "--no-receipts",
+    )
+    stack.wait_for("the sandbox", lambda: port_is_open(port))
+    return sandbox
+
+
 def start_service(
     stack: Stack, web: str, token: str, workers: int = GUNICORN_WORKERS, threads: int = GUNICORN_THREADS
 ) -> tuple[list[Child], Child, ThreadSessions]:
@@ -504,15 +518,7 @@ def run(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
     followers = sizes.big_campaign
     stack = Stack(env)
     try:
-        sandbox_child = stack.manage(
-            "sandbox",
-            "wechat_sandbox",
-            f"--port={sandbox_port}",
-            f"--followers={followers}",
-            f"--latency-ms={LATENCY_MS}",
-            "--no-receipts",
-        )
-        stack.wait_for("the sandbox", lambda: port_is_open(sandbox_port))
+        sandbox_child = start_sandbox(stack, sandbox_port, followers)
         requests.post(
             f"{sandbox}/sandbox/accounts",
             json={"appid": RAW_APPID, "secret": RAW_SECRET, "followers": sizes.campaign},
