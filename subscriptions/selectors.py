@@ -94,9 +94,7 @@ def count_with_credit(account: OfficialAccount, pri_tmpl_id: str, openids: Itera
     total = 0
     for start in range(0, len(unique), COUNT_CHUNK):
         chunk = unique[start : start + COUNT_CHUNK]
-        total += SubscriptionConsent.objects.filter(
-            sendable(), account=account, pri_tmpl_id=pri_tmpl_id, openid__in=chunk
-        ).count()
+        total += holding_credit(account.pk, pri_tmpl_id).filter(openid__in=chunk).count()
     return total
 
 
