@@ -21,6 +21,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 import defusedxml
 import defusedxml.ElementTree as DefusedET
@@ -126,6 +127,15 @@ class CallbackMessage:
             )
             identity = f"{identity}:{listed}"
         return identity
+
+
+def query_params(request: HttpRequest) -> dict[str, str]:
+    """The query string as a plain dict, the last value of a repeated name winning (as ``request.GET.get`` does).
+
+    Cheaper than ``request.GET``'s ``QueryDict``, which a burst of receipts would build hundreds of times a second for
+    the five names the checks read.
+    """
+    return dict(parse_qsl(request.META.get("QUERY_STRING", ""), keep_blank_values=True))
 
 
 def verify_url(account: OfficialAccount, query: Mapping[str, str]) -> str:

@@ -31,7 +31,7 @@ import logging
 import re
 import secrets
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 
@@ -61,8 +61,14 @@ from callbacks.messages import (
 )
 from callbacks.models import ProcessedCallback
 from messaging.dispatch import request_receipt_application
-from messaging.services import record_delivery_receipt, record_subscription_receipts
+from messaging.services import (
+    ReceivedReceipt,
+    record_delivery_receipt,
+    record_delivery_receipts,
+    record_subscription_receipts,
+)
 from subscriptions.services import record_change, record_popup
+from wxnotify.group_commit import GroupCommit
 from wxnotify.memo import memo_key, remember, remembered
 from wxnotify.outages import OUTAGE_ERRORS, is_outage, log_outage
 
@@ -85,6 +91,8 @@ RECEIPT_STATUSES = {
 PRUNE_BATCH_SIZE = 5000
 # The django-q2 task that fetches a new follower's profile (stored in queued task rows: keep it importable).
 FETCH_PROFILE_TASK = "accounts.tasks.fetch_follower_profile"
+# At most this many receipts in one INSERT of RECEIPT_WRITES (a web process has a few dozen request threads at most).
+RECEIPT_WRITE_BATCH = 100
 
 
 def active_account(appid: str) -> OfficialAccount | None:
@@ -223,17 +231,44 @@ def store_receipt(account: OfficialAccount, message: CallbackMessage) -> None:
     first try's committed row makes true.  The signed-query rule of ``ProcessedCallback`` is not needed here:
     ``msg_signature`` covers the ciphertext, so a signed query cannot be reused with another body.  Plaintext
     receipts (whose signature does not cover the body) and MsgID 0 receipts (no msgid to be unique on) keep
-    :func:`dispatch_once`.  A database failure answers 503, so one of WeChat's retries stores the receipt.
+    :func:`dispatch_once`.  Receipts arriving side by side in this process share the INSERT (:data:`RECEIPT_WRITES`);
+    each request still answers only once its own receipt is committed.  A database failure answers 503, so one of
+    WeChat's retries stores the receipt.
     """
+    receipt = ReceivedReceipt(
+        account_id=account.pk,
+        msgid=int(message.get("MsgID").strip()),
+        wechat_status=normalise_receipt_status(message.get("Status")),
+        openid=message.openid,
+        event_time=message.create_time,
+    )
     try:
-        with one_sqlite_writer():
-            stored = record_receipt(account, message)
+        RECEIPT_WRITES.submit(receipt)
     except INFRASTRUCTURE_ERRORS as exc:
         log_failure(exc, account.appid)
         raise CallbackRejected(503, "database unavailable") from exc
-    if not stored:
-        logger.info("Repeated receipt for %s: stored already", account.appid)
+
+
+def write_receipts(receipts: Sequence[ReceivedReceipt]) -> int:
+    """One batch of :data:`RECEIPT_WRITES`: the receipts in one INSERT; how many were new."""
+    with one_sqlite_writer():
+        stored = record_delivery_receipts(receipts)
+    if stored < len(receipts):
+        logger.info("%d repeated receipts: stored already", len(receipts) - stored)
+    return stored
+
+
+def after_receipts_written(_stored: int) -> None:
+    """Once per batch, after its requests are released: make sure a task applies what it stored (repeats included:
+    their first try's request for a task may have failed)."""
     request_receipt_application()
+
+
+# Encrypted receipts of this process's request threads, written together (wxnotify.group_commit): in a burst, one
+# INSERT, commit and task check per batch instead of per receipt.
+RECEIPT_WRITES: GroupCommit[ReceivedReceipt, int] = GroupCommit(
+    write_receipts, max_batch=RECEIPT_WRITE_BATCH, after_write=after_receipts_written
+)
 
 
 def log_failure(exc: BaseException, appid: str) -> None:
@@ -269,7 +304,8 @@ def dispatch(account: OfficialAccount, message: CallbackMessage) -> str:
 
 def record_receipt(account: OfficialAccount, message: CallbackMessage) -> bool:
     """Hand a TEMPLATESENDJOBFINISH to messaging, which stores it to apply it with others a moment later (False: it
-    was stored before); a receipt is WeChat's report, not an interaction of the user."""
+    was stored before); a receipt is WeChat's report, not an interaction of the user.  For the receipts that
+    :func:`dispatch_once` applies inside its transaction (plaintext, or MsgID 0); see :func:`store_receipt`."""
     return record_delivery_receipt(
         account=account,
         msgid=int(message.get("MsgID").strip()),

@@ -32,10 +32,11 @@ def wechat_callback(request: HttpRequest, appid: str) -> HttpResponse:
     if account is None:
         return HttpResponse(status=404)
     try:
+        query = messages.query_params(request)
         if request.method == "GET":
-            return HttpResponse(messages.verify_url(account, request.GET), content_type=messages.TEXT_CONTENT_TYPE)
+            return HttpResponse(messages.verify_url(account, query), content_type=messages.TEXT_CONTENT_TYPE)
         body = messages.read_body(request)
-        answer = services.handle_post(account, request.GET, body)
+        answer = services.handle_post(account, query, body)
     except messages.CallbackRejected as exc:
         logger.warning("Callback for %s refused with %s: %s", account.appid, exc.status, exc)
         return HttpResponse(status=exc.status, headers={"Retry-After": "1"} if exc.status == 503 else None)

@@ -42,11 +42,13 @@ from messaging.services.expansion import expand_all_subscribed
 from messaging.services.ledger import WeChatRecord, hold_end_text, poll_intercepted, quota_warnings, wechat_record
 from messaging.services.receipts import (
     RECEIPT_BATCH_SIZE,
+    ReceivedReceipt,
     apply_pending_receipts,
     apply_pending_subscription_receipts,
     apply_received_receipts,
     prune_applied_receipts,
     record_delivery_receipt,
+    record_delivery_receipts,
     record_subscription_receipts,
     resolve_stale_receipts,
 )
@@ -67,6 +69,7 @@ __all__ = [
     "IdempotencyConflict",
     "MessageActionRefused",
     "MessageRejected",
+    "ReceivedReceipt",
     "RecipientSpec",
     "RetryResult",
     "SendResult",
@@ -87,6 +90,7 @@ __all__ = [
     "prune_applied_receipts",
     "quota_warnings",
     "record_delivery_receipt",
+    "record_delivery_receipts",
     "record_subscription_receipts",
     "reject_campaign",
     "request_fingerprint",

@@ -1,7 +1,7 @@
 """Delivery receipts: apply WeChat's TEMPLATESENDJOBFINISH and subscribe_msg_sent_event reports to their messages,
 exactly once, whichever arrives first (the receipt or the sending worker's write-back of the msgid).
 
-A callback only stores its receipt (:func:`record_delivery_receipt`, :func:`record_subscription_receipts`);
+A callback only stores its receipt (:func:`record_delivery_receipts`, :func:`record_subscription_receipts`);
 :func:`apply_received_receipts` applies the stored ones in batches, the send pipeline's write-back applies those that
 were waiting for their message (:func:`apply_pending_receipts`, :func:`apply_pending_subscription_receipts`), and the
 sweeper gives up on those that wait too long (:func:`resolve_stale_receipts`).
@@ -24,6 +24,7 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connections, router, transaction
@@ -103,6 +104,17 @@ def _find_sent_message(account_id: int, msgid: int, openid: str) -> Message | No
     return candidates.first()
 
 
+@dataclass(frozen=True)
+class ReceivedReceipt:
+    """A ``TEMPLATESENDJOBFINISH`` report as a callback hands it over, before it is stored."""
+
+    account_id: int
+    msgid: int
+    wechat_status: str
+    openid: str = ""
+    event_time: datetime | None = None
+
+
 def record_delivery_receipt(
     *,
     account: OfficialAccount,
@@ -111,35 +123,52 @@ def record_delivery_receipt(
     openid: str = "",
     event_time: datetime | None = None,
 ) -> bool:
-    """Keep WeChat's ``TEMPLATESENDJOBFINISH`` report as *received*; False when it was stored before (a retry).
+    """Keep one ``TEMPLATESENDJOBFINISH`` report as *received*; False when it was stored before (a retry).
 
-    One ``INSERT … ON CONFLICT DO NOTHING``: the row is the receipt's de-duplication record too (unique per account
-    and msgid, see :class:`~messaging.models.DeliveryReceipt`), so a callback in autocommit answers after this one
-    durable write, and a retry of a receipt already stored (or already applied, within the replay window) writes
-    nothing.  Written as SQL rather than through the ORM because a burst of receipts runs it hundreds of times a
-    second and the ORM's model and statement building were a large part of its cost; PostgreSQL and SQLite both
-    speak this dialect.  :func:`apply_received_receipts` applies the receipt a moment later with the others of its
-    batch (run by the task that :func:`messaging.dispatch.request_receipt_application` starts, and by the sweeper);
-    call that after commit.
+    See :func:`record_delivery_receipts`, which this calls with one receipt.
     """
+    receipt = ReceivedReceipt(account.pk, int(msgid), wechat_status, openid, event_time)
+    return record_delivery_receipts([receipt]) == 1
+
+
+def record_delivery_receipts(receipts: Sequence[ReceivedReceipt]) -> int:
+    """Keep WeChat's ``TEMPLATESENDJOBFINISH`` reports as *received*; returns how many were new (not retries).
+
+    One ``INSERT … ON CONFLICT DO NOTHING`` for all of them: the row is the receipt's de-duplication record too
+    (unique per account and msgid, see :class:`~messaging.models.DeliveryReceipt`), so a callback in autocommit
+    answers after this one durable write, and a retry of a receipt already stored (or already applied, within the
+    replay window, or twice in one call) writes nothing.  The callbacks of one web process hand their receipts in
+    together (``callbacks.services.store_receipt``).  Written as SQL rather than through the ORM because a burst of
+    receipts runs it hundreds of times a second and the ORM's model and statement building were a large part of its
+    cost; PostgreSQL and SQLite both speak this dialect.  :func:`apply_received_receipts` applies the receipts a
+    moment later in batches (run by the task that :func:`messaging.dispatch.request_receipt_application` starts, and
+    by the sweeper); call that after commit.
+    """
+    if not receipts:
+        return 0
     connection = connections[router.db_for_write(DeliveryReceipt)]
     table = connection.ops.quote_name(DeliveryReceipt._meta.db_table)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
+    received = DeliveryReceipt.State.RECEIVED.value
+    values = []
+    for receipt in receipts:
+        values += [
+            receipt.account_id,
+            int(receipt.msgid),
+            receipt.openid[:64],
+            _normalise_status(receipt.wechat_status)[:64],
+            connection.ops.adapt_datetimefield_value(receipt.event_time),
+            received,
+            now,
+        ]
+    placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(receipts))
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (account_id, msgid, openid, wechat_status, event_time, state, received_at) "  # noqa: S608 -- name quoted, values bound
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            [
-                account.pk,
-                int(msgid),
-                openid[:64],
-                _normalise_status(wechat_status)[:64],
-                connection.ops.adapt_datetimefield_value(event_time),
-                DeliveryReceipt.State.RECEIVED.value,
-                now,
-            ],
+            f"VALUES {placeholders} ON CONFLICT DO NOTHING",
+            values,
         )
-        return cursor.rowcount == 1
+        return cursor.rowcount
 
 
 def record_subscription_receipts(

@@ -70,13 +70,13 @@ def safe(db, client) -> WeChat:
 def test_receipt_whose_database_write_fails_is_503_and_applied_by_the_retry(safe, monkeypatch):
     """The same request sent again (same query, same body) after a 503 is processed, not refused."""
     message = sent_messages(safe.account, 1)[0]
-    real = services.record_delivery_receipt
+    real = services.record_delivery_receipts
 
-    def locked_once(**kwargs):
-        monkeypatch.setattr(services, "record_delivery_receipt", real)
+    def locked_once(receipts):
+        monkeypatch.setattr(services, "record_delivery_receipts", real)
         raise OperationalError("database is locked")
 
-    monkeypatch.setattr(services, "record_delivery_receipt", locked_once)
+    monkeypatch.setattr(services, "record_delivery_receipts", locked_once)
     query = safe.query()
     encrypt = safe.crypto().encrypt(receipt_for(message))
     query.update(
@@ -264,6 +264,59 @@ def test_copies_of_one_encrypted_receipt_racing_each_other_are_stored_once():
     assert errors == []
     assert DeliveryReceipt.objects.filter(msgid=8_000_002).count() == 1
     assert not ProcessedCallback.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_receipts_arriving_during_a_write_share_the_next_insert_and_answer_after_it(monkeypatch):
+    """The group commit of encrypted receipts (services.RECEIPT_WRITES): while one request's INSERT runs, five more
+    receipts queue; none is answered before its own INSERT, which they share, and one task check follows each."""
+    account = make_account(SAFE_APPID, OfficialAccount.MessageMode.SAFE)
+    batches: list[int] = []
+    writing, release = threading.Event(), threading.Event()
+    real = services.record_delivery_receipts
+
+    def gated(receipts):
+        batches.append(len(receipts))
+        if len(batches) == 1:
+            writing.set()
+            assert release.wait(10)
+        return real(receipts)
+
+    monkeypatch.setattr(services, "record_delivery_receipts", gated)
+    task_checks: list[None] = []
+    monkeypatch.setattr(services, "request_receipt_application", lambda: task_checks.append(None))
+    answered: list[int] = []
+    errors: list[BaseException] = []
+
+    def hand_in(index: int) -> None:
+        try:
+            parsed = messages.parse_xml(receipt_xml(f"oGroupRecipient{index:012d}", 8_100_000 + index, "success"))
+            services.store_receipt(account, parsed)
+            answered.append(index)
+        except BaseException as exc:  # a failed thread must fail the test, not vanish
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=hand_in, args=(0,))]
+    threads[0].start()
+    assert writing.wait(10)
+    threads += [threading.Thread(target=hand_in, args=(index,)) for index in range(1, 6)]
+    for thread in threads[1:]:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(services.RECEIPT_WRITES._queue) < 5:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    assert answered == []
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert sorted(answered) == list(range(6))
+    assert batches == [1, 5]
+    assert len(task_checks) == 2
+    assert DeliveryReceipt.objects.filter(account=account, state=DeliveryReceipt.State.RECEIVED).count() == 6
 
 
 # --- Pruning ------------------------------------------------------------------------------------------------------
