@@ -284,6 +284,7 @@ BURST_TEMPLATE_ID = "bench-burst-template"
 BURST_SECTION = "## Receipts at WeChat's pace"
 # WeChat tries a callback three times in all when it gets no good answer; the benchmark allows one try more.
 BURST_RETRIES = 3
+RECEIPTS_PER_INSERT_METRIC = "wxnotify_callback_receipts_per_insert"
 # WeChat waits 5 seconds for an answer, then gives up on that try.
 WECHAT_TIMEOUT = 5
 
@@ -463,6 +464,8 @@ class BurstResult:
     settled_seconds: float
     cpu: dict[str, float]
     reference: bool = False
+    # Mean receipts per INSERT of the web processes' group commit (None: the code has no such metric, or reference).
+    receipts_per_insert: float | None = None
 
     @property
     def lost(self) -> int:
@@ -470,6 +473,23 @@ class BurstResult:
         if self.reference:
             return 0
         return max(0, self.final_answers.get("success", 0) - self.statuses.get("delivered", 0))
+
+
+def receipt_inserts(directory: Path) -> tuple[float, float]:
+    """(receipts, INSERTs) of ``wxnotify_callback_receipts_per_insert`` so far in a PROMETHEUS_MULTIPROC_DIR."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    totals = {"_sum": 0.0, "_count": 0.0}
+    for metric in registry.collect():
+        if metric.name == RECEIPTS_PER_INSERT_METRIC:
+            for sample in metric.samples:
+                suffix = sample.name.removeprefix(RECEIPTS_PER_INSERT_METRIC)
+                if suffix in totals:
+                    totals[suffix] += sample.value
+    return totals["_sum"], totals["_count"]
 
 
 def tally(kinds: list[str]) -> dict[str, int]:
@@ -535,6 +555,8 @@ def burst_once(
         )
     counted = {"statuses": {}, "receipts_kept_aside": 0, "settled_seconds": 0.0}
     cpu: dict[str, float] = {}
+    metrics_dir = Path(env["PROMETHEUS_MULTIPROC_DIR"])
+    receipts_before, inserts_before = receipt_inserts(metrics_dir)
     try:
         wait_until_up(base_url, server)
         prepared = prepare_receipts(base_url, args.requests, run)
@@ -573,7 +595,10 @@ def burst_once(
             except subprocess.TimeoutExpired:
                 os.killpg(workers.pid, signal.SIGKILL)
                 workers.wait()
+    receipts_after, inserts_after = receipt_inserts(metrics_dir)
+    inserts = inserts_after - inserts_before
     return BurstResult(
+        receipts_per_insert=(receipts_after - receipts_before) / inserts if inserts else None,
         configuration=configuration,
         version=version,
         first_answers=first,
@@ -616,8 +641,8 @@ def burst_report(results: list[BurstResult], args: argparse.Namespace, command: 
         "",
         "| configuration | code | first answers | receipts/s (first pass) | × reference | p99 ms | resent "
         "| final answers | messages delivered | settled after (s) | answered success, not applied | kept aside "
-        "| server CPU ms per receipt |",
-        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
+        "| server CPU ms per receipt | receipts per INSERT |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|",
     ]
     for result in results:
         if result.reference:
@@ -627,10 +652,11 @@ def burst_report(results: list[BurstResult], args: argparse.Namespace, command: 
             ratio = f"{rate(result) / statistics.mean(reference_rates):.2f}" if reference_rates else "—"
             delivered = f"{result.statuses.get('delivered', 0)} of {args.requests}"
             settled, lost, aside = f"{result.settled_seconds:.1f}", str(result.lost), str(result.receipts_kept_aside)
+        per_insert = "—" if result.receipts_per_insert is None else f"{result.receipts_per_insert:.1f}"
         lines.append(
             f"| {result.configuration} | {result.version} | {answers(result.first_answers)} | {rate(result):.0f} | "
             f"{ratio} | {result.p99_ms:.0f} | {result.retries} | {answers(result.final_answers)} | {delivered} | "
-            f"{settled} | {lost} | {aside} | {cpu_per_receipt(result.cpu, args.requests)} |"
+            f"{settled} | {lost} | {aside} | {cpu_per_receipt(result.cpu, args.requests)} | {per_insert} |"
         )
     lines += [
         "",
@@ -640,7 +666,8 @@ def burst_report(results: list[BurstResult], args: argparse.Namespace, command: 
         'expected: every message exists with its msgid before its receipt arrives). "Server CPU" is the CPU time '
         "(user + system, from /proc) of gunicorn's processes, the qcluster's and the PostgreSQL backends of the "
         "benchmark's database from the first request until the count, per receipt: the figure the machine's "
-        "other load disturbs least (the client's own CPU is not in it).",
+        'other load disturbs least (the client\'s own CPU is not in it). "Receipts per INSERT" is the mean batch '
+        "of the web processes' group commit (`wxnotify_callback_receipts_per_insert`; — for code without it).",
     ]
     return "\n".join(lines) + "\n"
 

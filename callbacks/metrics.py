@@ -1,4 +1,4 @@
-"""Prometheus series of the callback endpoint: requests by account and outcome.
+"""Prometheus series of the callback endpoint: requests by account and outcome, receipts per INSERT.
 
 Counted in the web workers in prometheus_client's multiprocess mode and exposed with every other series of the host
 by ``/metrics`` (``operations.metrics``).
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 # The label of requests we cannot attribute to a known account (their AppID is whatever the caller typed).
 UNKNOWN_ACCOUNT = "unknown"
@@ -30,6 +30,14 @@ CALLBACK_REQUESTS = Counter(
     "wxnotify_callback_requests",
     "Requests to the WeChat callback endpoint, by outcome.",
     ["account", "method", "outcome"],
+)
+
+# How many encrypted receipts each INSERT of the group commit wrote (callbacks.services.RECEIPT_WRITES): 1 when the
+# callbacks come one at a time, more in a burst; a burst that stays at 1 pays a statement and a commit per receipt.
+RECEIPTS_PER_INSERT = Histogram(
+    "wxnotify_callback_receipts_per_insert",
+    "Encrypted delivery receipts stored by one INSERT of the web process's group commit.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 100),
 )
 
 

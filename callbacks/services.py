@@ -59,6 +59,7 @@ from callbacks.messages import (
     text_reply_xml,
     validate,
 )
+from callbacks.metrics import RECEIPTS_PER_INSERT
 from callbacks.models import ProcessedCallback
 from messaging.dispatch import request_receipt_application
 from messaging.services import (
@@ -253,6 +254,7 @@ def write_receipts(receipts: Sequence[ReceivedReceipt]) -> int:
     """One batch of :data:`RECEIPT_WRITES`: the receipts in one INSERT; how many were new."""
     with one_sqlite_writer():
         stored = record_delivery_receipts(receipts)
+    RECEIPTS_PER_INSERT.observe(len(receipts))
     if stored < len(receipts):
         logger.info("%d repeated receipts: stored already", len(receipts) - stored)
     return stored

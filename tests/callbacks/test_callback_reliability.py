@@ -21,6 +21,7 @@ from django_q.models import Schedule
 from accounts.models import Follower, OfficialAccount
 from callbacks import messages, services, tasks
 from callbacks.apps import CALLBACK_PRUNE_SCHEDULE_NAME, CALLBACK_PRUNE_TASK
+from callbacks.metrics import RECEIPTS_PER_INSERT
 from callbacks.models import ProcessedCallback
 from messaging.models import DeliveryReceipt, Message
 from templates_app.models import MessageTemplate
@@ -266,6 +267,12 @@ def test_copies_of_one_encrypted_receipt_racing_each_other_are_stored_once():
     assert not ProcessedCallback.objects.exists()
 
 
+def receipts_per_insert() -> tuple[float, float]:
+    """(receipts, INSERTs) counted so far by the histogram of the group commit."""
+    samples = {sample.name: sample.value for sample in RECEIPTS_PER_INSERT.collect()[0].samples}
+    return samples["wxnotify_callback_receipts_per_insert_sum"], samples["wxnotify_callback_receipts_per_insert_count"]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_receipts_arriving_during_a_write_share_the_next_insert_and_answer_after_it(monkeypatch):
     """The group commit of encrypted receipts (services.RECEIPT_WRITES): while one request's INSERT runs, five more
@@ -287,6 +294,7 @@ def test_receipts_arriving_during_a_write_share_the_next_insert_and_answer_after
     monkeypatch.setattr(services, "request_receipt_application", lambda: task_checks.append(None))
     answered: list[int] = []
     errors: list[BaseException] = []
+    inserts_before = receipts_per_insert()
 
     def hand_in(index: int) -> None:
         try:
@@ -316,6 +324,8 @@ def test_receipts_arriving_during_a_write_share_the_next_insert_and_answer_after
     assert sorted(answered) == list(range(6))
     assert batches == [1, 5]
     assert len(task_checks) == 2
+    receipts, inserts = (after - before for after, before in zip(receipts_per_insert(), inserts_before, strict=True))
+    assert (receipts, inserts) == (6, 2)  # what wxnotify_callback_receipts_per_insert tells operators
     assert DeliveryReceipt.objects.filter(account=account, state=DeliveryReceipt.State.RECEIVED).count() == 6
 
 
