@@ -330,20 +330,33 @@ def _settle_subscriptions(
 
 
 def _mark_applied(done: dict[int, int], now: datetime, *, only_waiting: bool = False) -> int:
-    """Mark receipts applied with their message, in one UPDATE; ``only_waiting``: only those still waiting."""
+    """Mark receipts applied with their message, in one UPDATE; ``only_waiting``: only those still waiting.
+
+    Written as SQL (``CASE id WHEN … THEN …``): the ORM's ``Case(When(...))`` of a full batch spent most of a batch's
+    CPU building and copying its 500 expressions, more than everything else the batch does.
+    """
     if not done:
         return 0
-    receipts = DeliveryReceipt.objects.filter(pk__in=list(done))
-    if only_waiting:
-        receipts = receipts.filter(state__in=WAITING_STATES)
-    return receipts.update(
-        state=DeliveryReceipt.State.APPLIED,
-        resolved_at=now,
-        message_id=Case(
-            *(When(pk=pk, then=Value(message_id)) for pk, message_id in done.items()),
-            output_field=BigIntegerField(),
-        ),
+    connection = connections[router.db_for_write(DeliveryReceipt)]
+    meta = DeliveryReceipt._meta
+    table, column = connection.ops.quote_name(meta.db_table), connection.ops.quote_name
+    pk, message = column(meta.pk.column), column(meta.get_field("message").column)
+    state, resolved_at = column(meta.get_field("state").column), column(meta.get_field("resolved_at").column)
+    cases = " ".join(["WHEN %s THEN %s"] * len(done))
+    ids = ", ".join(["%s"] * len(done))
+    sql = (
+        f"UPDATE {table} SET {state} = %s, {resolved_at} = %s, {message} = CASE {pk} {cases} END "  # noqa: S608 -- names quoted, values bound
+        f"WHERE {pk} IN ({ids})"
     )
+    params: list[object] = [DeliveryReceipt.State.APPLIED.value, connection.ops.adapt_datetimefield_value(now)]
+    params += [value for pair in done.items() for value in pair]
+    params += list(done)
+    if only_waiting:
+        sql += f" AND {state} IN ({', '.join(['%s'] * len(WAITING_STATES))})"
+        params += [waiting.value for waiting in WAITING_STATES]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
 
 
 def apply_received_receipts(*, batch_size: int = RECEIPT_BATCH_SIZE) -> int:
