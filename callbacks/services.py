@@ -251,7 +251,11 @@ def store_receipt(account: OfficialAccount, message: CallbackMessage) -> None:
 
 
 def write_receipts(receipts: Sequence[ReceivedReceipt]) -> int:
-    """One batch of :data:`RECEIPT_WRITES`: the receipts in one INSERT; how many were new."""
+    """One batch of :data:`RECEIPT_WRITES`: the receipts in one INSERT; how many were new.
+
+    The INSERT runs in autocommit (callback requests are not atomic), so it is committed when it returns, and the
+    requests of the batch may answer ``success``.
+    """
     with one_sqlite_writer():
         stored = record_delivery_receipts(receipts)
     RECEIPTS_PER_INSERT.observe(len(receipts))

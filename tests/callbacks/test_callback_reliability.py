@@ -12,6 +12,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.core.management import call_command
 from django.db import DatabaseError, OperationalError, connection
@@ -265,6 +266,13 @@ def test_copies_of_one_encrypted_receipt_racing_each_other_are_stored_once():
     assert errors == []
     assert DeliveryReceipt.objects.filter(msgid=8_000_002).count() == 1
     assert not ProcessedCallback.objects.exists()
+
+
+def test_requests_are_not_atomic_so_a_shared_insert_commits_before_its_requests_answer():
+    """The group commit's leader writes other requests' receipts on its own connection and releases them when the
+    INSERT returns: that is their commit only in autocommit.  ATOMIC_REQUESTS would wrap the leader's request in a
+    transaction and release the others before anything is committed."""
+    assert not any(database.get("ATOMIC_REQUESTS") for database in settings.DATABASES.values())
 
 
 def receipts_per_insert() -> tuple[float, float]:
