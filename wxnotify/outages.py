@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connections
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
 
@@ -27,6 +29,8 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, 
 RETRY_AFTER_SECONDS = 5
 # One log line per kind of outage and process at most this often: an outage fails every request.
 LOG_INTERVAL_SECONDS = 60.0
+
+Written = TypeVar("Written")
 
 _last_logged: dict[str, float] = {}
 _log_lock = threading.Lock()
@@ -56,3 +60,28 @@ def log_outage(logger: logging.Logger, kind: str, exc: BaseException) -> None:
     logger.warning(
         "%s unavailable (%s: %s); further failures of it are logged once a minute", kind, type(exc).__name__, exc
     )
+
+
+def write_checking_the_connection_itself(write: Callable[[], Written], using: str) -> Written:
+    """Run ``write`` without ``CONN_HEALTH_CHECKS``'s ``SELECT 1`` before it; on a dead connection, reconnect and run
+    it once more.
+
+    For a write that is safe to run twice (an ``INSERT … ON CONFLICT DO NOTHING``) on a path where every round trip
+    counts: the health check costs a round trip at the start of every request that uses the database, and the
+    receipts of a burst wait for it.  Here the write is the check: when it fails on a connection that no longer
+    answers (PostgreSQL restarted while this process was idle), the connection is closed and the write runs again on
+    a new one.  Any other failure, a failure on a connection that still answers, or one inside a transaction (which
+    a new connection cannot continue) is raised as before.  With health checks off, or when this request has checked
+    already, nothing changes.
+    """
+    connection = connections[using]
+    if connection.connection is None or not connection.health_check_enabled or connection.health_check_done:
+        return write()
+    connection.health_check_done = True
+    try:
+        return write()
+    except (OperationalError, InterfaceError):
+        if connection.in_atomic_block or connection.is_usable():
+            raise
+        connection.close()
+        return write()

@@ -36,6 +36,7 @@ from accounts.models import OfficialAccount
 from messaging import events
 from messaging.models import Channel, DeliveryReceipt, Message
 from subscriptions.services import consume_credits
+from wxnotify.outages import write_checking_the_connection_itself
 from wxnotify.wechat.errors import OUTCOME_UNKNOWN_ERRCODE
 
 logger = logging.getLogger("wxnotify.messaging")
@@ -140,9 +141,10 @@ def record_delivery_receipts(receipts: Sequence[ReceivedReceipt]) -> int:
     replay window, or twice in one call) writes nothing.  The callbacks of one web process hand their receipts in
     together (``callbacks.services.store_receipt``).  Written as SQL rather than through the ORM because a burst of
     receipts runs it hundreds of times a second and the ORM's model and statement building were a large part of its
-    cost; PostgreSQL and SQLite both speak this dialect.  :func:`apply_received_receipts` applies the receipts a
-    moment later in batches (run by the task that :func:`messaging.dispatch.request_receipt_application` starts, and
-    by the sweeper); call that after commit.
+    cost; PostgreSQL and SQLite both speak this dialect.  Being safe to repeat, the INSERT is its own connection
+    check (:func:`wxnotify.outages.write_checking_the_connection_itself`): one round trip, not two.
+    :func:`apply_received_receipts` applies the receipts a moment later in batches (run by the task that
+    :func:`messaging.dispatch.request_receipt_application` starts, and by the sweeper); call that after commit.
     """
     if not receipts:
         return 0
@@ -162,13 +164,17 @@ def record_delivery_receipts(receipts: Sequence[ReceivedReceipt]) -> int:
             now,
         ]
     placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(receipts))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (account_id, msgid, openid, wechat_status, event_time, state, received_at) "  # noqa: S608 -- name quoted, values bound
-            f"VALUES {placeholders} ON CONFLICT DO NOTHING",
-            values,
-        )
-        return cursor.rowcount
+    sql = (
+        f"INSERT INTO {table} (account_id, msgid, openid, wechat_status, event_time, state, received_at) "  # noqa: S608 -- name quoted, values bound
+        f"VALUES {placeholders} ON CONFLICT DO NOTHING"
+    )
+
+    def insert() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, values)
+            return cursor.rowcount
+
+    return write_checking_the_connection_itself(insert, connection.alias)
 
 
 def record_subscription_receipts(

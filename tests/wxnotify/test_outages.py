@@ -23,18 +23,22 @@ import redis
 import requests
 from cryptography.fernet import Fernet
 from django.core.cache import caches
-from django.db import IntegrityError, OperationalError
+from django.db import IntegrityError, OperationalError, connections, transaction
 from django.test import RequestFactory
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts import binding
+from accounts.models import OfficialAccount
 from messaging.api import throttles
 from messaging.api.authentication import MemoizedTokenAuthentication
+from messaging.models import DeliveryReceipt
+from messaging.services import ReceivedReceipt, record_delivery_receipts
 from tests.servers import free_port
 from wxnotify import outages
 from wxnotify.http_errors import server_error
+from wxnotify.outages import write_checking_the_connection_itself
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -364,3 +368,92 @@ def test_web_process_answers_503_while_postgres_is_down_and_reconnects_by_itself
     throwaway_postgres.start()
     assert requests.get(callback, timeout=5).status_code == 404
     assert requests.get(api, headers=bad_token, timeout=5).status_code == 401
+
+
+# --- A repeatable write as its own connection check ---------------------------------------------------------------
+
+
+class CountedWrite:
+    """A write that fails ``failures`` times with ``error`` before it answers how many times it ran."""
+
+    def __init__(self, failures: int = 0, error: Exception | None = None) -> None:
+        self.calls = 0
+        self.failures = failures
+        self.error = error or OperationalError("server closed the connection unexpectedly")
+
+    def __call__(self) -> int:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return self.calls
+
+
+@pytest.fixture
+def request_connection(transactional_db, monkeypatch):
+    """The default connection as a new request finds it: open, health checks on, not checked yet."""
+    connection = connections["default"]
+    connection.ensure_connection()
+    monkeypatch.setattr(connection, "health_check_enabled", True)
+    monkeypatch.setattr(connection, "health_check_done", False)
+    checks: list[bool] = []
+    real = connection.is_usable
+    monkeypatch.setattr(connection, "is_usable", lambda: checks.append(True) or real())
+    return connection, checks
+
+
+def test_a_repeatable_write_on_a_live_connection_sends_no_health_check(request_connection):
+    connection, checks = request_connection
+    write = CountedWrite()
+    assert write_checking_the_connection_itself(write, "default") == 1
+    assert checks == []  # no SELECT 1: the write was the check
+    assert connection.health_check_done
+
+
+def test_a_write_failing_on_a_dead_connection_runs_once_more_on_a_new_one(request_connection, monkeypatch):
+    connection, _checks = request_connection
+    monkeypatch.setattr(connection, "is_usable", lambda: False)
+    closed: list[bool] = []
+    real_close = connection.close
+    monkeypatch.setattr(connection, "close", lambda: closed.append(True) or real_close())
+    write = CountedWrite(failures=1)
+    assert write_checking_the_connection_itself(write, "default") == 2
+    assert closed == [True]
+
+
+def test_a_write_failing_on_a_live_connection_or_twice_is_raised(request_connection):
+    with pytest.raises(OperationalError):
+        write_checking_the_connection_itself(CountedWrite(failures=1), "default")  # the connection still answers
+    connection, _checks = request_connection
+    connection.health_check_done = False
+    connection.is_usable = lambda: False
+    write = CountedWrite(failures=2)
+    with pytest.raises(OperationalError):
+        write_checking_the_connection_itself(write, "default")
+    assert write.calls == 2
+
+
+def test_a_write_inside_a_transaction_is_not_run_again(request_connection):
+    connection, _checks = request_connection
+    connection.is_usable = lambda: False
+    write = CountedWrite(failures=1)
+    with pytest.raises(OperationalError), transaction.atomic():
+        connection.health_check_done = False
+        write_checking_the_connection_itself(write, "default")
+    assert write.calls == 1
+
+
+@pytest.mark.skipif(connections["default"].vendor != "postgresql", reason="a server that ends a backend")
+def test_a_receipt_insert_survives_a_backend_ended_by_the_server(request_connection):
+    """PostgreSQL ends this connection's backend (as on a restart) between two requests: the next receipt INSERT
+    fails on it, reconnects and is stored."""
+    connection, checks = request_connection
+    account = OfficialAccount.objects.create(appid="wx0000000000000dea", name="Dead connection", app_secret="s")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    with connections["default"].get_new_connection(connections["default"].get_connection_params()) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    connection.health_check_done = False
+    assert record_delivery_receipts([ReceivedReceipt(account.pk, 8_300_001, "success")]) == 1
+    assert checks  # asked once the INSERT failed, and answered "dead" (on a live one it is never asked, above)
+    assert DeliveryReceipt.objects.filter(account=account, msgid=8_300_001).exists()
