@@ -220,6 +220,7 @@ class DeliveryRun:
             return 0
         now = timezone.now()
         claimed = self._claim(self.work.candidates().claimable(now), ("pk",), lane, now)
+        self.work.claimed(claimed, self.trace_id)
         # Nothing claimable now (an account waiting for rate-limit permits still has claimable messages): the work
         # is done, or waits for retries, which the urgent claims of whichever task runs then will take.
         if not claimed and not self.work.candidates().claimable(timezone.now()).exists():

@@ -132,6 +132,10 @@ class Campaign(models.Model):
     # "All subscribed" campaigns are expanded after acceptance, in chunks of followers in id order: the id of the
     # last follower a chunk added (messaging.services.expand_all_subscribed).
     expanded_through = models.BigIntegerField(_("expanded up to follower"), null=True, blank=True, editable=False)
+    # Fixed when such a campaign is accepted: the highest follower id then.  Its recipients are the followers up to
+    # it who were subscribed at acceptance, however long the (paced) expansion takes; a follower who arrives or
+    # follows again later is not one of them.  Empty for campaigns accepted before the bound existed (no bound).
+    recipients_through = models.BigIntegerField(_("recipients up to follower"), null=True, blank=True, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
