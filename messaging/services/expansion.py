@@ -251,6 +251,9 @@ def expand_all_subscribed(campaign_id: int, *, trace_id: str = "") -> int:
             dispatch.enqueue_expansion(campaign_id, trace_id)
             break
     cache.delete(dispatch.campaign_expansion_key(campaign_id))
+    if not more:
+        # Done (or cancelled): a resume point left by an earlier pause would only start a task with nothing to do.
+        cache.delete(dispatch.campaign_expansion_resume_key(campaign_id))
     if paused:
         logger.info("Campaign #%s: %d recipient(s) added; more once delivery has caught up", campaign_id, total)
     else:

@@ -220,6 +220,8 @@ def test_the_expansion_stays_a_few_messages_ahead_of_delivery_which_restarts_it(
     assert (campaign.state, campaign.recipient_count) == (Campaign.State.RUNNING, SUBSCRIBED)
     assert recipients(campaign) == followers
     assert queued(campaign) == followers[6:]
+    # The resume point of the last pause is gone with the expansion: no claim starts an expansion any more.
+    assert cache.get(dispatch.campaign_expansion_resume_key(campaign.pk)) is None
 
 
 def test_a_restart_finding_a_task_at_work_keeps_the_resume_point_for_the_next_claim(
