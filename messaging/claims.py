@@ -184,8 +184,8 @@ def claim(
     return messages
 
 
-def urgent_candidates() -> Iterable[tuple[QuerySet[Message], tuple[str, ...]]]:
-    """What every delivery task serves first, most urgent first: retries whose time came (any message that waited
-    for a backoff, a hold or a dead worker), then single messages never tried.  Claims keep only the due ones."""
-    yield Message.objects.filter(next_attempt_at__isnull=False), ("next_attempt_at", "pk")
-    yield Message.objects.filter(campaign__isnull=True, next_attempt_at__isnull=True), ("pk",)
+def urgent_candidates(now: datetime) -> Iterable[tuple[QuerySet[Message], tuple[str, ...]]]:
+    """What every delivery task serves first, most urgent first, as claimable at ``now``: retries whose time came (any
+    message that waited for a backoff, a hold or a dead worker), then single messages never tried."""
+    yield Message.objects.claimable_retries(now), ("next_attempt_at", "pk")
+    yield Message.objects.claimable_singles(now), ("pk",)

@@ -55,6 +55,26 @@ def campaign_expansion_key(campaign_id: int) -> str:
     return f"messaging:campaign-expansion:{campaign_id}"
 
 
+def campaign_expansion_resume_key(campaign_id: int) -> str:
+    """The id of the campaign's message whose claim restarts its paused expansion (messaging.services.expansion)."""
+    return f"messaging:campaign-expansion-resume:{campaign_id}"
+
+
+def resume_expansion(campaign_id: int, trace_id: str = "") -> None:
+    """Restart a paused expansion unless a task is adding the campaign's recipients already (its key is up).
+
+    The resume point stays in the cache until a task is enqueued: a delivery task that finds the key up reads the
+    point again and tries once more with its next claim.  Best effort: the sweeper restarts expansions without a
+    task.
+    """
+    try:
+        if cache.add(campaign_expansion_key(campaign_id), 1, timeout=EXPANSION_KEY_SECONDS):
+            cache.delete(campaign_expansion_resume_key(campaign_id))
+            enqueue_expansion(campaign_id, trace_id)
+    except Exception:
+        logger.exception("Could not restart the expansion of campaign %s; the sweeper will", campaign_id)
+
+
 def request_singles_delivery() -> None:
     """Make sure a delivery task will claim the single messages committed before this call.
 

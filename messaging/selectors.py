@@ -117,6 +117,16 @@ class CampaignProgress:
 
 
 def campaign_progress(campaign: Campaign, counts: dict[str, int] | None = None) -> CampaignProgress:
-    """Counts and percentage done; pass ``counts`` from :func:`status_counts_by_campaign` to avoid a query."""
+    """Counts and percentage done; pass ``counts`` from :func:`status_counts_by_campaign` to avoid a query.
+
+    While an "all subscribed" campaign is still expanding (its rows are written as delivery needs them, see
+    messaging.services.expansion), the recipients counted at acceptance whose message is not written yet are
+    counted as waiting (queued, or scheduled for a scheduled campaign), so the total and the percentage are the
+    campaign's from the start rather than those of the rows written so far.
+    """
     counts = counts if counts is not None else campaign_status_counts(campaign)
+    unwritten = campaign.recipient_count - sum(counts.values())
+    if campaign.state == Campaign.State.EXPANDING and unwritten > 0:
+        waiting = Message.Status.SCHEDULED if campaign.send_at else Message.Status.QUEUED
+        counts = {**counts, waiting: counts[waiting] + unwritten}
     return CampaignProgress(total=sum(counts.values()), counts=counts)

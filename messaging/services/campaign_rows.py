@@ -257,18 +257,23 @@ class CampaignRows:
                     [*select_params, *(value for row in statement_rows for value in row)],
                 )
 
-    def insert_subscribed(self, *, after: int | None, through: int | None) -> int:
-        """The account's subscribed followers with ``after < id <= through`` (an open bound when None), in one
-        INSERT … SELECT from the followers table: no row travels through Python.  Returns how many it added."""
+    def insert_subscribed(self, *, after: int | None, through: int | None, accepted_at: datetime | None = None) -> int:
+        """The account's subscribed followers with ``after < id <= through`` (an open bound when None) and, with
+        ``accepted_at``, not subscribed since then, in one INSERT … SELECT from the followers table: no row travels
+        through Python.  Returns how many it added."""
         quote = connection.ops.quote_name
         follower = Follower._meta
         pk = quote(follower.pk.column)
         bounds = ""
-        bound_params = []
+        bound_params: list[Any] = []
         for operator, bound in ((">", after), ("<=", through)):
             if bound is not None:
                 bounds += f" AND f.{pk} {operator} %s"
                 bound_params.append(bound)
+        if accepted_at is not None:
+            subscribed_at = f"f.{quote(follower.get_field('subscribed_at').column)}"
+            bounds += f" AND ({subscribed_at} IS NULL OR {subscribed_at} <= %s)"
+            bound_params.append(connection.ops.adapt_datetimefield_value(accepted_at))
         prefix = f"c{self.campaign.pk}-{self.salt}-f"
         where = (
             f"WHERE f.{quote(follower.get_field('account').column)} = %s "

@@ -38,6 +38,7 @@ from messaging.services.expansion import (
     expand_credit_holders,
     expand_openids,
     expand_usernames,
+    latest_follower_id,
     subscribed_followers,
 )
 from messaging.services.routing import check_channel_fields
@@ -245,6 +246,7 @@ def create_campaign(
                 miniprogram=content.miniprogram,
                 recipient_kind=recipients.kind,
                 state=Campaign.State.EXPANDING,
+                recipients_through=latest_follower_id() if expand_later else None,
                 send_at=send_at,
                 created_by=created_by if getattr(created_by, "pk", None) else None,
                 trace_id=trace_id,

@@ -1,7 +1,8 @@
 """Expanding a campaign's recipients into queued messages: raw bulk inserts, in chunks, so memory stays flat.
 
 Lists of openids or usernames, and everyone holding a subscription, are expanded while the campaign is accepted;
-every subscribed follower is added after acceptance by a task, a chunk per transaction (:func:`expand_all_subscribed`).
+every subscribed follower is added after acceptance by a task, a chunk per transaction (:func:`expand_all_subscribed`),
+and only a bounded number of messages ahead of delivery (see ``EXPANSION_AHEAD``).
 Recipients who already got the same content within the account's duplicate window are failed as duplicates as they
 are added (:func:`messaging.services.campaign_rows.fail_duplicates`).
 
@@ -21,6 +22,7 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -39,6 +41,13 @@ EXPANSION_CHUNK_SIZE = 2000
 ALL_SUBSCRIBED_CHUNK_SIZE = 20_000
 # An expansion task hands over to a fresh one after this long (django-q2 kills a task after 120 s).
 EXPANSION_TASK_SECONDS = 60.0
+# How many of a running campaign's messages the expansion keeps queued ahead of its delivery: it stops once that
+# many wait, and delivery restarts it when its claims reach the message that many before the newest.  Writing all
+# 1,000,000 rows while the first messages went out took most of PostgreSQL's CPU from the sends
+# (bench/RESULTS.md, "The million: paced expansion"); two chunks ahead are a minute or more of sends at 500/s.
+EXPANSION_AHEAD = 2 * ALL_SUBSCRIBED_CHUNK_SIZE
+# How long the point where delivery restarts a paused expansion is kept (the sweeper restarts it in any case).
+EXPANSION_RESUME_KEY_SECONDS = 3600
 # How many offending names an error about a recipient list quotes.
 QUOTED_NAMES = 10
 
@@ -118,6 +127,33 @@ def subscribed_followers(account_id: int) -> int:
     return Follower.objects.filter(account_id=account_id, subscribed=True).count()
 
 
+def latest_follower_id() -> int | None:
+    """The highest follower id now, of any account (the primary key's last entry): a follower who arrives later gets
+    a higher one, so it bounds the recipients of an "all subscribed" campaign accepted now."""
+    return Follower.objects.order_by("-pk").values_list("pk", flat=True).first()
+
+
+def _recipients(campaign: Campaign) -> QuerySet[Follower]:
+    """The followers an "all subscribed" campaign goes to: subscribed now, and already subscribed at acceptance
+    (with an id up to ``recipients_through``, and not followed again since), so a paced expansion adds the
+    followers of the moment of acceptance, not of the moment each chunk is written."""
+    followers = Follower.objects.filter(account_id=campaign.account_id, subscribed=True)
+    if campaign.recipients_through is not None:
+        followers = followers.filter(pk__lte=campaign.recipients_through).exclude(subscribed_at__gt=campaign.created_at)
+    return followers
+
+
+def _ahead_of_delivery(campaign_id: int) -> int | None:
+    """With ``EXPANSION_AHEAD`` or more of the campaign's messages queued, the id of the one that many before the
+    newest (read backwards on the partial index of queued campaign messages); None while fewer wait."""
+    resume_at = list(
+        Message.objects.filter(campaign_id=campaign_id, status=Message.Status.QUEUED)
+        .order_by("-pk")
+        .values_list("pk", flat=True)[EXPANSION_AHEAD - 1 : EXPANSION_AHEAD]
+    )
+    return resume_at[0] if resume_at else None
+
+
 def _expand_chunk(campaign_id: int) -> tuple[bool, int]:
     """Add the next chunk of an expanding campaign's followers, in a transaction of its own.
 
@@ -137,14 +173,16 @@ def _expand_chunk(campaign_id: int) -> tuple[bool, int]:
         if campaign is None:
             return False, 0
         after = campaign.expanded_through
-        remaining = Follower.objects.filter(account_id=campaign.account_id, subscribed=True)
+        remaining = _recipients(campaign)
         if after is not None:
             remaining = remaining.filter(pk__gt=after)
         last = ALL_SUBSCRIBED_CHUNK_SIZE
         bound = list(remaining.order_by("pk").values_list("pk", flat=True)[last - 1 : last])
-        through = bound[0] if bound else None
+        through = bound[0] if bound else campaign.recipients_through
         now = timezone.now()
-        added = CampaignRows(campaign, now).insert_subscribed(after=after, through=through)
+        added = CampaignRows(campaign, now).insert_subscribed(
+            after=after, through=through, accepted_at=campaign.created_at if campaign.recipients_through else None
+        )
         chunk = Message.objects.filter(campaign_id=campaign_id, follower_id__gt=after or 0)
         if through is not None:
             chunk = chunk.filter(follower_id__lte=through)
@@ -152,7 +190,7 @@ def _expand_chunk(campaign_id: int) -> tuple[bool, int]:
             # Recipients without consent (or without a channel) were inserted failed.
             events.record_messages(events.MESSAGE_FAILED, chunk.filter(status=Message.Status.FAILED))
         fail_duplicates(campaign, chunk, now)
-        if through is not None:
+        if bound:
             Campaign.objects.filter(pk=campaign_id).update(expanded_through=through)
             return True, added
         scheduled = campaign.send_at is not None
@@ -169,23 +207,40 @@ def _expand_chunk(campaign_id: int) -> tuple[bool, int]:
 
 
 def expand_all_subscribed(campaign_id: int, *, trace_id: str = "") -> int:
-    """Add a queued message for every subscribed follower to an expanding campaign, chunk by chunk; return how
-    many this call added.
+    """Add a queued message for every subscribed follower to an expanding campaign, chunk by chunk, keeping
+    ``EXPANSION_AHEAD`` of them ahead of delivery; return how many this call added.
 
     ``create_campaign`` accepts such a campaign without writing its messages: one INSERT … SELECT of 1,000,000
     rows into the message table and its indexes took minutes (bench/RESULTS.md), all inside the request.  Here
     followers are taken in id order, ``ALL_SUBSCRIBED_CHUNK_SIZE`` per transaction (see ``_expand_chunk``), and
     delivery starts as soon as the first chunk has committed: a chunk after which no task works through the
-    campaign (its engine key is down) starts them, so messages never wait for the whole expansion.  After
+    campaign (its engine key is down) starts them, so messages never wait for the whole expansion.
+
+    Once ``EXPANSION_AHEAD`` messages wait, the task stops and leaves, in the cache, the id of the message whose
+    claim should bring it back (``dispatch.campaign_expansion_resume_key``): the delivery task that claims it
+    enqueues the next expansion (``messaging.work.CampaignWork``), so the rows are written as they are needed,
+    over the whole campaign.  Who the recipients are was fixed at acceptance (``_recipients``), so this pace does
+    not change them.  A scheduled campaign is expanded whole (its messages wait for their time).  After
     ``EXPANSION_TASK_SECONDS`` the rest is handed to a fresh task; the sweeper restarts an expansion whose task
-    was lost.
+    was lost and one whose restart was (a restart while enough messages wait only leaves the resume point again).
     """
     deadline = time.monotonic() + EXPANSION_TASK_SECONDS
+    found = Campaign.objects.filter(pk=campaign_id).values_list("state", "send_at").first()
+    if found is None or found[0] != Campaign.State.EXPANDING:
+        return 0
     # A scheduled campaign's messages wait for its send time: no delivery task starts while it expands.
-    scheduled = Campaign.objects.filter(pk=campaign_id, send_at__isnull=False).exists()
+    scheduled = found[1] is not None
     total = 0
     more = True
+    paused = False
     while more:
+        resume_at = None if scheduled else _ahead_of_delivery(campaign_id)
+        if resume_at is not None:
+            cache.set(
+                dispatch.campaign_expansion_resume_key(campaign_id), resume_at, timeout=EXPANSION_RESUME_KEY_SECONDS
+            )
+            paused = True
+            break
         cache.set(dispatch.campaign_expansion_key(campaign_id), 1, timeout=dispatch.EXPANSION_KEY_SECONDS)
         more, added = _expand_chunk(campaign_id)
         total += added
@@ -196,5 +251,11 @@ def expand_all_subscribed(campaign_id: int, *, trace_id: str = "") -> int:
             dispatch.enqueue_expansion(campaign_id, trace_id)
             break
     cache.delete(dispatch.campaign_expansion_key(campaign_id))
-    logger.info("Campaign #%s: %d recipient(s) added%s", campaign_id, total, "; more to come" if more else "")
+    if not more:
+        # Done (or cancelled): a resume point left by an earlier pause would only start a task with nothing to do.
+        cache.delete(dispatch.campaign_expansion_resume_key(campaign_id))
+    if paused:
+        logger.info("Campaign #%s: %d recipient(s) added; more once delivery has caught up", campaign_id, total)
+    else:
+        logger.info("Campaign #%s: %d recipient(s) added%s", campaign_id, total, "; more to come" if more else "")
     return total
