@@ -13,14 +13,20 @@ Two cache keys keep the number of tasks small without ever leaving committed wor
 - ``RETRY_WAITER_KEY`` is held by the one task that stays while retries are due soon (within
   ``WXNOTIFY_RETRY_WAIT_HORIZON_SECONDS``) and sends them at their time.
 - ``RECEIPTS_ALIVE_KEY`` is up while a task applies received delivery receipts, the same way as the first: a
-  callback that stored a receipt enqueues a task only when the key is missing.
+  callback that stored a receipt enqueues a task only when the key is missing.  A task that takes the key down
+  still looks for new receipts for ``RECEIPTS_LINGER_SECONDS``, so a web process that saw the key up (or enqueued a
+  task) need not read it again for ``RECEIPTS_TRUST_SECONDS``: a receipt it stores meanwhile is still seen by that
+  task.  In a burst this is one cache read per web process and second instead of one per receipt.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Sequence
 
+from django.conf import settings
 from django.core.cache import cache
 from django_q.tasks import async_task
 
@@ -38,6 +44,11 @@ WAITER_KEY_SECONDS = 10
 CAMPAIGN_ENGINE_KEY_SECONDS = 30
 RECEIPTS_ALIVE_KEY = "messaging:receipts-alive"
 RECEIPTS_TASK = "messaging.tasks.apply_received_receipts"
+# A receipts task that took its key down goes on looking for new receipts this long before it ends.
+RECEIPTS_LINGER_SECONDS = 2.0
+# How long a web process relies on a receipts task it saw (key up) or enqueued, without reading the key again:
+# well under RECEIPTS_LINGER_SECONDS, so the task still looks after any receipt committed within it.
+RECEIPTS_TRUST_SECONDS = 1.0
 # Up while a task adds an "all subscribed" campaign's recipients; a chunk takes a second or two.
 EXPANSION_KEY_SECONDS = 60
 # Taken by the delivery task that settles the pipeline (messaging.sweeper.settle) for the next few seconds.
@@ -90,24 +101,41 @@ def request_singles_delivery() -> None:
         logger.exception("Could not signal single messages to the workers; the sweeper will pick them up")
 
 
+# When this process last saw a receipts task's key up or enqueued a task (time.monotonic(); -inf: never).
+_receipts_task_seen_at = -math.inf
+
+
 def request_receipt_application() -> None:
     """Make sure a task will apply the delivery receipts committed before this call (call it after their commit).
 
     While a task is at work (its key is up) this costs one cache read and no enqueue, so a burst of receipts starts
-    one task, not one per receipt.  A key that cannot be read or written is no reason to leave receipts waiting: a
-    task is enqueued then as well (a cache refusing every write answers ``add`` with False and keeps no key).
+    one task, not one per receipt; and for ``RECEIPTS_TRUST_SECONDS`` after seeing the key up or enqueuing a task,
+    not even the read (see the module: the task lingers longer than that).  A key that cannot be read or written is
+    no reason to leave receipts waiting: a task is enqueued then as well (a cache refusing every write answers
+    ``add`` with False and keeps no key).  A task run inline (``WXNOTIFY_TASKS_SYNC``) has ended when
+    ``async_task`` returns, so it is never relied on afterwards.
     """
+    global _receipts_task_seen_at  # one number per process; a lost update costs one cache read
+    now = time.monotonic()
+    if now - _receipts_task_seen_at < RECEIPTS_TRUST_SECONDS:
+        return
+    task_runs = True
     try:
-        if cache.get(RECEIPTS_ALIVE_KEY) is not None:
-            return
-        if not cache.add(RECEIPTS_ALIVE_KEY, 1, timeout=ALIVE_KEY_SECONDS) and cache.get(RECEIPTS_ALIVE_KEY):
-            return
+        if cache.get(RECEIPTS_ALIVE_KEY) is None:
+            task_runs = not cache.add(RECEIPTS_ALIVE_KEY, 1, timeout=ALIVE_KEY_SECONDS) and bool(
+                cache.get(RECEIPTS_ALIVE_KEY)
+            )
     except Exception as exc:
         log_outage(logger, "Cache (receipt tasks enqueued without it)", exc)
-    try:
-        async_task(RECEIPTS_TASK, save=False)
-    except Exception as exc:
-        log_outage(logger, "Task broker (received receipts left to the sweeper)", exc)
+        task_runs = False
+    if not task_runs:
+        try:
+            async_task(RECEIPTS_TASK, save=False)
+        except Exception as exc:
+            log_outage(logger, "Task broker (received receipts left to the sweeper)", exc)
+            return
+    if not settings.Q_CLUSTER.get("sync", False):
+        _receipts_task_seen_at = now
 
 
 def request_retry_waiter() -> None:

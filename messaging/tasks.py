@@ -29,6 +29,8 @@ logger = logging.getLogger("wxnotify.messaging")
 # Between two batches of received receipts smaller than a full one, the task waits this long for more: in a burst
 # the next batch then carries a few hundred receipts rather than a handful, for about the same cost.
 RECEIPT_BATCH_PAUSE_SECONDS = 0.2
+# A receipts task hands over after this long (django-q2 kills a task after 120 s); the next receipt starts the next.
+RECEIPTS_TASK_SECONDS = 60.0
 
 
 def deliver_due_messages(waiter: bool = False) -> dict[str, int]:
@@ -81,13 +83,33 @@ def dispatch_campaign(campaign_id: int, trace_id: str = "") -> int:
 def apply_received_receipts() -> int:
     """Apply the delivery receipts callbacks stored, in batches, until none is left; returns how many it took.
 
-    Holds ``RECEIPTS_ALIVE_KEY`` while at work, so callbacks enqueue no more tasks meanwhile, and takes it down
-    before its last batches: a receipt committed after that finds no key and enqueues a task of its own (see
-    :mod:`messaging.dispatch`).  Run inline (``WXNOTIFY_TASKS_SYNC``), it does not wait for more receipts.
+    Holds ``RECEIPTS_ALIVE_KEY`` while at work, so callbacks enqueue no more tasks meanwhile.  When a look finds
+    nothing it takes the key down and lingers: for ``RECEIPTS_LINGER_SECONDS`` it goes on applying what arrives,
+    and only a look that starts after that and finds nothing ends it, which is what lets web processes rely on a
+    task they saw for ``RECEIPTS_TRUST_SECONDS`` without reading the key (:mod:`messaging.dispatch`).  Receipts that
+    arrive while it lingers make it hold the key again; after ``RECEIPTS_TASK_SECONDS`` it ends after its linger
+    anyway, and the next receipt enqueues a fresh task.  Run inline (``WXNOTIFY_TASKS_SYNC``), it does not wait.
     """
     inline = settings.Q_CLUSTER.get("sync", False)
+    deadline = time.monotonic() + RECEIPTS_TASK_SECONDS
     taken = 0
     while True:
+        taken += _apply_while_alive(inline, deadline)
+        cache.delete(dispatch.RECEIPTS_ALIVE_KEY)
+        if inline:
+            while batch := services.apply_received_receipts():
+                taken += batch
+            return taken
+        late = _apply_lingering()
+        taken += late
+        if not late or time.monotonic() >= deadline:
+            return taken
+
+
+def _apply_while_alive(inline: bool, deadline: float) -> int:
+    """Batches under the key until one finds nothing (or the task's time is up); short ones a pause apart."""
+    taken = 0
+    while time.monotonic() < deadline:
         cache.set(dispatch.RECEIPTS_ALIVE_KEY, 1, timeout=dispatch.ALIVE_KEY_SECONDS)
         batch = services.apply_received_receipts()
         taken += batch
@@ -95,10 +117,21 @@ def apply_received_receipts() -> int:
             break
         if batch < services.RECEIPT_BATCH_SIZE and not inline:
             time.sleep(RECEIPT_BATCH_PAUSE_SECONDS)
-    cache.delete(dispatch.RECEIPTS_ALIVE_KEY)
-    while batch := services.apply_received_receipts():
-        taken += batch
     return taken
+
+
+def _apply_lingering() -> int:
+    """With the key down, apply what arrives for ``RECEIPTS_LINGER_SECONDS``; ends with a look that began after."""
+    until = time.monotonic() + dispatch.RECEIPTS_LINGER_SECONDS
+    taken = 0
+    while True:
+        started = time.monotonic()
+        batch = services.apply_received_receipts()
+        taken += batch
+        if not batch:
+            if started >= until:
+                return taken
+            time.sleep(min(RECEIPT_BATCH_PAUSE_SECONDS, max(until - time.monotonic(), 0.0)))
 
 
 def sweep_messages() -> dict[str, int]:

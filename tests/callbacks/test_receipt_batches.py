@@ -10,6 +10,7 @@ and check what the messages end up as.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from django.core.cache import cache
@@ -226,3 +227,94 @@ def test_concurrent_batches_apply_each_receipt_once(client, enqueued):
     assert sum(taken) == 40
     assert statuses(messages) == [Message.Status.DELIVERED] * 40
     assert set(DeliveryReceipt.objects.values_list("state", flat=True)) == {DeliveryReceipt.State.APPLIED}
+
+
+# --- A task seen is relied on for a moment: one cache read per web process and second, not per receipt ------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def queued_tasks(monkeypatch, settings) -> tuple[list[str], list[str], Clock]:
+    """Tasks go to a broker (not inline); the enqueued ones and the cache reads recorded, time in our hands."""
+    monkeypatch.setitem(settings.Q_CLUSTER, "sync", False)
+    monkeypatch.setattr(dispatch, "_receipts_task_seen_at", float("-inf"))
+    clock = Clock()
+    monkeypatch.setattr(dispatch.time, "monotonic", clock)
+    enqueued: list[str] = []
+    monkeypatch.setattr(dispatch, "async_task", lambda func, *args, **kwargs: enqueued.append(func))
+    reads: list[str] = []
+    real_get = cache.get
+    monkeypatch.setattr(cache, "get", lambda key, *args, **kwargs: reads.append(key) or real_get(key, *args, **kwargs))
+    return enqueued, reads, clock
+
+
+def test_a_web_process_relies_on_a_task_it_enqueued_or_saw_for_a_second(queued_tasks):
+    enqueued, reads, clock = queued_tasks
+    dispatch.request_receipt_application()
+    assert enqueued == [dispatch.RECEIPTS_TASK]
+    reads.clear()
+    clock.now += dispatch.RECEIPTS_TRUST_SECONDS / 2
+    dispatch.request_receipt_application()
+    assert (enqueued, reads) == ([dispatch.RECEIPTS_TASK], [])  # relied on: no read, no task
+    clock.now += dispatch.RECEIPTS_TRUST_SECONDS
+    dispatch.request_receipt_application()  # the key is still up (the task holds it): read, relied on anew
+    assert (enqueued, reads) == ([dispatch.RECEIPTS_TASK], [dispatch.RECEIPTS_ALIVE_KEY])
+    clock.now += dispatch.RECEIPTS_TRUST_SECONDS
+    cache.delete(dispatch.RECEIPTS_ALIVE_KEY)  # the task took it down: lingering, then gone
+    dispatch.request_receipt_application()
+    assert enqueued == [dispatch.RECEIPTS_TASK] * 2
+    assert dispatch.RECEIPTS_TRUST_SECONDS < dispatch.RECEIPTS_LINGER_SECONDS
+
+
+def test_a_task_run_inline_or_not_enqueued_is_never_relied_on(queued_tasks, settings, monkeypatch):
+    enqueued, _reads, _clock = queued_tasks
+    settings.Q_CLUSTER["sync"] = True
+    dispatch.request_receipt_application()
+    cache.delete(dispatch.RECEIPTS_ALIVE_KEY)
+    dispatch.request_receipt_application()
+    assert enqueued == [dispatch.RECEIPTS_TASK] * 2  # an inline task has ended when async_task returns
+    settings.Q_CLUSTER["sync"] = False
+
+    def down(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(dispatch, "async_task", down)
+    cache.delete(dispatch.RECEIPTS_ALIVE_KEY)
+    dispatch.request_receipt_application()
+    assert dispatch._receipts_task_seen_at == float("-inf")  # nothing to rely on: the next receipt tries again
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_receipt_stored_while_the_task_lingers_is_applied_by_that_task(monkeypatch, settings):
+    """The promise a web process relies on: after taking its key down the task still looks for receipts for
+    RECEIPTS_LINGER_SECONDS, so one stored then, by a process that saw the key a moment before, is applied."""
+    monkeypatch.setitem(settings.Q_CLUSTER, "sync", False)
+    monkeypatch.setattr(dispatch, "RECEIPTS_LINGER_SECONDS", 1.0)
+    account = make_account(SAFE_APPID, OfficialAccount.MessageMode.SAFE)
+    first, late = sent_messages(account, 2)
+    record_delivery_receipt(account=account, msgid=first.msgid, wechat_status="success")
+    taken: list[int] = []
+
+    def run_task() -> None:
+        try:
+            taken.append(tasks.apply_received_receipts())
+        finally:
+            connection.close()
+
+    task = threading.Thread(target=run_task)
+    task.start()
+    deadline = time.monotonic() + 10
+    while statuses([first]) != [Message.Status.DELIVERED] or cache.get(dispatch.RECEIPTS_ALIVE_KEY) is not None:
+        assert time.monotonic() < deadline, "the task never took its key down"
+        time.sleep(0.01)
+    record_delivery_receipt(account=account, msgid=late.msgid, wechat_status="success")
+    task.join(10)
+    assert taken == [2]
+    assert statuses([first, late]) == [Message.Status.DELIVERED] * 2
