@@ -52,6 +52,21 @@ def start(commit: GroupCommit, rows: range, outcomes: dict[int, object]) -> list
     return threads
 
 
+def behind_a_held_write(writer: GatedWriter, commit: GroupCommit, rows: int) -> dict[int, object]:
+    """Row 0 is written and held; rows 1 .. ``rows`` queue behind it; then the write goes on.  Each row's outcome."""
+    outcomes: dict[int, object] = {}
+    threads = start(commit, range(1), outcomes)
+    assert writer.writing.wait(10)
+    threads += start(commit, range(1, rows + 1), outcomes)
+    queued(commit, rows)
+    time.sleep(0.05)
+    assert outcomes == {}  # nobody is answered before its own write
+    writer.release.set()
+    for thread in threads:
+        thread.join(10)
+    return outcomes
+
+
 def test_a_lone_row_is_written_at_once_and_alone():
     writer = GatedWriter()
     writer.release.set()
@@ -65,16 +80,7 @@ def test_a_lone_row_is_written_at_once_and_alone():
 def test_rows_arriving_during_a_write_share_the_next_one_and_wait_for_it():
     writer = GatedWriter()
     commit = GroupCommit(writer.write, max_batch=10, after_write=writer.after.append)
-    outcomes: dict[int, object] = {}
-    first = start(commit, range(1), outcomes)
-    assert writer.writing.wait(10)
-    rest = start(commit, range(1, 6), outcomes)
-    queued(commit, 5)
-    time.sleep(0.05)
-    assert outcomes == {}  # nobody is answered before its own write
-    writer.release.set()
-    for thread in first + rest:
-        thread.join(10)
+    outcomes = behind_a_held_write(writer, commit, 5)
     assert writer.batches == [[0], [1, 2, 3, 4, 5]]
     assert outcomes == {0: 1, 1: 2, 2: 2, 3: 2, 4: 2, 5: 2}
     assert writer.after == [1, 2]  # once per batch, not per row
@@ -83,14 +89,7 @@ def test_rows_arriving_during_a_write_share_the_next_one_and_wait_for_it():
 def test_a_batch_holds_at_most_max_batch_rows():
     writer = GatedWriter()
     commit = GroupCommit(writer.write, max_batch=3)
-    outcomes: dict[int, object] = {}
-    threads = start(commit, range(1), outcomes)
-    assert writer.writing.wait(10)
-    threads += start(commit, range(1, 8), outcomes)
-    queued(commit, 7)
-    writer.release.set()
-    for thread in threads:
-        thread.join(10)
+    outcomes = behind_a_held_write(writer, commit, 7)
     assert [len(batch) for batch in writer.batches] == [1, 3, 3, 1]
     assert sorted(row for batch in writer.batches for row in batch) == list(range(8))
     assert len(outcomes) == 8
@@ -99,14 +98,7 @@ def test_a_batch_holds_at_most_max_batch_rows():
 def test_a_failed_write_fails_its_own_rows_only_and_the_next_batch_goes_on():
     writer = GatedWriter(fail_batch=1)
     commit = GroupCommit(writer.write, max_batch=10, after_write=writer.after.append)
-    outcomes: dict[int, object] = {}
-    threads = start(commit, range(1), outcomes)
-    assert writer.writing.wait(10)
-    threads += start(commit, range(1, 4), outcomes)
-    queued(commit, 3)
-    writer.release.set()
-    for thread in threads:
-        thread.join(10)
+    outcomes = behind_a_held_write(writer, commit, 3)
     assert isinstance(outcomes[0], RuntimeError)
     assert {outcomes[row] for row in (1, 2, 3)} == {2}
     assert writer.after == [2]  # nothing follows a write that failed
