@@ -17,6 +17,8 @@ from wxnotify.tracing import clean_trace_id, new_trace_id, trace_id_var
 logger = logging.getLogger("wxnotify.requests")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# The same header as WSGI names it: read from META, since request.headers builds a mapping of every header first.
+REQUEST_ID_META = "HTTP_X_REQUEST_ID"
 DRAIN_CHUNK_BYTES = 64 * 1024
 
 
@@ -72,7 +74,7 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        trace_id = clean_trace_id(request.headers.get(REQUEST_ID_HEADER)) or new_trace_id()
+        trace_id = clean_trace_id(request.META.get(REQUEST_ID_META)) or new_trace_id()
         request.trace_id = trace_id
         token = trace_id_var.set(trace_id)
         try:
