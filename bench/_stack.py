@@ -313,6 +313,18 @@ def setup_django(env: dict[str, str]) -> None:
     django.setup()
 
 
+def fresh_services(database_url: str, redis_url: str, env: dict[str, str]) -> str:
+    """An empty benchmark database (recreated) and Redis database (flushed), Django set up in this process with
+    ``env`` and migrated; returns the database's name."""
+    database = recreate_database(database_url)
+    flush_redis(redis_url)
+    setup_django(env)
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    return database
+
+
 def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=BASE_DIR, check=True, capture_output=True, text=True).stdout.strip()
 

@@ -45,11 +45,9 @@ from bench._stack import (
     CpuMeter,
     Stack,
     command_line,
-    flush_redis,
+    fresh_services,
     load_average,
-    recreate_database,
     services_urls,
-    setup_django,
     stack_environment,
     unwind_on_sigterm,
     write_results_section,
@@ -197,14 +195,9 @@ def run(size: int) -> dict[str, Any]:
     sandbox, web = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{web_port}"
     metrics_dir = tempfile.mkdtemp(prefix="wxnotify-bench-metrics-")
     env = stack_environment(database_url, redis_url, sandbox_port, metrics_dir, **API_THROTTLES_RAISED)
-    figures.update(database=recreate_database(database_url), redis=redis_url)
-    flush_redis(redis_url)
-    setup_django(env)
-    from django.core.management import call_command
-
+    figures.update(database=fresh_services(database_url, redis_url, env), redis=redis_url)
     from templates_app.services import sync_subscription_templates
 
-    call_command("migrate", interactive=False, verbosity=0)
     followers = size + WARM_UP
     stack = Stack(env)
     try:

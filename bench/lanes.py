@@ -57,11 +57,10 @@ from bench._stack import (
     command_line,
     export_commit,
     flush_redis,
+    fresh_services,
     load_average,
     port_is_open,
-    recreate_database,
     services_urls,
-    setup_django,
     stack_environment,
     this_tree,
     unwind_on_sigterm,
@@ -83,6 +82,7 @@ from bench.pipeline import (
     register_account,
     sandbox_account,
     sandbox_delta,
+    start_service,
 )
 from tests.servers import free_port
 
@@ -207,33 +207,9 @@ def run_version(
 
     forget_messages()
     flush_redis(redis_url)
-    web_port = free_port()
-    web = f"http://127.0.0.1:{web_port}"
-    manage = str(version.project / "manage.py")
-    workers = [stack.spawn(f"qcluster {n + 1}", [manage, "qcluster"]) for n in range(QCLUSTERS)]
-    gunicorn = stack.spawn(
-        "gunicorn",
-        [
-            "-m",
-            "gunicorn",
-            f"--chdir={version.project}",
-            "wxnotify.wsgi:application",
-            f"--workers={GUNICORN_WORKERS}",
-            f"--threads={GUNICORN_THREADS}",
-            f"--bind=127.0.0.1:{web_port}",
-            "--log-level=warning",
-        ],
-    )
+    web = f"http://127.0.0.1:{free_port()}"
+    workers, gunicorn, sessions = start_service(stack, web, token, project=version.project)
     try:
-        sessions = ThreadSessions({"Authorization": f"Token {token}", "Content-Type": "application/json"})
-
-        def api_up() -> bool:
-            try:
-                return sessions.get().get(f"{web}/api/v1/templates/", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        stack.wait_for("gunicorn", api_up)
         run_id = secrets.token_hex(3)
         url = f"{web}/api/v1/messages/"
         first_single = args.campaign + 1
@@ -308,12 +284,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     env = stack_environment(database_url, redis_url, sandbox_port, str(metrics_dir), **API_THROTTLES_RAISED)
     stack = Stack(env)
     try:
-        figures.update(database=recreate_database(database_url), redis=redis_url)
-        flush_redis(redis_url)
-        setup_django(env)
-        from django.core.management import call_command
-
-        call_command("migrate", interactive=False, verbosity=0)
+        figures.update(database=fresh_services(database_url, redis_url, env), redis=redis_url)
         versions = []
         if args.baseline_rev:
             before_dir = scratch / "before"

@@ -48,12 +48,10 @@ from bench._stack import (
     Stack,
     command_line,
     export_commit,
-    flush_redis,
+    fresh_services,
     load_average,
     port_is_open,
-    recreate_database,
     services_urls,
-    setup_django,
     stack_environment,
     this_tree,
     unwind_on_sigterm,
@@ -235,12 +233,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     env = stack_environment(database_url, redis_url, sandbox_port, str(metrics_dir))
     stack = Stack(env)
     try:
-        figures.update(database=recreate_database(database_url), redis=redis_url)
-        flush_redis(redis_url)
-        setup_django(env)
-        from django.core.management import call_command
-
-        call_command("migrate", interactive=False, verbosity=0)
+        figures.update(database=fresh_services(database_url, redis_url, env), redis=redis_url)
         before_dir = None
         if args.before:
             before_dir = scratch / "before"

@@ -56,12 +56,10 @@ from bench._stack import (
     CpuMeter,
     Stack,
     command_line,
-    flush_redis,
+    fresh_services,
     load_average,
     memory_kib,
     port_is_open,
-    recreate_database,
-    setup_django,
     stack_environment,
     unwind_on_sigterm,
     worker_pids,
@@ -214,16 +212,24 @@ def start_sandbox(stack: Stack, port: int, followers: int) -> Child:
 
 
 def start_service(
-    stack: Stack, web: str, token: str, workers: int = GUNICORN_WORKERS, threads: int = GUNICORN_THREADS
+    stack: Stack,
+    web: str,
+    token: str,
+    workers: int = GUNICORN_WORKERS,
+    threads: int = GUNICORN_THREADS,
+    project: Path | None = None,
 ) -> tuple[list[Child], Child, ThreadSessions]:
     """The production shape: ``QCLUSTERS`` qclusters and the API under gunicorn on ``web``'s port, waited for until
-    the API answers; returns the qclusters, gunicorn and the API sessions of ``token``'s user."""
-    qclusters = [stack.manage(f"qcluster {n + 1}", "qcluster") for n in range(QCLUSTERS)]
+    the API answers; returns the qclusters, gunicorn and the API sessions of ``token``'s user.  ``project``: the
+    code to run (an exported commit, for a before/after run), this tree by default."""
+    manage = str((project or BASE_DIR) / "manage.py")
+    qclusters = [stack.spawn(f"qcluster {n + 1}", [manage, "qcluster"]) for n in range(QCLUSTERS)]
     gunicorn = stack.spawn(
         "gunicorn",
         [
             "-m",
             "gunicorn",
+            f"--chdir={project or BASE_DIR}",
             "wxnotify.wsgi:application",
             f"--workers={workers}",
             f"--threads={threads}",
@@ -508,12 +514,7 @@ def run(args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
     web = f"http://127.0.0.1:{web_port}"
     metrics_dir = tempfile.mkdtemp(prefix="wxnotify-bench-metrics-")
     env = stack_environment(database_url, redis_url, sandbox_port, metrics_dir, **API_THROTTLES_RAISED)
-    figures.update(database=recreate_database(database_url), redis=redis_url)
-    flush_redis(redis_url)
-    setup_django(env)
-    from django.core.management import call_command
-
-    call_command("migrate", interactive=False, verbosity=0)
+    figures.update(database=fresh_services(database_url, redis_url, env), redis=redis_url)
 
     followers = sizes.big_campaign
     stack = Stack(env)
