@@ -64,7 +64,6 @@ from callbacks.models import ProcessedCallback
 from messaging.dispatch import request_receipt_application
 from messaging.services import (
     ReceivedReceipt,
-    record_delivery_receipt,
     record_delivery_receipts,
     record_subscription_receipts,
 )
@@ -236,15 +235,8 @@ def store_receipt(account: OfficialAccount, message: CallbackMessage) -> None:
     each request still answers only once its own receipt is committed.  A database failure answers 503, so one of
     WeChat's retries stores the receipt.
     """
-    receipt = ReceivedReceipt(
-        account_id=account.pk,
-        msgid=int(message.get("MsgID").strip()),
-        wechat_status=normalise_receipt_status(message.get("Status")),
-        openid=message.openid,
-        event_time=message.create_time,
-    )
     try:
-        RECEIPT_WRITES.submit(receipt)
+        RECEIPT_WRITES.submit(received_receipt(account, message))
     except INFRASTRUCTURE_ERRORS as exc:
         log_failure(exc, account.appid)
         raise CallbackRejected(503, "database unavailable") from exc
@@ -310,10 +302,15 @@ def dispatch(account: OfficialAccount, message: CallbackMessage) -> str:
 
 def record_receipt(account: OfficialAccount, message: CallbackMessage) -> bool:
     """Hand a TEMPLATESENDJOBFINISH to messaging, which stores it to apply it with others a moment later (False: it
-    was stored before); a receipt is WeChat's report, not an interaction of the user.  For the receipts that
-    :func:`dispatch_once` applies inside its transaction (plaintext, or MsgID 0); see :func:`store_receipt`."""
-    return record_delivery_receipt(
-        account=account,
+    was stored before).  For the receipts that :func:`dispatch_once` applies inside its transaction (plaintext, or
+    MsgID 0); see :func:`store_receipt`."""
+    return record_delivery_receipts([received_receipt(account, message)]) == 1
+
+
+def received_receipt(account: OfficialAccount, message: CallbackMessage) -> ReceivedReceipt:
+    """A TEMPLATESENDJOBFINISH as messaging stores it: WeChat's report, not an interaction of the user."""
+    return ReceivedReceipt(
+        account_id=account.pk,
         msgid=int(message.get("MsgID").strip()),
         wechat_status=normalise_receipt_status(message.get("Status")),
         openid=message.openid,

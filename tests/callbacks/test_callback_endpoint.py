@@ -21,6 +21,7 @@ from accounts.models import Follower, OfficialAccount
 from callbacks import messages, services
 from callbacks.models import ProcessedCallback
 from messaging.models import DeliveryReceipt, Message
+from messaging.services import ReceivedReceipt
 from templates_app.models import MessageTemplate
 from wxnotify.wechat.crypto import CallbackCrypto, compute_signature
 
@@ -358,9 +359,14 @@ def test_receipt_status_is_normalised(given, expected):
 
 
 @pytest.fixture
-def receipts(monkeypatch) -> list[dict]:
-    recorded: list[dict] = []
-    monkeypatch.setattr(services, "record_delivery_receipt", lambda **kwargs: recorded.append(kwargs))
+def receipts(monkeypatch) -> list[ReceivedReceipt]:
+    recorded: list[ReceivedReceipt] = []
+
+    def record(receipts: list[ReceivedReceipt]) -> int:
+        recorded.extend(receipts)
+        return len(receipts)
+
+    monkeypatch.setattr(services, "record_delivery_receipts", record)
     return recorded
 
 
@@ -380,11 +386,11 @@ def test_plaintext_receipt_is_handed_to_messaging_once(plain, receipts):
     assert plain.post(xml).content == b"success"  # WeChat's retry: answered, not processed again
     assert len(receipts) == 1
     receipt = receipts[0]
-    assert receipt["account"] == plain.account
-    assert receipt["msgid"] == 3487542469355618313
-    assert receipt["wechat_status"] == "failed:user block"
-    assert receipt["openid"] == openid
-    assert int(receipt["event_time"].timestamp()) == 1_800_000_000
+    assert receipt.account_id == plain.account.pk
+    assert receipt.msgid == 3487542469355618313
+    assert receipt.wechat_status == "failed:user block"
+    assert receipt.openid == openid
+    assert int(receipt.event_time.timestamp()) == 1_800_000_000
     # A delivery report is WeChat's, not the user's: it creates no follower.
     assert not Follower.objects.exists()
 
@@ -422,7 +428,7 @@ def test_receipts_with_msgid_zero_are_not_merged(plain, receipts):
     openid = new_openid()
     plain.post(receipt_xml(openid, 0, "success", create_time=1_800_000_000))
     plain.post(receipt_xml(openid, 0, "success", create_time=1_800_000_001))
-    assert [receipt["msgid"] for receipt in receipts] == [0, 0]
+    assert [receipt.msgid for receipt in receipts] == [0, 0]
 
 
 @pytest.mark.parametrize("msgid", ["", "abc", "-1", str(2**63)])
