@@ -85,7 +85,7 @@ def apply_received_receipts() -> int:
 
     Holds ``RECEIPTS_ALIVE_KEY`` while at work, so callbacks enqueue no more tasks meanwhile.  When a look finds
     nothing it takes the key down and lingers: for ``RECEIPTS_LINGER_SECONDS`` it goes on applying what arrives,
-    and only a look that starts after that and finds nothing ends it, which is what lets web processes rely on a
+    and only a look that starts after that and drains what is there ends it, which is what lets web processes rely on a
     task they saw for ``RECEIPTS_TRUST_SECONDS`` without reading the key (:mod:`messaging.dispatch`).  Receipts that
     arrive while it lingers make it hold the key again; after ``RECEIPTS_TASK_SECONDS`` it ends after its linger
     anyway, and the next receipt enqueues a fresh task.  Run inline (``WXNOTIFY_TASKS_SYNC``), it does not wait.
@@ -121,16 +121,18 @@ def _apply_while_alive(inline: bool, deadline: float) -> int:
 
 
 def _apply_lingering() -> int:
-    """With the key down, apply what arrives for ``RECEIPTS_LINGER_SECONDS``; ends with a look that began after."""
+    """With the key down, apply what arrives for ``RECEIPTS_LINGER_SECONDS``, then until a look that began after
+    that leaves nothing behind (a batch short of full): every receipt committed within the linger is taken, and a
+    steady stream of later ones cannot keep the task here."""
     until = time.monotonic() + dispatch.RECEIPTS_LINGER_SECONDS
     taken = 0
     while True:
         started = time.monotonic()
         batch = services.apply_received_receipts()
         taken += batch
+        if started >= until and batch < services.RECEIPT_BATCH_SIZE:
+            return taken
         if not batch:
-            if started >= until:
-                return taken
             time.sleep(min(RECEIPT_BATCH_PAUSE_SECONDS, max(until - time.monotonic(), 0.0)))
 
 
