@@ -575,7 +575,7 @@ class DeliveryReceipt(models.Model):
 
     The row is also the receipt's de-duplication record: WeChat reports a msgid once, so ``(account, msgid)`` is
     unique (MsgID 0, reported when ``client_msg_id`` was used, excepted), and a retry or a replay of a stored receipt
-    inserts nothing (``messaging.services.record_delivery_receipt``).  Applied rows are therefore kept as long as a
+    inserts nothing (``messaging.services.record_delivery_receipts``).  Applied rows are therefore kept as long as a
     retry or a fresh replay can arrive, then pruned (``prune_applied_receipts``).
     """
 

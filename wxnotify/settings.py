@@ -4,8 +4,8 @@ Everything is read from environment variables with embedded defaults, so a bare 
 SQLite, the database cache and the django-q2 ORM broker.  Setting ``DATABASE_URL`` and
 ``REDIS_URL`` moves the same code onto PostgreSQL and Redis, which is how it scales past one host.
 
-One file, longer than our usual 400 lines, on purpose: Django reads one settings module, and an operator looking
-for a variable (``deploy/wxnotify.env.example`` lists them all) should find every one of them here.
+Size: over 450 lines on purpose: Django reads one settings module, and an operator looking for a variable
+(``deploy/wxnotify.env.example`` lists them all) should find every one of them here.
 """
 
 from __future__ import annotations

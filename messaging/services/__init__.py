@@ -40,16 +40,18 @@ from messaging.services.checks import (
 from messaging.services.duplicates import EarlierCopies, earlier_copies
 from messaging.services.expansion import expand_all_subscribed
 from messaging.services.ledger import WeChatRecord, hold_end_text, poll_intercepted, quota_warnings, wechat_record
+from messaging.services.receipt_records import (
+    ReceivedReceipt,
+    record_delivery_receipt,
+    record_delivery_receipts,
+    record_subscription_receipts,
+)
 from messaging.services.receipts import (
     RECEIPT_BATCH_SIZE,
-    ReceivedReceipt,
     apply_pending_receipts,
     apply_pending_subscription_receipts,
     apply_received_receipts,
     prune_applied_receipts,
-    record_delivery_receipt,
-    record_delivery_receipts,
-    record_subscription_receipts,
     resolve_stale_receipts,
 )
 from messaging.services.schedules import cancel_message, reschedule_campaign, reschedule_message
