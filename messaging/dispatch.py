@@ -119,12 +119,12 @@ def request_receipt_application() -> None:
     now = time.monotonic()
     if now - _receipts_task_seen_at < RECEIPTS_TRUST_SECONDS:
         return
-    task_runs = True
     try:
-        if cache.get(RECEIPTS_ALIVE_KEY) is None:
-            task_runs = not cache.add(RECEIPTS_ALIVE_KEY, 1, timeout=ALIVE_KEY_SECONDS) and bool(
-                cache.get(RECEIPTS_ALIVE_KEY)
-            )
+        # Up, or put up by someone else between our read and our add: a task works or is on its way.
+        key = RECEIPTS_ALIVE_KEY
+        task_runs = cache.get(key) is not None or (
+            not cache.add(key, 1, timeout=ALIVE_KEY_SECONDS) and cache.get(key) is not None
+        )
     except Exception as exc:
         log_outage(logger, "Cache (receipt tasks enqueued without it)", exc)
         task_runs = False
