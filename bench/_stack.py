@@ -313,6 +313,11 @@ def setup_django(env: dict[str, str]) -> None:
     django.setup()
 
 
+def verdict(ok: bool) -> str:
+    """A target's cell in a results table."""
+    return "met" if ok else "**MISSED**"
+
+
 def fresh_services(database_url: str, redis_url: str, env: dict[str, str]) -> str:
     """An empty benchmark database (recreated) and Redis database (flushed), Django set up in this process with
     ``env`` and migrated; returns the database's name."""

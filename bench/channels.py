@@ -24,7 +24,6 @@ exactly once, and the subscription campaign must spend exactly N credits in the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import secrets
@@ -50,6 +49,7 @@ from bench._stack import (
     services_urls,
     stack_environment,
     unwind_on_sigterm,
+    verdict,
     write_results_section,
 )
 from bench.pipeline import (
@@ -62,17 +62,14 @@ from bench.pipeline import (
     RAW_SECRET,
     TEMPLATE_DATA,
     RawRun,
-    ThreadSessions,
     api_token,
     insert_followers,
-    last_sent_at,
     raw_sends,
     register_account,
+    run_api_campaign,
     sandbox_account,
     start_sandbox,
     start_service,
-    status_counts,
-    wait_drained,
 )
 from tests.servers import free_port
 
@@ -164,27 +161,6 @@ def raw_subscription(sandbox: str, count: int) -> RawRun:
     )
 
 
-def run_campaign(
-    stack: Stack, sessions: ThreadSessions, web: str, body: dict[str, Any], meter: CpuMeter
-) -> dict[str, Any]:
-    """Accept ``body`` through the API and wait until none of its messages is queued or sending."""
-    meter.start()
-    accepted_at = time.time()
-    response = sessions.get().post(f"{web}/api/v1/campaigns/", data=json.dumps(body), timeout=120)
-    accept_seconds = time.time() - accepted_at
-    if response.status_code != 202:
-        raise RuntimeError(f"campaign refused: HTTP {response.status_code} {response.text[:300]}")
-    campaign_id = response.json()["id"]
-    wait_drained(stack, 900, campaign_id=campaign_id)
-    cpu = meter.stop()
-    return {
-        "accept_seconds": accept_seconds,
-        "seconds": last_sent_at(campaign_id=campaign_id) - accepted_at,
-        "statuses": status_counts(campaign_id=campaign_id),
-        "cpu": cpu,
-    }
-
-
 def run(size: int) -> dict[str, Any]:
     from sandbox.demo import DEMO_ACCOUNT, DEMO_APPID, DEMO_SUBSCRIPTION_TEMPLATES
     from sandbox.state import seeded_openid
@@ -255,7 +231,7 @@ def run(size: int) -> dict[str, Any]:
             "name": "bench channels: subscription",
         }
         # Warm-up: connections, lazy imports, the workers' first token fetch.
-        run_campaign(stack, sessions, web, {**template_body, "recipients": {"openids": openids[size:]}}, meter)
+        run_api_campaign(stack, sessions, web, {**template_body, "recipients": {"openids": openids[size:]}}, meter)
 
         run_id = secrets.token_hex(3)
         demo_before = sandbox_account(sandbox, DEMO_APPID)
@@ -263,11 +239,11 @@ def run(size: int) -> dict[str, Any]:
         print(f"[{time.strftime('%X')}] raw template client: {size}", flush=True)
         figures["raw_template_before"] = raw_template(sandbox, template_id, size, f"{run_id}a")
         print(f"[{time.strftime('%X')}] template campaign: {size}", flush=True)
-        figures["template"] = run_campaign(stack, sessions, web, template_body, meter)
+        figures["template"] = run_api_campaign(stack, sessions, web, template_body, meter)
         print(f"[{time.strftime('%X')}] raw bizsend client: {size}", flush=True)
         figures["raw_subscription_before"] = raw_subscription(sandbox, size)
         print(f"[{time.strftime('%X')}] subscription campaign: {size}", flush=True)
-        figures["subscription"] = run_campaign(stack, sessions, web, subscription_body, meter)
+        figures["subscription"] = run_api_campaign(stack, sessions, web, subscription_body, meter)
         print(f"[{time.strftime('%X')}] both raw clients again", flush=True)
         figures["raw_template_after"] = raw_template(sandbox, template_id, size, f"{run_id}b")
         figures["raw_subscription_after"] = raw_subscription(sandbox, size)
@@ -286,10 +262,6 @@ def run(size: int) -> dict[str, Any]:
     finally:
         stack.stop_all()
         shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "**MISSED**"
 
 
 def report(figures: dict[str, Any], command: str) -> str:

@@ -68,6 +68,7 @@ from bench._stack import (
     stack_environment,
     this_tree,
     unwind_on_sigterm,
+    verdict,
     write_results_section,
 )
 from bench.pipeline import register_account
@@ -344,10 +345,6 @@ def summary(measured: dict[str, Any]) -> str:
 
 
 # --- Report ---------------------------------------------------------------------------------------------------------
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "**MISSED**"
 
 
 def expected_counts(size: int, run_name: str) -> list[int]:

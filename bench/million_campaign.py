@@ -55,6 +55,7 @@ from bench._stack import (
     stack_environment,
     this_tree,
     unwind_on_sigterm,
+    verdict,
     write_results_section,
 )
 from bench.pipeline import (
@@ -320,10 +321,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- Report ---------------------------------------------------------------------------------------------------------
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "**MISSED**"
 
 
 def accept_cells(accepted: dict[str, Any]) -> str:
